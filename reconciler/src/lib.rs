@@ -1,0 +1,17 @@
+//! The decision core of the issuer, with no I/O: domain types, quantities, the receipt tag, and
+//! `plan`, which turns observations and intents into the actions that converge them.
+//!
+//! The shell (`src/` of the `issuer` package) observes the chain and Alpaca, calls [`plan`], acts
+//! and records. Nothing in this crate can touch a network, a disk or a clock: its Cargo.toml has
+//! no dependency that could.
+
+pub mod ids;
+pub mod meta;
+pub mod mint;
+pub mod plan;
+pub mod qty;
+
+pub use ids::{parse_address, ClientId, IdError, IssuerRequestId, Network, Symbol, TokenizationRequestId};
+pub use mint::{Callback, Journal, MintIntent, ObservedDeposit, TrackedTx, TxPurpose, TxStatus};
+pub use plan::{plan, Action, MintItem, Policy, Problem, World};
+pub use qty::{Qty, QtyError};

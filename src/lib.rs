@@ -1,0 +1,27 @@
+//! # issuer
+//!
+//! The Issuer side of Alpaca's Instant Tokenization Network: Alpaca's requests arrive as intents,
+//! a level-triggered reconciler turns them into mints and burns on an OffchainAssetReceiptVault and
+//! tells Alpaca what happened. The chain and Alpaca are the sources of truth; redb is our cache.
+//!
+//! ## Layout
+//!
+//! - [`config`]: every setting, from a flag or an environment variable; secrets redacted in `Debug`.
+//! - [`store`]: the redb file behind the [`store::Store`] trait: schema version, typed tables.
+//! - [`chain`]: the vault bindings, the signer adapter, deployment, log scans and our transactions.
+//! - [`alpaca`]: the Broker API client (reqwest) behind the [`alpaca::Broker`] trait, with retries.
+//! - [`http`]: the tide server Alpaca and operators call; handlers validate and record intents.
+//! - [`pass`]: the reconcile loop: observe, call [`reconciler::plan`], act, record.
+//! - [`sim`]: the Alpaca simulator, a real HTTP server speaking the Broker API, with faults.
+//! - [`report`]: auditor reports rendered from the chain and Alpaca.
+//! - [`telemetry`]: tracing to stderr, human or JSON.
+
+pub mod alpaca;
+pub mod chain;
+pub mod config;
+pub mod http;
+pub mod pass;
+pub mod report;
+pub mod sim;
+pub mod store;
+pub mod telemetry;
