@@ -204,7 +204,10 @@ async function main() {
     rd = await revertData(bot, receipt, call('managerMint(address,address,uint256,uint256,bytes)', ['address', 'address', 'uint256', 'uint256', 'bytes'], [bot, bot, 1, 1, '0x']));
     expect(rd && rd.startsWith(`0x${sel('NotManager(address)')}`), 'managerMint by non-manager reverts');
   } finally {
+    // Wait for the exit so no anvil outlives this script.
+    const exited = new Promise((r) => anvil.once('exit', r));
     anvil.kill('SIGTERM');
+    await exited;
   }
   console.log(`${passed} passed, ${failed} failed`);
   process.exit(failed ? 1 : 0);

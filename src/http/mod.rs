@@ -1,1 +1,1 @@
-//! http
+//! http (owned by the HTTP helper while it works)

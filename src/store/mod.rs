@@ -1,1 +1,125 @@
-//! store
+//! The redb file: a cache of what the chain and Alpaca say, plus the facts that live nowhere else
+//! (account links, the wallet whitelist, the asset list, accepted intents, our signed transactions).
+//!
+//! Every write goes through one writer thread that groups the jobs waiting for it into a single
+//! two-phase, fsynced transaction ([`writer`]): a caller is answered only after its job is on disk,
+//! and many concurrent callers share one fsync.
+
+mod records;
+mod redb_store;
+mod writer;
+
+pub use records::{
+    Account, Asset, ConfirmOutcome, IssuanceOutcome, MintRecord, Settled, TxRecord, TxVariant,
+    SCHEMA_VERSION,
+};
+pub use redb_store::RedbStore;
+
+use alloy::primitives::{Address, B256};
+use reconciler::{ClientId, IssuerRequestId, Journal, Network, ObservedDeposit, Symbol, TokenizationRequestId};
+
+/// Why the store could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The file could not be opened: missing directory, permissions, locked by another process.
+    #[error("cannot open store {path}: {source}")]
+    Open { path: String, source: redb::DatabaseError },
+    /// The file is not a redb file of ours, or redb found it damaged. It was not modified.
+    #[error("store {path} is corrupt or not an issuer store: {detail}")]
+    Corrupt { path: String, detail: String },
+    /// The file was written by a newer issuer; opening it could lose data it holds. Not modified.
+    #[error("store {path} has schema version {found}, this issuer understands up to {supported}")]
+    NewerSchema { path: String, found: u32, supported: u32 },
+    /// redb failed during a transaction (I/O error, disk full).
+    #[error("storage failure: {0}")]
+    Storage(String),
+    /// A stored value no longer decodes: a bug or a damaged file.
+    #[error("stored value under {key} does not decode: {detail}")]
+    Decode { key: String, detail: String },
+    /// The writer thread is gone (the store is shutting down).
+    #[error("store writer stopped")]
+    WriterGone,
+}
+
+macro_rules! storage_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Storage(e.to_string())
+            }
+        }
+    )*};
+}
+storage_from!(
+    redb::StorageError,
+    redb::TableError,
+    redb::TransactionError,
+    redb::CommitError
+);
+
+/// What a pass or a handler needs from the cache. Small on purpose: a faulty double is a short
+/// test type, and redb stays behind it.
+pub trait Store: Send + Sync {
+    // Accounts and wallets.
+    /// Registers an AP by email (normalised: trimmed, lower case). Idempotent per email.
+    fn register_account(&self, email: &str) -> Result<Account, StoreError>;
+    fn account(&self, client_id: &ClientId) -> Result<Option<Account>, StoreError>;
+    fn account_by_email(&self, email: &str) -> Result<Option<Account>, StoreError>;
+    /// Links the account of `email` to Alpaca's account number: `Ok(None)` for an unknown email,
+    /// `Err`-free `Some((account, false))` when it was already linked.
+    fn link_account(&self, email: &str, account_number: &str) -> Result<Option<(Account, bool)>, StoreError>;
+    /// Whitelists `wallet` for `client_id`; `false` if the wallet belongs to another client.
+    fn add_wallet(&self, client_id: &ClientId, wallet: Address) -> Result<bool, StoreError>;
+    fn remove_wallet(&self, client_id: &ClientId, wallet: Address) -> Result<bool, StoreError>;
+    fn wallet_owner(&self, wallet: Address) -> Result<Option<ClientId>, StoreError>;
+    fn wallets(&self) -> Result<Vec<(Address, ClientId)>, StoreError>;
+
+    // Assets.
+    /// Inserts or replaces the asset for (underlying, network).
+    fn put_asset(&self, asset: &Asset) -> Result<(), StoreError>;
+    fn assets(&self) -> Result<Vec<Asset>, StoreError>;
+    fn asset(&self, underlying: &Symbol, network: &Network) -> Result<Option<Asset>, StoreError>;
+    /// Freezes or unfreezes minting of `underlying` on every network; the number of assets changed.
+    fn set_frozen(&self, underlying: &Symbol, frozen: bool) -> Result<usize, StoreError>;
+
+    // Mint intents.
+    /// Records an accepted issuance, or finds the one already under its tokenization_request_id.
+    fn submit_issuance(&self, record: MintRecord) -> Result<IssuanceOutcome, StoreError>;
+    /// Records Alpaca's journal outcome for a mint.
+    fn confirm_issuance(
+        &self,
+        tokenization_request_id: &TokenizationRequestId,
+        issuer_request_id: &IssuerRequestId,
+        journal: Journal,
+        reason: Option<String>,
+    ) -> Result<ConfirmOutcome, StoreError>;
+    fn mint(&self, issuer_request_id: &IssuerRequestId) -> Result<Option<MintRecord>, StoreError>;
+    /// Mints not yet acknowledged by Alpaca and not rejected.
+    fn active_mints(&self) -> Result<Vec<MintRecord>, StoreError>;
+    fn all_mints(&self) -> Result<Vec<MintRecord>, StoreError>;
+    fn put_mints(&self, records: Vec<MintRecord>) -> Result<(), StoreError>;
+
+    // Chain observations and our transactions.
+    fn put_deposits(&self, deposits: Vec<ObservedDeposit>) -> Result<(), StoreError>;
+    fn deposits(&self) -> Result<Vec<ObservedDeposit>, StoreError>;
+    /// Forgets every observation from `block_number` on (a reorg).
+    fn drop_observations_from(&self, block_number: u64) -> Result<(), StoreError>;
+    /// Last block scanned for `vault` (inclusive), if any.
+    fn cursor(&self, vault: Address) -> Result<Option<u64>, StoreError>;
+    /// Records the scan of `vault` up to `block_number` together with the block hashes seen,
+    /// in one transaction with the observations it produced.
+    fn advance(
+        &self,
+        vault: Address,
+        block_number: u64,
+        deposits: Vec<ObservedDeposit>,
+        hashes: Vec<(u64, B256)>,
+    ) -> Result<(), StoreError>;
+    fn rewind_cursors(&self, block_number: u64) -> Result<(), StoreError>;
+    /// Block hashes we saw, newest last.
+    fn block_hashes(&self) -> Result<Vec<(u64, B256)>, StoreError>;
+    fn put_tx(&self, tx: &TxRecord) -> Result<(), StoreError>;
+    fn unsettled_txs(&self) -> Result<Vec<TxRecord>, StoreError>;
+    fn tx(&self, nonce: u64) -> Result<Option<TxRecord>, StoreError>;
+    fn highest_nonce(&self) -> Result<Option<u64>, StoreError>;
+}

@@ -1,0 +1,160 @@
+//! The Broker API's JSON bodies, spelled exactly as Alpaca spells them.
+//!
+//! Decoding is lenient where Alpaca is known to vary (`tx_hash` is `""`, `null` or absent while a
+//! request is pending; the client id comes under three names; unknown fields are ignored) and strict
+//! where a wrong value would be acted on (ids, symbols, quantities, addresses are parsed into types).
+
+use alloy::primitives::{Address, B256};
+use reconciler::ids::{ClientId, IssuerRequestId, Network, Symbol, TokenizationRequestId};
+use reconciler::Qty;
+use serde::{Deserialize, Deserializer, Serialize};
+use std::fmt::Display;
+
+/// Whether a tokenization request moves shares into tokens or back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RequestType {
+    Mint,
+    Redeem,
+}
+
+/// Where Alpaca's journal for a request stands. Any other value fails decoding on purpose: an
+/// unknown state must not be mistaken for one we act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RequestStatus {
+    Pending,
+    Completed,
+    Rejected,
+}
+
+/// One mint or redeem request as Alpaca reports it (`GET .../tokenization/requests/{id}` and the
+/// answer to the redeem call).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenizationRequest {
+    /// Alpaca's `tokenization_request_id`.
+    pub id: TokenizationRequestId,
+    /// Ours; absent on a mint Alpaca has not yet had an answer for.
+    #[serde(default, deserialize_with = "empty_as_none", skip_serializing_if = "Option::is_none")]
+    pub issuer_request_id: Option<IssuerRequestId>,
+    #[serde(rename = "type")]
+    pub kind: RequestType,
+    pub status: RequestStatus,
+    pub underlying_symbol: Symbol,
+    pub token_symbol: Symbol,
+    /// A decimal string on the wire; at most 9 decimals at Alpaca.
+    pub qty: Qty,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    pub network: Network,
+    pub wallet_address: Address,
+    /// `""`, `null` or absent while pending all decode to `None`.
+    #[serde(default, deserialize_with = "empty_as_none_hash", skip_serializing_if = "Option::is_none")]
+    pub tx_hash: Option<B256>,
+    #[serde(default, deserialize_with = "empty_as_none", skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<ClientId>,
+    #[serde(default, deserialize_with = "empty_as_none", skip_serializing_if = "Option::is_none")]
+    pub client_account_id: Option<ClientId>,
+    #[serde(default, deserialize_with = "empty_as_none", skip_serializing_if = "Option::is_none")]
+    pub client_external_account_id: Option<ClientId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
+}
+
+impl TokenizationRequest {
+    /// The client, under whichever of Alpaca's three spellings it came (`client_id` first, then the
+    /// names Alpaca's newer schema uses).
+    pub fn client(&self) -> Option<&ClientId> {
+        self.client_id
+            .as_ref()
+            .or(self.client_external_account_id.as_ref())
+            .or(self.client_account_id.as_ref())
+    }
+}
+
+/// Body of `POST .../tokenization/callback/mint`: the tokens are on chain at `tx_hash`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MintCallback {
+    pub tokenization_request_id: TokenizationRequestId,
+    pub client_id: ClientId,
+    pub wallet_address: Address,
+    pub tx_hash: B256,
+    pub network: Network,
+}
+
+/// Body of `POST .../tokenization/callback/redeem`: the AP sent `qty` tokens to our redemption
+/// wallet in `tx_hash`; journal the shares back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedeemRequest {
+    /// Derived from the transfer log, so a retry after a crash reuses it.
+    pub issuer_request_id: IssuerRequestId,
+    pub underlying_symbol: Symbol,
+    pub token_symbol: Symbol,
+    pub client_id: ClientId,
+    /// At most 9 decimals (Alpaca's limit); the client refuses more before sending.
+    pub qty: Qty,
+    pub network: Network,
+    pub wallet_address: Address,
+    pub tx_hash: B256,
+}
+
+/// Filter of `GET .../tokenization/requests`; `None` fields are left out of the query.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestFilter {
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<RequestType>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<RequestStatus>,
+    /// RFC 3339 timestamp, passed through as Alpaca takes it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    /// RFC 3339 timestamp, passed through as Alpaca takes it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before: Option<String>,
+}
+
+/// Alpaca's error body. `code` is a number in Alpaca's answers; a string is accepted too.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    #[serde(default, deserialize_with = "code_as_string")]
+    pub code: Option<String>,
+    #[serde(default)]
+    pub message: String,
+}
+
+fn code_as_string<'de, D: Deserializer<'de>>(de: D) -> Result<Option<String>, D::Error> {
+    Ok(match Option::<serde_json::Value>::deserialize(de)? {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(text)) => Some(text),
+        Some(other) => Some(other.to_string()),
+    })
+}
+
+/// `null`, absent and `""` are all "not there yet"; anything else must parse.
+fn empty_as_none<'de, D, T>(de: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: TryFrom<String>,
+    T::Error: Display,
+{
+    match Option::<String>::deserialize(de)? {
+        None => Ok(None),
+        Some(text) if text.is_empty() => Ok(None),
+        Some(text) => T::try_from(text).map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
+fn empty_as_none_hash<'de, D: Deserializer<'de>>(de: D) -> Result<Option<B256>, D::Error> {
+    match Option::<String>::deserialize(de)? {
+        None => Ok(None),
+        Some(text) if text.is_empty() => Ok(None),
+        Some(text) => {
+            let hex = text.strip_prefix("0x").ok_or_else(|| {
+                serde::de::Error::custom(format!("tx_hash must be 0x-prefixed: {text:?}"))
+            })?;
+            hex.parse::<B256>().map(Some).map_err(serde::de::Error::custom)
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! What the store keeps, as plain serde types.
+
+use alloy::primitives::{Address, Bytes, B256};
+use reconciler::{ClientId, IssuerRequestId, MintIntent, Network, Symbol, TxPurpose};
+use serde::{Deserialize, Serialize};
+
+/// Bumped when a table's layout changes; a file with a higher number is refused, not read.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// An Authorized Participant registered by an operator, linked by Alpaca.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub client_id: ClientId,
+    /// Normalised: trimmed and lower case.
+    pub email: String,
+    /// Alpaca's account number, once Alpaca linked the account.
+    pub account_number: Option<String>,
+}
+
+impl Account {
+    pub fn linked(&self) -> bool {
+        self.account_number.is_some()
+    }
+}
+
+/// One underlying on one network, with its vault.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Asset {
+    pub underlying: Symbol,
+    pub token: Symbol,
+    pub network: Network,
+    pub vault: Address,
+    pub receipt: Address,
+    pub authorizer: Address,
+    /// First block worth scanning for the vault's logs.
+    pub deploy_block: u64,
+    /// Minting suspended by an operator.
+    pub frozen: bool,
+}
+
+/// A mint as accepted from Alpaca, with what is needed to tell a repeat from a conflict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MintRecord {
+    pub intent: MintIntent,
+    /// Canonical form of the issuance body: same id + same fingerprint is a repeat.
+    pub fingerprint: String,
+    /// Alpaca's reason when it rejected the journal.
+    pub reject_reason: Option<String>,
+    /// Why the reconciler stopped on it, for operators (`stuck` lists these).
+    pub problem: Option<String>,
+}
+
+/// Result of recording an issuance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IssuanceOutcome {
+    /// A new intent is on disk.
+    Created(IssuerRequestId),
+    /// The same request was accepted before: same answer.
+    Repeat(IssuerRequestId),
+    /// The id was accepted before with a different body.
+    Conflict,
+}
+
+/// Result of recording a journal confirmation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfirmOutcome {
+    /// Recorded now, or recorded before with the same status.
+    Recorded,
+    /// No mint with that issuer_request_id.
+    Unknown,
+    /// The issuer_request_id belongs to another tokenization_request_id.
+    Mismatch,
+    /// The journal already has the opposite final status.
+    Conflict,
+}
+
+/// One signed variant of a transaction at a nonce (a replacement is a new variant).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxVariant {
+    pub hash: B256,
+    /// EIP-2718 bytes exactly as broadcast: a retry re-sends these.
+    pub raw: Bytes,
+    pub max_fee_per_gas: u128,
+    pub max_priority_fee_per_gas: u128,
+    pub signed_at_block: u64,
+}
+
+/// One nonce of the bot's account and everything we signed for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxRecord {
+    pub nonce: u64,
+    pub from: Address,
+    pub to: Address,
+    pub purpose: TxPurpose,
+    /// Calldata shared by every variant; only fees change on replacement.
+    pub input: Bytes,
+    pub gas_limit: u64,
+    pub variants: Vec<TxVariant>,
+    /// Set when the plan settled it: the block it was mined in, or `None` if its nonce was taken.
+    pub settled: Option<Settled>,
+}
+
+/// How a nonce ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settled {
+    pub mined_block: Option<u64>,
+    pub hash: Option<B256>,
+    pub success: bool,
+}

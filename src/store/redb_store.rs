@@ -1,0 +1,546 @@
+//! [`Store`] on a redb file.
+
+use super::records::{Account, Asset, ConfirmOutcome, IssuanceOutcome, MintRecord, TxRecord, SCHEMA_VERSION};
+use super::writer::Writer;
+use super::{Store, StoreError};
+use alloy::primitives::{Address, B256};
+use reconciler::{Callback, ClientId, IssuerRequestId, Journal, Network, ObservedDeposit, Symbol, TokenizationRequestId};
+use redb::{
+    Database, DatabaseError, ReadOnlyDatabase, ReadableDatabase, ReadableTable, TableDefinition,
+    WriteTransaction,
+};
+use serde::{de::DeserializeOwned, Serialize};
+use std::path::Path;
+use std::sync::Arc;
+
+type Json = TableDefinition<'static, &'static str, &'static [u8]>;
+
+const META: TableDefinition<&str, u32> = TableDefinition::new("meta");
+const ACCOUNTS: Json = TableDefinition::new("accounts");
+const ACCOUNT_BY_EMAIL: TableDefinition<&str, &str> = TableDefinition::new("account_by_email");
+const WALLETS: TableDefinition<&str, &str> = TableDefinition::new("wallets");
+const ASSETS: Json = TableDefinition::new("assets");
+const MINTS: Json = TableDefinition::new("mints");
+const MINT_BY_TRID: TableDefinition<&str, &str> = TableDefinition::new("mint_by_trid");
+const DEPOSITS: Json = TableDefinition::new("deposits");
+const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
+const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
+const TXS: TableDefinition<u64, &[u8]> = TableDefinition::new("txs");
+
+/// Block hashes kept for reorg detection.
+const BLOCK_WINDOW: u64 = 256;
+
+/// The store on a redb file. Cheap to clone.
+#[derive(Clone)]
+pub struct RedbStore {
+    db: Arc<Database>,
+    writer: Writer,
+}
+
+fn encode<V: Serialize>(value: &V) -> Vec<u8> {
+    // Our records are plain structs of strings and numbers: serialisation cannot fail.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+fn decode<V: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<V, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Decode { key: key.to_owned(), detail: e.to_string() })
+}
+
+fn addr_key(address: Address) -> String {
+    format!("{address:#x}")
+}
+
+fn deposit_key(d: &ObservedDeposit) -> String {
+    format!("{:020}/{:#x}/{:06}", d.block_number, d.tx_hash, d.log_index)
+}
+
+fn asset_key(underlying: &Symbol, network: &Network) -> String {
+    format!("{}/{}", underlying.as_str(), network.as_str())
+}
+
+/// Normalises an email as operators and Alpaca may spell it differently.
+pub fn normalise_email(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+impl RedbStore {
+    /// Opens (or creates) the store at `path`. A corrupt file, a file that is not ours, or one
+    /// written by a newer schema is refused with a clear error and left untouched.
+    pub fn open(path: &Path) -> Result<RedbStore, StoreError> {
+        let shown = path.display().to_string();
+        if path.exists() {
+            match ReadOnlyDatabase::open(path) {
+                Ok(ro) => {
+                    check_schema(&shown, &ro, true)?;
+                    drop(ro);
+                }
+                // Needs recovery after a crash: only a writable open can repair; the schema is
+                // checked right after, before anything is written.
+                Err(DatabaseError::RepairAborted) => {}
+                Err(DatabaseError::Storage(e)) => {
+                    return Err(StoreError::Corrupt { path: shown, detail: e.to_string() })
+                }
+                Err(e) => return Err(StoreError::Open { path: shown, source: e }),
+            }
+            let db = Database::open(path).map_err(|e| match e {
+                DatabaseError::Storage(s) => StoreError::Corrupt { path: shown.clone(), detail: s.to_string() },
+                other => StoreError::Open { path: shown.clone(), source: other },
+            })?;
+            check_schema(&shown, &db, true)?;
+            return Ok(Self::started(db));
+        }
+        let db = Database::create(path).map_err(|e| StoreError::Open { path: shown.clone(), source: e })?;
+        let mut txn = db.begin_write()?;
+        txn.set_two_phase_commit(true);
+        {
+            let mut meta = txn.open_table(META)?;
+            meta.insert("schema_version", SCHEMA_VERSION)?;
+            for table in [ACCOUNTS, ASSETS, MINTS, DEPOSITS] {
+                txn.open_table(table)?;
+            }
+            for table in [ACCOUNT_BY_EMAIL, WALLETS, MINT_BY_TRID] {
+                txn.open_table(table)?;
+            }
+            txn.open_table(CURSORS)?;
+            txn.open_table(BLOCKS)?;
+            txn.open_table(TXS)?;
+        }
+        txn.commit()?;
+        Ok(Self::started(db))
+    }
+
+    fn started(db: Database) -> RedbStore {
+        let db = Arc::new(db);
+        let writer = Writer::start(db.clone());
+        RedbStore { db, writer }
+    }
+
+    fn read_json<V: DeserializeOwned>(&self, table: Json, key: &str) -> Result<Option<V>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(table)?;
+        match table.get(key)? {
+            Some(v) => Ok(Some(decode(key, v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn read_all<V: DeserializeOwned>(&self, table: Json) -> Result<Vec<V>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(table)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (k, v) = entry?;
+            out.push(decode(k.value(), v.value())?);
+        }
+        Ok(out)
+    }
+}
+
+fn check_schema(path: &str, db: &impl ReadableDatabase, must_exist: bool) -> Result<(), StoreError> {
+    let corrupt = |detail: String| StoreError::Corrupt { path: path.to_owned(), detail };
+    let txn = db.begin_read().map_err(|e| corrupt(e.to_string()))?;
+    let meta = match txn.open_table(META) {
+        Ok(t) => t,
+        Err(e) => return Err(corrupt(format!("no schema table ({e})"))),
+    };
+    let found = meta.get("schema_version").map_err(|e| corrupt(e.to_string()))?.map(|v| v.value());
+    match found {
+        Some(found) if found > SCHEMA_VERSION => Err(StoreError::NewerSchema {
+            path: path.to_owned(),
+            found,
+            supported: SCHEMA_VERSION,
+        }),
+        Some(_) => Ok(()),
+        None if must_exist => Err(corrupt("no schema version".into())),
+        None => Ok(()),
+    }
+}
+
+fn get_json<V: DeserializeOwned>(txn: &WriteTransaction, table: Json, key: &str) -> Result<Option<V>, StoreError> {
+    let table = txn.open_table(table)?;
+    let value = table.get(key)?;
+    match value {
+        Some(v) => Ok(Some(decode(key, v.value())?)),
+        None => Ok(None),
+    }
+}
+
+fn put_json<V: Serialize>(txn: &WriteTransaction, table: Json, key: &str, value: &V) -> Result<(), StoreError> {
+    let mut table = txn.open_table(table)?;
+    table.insert(key, encode(value).as_slice())?;
+    Ok(())
+}
+
+fn new_client_id() -> String {
+    let bytes: [u8; 16] = rand::random();
+    let h = hex::encode(bytes);
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+impl Store for RedbStore {
+    fn register_account(&self, email: &str) -> Result<Account, StoreError> {
+        let email = normalise_email(email);
+        self.writer.write(move |txn| {
+            let existing = {
+                let by_email = txn.open_table(ACCOUNT_BY_EMAIL)?;
+                let found = by_email.get(email.as_str())?.map(|v| v.value().to_owned());
+                found
+            };
+            if let Some(id) = existing {
+                return get_json::<Account>(txn, ACCOUNTS, &id)?
+                    .ok_or(StoreError::Decode { key: id, detail: "account index points nowhere".into() });
+            }
+            let client_id = ClientId::parse(&new_client_id())
+                .map_err(|e| StoreError::Decode { key: email.clone(), detail: e.to_string() })?;
+            let account = Account { client_id, email: email.clone(), account_number: None };
+            put_json(txn, ACCOUNTS, account.client_id.as_str(), &account)?;
+            txn.open_table(ACCOUNT_BY_EMAIL)?.insert(email.as_str(), account.client_id.as_str())?;
+            Ok(account)
+        })
+    }
+
+    fn account(&self, client_id: &ClientId) -> Result<Option<Account>, StoreError> {
+        self.read_json(ACCOUNTS, client_id.as_str())
+    }
+
+    fn account_by_email(&self, email: &str) -> Result<Option<Account>, StoreError> {
+        let email = normalise_email(email);
+        let id = {
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(ACCOUNT_BY_EMAIL)?;
+            let found = table.get(email.as_str())?.map(|v| v.value().to_owned());
+            found
+        };
+        match id {
+            Some(id) => self.read_json(ACCOUNTS, &id),
+            None => Ok(None),
+        }
+    }
+
+    fn link_account(&self, email: &str, account_number: &str) -> Result<Option<(Account, bool)>, StoreError> {
+        let email = normalise_email(email);
+        let account_number = account_number.to_owned();
+        self.writer.write(move |txn| {
+            let id = {
+                let by_email = txn.open_table(ACCOUNT_BY_EMAIL)?;
+                let found = by_email.get(email.as_str())?.map(|v| v.value().to_owned());
+                found
+            };
+            let Some(id) = id else { return Ok(None) };
+            let Some(mut account) = get_json::<Account>(txn, ACCOUNTS, &id)? else { return Ok(None) };
+            if account.linked() {
+                return Ok(Some((account, false)));
+            }
+            account.account_number = Some(account_number);
+            put_json(txn, ACCOUNTS, &id, &account)?;
+            Ok(Some((account, true)))
+        })
+    }
+
+    fn add_wallet(&self, client_id: &ClientId, wallet: Address) -> Result<bool, StoreError> {
+        let client = client_id.as_str().to_owned();
+        self.writer.write(move |txn| {
+            let mut wallets = txn.open_table(WALLETS)?;
+            let key = addr_key(wallet);
+            let owner = wallets.get(key.as_str())?.map(|v| v.value().to_owned());
+            match owner {
+                Some(owner) => Ok(owner == client),
+                None => {
+                    wallets.insert(key.as_str(), client.as_str())?;
+                    Ok(true)
+                }
+            }
+        })
+    }
+
+    fn remove_wallet(&self, client_id: &ClientId, wallet: Address) -> Result<bool, StoreError> {
+        let client = client_id.as_str().to_owned();
+        self.writer.write(move |txn| {
+            let mut wallets = txn.open_table(WALLETS)?;
+            let key = addr_key(wallet);
+            let owner = wallets.get(key.as_str())?.map(|v| v.value().to_owned());
+            if owner.as_deref() == Some(client.as_str()) {
+                wallets.remove(key.as_str())?;
+                return Ok(true);
+            }
+            Ok(false)
+        })
+    }
+
+    fn wallet_owner(&self, wallet: Address) -> Result<Option<ClientId>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(WALLETS)?;
+        let owner = table.get(addr_key(wallet).as_str())?.map(|v| v.value().to_owned());
+        Ok(owner.and_then(|o| ClientId::parse(&o).ok()))
+    }
+
+    fn wallets(&self) -> Result<Vec<(Address, ClientId)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(WALLETS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (k, v) = entry?;
+            if let (Ok(a), Ok(c)) = (k.value().parse::<Address>(), ClientId::parse(v.value())) {
+                out.push((a, c));
+            }
+        }
+        Ok(out)
+    }
+
+    fn put_asset(&self, asset: &Asset) -> Result<(), StoreError> {
+        let asset = asset.clone();
+        self.writer.write(move |txn| put_json(txn, ASSETS, &asset_key(&asset.underlying, &asset.network), &asset))
+    }
+
+    fn assets(&self) -> Result<Vec<Asset>, StoreError> {
+        self.read_all(ASSETS)
+    }
+
+    fn asset(&self, underlying: &Symbol, network: &Network) -> Result<Option<Asset>, StoreError> {
+        self.read_json(ASSETS, &asset_key(underlying, network))
+    }
+
+    fn set_frozen(&self, underlying: &Symbol, frozen: bool) -> Result<usize, StoreError> {
+        let underlying = underlying.clone();
+        self.writer.write(move |txn| {
+            let mut changed = Vec::new();
+            {
+                let table = txn.open_table(ASSETS)?;
+                for entry in table.iter()? {
+                    let (k, v) = entry?;
+                    let mut asset: Asset = decode(k.value(), v.value())?;
+                    if asset.underlying == underlying {
+                        asset.frozen = frozen;
+                        changed.push((k.value().to_owned(), asset));
+                    }
+                }
+            }
+            for (key, asset) in &changed {
+                put_json(txn, ASSETS, key, asset)?;
+            }
+            Ok(changed.len())
+        })
+    }
+
+    fn submit_issuance(&self, record: MintRecord) -> Result<IssuanceOutcome, StoreError> {
+        self.writer.write(move |txn| {
+            let trid = record.intent.tokenization_request_id.as_str().to_owned();
+            let existing = {
+                let index = txn.open_table(MINT_BY_TRID)?;
+                let found = index.get(trid.as_str())?.map(|v| v.value().to_owned());
+                found
+            };
+            if let Some(irid) = existing {
+                let old: Option<MintRecord> = get_json(txn, MINTS, &irid)?;
+                return Ok(match old {
+                    Some(old) if old.fingerprint == record.fingerprint => {
+                        IssuanceOutcome::Repeat(old.intent.issuer_request_id)
+                    }
+                    _ => IssuanceOutcome::Conflict,
+                });
+            }
+            let irid = record.intent.issuer_request_id.clone();
+            put_json(txn, MINTS, irid.as_str(), &record)?;
+            txn.open_table(MINT_BY_TRID)?.insert(trid.as_str(), irid.as_str())?;
+            Ok(IssuanceOutcome::Created(irid))
+        })
+    }
+
+    fn confirm_issuance(
+        &self,
+        tokenization_request_id: &TokenizationRequestId,
+        issuer_request_id: &IssuerRequestId,
+        journal: Journal,
+        reason: Option<String>,
+    ) -> Result<ConfirmOutcome, StoreError> {
+        let trid = tokenization_request_id.clone();
+        let irid = issuer_request_id.clone();
+        self.writer.write(move |txn| {
+            let Some(mut record) = get_json::<MintRecord>(txn, MINTS, irid.as_str())? else {
+                return Ok(ConfirmOutcome::Unknown);
+            };
+            if record.intent.tokenization_request_id != trid {
+                return Ok(ConfirmOutcome::Mismatch);
+            }
+            match (record.intent.journal, journal) {
+                (current, wanted) if current == wanted => Ok(ConfirmOutcome::Recorded),
+                (Journal::Pending, wanted) => {
+                    record.intent.journal = wanted;
+                    record.reject_reason = reason;
+                    put_json(txn, MINTS, irid.as_str(), &record)?;
+                    Ok(ConfirmOutcome::Recorded)
+                }
+                _ => Ok(ConfirmOutcome::Conflict),
+            }
+        })
+    }
+
+    fn mint(&self, issuer_request_id: &IssuerRequestId) -> Result<Option<MintRecord>, StoreError> {
+        self.read_json(MINTS, issuer_request_id.as_str())
+    }
+
+    fn active_mints(&self) -> Result<Vec<MintRecord>, StoreError> {
+        Ok(self
+            .all_mints()?
+            .into_iter()
+            .filter(|m| {
+                m.intent.journal != Journal::Rejected && !matches!(m.intent.callback, Callback::Acked { .. })
+            })
+            .collect())
+    }
+
+    fn all_mints(&self) -> Result<Vec<MintRecord>, StoreError> {
+        self.read_all(MINTS)
+    }
+
+    fn put_mints(&self, records: Vec<MintRecord>) -> Result<(), StoreError> {
+        self.writer.write(move |txn| {
+            for record in &records {
+                put_json(txn, MINTS, record.intent.issuer_request_id.as_str(), record)?;
+                txn.open_table(MINT_BY_TRID)?.insert(
+                    record.intent.tokenization_request_id.as_str(),
+                    record.intent.issuer_request_id.as_str(),
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    fn put_deposits(&self, deposits: Vec<ObservedDeposit>) -> Result<(), StoreError> {
+        self.writer.write(move |txn| {
+            for d in &deposits {
+                put_json(txn, DEPOSITS, &deposit_key(d), d)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn deposits(&self) -> Result<Vec<ObservedDeposit>, StoreError> {
+        self.read_all(DEPOSITS)
+    }
+
+    fn drop_observations_from(&self, block_number: u64) -> Result<(), StoreError> {
+        self.writer.write(move |txn| drop_from(txn, block_number))
+    }
+
+    fn cursor(&self, vault: Address) -> Result<Option<u64>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(CURSORS)?;
+        let cursor = table.get(addr_key(vault).as_str())?.map(|v| v.value());
+        Ok(cursor)
+    }
+
+    fn advance(
+        &self,
+        vault: Address,
+        block_number: u64,
+        deposits: Vec<ObservedDeposit>,
+        hashes: Vec<(u64, B256)>,
+    ) -> Result<(), StoreError> {
+        self.writer.write(move |txn| {
+            for d in &deposits {
+                put_json(txn, DEPOSITS, &deposit_key(d), d)?;
+            }
+            let mut blocks = txn.open_table(BLOCKS)?;
+            for (number, hash) in &hashes {
+                blocks.insert(*number, hash.as_slice())?;
+            }
+            let newest = blocks.last()?.map(|(k, _)| k.value());
+            if let Some(newest) = newest {
+                let floor = newest.saturating_sub(BLOCK_WINDOW);
+                let old: Vec<u64> = blocks.range(..floor)?.filter_map(Result::ok).map(|(k, _)| k.value()).collect();
+                for number in old {
+                    blocks.remove(number)?;
+                }
+            }
+            txn.open_table(CURSORS)?.insert(addr_key(vault).as_str(), block_number)?;
+            Ok(())
+        })
+    }
+
+    fn rewind_cursors(&self, block_number: u64) -> Result<(), StoreError> {
+        self.writer.write(move |txn| drop_from(txn, block_number))
+    }
+
+    fn block_hashes(&self) -> Result<Vec<(u64, B256)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(BLOCKS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (k, v) = entry?;
+            out.push((k.value(), B256::from_slice(v.value())));
+        }
+        Ok(out)
+    }
+
+    fn put_tx(&self, tx: &TxRecord) -> Result<(), StoreError> {
+        let tx = tx.clone();
+        self.writer.write(move |txn| {
+            txn.open_table(TXS)?.insert(tx.nonce, encode(&tx).as_slice())?;
+            Ok(())
+        })
+    }
+
+    fn unsettled_txs(&self) -> Result<Vec<TxRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(TXS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (k, v) = entry?;
+            let tx: TxRecord = decode(&k.value().to_string(), v.value())?;
+            if tx.settled.is_none() {
+                out.push(tx);
+            }
+        }
+        Ok(out)
+    }
+
+    fn tx(&self, nonce: u64) -> Result<Option<TxRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(TXS)?;
+        let found = table.get(nonce)?;
+        match found {
+            Some(v) => Ok(Some(decode(&nonce.to_string(), v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn highest_nonce(&self) -> Result<Option<u64>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(TXS)?;
+        let last = table.last()?.map(|(k, _)| k.value());
+        Ok(last)
+    }
+}
+
+/// Forgets observations and block hashes from `block_number` on and pulls every cursor back
+/// below it, so the range is scanned again.
+fn drop_from(txn: &WriteTransaction, block_number: u64) -> Result<(), StoreError> {
+    {
+        let mut deposits = txn.open_table(DEPOSITS)?;
+        let from = format!("{block_number:020}");
+        let keys: Vec<String> =
+            deposits.range(from.as_str()..)?.filter_map(Result::ok).map(|(k, _)| k.value().to_owned()).collect();
+        for key in keys {
+            deposits.remove(key.as_str())?;
+        }
+    }
+    {
+        let mut blocks = txn.open_table(BLOCKS)?;
+        let numbers: Vec<u64> = blocks.range(block_number..)?.filter_map(Result::ok).map(|(k, _)| k.value()).collect();
+        for n in numbers {
+            blocks.remove(n)?;
+        }
+    }
+    let mut cursors = txn.open_table(CURSORS)?;
+    let moved: Vec<(String, u64)> = cursors
+        .iter()?
+        .filter_map(Result::ok)
+        .filter(|(_, v)| v.value() >= block_number)
+        .map(|(k, _)| (k.value().to_owned(), block_number.saturating_sub(1)))
+        .collect();
+    for (key, value) in moved {
+        cursors.insert(key.as_str(), value)?;
+    }
+    Ok(())
+}

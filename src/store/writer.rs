@@ -1,0 +1,107 @@
+//! Group commit: one thread owns writing. Each job runs inside the current batch's transaction;
+//! the batch commits (two-phase, fsynced) and only then is every job in it answered. Under load
+//! many jobs share one fsync; alone, a job waits for exactly one commit.
+
+use super::StoreError;
+use redb::{Database, WriteTransaction};
+use std::sync::mpsc;
+use std::sync::Arc;
+
+/// Most jobs in one transaction: bounds how long the first of them waits.
+const JOBS_PER_COMMIT_MAX: usize = 512;
+
+type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+type Job = Box<dyn FnOnce(&WriteTransaction) -> Result<Completion, StoreError> + Send>;
+
+/// Handle to the writer thread. Cloning shares the thread.
+#[derive(Clone)]
+pub struct Writer {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    pub fn start(db: Arc<Database>) -> Writer {
+        let (jobs, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || run(&db, &rx))
+            .map_or_else(
+                |e| {
+                    // Without the thread every write fails with WriterGone: loud, never silent.
+                    tracing::error!(error = %e, "cannot start the store writer thread");
+                },
+                |_| (),
+            );
+        Writer { jobs }
+    }
+
+    /// Runs `job` in the next batch and returns its result once the batch is durable.
+    /// A job must check before it writes: an `Err` from it aborts the whole batch.
+    pub fn write<R, F>(&self, job: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&WriteTransaction) -> Result<R, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = mpsc::sync_channel::<Result<R, StoreError>>(1);
+        let boxed: Job = Box::new(move |txn| {
+            let value = job(txn)?;
+            Ok(Box::new(move |committed: Result<(), StoreError>| {
+                let _ = tx.send(committed.map(|()| value));
+            }) as Completion)
+        });
+        self.jobs.send(boxed).map_err(|_| StoreError::WriterGone)?;
+        rx.recv().map_err(|_| StoreError::WriterGone)?
+    }
+}
+
+fn run(db: &Database, rx: &mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < JOBS_PER_COMMIT_MAX {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        commit_batch(db, batch);
+    }
+}
+
+fn commit_batch(db: &Database, batch: Vec<Job>) {
+    let mut txn = match db.begin_write() {
+        Ok(txn) => txn,
+        Err(e) => {
+            tracing::error!(error = %e, "store: cannot begin a write transaction");
+            // Dropping the jobs drops their reply senders: callers see WriterGone-free errors.
+            drop(batch);
+            return;
+        }
+    };
+    txn.set_two_phase_commit(true);
+    let mut completions = Vec::with_capacity(batch.len());
+    let mut failure = None;
+    for job in batch {
+        if failure.is_some() {
+            // The transaction is abandoned: the remaining jobs are answered with the failure.
+            drop(job);
+            continue;
+        }
+        match job(&txn) {
+            Ok(done) => completions.push(done),
+            Err(e) => failure = Some(e.to_string()),
+        }
+    }
+    let outcome = match failure {
+        Some(detail) => {
+            let _ = txn.abort();
+            Err(detail)
+        }
+        None => txn.commit().map_err(|e| e.to_string()),
+    };
+    if let Err(detail) = &outcome {
+        tracing::error!(error = %detail, "store: batch not committed; its callers get an error");
+    }
+    for done in completions {
+        done(outcome.clone().map_err(StoreError::Storage));
+    }
+}
