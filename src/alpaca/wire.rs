@@ -18,6 +18,16 @@ pub enum RequestType {
     Redeem,
 }
 
+impl RequestType {
+    /// The wire spelling, for query strings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Mint => "mint",
+            Self::Redeem => "redeem",
+        }
+    }
+}
+
 /// Where Alpaca's journal for a request stands. Any other value fails decoding on purpose: an
 /// unknown state must not be mistaken for one we act on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -28,14 +38,27 @@ pub enum RequestStatus {
     Rejected,
 }
 
+impl RequestStatus {
+    /// The wire spelling, for query strings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Completed => "completed",
+            Self::Rejected => "rejected",
+        }
+    }
+}
+
 /// One mint or redeem request as Alpaca reports it (`GET .../tokenization/requests/{id}` and the
 /// answer to the redeem call).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawTokenizationRequest")]
 pub struct TokenizationRequest {
-    /// Alpaca's `tokenization_request_id`.
+    /// Alpaca's `tokenization_request_id`. Decoded from `id` or, where an answer spells it so,
+    /// `tokenization_request_id` (if both come they must agree).
     pub id: TokenizationRequestId,
     /// Ours; absent on a mint Alpaca has not yet had an answer for.
-    #[serde(default, deserialize_with = "empty_as_none", skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub issuer_request_id: Option<IssuerRequestId>,
     #[serde(rename = "type")]
     pub kind: RequestType,
@@ -44,22 +67,22 @@ pub struct TokenizationRequest {
     pub token_symbol: Symbol,
     /// A decimal string on the wire; at most 9 decimals at Alpaca.
     pub qty: Qty,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
     pub network: Network,
     pub wallet_address: Address,
     /// `""`, `null` or absent while pending all decode to `None`.
-    #[serde(default, deserialize_with = "empty_as_none_hash", skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tx_hash: Option<B256>,
-    #[serde(default, deserialize_with = "empty_as_none", skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub client_id: Option<ClientId>,
-    #[serde(default, deserialize_with = "empty_as_none", skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub client_account_id: Option<ClientId>,
-    #[serde(default, deserialize_with = "empty_as_none", skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub client_external_account_id: Option<ClientId>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub created_at: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<String>,
 }
 
@@ -71,6 +94,71 @@ impl TokenizationRequest {
             .as_ref()
             .or(self.client_external_account_id.as_ref())
             .or(self.client_account_id.as_ref())
+    }
+}
+
+/// [`TokenizationRequest`] as it comes off the wire, before the two spellings of its id are merged.
+#[derive(Deserialize)]
+struct RawTokenizationRequest {
+    #[serde(default)]
+    id: Option<TokenizationRequestId>,
+    #[serde(default)]
+    tokenization_request_id: Option<TokenizationRequestId>,
+    #[serde(default, deserialize_with = "empty_as_none")]
+    issuer_request_id: Option<IssuerRequestId>,
+    #[serde(rename = "type")]
+    kind: RequestType,
+    status: RequestStatus,
+    underlying_symbol: Symbol,
+    token_symbol: Symbol,
+    qty: Qty,
+    #[serde(default)]
+    issuer: Option<String>,
+    network: Network,
+    wallet_address: Address,
+    #[serde(default, deserialize_with = "empty_as_none_hash")]
+    tx_hash: Option<B256>,
+    #[serde(default, deserialize_with = "empty_as_none")]
+    client_id: Option<ClientId>,
+    #[serde(default, deserialize_with = "empty_as_none")]
+    client_account_id: Option<ClientId>,
+    #[serde(default, deserialize_with = "empty_as_none")]
+    client_external_account_id: Option<ClientId>,
+    #[serde(default)]
+    created_at: Option<String>,
+    #[serde(default)]
+    updated_at: Option<String>,
+}
+
+impl TryFrom<RawTokenizationRequest> for TokenizationRequest {
+    type Error = String;
+
+    fn try_from(raw: RawTokenizationRequest) -> Result<Self, String> {
+        let id = match (raw.id, raw.tokenization_request_id) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(format!("id {a} and tokenization_request_id {b} disagree"));
+            }
+            (Some(id), _) | (None, Some(id)) => id,
+            (None, None) => return Err("missing field `id`".to_owned()),
+        };
+        Ok(Self {
+            id,
+            issuer_request_id: raw.issuer_request_id,
+            kind: raw.kind,
+            status: raw.status,
+            underlying_symbol: raw.underlying_symbol,
+            token_symbol: raw.token_symbol,
+            qty: raw.qty,
+            issuer: raw.issuer,
+            network: raw.network,
+            wallet_address: raw.wallet_address,
+            tx_hash: raw.tx_hash,
+            client_id: raw.client_id,
+            client_account_id: raw.client_account_id,
+            client_external_account_id: raw.client_external_account_id,
+            created_at: raw.created_at,
+            updated_at: raw.updated_at,
+        })
     }
 }
 

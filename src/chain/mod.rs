@@ -1,1 +1,290 @@
-//! chain
+//! The chain: vault bindings from the committed artifacts, the bot's signer, log scans, and the
+//! raw transactions we sign, store and broadcast ourselves.
+
+pub mod deploy;
+pub mod signer;
+
+use alloy::consensus::{SignableTransaction, TxEip1559, TxEnvelope};
+use alloy::eips::eip2718::Encodable2718;
+use alloy::eips::BlockNumberOrTag;
+use alloy::network::{Ethereum, TxSignerSync};
+use alloy::primitives::{Address, Bytes, TxKind, B256, U256};
+use alloy::providers::{Provider, RootProvider};
+use alloy::rpc::types::{Filter, Log, TransactionRequest};
+use alloy::sol_types::{SolCall, SolEvent};
+use reconciler::{meta, IssuerRequestId, ObservedDeposit, TokenizationRequestId};
+pub use signer::EthersSigner;
+use std::future::IntoFuture;
+use std::time::Duration;
+
+alloy::sol!(
+    #[sol(rpc)]
+    #[derive(Debug)]
+    Vault,
+    "contracts/out/Vault.json"
+);
+alloy::sol!(
+    #[sol(rpc)]
+    #[derive(Debug)]
+    Receipt,
+    "contracts/out/Receipt.json"
+);
+alloy::sol!(
+    #[sol(rpc)]
+    #[derive(Debug)]
+    Authorizer,
+    "contracts/out/Authorizer.json"
+);
+
+/// The share ratio every deposit asks for: one share per asset, 18 decimals.
+pub const SHARE_RATIO: U256 = U256::from_limbs([1_000_000_000_000_000_000, 0, 0, 0]);
+/// Most blocks asked for in one `eth_getLogs`: providers cap ranges, and a bounded range keeps a
+/// long catch-up scan interruptible.
+pub const LOG_RANGE_BLOCKS_MAX: u64 = 2_000;
+/// Every RPC call gives up after this; the pass retries later.
+const RPC_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Why a chain call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    /// The RPC URL does not parse.
+    #[error("bad RPC URL {0:?}")]
+    BadUrl(String),
+    /// The node answered with an error or could not be reached.
+    #[error("RPC {call}: {detail}")]
+    Rpc { call: &'static str, detail: String },
+    /// The node did not answer in time.
+    #[error("RPC {0}: timed out")]
+    Timeout(&'static str),
+    /// Signing failed (the signer backend refused).
+    #[error("signing failed: {0}")]
+    Sign(String),
+    /// A deployment step did not leave the state it should have.
+    #[error("deploy: {0}")]
+    Deploy(String),
+}
+
+async fn timed<T, E: std::fmt::Display>(
+    call: &'static str,
+    fut: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, ChainError> {
+    match tokio::time::timeout(RPC_TIMEOUT, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(ChainError::Rpc { call, detail: e.to_string() }),
+        Err(_) => Err(ChainError::Timeout(call)),
+    }
+}
+
+/// A log on one of our vaults that did not decode as our tagged deposit: reported, never acted on.
+#[derive(Debug, Clone)]
+pub struct ForeignDeposit {
+    pub vault: Address,
+    pub tx_hash: B256,
+    pub block_number: u64,
+    pub assets: U256,
+    pub detail: String,
+}
+
+/// Fees for a new transaction.
+#[derive(Debug, Clone, Copy)]
+pub struct Fees {
+    pub max_fee_per_gas: u128,
+    pub max_priority_fee_per_gas: u128,
+}
+
+/// The node and the bot's key.
+#[derive(Clone, Debug)]
+pub struct Chain {
+    provider: RootProvider<Ethereum>,
+    signer: EthersSigner,
+    chain_id: u64,
+}
+
+impl Chain {
+    pub async fn connect(rpc_url: &str, signer: EthersSigner) -> Result<Chain, ChainError> {
+        let url = rpc_url.parse().map_err(|_| ChainError::BadUrl(rpc_url.to_owned()))?;
+        let provider = RootProvider::<Ethereum>::new_http(url);
+        let chain_id = timed("eth_chainId", provider.get_chain_id()).await?;
+        Ok(Chain { provider, signer, chain_id })
+    }
+
+    pub fn provider(&self) -> &RootProvider<Ethereum> {
+        &self.provider
+    }
+
+    pub fn signer(&self) -> &EthersSigner {
+        &self.signer
+    }
+
+    /// The bot: deposits for and receives shares, holds receipts, receives redemptions.
+    pub fn bot(&self) -> Address {
+        self.signer.address()
+    }
+
+    pub fn chain_id(&self) -> u64 {
+        self.chain_id
+    }
+
+    pub async fn head(&self) -> Result<u64, ChainError> {
+        timed("eth_blockNumber", self.provider.get_block_number()).await
+    }
+
+    pub async fn block_hash(&self, number: u64) -> Result<Option<B256>, ChainError> {
+        let block = timed(
+            "eth_getBlockByNumber",
+            self.provider.get_block_by_number(BlockNumberOrTag::Number(number)).into_future(),
+        )
+        .await?;
+        Ok(block.map(|b| b.header.hash))
+    }
+
+    /// The bot's nonce counting only mined transactions.
+    pub async fn nonce_latest(&self) -> Result<u64, ChainError> {
+        timed("eth_getTransactionCount", self.provider.get_transaction_count(self.bot()).latest().into_future())
+            .await
+    }
+
+    pub async fn code_at(&self, address: Address) -> Result<Bytes, ChainError> {
+        timed("eth_getCode", self.provider.get_code_at(address).into_future()).await
+    }
+
+    /// Tagged `Deposit` logs of `vault` in `[from, to]`, in bounded ranges.
+    pub async fn scan_deposits(
+        &self,
+        vault: Address,
+        from: u64,
+        to: u64,
+    ) -> Result<(Vec<ObservedDeposit>, Vec<ForeignDeposit>), ChainError> {
+        let mut ours = Vec::new();
+        let mut foreign = Vec::new();
+        let mut start = from;
+        while start <= to {
+            let end = to.min(start.saturating_add(LOG_RANGE_BLOCKS_MAX - 1));
+            let filter = Filter::new()
+                .address(vault)
+                .event_signature(Vault::Deposit::SIGNATURE_HASH)
+                .from_block(start)
+                .to_block(end);
+            let logs = timed("eth_getLogs", self.provider.get_logs(&filter)).await?;
+            for log in logs {
+                match decode_deposit(vault, &log) {
+                    Ok(d) => ours.push(d),
+                    Err(f) => foreign.push(*f),
+                }
+            }
+            start = end + 1;
+        }
+        Ok((ours, foreign))
+    }
+
+    pub async fn fees(&self) -> Result<Fees, ChainError> {
+        let estimate = timed("eth_feeHistory", self.provider.estimate_eip1559_fees()).await?;
+        Ok(Fees {
+            max_fee_per_gas: estimate.max_fee_per_gas,
+            max_priority_fee_per_gas: estimate.max_priority_fee_per_gas,
+        })
+    }
+
+    /// Gas for `input` sent by the bot to `to` now, with a margin for state moving under it.
+    pub async fn estimate_gas(&self, to: Address, input: &Bytes) -> Result<u64, ChainError> {
+        let request = TransactionRequest::default().from(self.bot()).to(to).input(input.clone().into());
+        let gas = timed("eth_estimateGas", self.provider.estimate_gas(request).into_future()).await?;
+        Ok(gas.saturating_add(gas / 4).saturating_add(20_000))
+    }
+
+    /// Signs an EIP-1559 transaction; returns its hash and the exact bytes to broadcast.
+    pub fn sign(
+        &self,
+        nonce: u64,
+        to: Address,
+        input: Bytes,
+        gas_limit: u64,
+        fees: Fees,
+    ) -> Result<(B256, Bytes), ChainError> {
+        let mut tx = TxEip1559 {
+            chain_id: self.chain_id,
+            nonce,
+            gas_limit,
+            max_fee_per_gas: fees.max_fee_per_gas,
+            max_priority_fee_per_gas: fees.max_priority_fee_per_gas,
+            to: TxKind::Call(to),
+            value: U256::ZERO,
+            access_list: alloy::eips::eip2930::AccessList::default(),
+            input,
+        };
+        let signature = self.signer.sign_transaction_sync(&mut tx).map_err(|e| ChainError::Sign(e.to_string()))?;
+        let envelope = TxEnvelope::from(tx.into_signed(signature));
+        Ok((*envelope.tx_hash(), Bytes::from(envelope.encoded_2718())))
+    }
+
+    /// Broadcasts stored bytes. A node that already has them, or that says the nonce is used,
+    /// is not an error here: the next pass reads the truth from receipts and nonces.
+    pub async fn broadcast(&self, raw: &Bytes) -> Result<(), ChainError> {
+        match timed("eth_sendRawTransaction", self.provider.send_raw_transaction(raw)).await {
+            Ok(_) => Ok(()),
+            Err(ChainError::Rpc { detail, .. })
+                if ["already known", "nonce too low", "already imported", "replacement transaction underpriced"]
+                    .iter()
+                    .any(|s| detail.to_lowercase().contains(s)) =>
+            {
+                tracing::debug!(%detail, "broadcast: node already has it or the nonce moved on");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `Some((block, success))` once one of our hashes is mined.
+    pub async fn receipt(&self, hash: B256) -> Result<Option<(u64, bool)>, ChainError> {
+        let receipt =
+            timed("eth_getTransactionReceipt", self.provider.get_transaction_receipt(hash).into_future()).await?;
+        Ok(receipt.and_then(|r| r.block_number.map(|b| (b, r.status()))))
+    }
+}
+
+fn decode_deposit(vault: Address, log: &Log) -> Result<ObservedDeposit, Box<ForeignDeposit>> {
+    let tx_hash = log.transaction_hash.unwrap_or_default();
+    let block_number = log.block_number.unwrap_or_default();
+    let foreign = |assets: U256, detail: String| {
+        Box::new(ForeignDeposit { vault, tx_hash, block_number, assets, detail })
+    };
+    let decoded = log
+        .log_decode::<Vault::Deposit>()
+        .map_err(|e| foreign(U256::ZERO, format!("not a Deposit: {e}")))?;
+    let event = decoded.inner.data;
+    let info = meta::decode(&event.receiptInformation).map_err(|e| foreign(event.assets, e.to_string()))?;
+    let irid = IssuerRequestId::parse(&info.issuer_request_id).map_err(|e| foreign(event.assets, e.to_string()))?;
+    let trid = TokenizationRequestId::parse(&info.tokenization_request_id)
+        .map_err(|e| foreign(event.assets, e.to_string()))?;
+    Ok(ObservedDeposit {
+        vault,
+        issuer_request_id: irid,
+        tokenization_request_id: trid,
+        owner: event.owner,
+        assets: event.assets,
+        receipt_id: event.id,
+        block_number,
+        block_hash: log.block_hash.unwrap_or_default(),
+        tx_hash,
+        log_index: log.log_index.unwrap_or_default(),
+    })
+}
+
+/// Calldata of one mint transaction: `multicall([deposit(assets, bot, 1e18, info), transfer(to, assets)]...)`.
+pub fn mint_calldata(bot: Address, items: &[(Address, U256, Vec<u8>)]) -> Bytes {
+    let mut calls: Vec<Bytes> = Vec::with_capacity(items.len() * 2);
+    for (receiver, assets, info) in items {
+        calls.push(
+            Vault::depositCall {
+                assets: *assets,
+                receiver: bot,
+                depositMinShareRatio: SHARE_RATIO,
+                receiptInformation: info.clone().into(),
+            }
+            .abi_encode()
+            .into(),
+        );
+        calls.push(Vault::transferCall { to: *receiver, value: *assets }.abi_encode().into());
+    }
+    Vault::multicallCall { data: calls }.abi_encode().into()
+}
