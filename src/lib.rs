@@ -6,6 +6,7 @@
 //!
 //! ## Layout
 //!
+//! - [`cli`]: subcommands and their wiring; `main.rs` only parses and calls [`cli::run`].
 //! - [`config`]: every setting, from a flag or an environment variable; secrets redacted in `Debug`.
 //! - [`store`]: the redb file behind the [`store::Store`] trait: schema version, typed tables.
 //! - [`chain`]: the vault bindings, the signer adapter, deployment, log scans and our transactions.
@@ -18,6 +19,7 @@
 
 pub mod alpaca;
 pub mod chain;
+pub mod cli;
 pub mod config;
 pub mod http;
 pub mod pass;

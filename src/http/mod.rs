@@ -1,1 +1,365 @@
-//! http (owned by the HTTP helper while it works)
+//! The tide server Alpaca and operators call.
+//!
+//! A handler validates, durably records an intent in the store and answers; it never sends a
+//! transaction or calls Alpaca (DESIGN §2). Three kinds of route:
+//!
+//! - Alpaca's (`X-API-KEY`, `alpaca_allow`): account link, wallets, tokens, issuance, confirm.
+//! - operators' (`/operator/...`, `X-OPERATOR-KEY`, `operator_allow`): accounts, wallets, assets,
+//!   freeze, stuck work. The running server holds the redb lock, so the operator CLI
+//!   ([`operator_cli`]) goes through these routes.
+//! - public: `/health` and `/openapi.json`.
+//!
+//! Status codes are part of the contract: Alpaca retries 5xx and treats every 4xx as final, so a
+//! 5xx is only ever a real fault of ours (the store failed) and a 4xx is only ever a final answer.
+
+mod alpaca;
+mod auth;
+mod operator;
+pub mod operator_cli;
+
+use crate::config::Secret;
+use crate::store::{Store, StoreError};
+use auth::{FailureLimiter, Guard, RouteKind};
+use futures::future::{select, Either};
+use ipnet::IpNet;
+use std::future::Future;
+use std::sync::Arc;
+use tide::http::mime;
+use tide::{Request, Response, StatusCode};
+
+/// Keys shorter than this are refused at startup: a short shared secret is guessable well within
+/// the failed-attempt limit's lifetime.
+pub const API_KEY_LEN_MIN: usize = 32;
+
+/// The message Alpaca knows for a body it sent wrong (422) or a quantity we refuse (400).
+pub const INVALID_PAYLOAD: &str = "Failed Validation: Invalid data payload";
+
+/// What the server needs besides the store. Secrets are [`Secret`]s so `Debug` never prints them.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Alpaca's `X-API-KEY`; at least [`API_KEY_LEN_MIN`] characters, checked by [`serve`].
+    pub alpaca_api_key: Secret,
+    /// Client IPs (the TCP peer, never a forwarding header) allowed on Alpaca's routes.
+    pub alpaca_allow: Vec<IpNet>,
+    /// `X-OPERATOR-KEY` for `/operator/...`; separate from Alpaca's so a leak of one does not open
+    /// the other. At least [`API_KEY_LEN_MIN`] characters.
+    pub operator_api_key: Secret,
+    /// Client IPs allowed on the operator routes.
+    pub operator_allow: Vec<IpNet>,
+    /// Largest request body read; a larger one is answered 413 before it is parsed.
+    pub body_limit_bytes: usize,
+    /// Failed authentications per client IP per minute; further requests from that IP are 429
+    /// until the minute is over, even with the right key.
+    pub failed_auth_per_minute_max: u32,
+    /// The issuer's custody account at Alpaca, answered by `/tokenization/custody-accounts/{sym}`.
+    pub custody_account_id: String,
+}
+
+/// Why the server could not start, or why a request was refused. Each request variant maps to
+/// one status code ([`HttpError::status`]); the body is always `{"error": message}`.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// Startup: a setting is unusable (a key shorter than [`API_KEY_LEN_MIN`], a zero limit).
+    #[error("invalid http configuration: {0}")]
+    Config(String),
+    /// Startup or while serving: the listener failed (socket error, address in use).
+    #[error("http listener failed: {0}")]
+    Listen(#[from] std::io::Error),
+    /// 401: the route's key header is missing or wrong. Counts as a failed attempt.
+    #[error("missing or invalid API key")]
+    Unauthorized,
+    /// 403: the TCP peer address is not in the route's allowlist.
+    #[error("client address not allowed")]
+    Forbidden,
+    /// 429: this IP failed authentication too often in the current minute.
+    #[error("too many failed authentication attempts, retry in {retry_after_secs} s")]
+    TooManyFailures { retry_after_secs: u64 },
+    /// 413: the body is larger than `body_limit_bytes`; it was not parsed.
+    #[error("request body larger than {limit_bytes} bytes")]
+    BodyTooLarge { limit_bytes: usize },
+    /// 422: the body is not JSON, a field is missing or of the wrong type, an id or address is
+    /// malformed. The message is the one Alpaca knows ([`INVALID_PAYLOAD`]).
+    #[error("{0}")]
+    Unprocessable(String),
+    /// 400: well-formed, but refused by a rule (the mint refusal table, a mismatched id).
+    #[error("{0}")]
+    Refused(String),
+    /// 404: the thing named does not exist (unknown email, client, route, request).
+    #[error("{0}")]
+    NotFound(String),
+    /// 409: it contradicts what was recorded before (already linked elsewhere, a different body
+    /// under the same tokenization_request_id, the opposite journal status).
+    #[error("{0}")]
+    Conflict(String),
+    /// 500: the store failed. The only 5xx: Alpaca retries it, and the retry is safe because
+    /// every write is idempotent.
+    #[error("store failed: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl HttpError {
+    /// The status code this refusal is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            HttpError::Unauthorized => StatusCode::Unauthorized,
+            HttpError::Forbidden => StatusCode::Forbidden,
+            HttpError::TooManyFailures { .. } => StatusCode::TooManyRequests,
+            HttpError::BodyTooLarge { .. } => StatusCode::PayloadTooLarge,
+            HttpError::Unprocessable(_) => StatusCode::UnprocessableEntity,
+            HttpError::Refused(_) => StatusCode::BadRequest,
+            HttpError::NotFound(_) => StatusCode::NotFound,
+            HttpError::Conflict(_) => StatusCode::Conflict,
+            HttpError::Config(_) | HttpError::Listen(_) | HttpError::Store(_) => {
+                StatusCode::InternalServerError
+            }
+        }
+    }
+
+    /// The `{"error": message}` answer. Store failures are logged here and answered without
+    /// detail: the caller cannot act on our disk's trouble.
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = match &self {
+            HttpError::Store(e) => {
+                tracing::error!(error = %e, "http: store failure, answering 500");
+                "internal error".to_owned()
+            }
+            HttpError::Config(_) | HttpError::Listen(_) => "internal error".to_owned(),
+            other => other.to_string(),
+        };
+        let mut response = json(status, &serde_json::json!({ "error": message }));
+        if let HttpError::TooManyFailures { retry_after_secs } = self {
+            response.insert_header("Retry-After", retry_after_secs.to_string());
+        }
+        response
+    }
+}
+
+/// What every handler shares. Cheap to clone (tide clones it per connection).
+#[derive(Clone)]
+struct AppState {
+    inner: Arc<Shared>,
+}
+
+struct Shared {
+    store: Arc<dyn Store>,
+    wake: Arc<tokio::sync::Notify>,
+    config: HttpConfig,
+    alpaca_failures: FailureLimiter,
+    operator_failures: FailureLimiter,
+}
+
+impl AppState {
+    fn store(&self) -> Arc<dyn Store> {
+        self.inner.store.clone()
+    }
+
+    fn config(&self) -> &HttpConfig {
+        &self.inner.config
+    }
+
+    /// Tells the reconciler there is new work; it runs a pass instead of waiting for its timer.
+    fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+}
+
+/// Serves Alpaca's and the operators' routes on `listener` until `shutdown` completes.
+///
+/// Refuses to start (`HttpError::Config`) with a key shorter than [`API_KEY_LEN_MIN`], a zero
+/// body limit or a zero failed-attempt limit. Connections already open when `shutdown` fires
+/// finish their current request; every answer given was already durable.
+pub async fn serve(
+    listener: std::net::TcpListener,
+    store: Arc<dyn Store>,
+    wake: Arc<tokio::sync::Notify>,
+    config: HttpConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), HttpError> {
+    check_config(&config)?;
+    listener.set_nonblocking(true)?;
+    let local = listener.local_addr()?;
+    let app = app(store, wake, config);
+    let listener = async_std::net::TcpListener::from(listener);
+    tracing::info!(address = %local, "http: listening");
+    let listening = Box::pin(app.listen(listener));
+    let shutdown = Box::pin(shutdown);
+    match select(listening, shutdown).await {
+        Either::Left((result, _)) => result.map_err(HttpError::Listen),
+        Either::Right(((), _)) => {
+            tracing::info!("http: shut down");
+            Ok(())
+        }
+    }
+}
+
+fn check_config(config: &HttpConfig) -> Result<(), HttpError> {
+    for (which, key) in [("alpaca api key", &config.alpaca_api_key), ("operator api key", &config.operator_api_key)] {
+        if key.expose().chars().count() < API_KEY_LEN_MIN {
+            return Err(HttpError::Config(format!("{which} must be at least {API_KEY_LEN_MIN} characters")));
+        }
+    }
+    if config.alpaca_api_key == config.operator_api_key {
+        return Err(HttpError::Config("the operator key must differ from Alpaca's key".into()));
+    }
+    if config.body_limit_bytes == 0 {
+        return Err(HttpError::Config("body limit must be positive".into()));
+    }
+    if config.failed_auth_per_minute_max == 0 {
+        return Err(HttpError::Config("failed auth limit must be positive".into()));
+    }
+    Ok(())
+}
+
+fn app(store: Arc<dyn Store>, wake: Arc<tokio::sync::Notify>, config: HttpConfig) -> tide::Server<AppState> {
+    let limit = config.failed_auth_per_minute_max;
+    let state = AppState {
+        inner: Arc::new(Shared {
+            store,
+            wake,
+            config,
+            alpaca_failures: FailureLimiter::per_minute(limit),
+            operator_failures: FailureLimiter::per_minute(limit),
+        }),
+    };
+    let mut app = tide::with_state(state);
+    app.with(auth::json_fallback);
+
+    app.at("/health").get(|_req: Request<AppState>| async {
+        Ok(json(StatusCode::Ok, &serde_json::json!({ "status": "ok" })))
+    });
+    app.at("/openapi.json").get(|_req: Request<AppState>| async {
+        let mut response = Response::new(StatusCode::Ok);
+        response.set_body(OPENAPI);
+        response.set_content_type(mime::JSON);
+        Ok(response)
+    });
+
+    let alpaca = || Guard::new(RouteKind::Alpaca);
+    app.at("/accounts/connect").with(alpaca()).post(endpoint(alpaca::connect));
+    app.at("/tokenization/accounts/connect").with(alpaca()).post(endpoint(alpaca::connect_tokenization));
+    app.at("/accounts/:client_id/wallets").with(alpaca()).post(endpoint(alpaca::add_wallet));
+    app.at("/tokenized-assets").with(alpaca()).get(endpoint(alpaca::tokens));
+    app.at("/tokenization/tokens").with(alpaca()).get(endpoint(alpaca::tokens));
+    app.at("/inkind/issuance").with(alpaca()).post(endpoint(alpaca::issuance));
+    app.at("/tokenization/mint").with(alpaca()).post(endpoint(alpaca::issuance));
+    app.at("/inkind/issuance/confirm").with(alpaca()).post(endpoint(alpaca::confirm));
+    app.at("/tokenization/mint/confirm").with(alpaca()).post(endpoint(alpaca::confirm));
+    app.at("/tokenization/custody-accounts/:underlying_symbol").with(alpaca()).get(endpoint(alpaca::custody_account));
+
+    let op = || Guard::new(RouteKind::Operator);
+    app.at("/operator/accounts").with(op()).post(endpoint(operator::register_account)).get(endpoint(operator::accounts));
+    app.at("/operator/wallets").with(op()).post(endpoint(operator::add_wallet)).delete(endpoint(operator::remove_wallet));
+    app.at("/operator/assets").with(op()).post(endpoint(operator::put_asset)).get(endpoint(operator::assets));
+    app.at("/operator/assets/:underlying/freeze").with(op()).post(endpoint(operator::freeze));
+    app.at("/operator/assets/:underlying/unfreeze").with(op()).post(endpoint(operator::unfreeze));
+    app.at("/operator/stuck").with(op()).get(endpoint(operator::stuck));
+    app
+}
+
+/// The hand-written OpenAPI 3.0 description of every route above.
+const OPENAPI: &str = include_str!("openapi.json");
+
+/// Adapts a handler returning `Result<Response, HttpError>` to a tide endpoint, turning the
+/// error into its `{"error": ...}` answer.
+fn endpoint<F, Fut>(handler: F) -> impl tide::Endpoint<AppState>
+where
+    F: Fn(Request<AppState>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response, HttpError>> + Send + 'static,
+{
+    move |req: Request<AppState>| {
+        let answer = handler(req);
+        async move { Ok::<Response, tide::Error>(answer.await.unwrap_or_else(HttpError::into_response)) }
+    }
+}
+
+/// A JSON answer with `status`.
+fn json(status: StatusCode, value: &impl serde::Serialize) -> Response {
+    let mut response = Response::new(status);
+    match tide::Body::from_json(value) {
+        Ok(body) => response.set_body(body),
+        Err(e) => {
+            // Our answers are plain maps of strings and numbers; this is unreachable in practice.
+            tracing::error!(error = %e, "http: cannot serialise an answer");
+            response.set_status(StatusCode::InternalServerError);
+            response.set_body(tide::Body::from_string(r#"{"error":"internal error"}"#.to_owned()));
+        }
+    }
+    response.set_content_type(mime::JSON);
+    response
+}
+
+/// Runs store work on the blocking pool: every store call waits for a group-committed, fsynced
+/// redb transaction, which must not stall tide's executor.
+async fn blocking<T, F>(state: &AppState, job: F) -> Result<T, HttpError>
+where
+    T: Send + 'static,
+    F: FnOnce(&dyn Store) -> Result<T, HttpError> + Send + 'static,
+{
+    let store = state.store();
+    async_std::task::spawn_blocking(move || job(store.as_ref())).await
+}
+
+/// Parses the (already size-checked) body as `T`; anything else is Alpaca's 422.
+async fn body<T: serde::de::DeserializeOwned>(req: &mut Request<AppState>) -> Result<T, HttpError> {
+    let bytes = req.body_bytes().await.map_err(|_| HttpError::Unprocessable(INVALID_PAYLOAD.into()))?;
+    serde_json::from_slice(&bytes).map_err(|_| HttpError::Unprocessable(INVALID_PAYLOAD.into()))
+}
+
+/// Unix seconds now; 0 if the clock is before 1970 (then every age check is merely generous).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openapi_is_json_with_every_route() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+        assert_eq!(doc["openapi"].as_str().map(|v| &v[..2]), Some("3."));
+        let paths = doc["paths"].as_object().unwrap();
+        for path in [
+            "/accounts/connect",
+            "/tokenization/accounts/connect",
+            "/accounts/{client_id}/wallets",
+            "/tokenized-assets",
+            "/tokenization/tokens",
+            "/inkind/issuance",
+            "/tokenization/mint",
+            "/inkind/issuance/confirm",
+            "/tokenization/mint/confirm",
+            "/tokenization/custody-accounts/{underlying_symbol}",
+            "/health",
+            "/operator/accounts",
+            "/operator/wallets",
+            "/operator/assets",
+            "/operator/assets/{underlying}/freeze",
+            "/operator/assets/{underlying}/unfreeze",
+            "/operator/stuck",
+        ] {
+            assert!(paths.contains_key(path), "{path} missing from openapi.json");
+        }
+    }
+
+    #[test]
+    fn short_or_shared_keys_are_refused() {
+        let good = HttpConfig {
+            alpaca_api_key: Secret::new("a".repeat(32)),
+            alpaca_allow: vec![],
+            operator_api_key: Secret::new("o".repeat(32)),
+            operator_allow: vec![],
+            body_limit_bytes: 1024,
+            failed_auth_per_minute_max: 10,
+            custody_account_id: "custody".into(),
+        };
+        assert!(check_config(&good).is_ok());
+        let short = HttpConfig { alpaca_api_key: Secret::new("a".repeat(31)), ..good.clone() };
+        assert!(matches!(check_config(&short), Err(HttpError::Config(_))));
+        let shared = HttpConfig { operator_api_key: good.alpaca_api_key.clone(), ..good.clone() };
+        assert!(matches!(check_config(&shared), Err(HttpError::Config(_))));
+        let no_limit = HttpConfig { failed_auth_per_minute_max: 0, ..good };
+        assert!(matches!(check_config(&no_limit), Err(HttpError::Config(_))));
+    }
+}

@@ -1,1 +1,111 @@
-//! pass
+//! The reconcile loop. Each pass observes the chain and the cache, asks [`reconciler::plan`] what
+//! to do, does it and records it. A pass runs on a timer and whenever an intent arrives, never two
+//! at once, and does not know which of those woke it: the same world gives the same plan.
+
+mod act;
+mod crash;
+mod observe;
+
+pub use crash::CrashPoint;
+
+use crate::alpaca::Broker;
+use crate::chain::{Chain, ChainError};
+use crate::store::{Store, StoreError};
+use reconciler::Policy;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// Why a pass stopped early. The loop logs it, backs off and tries again; nothing is lost
+/// because every step re-derives its work from the chain and the cache.
+#[derive(Debug, thiserror::Error)]
+pub enum PassError {
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("alpaca: {0}")]
+    Broker(#[from] crate::alpaca::BrokerError),
+}
+
+/// How the loop runs.
+#[derive(Debug, Clone)]
+pub struct PassConfig {
+    /// Time between passes when nothing wakes the loop.
+    pub interval: Duration,
+    /// Longest wait after repeated failures.
+    pub backoff_max: Duration,
+    pub policy: Policy,
+    /// Test hook: abort the process at this point (crash tests).
+    pub crash_at: Option<CrashPoint>,
+}
+
+/// What one pass did, for logs and tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PassSummary {
+    pub head_block: u64,
+    pub actions: usize,
+    pub mints_sent: usize,
+    pub callbacks_acked: usize,
+}
+
+/// Everything a pass needs.
+pub struct Reconciler<B> {
+    pub store: Arc<dyn Store>,
+    pub chain: Chain,
+    pub broker: B,
+    pub config: PassConfig,
+}
+
+impl<B: Broker> Reconciler<B> {
+    /// One pass: observe, plan, act, record.
+    pub async fn pass(&self) -> Result<PassSummary, PassError> {
+        let world = observe::observe(self).await?;
+        let actions = reconciler::plan(&world, &self.config.policy);
+        let mut summary = PassSummary { head_block: world.head_block, actions: actions.len(), ..PassSummary::default() };
+        act::act(self, &world, actions, &mut summary).await?;
+        Ok(summary)
+    }
+
+    /// Runs passes until `shutdown` resolves: every `interval`, and at once when `wake` fires.
+    /// Errors back off exponentially up to `backoff_max` and never end the loop.
+    pub async fn run(self, wake: Arc<Notify>, shutdown: impl Future<Output = ()> + Send) {
+        tokio::pin!(shutdown);
+        let mut failures: u32 = 0;
+        if let Err(e) = act::rebroadcast_all(self.store.as_ref(), &self.chain).await {
+            tracing::warn!(error = %e, "start-up rebroadcast failed; passes will retry");
+        }
+        loop {
+            let wait = if failures == 0 {
+                self.config.interval
+            } else {
+                let exp = self.config.interval.saturating_mul(1u32 << failures.min(10));
+                exp.min(self.config.backoff_max)
+            };
+            tokio::select! {
+                () = &mut shutdown => break,
+                () = wake.notified() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+            match self.pass().await {
+                Ok(summary) => {
+                    failures = 0;
+                    if summary.actions > 0 {
+                        tracing::info!(
+                            head = summary.head_block,
+                            actions = summary.actions,
+                            mints_sent = summary.mints_sent,
+                            callbacks_acked = summary.callbacks_acked,
+                            "pass"
+                        );
+                    }
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(error = %e, failures, "pass failed; backing off");
+                }
+            }
+        }
+    }
+}

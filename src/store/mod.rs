@@ -65,6 +65,8 @@ pub trait Store: Send + Sync {
     fn register_account(&self, email: &str) -> Result<Account, StoreError>;
     fn account(&self, client_id: &ClientId) -> Result<Option<Account>, StoreError>;
     fn account_by_email(&self, email: &str) -> Result<Option<Account>, StoreError>;
+    /// Every registered account, for operators.
+    fn accounts(&self) -> Result<Vec<Account>, StoreError>;
     /// Links the account of `email` to Alpaca's account number: `Ok(None)` for an unknown email,
     /// `Err`-free `Some((account, false))` when it was already linked.
     fn link_account(&self, email: &str, account_number: &str) -> Result<Option<(Account, bool)>, StoreError>;

@@ -203,6 +203,10 @@ impl Store for RedbStore {
         self.read_json(ACCOUNTS, client_id.as_str())
     }
 
+    fn accounts(&self) -> Result<Vec<Account>, StoreError> {
+        self.read_all(ACCOUNTS)
+    }
+
     fn account_by_email(&self, email: &str) -> Result<Option<Account>, StoreError> {
         let email = normalise_email(email);
         let id = {

@@ -1,0 +1,294 @@
+//! The command line: subcommands and their settings (flags with environment variables), and
+//! the wiring that turns them into running parts. `main.rs` only parses and calls [`run`].
+
+use crate::alpaca::{BrokerClient, BrokerConfig, RetryPolicy};
+use crate::chain::{deploy, Chain, EthersSigner};
+use crate::config::{parse_cidrs, Secret, ANVIL_DEV_KEY};
+use crate::http::{self, HttpConfig};
+use crate::pass::{CrashPoint, PassConfig, Reconciler};
+use crate::store::{Asset, RedbStore, Store};
+use crate::telemetry::LogFormat;
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use reconciler::{Network, Policy, Symbol};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Default keys of the local stack. Refused unless everything listens and connects on loopback.
+pub const LOCAL_API_KEY: &str = "local-dev-alpaca-key-0123456789abcdef";
+pub const LOCAL_OPERATOR_KEY: &str = "local-dev-operator-key-0123456789abcdef";
+
+#[derive(Debug, Parser)]
+#[command(name = "issuer", version, about = "Issuer side of Alpaca's Instant Tokenization Network")]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "human", global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve Alpaca's endpoints and run the reconciler.
+    Serve(ServeArgs),
+    /// Deploy receipt, vault and authorizer for one asset and record it in the store.
+    Deploy(DeployArgs),
+    /// Run or drive the Alpaca simulator.
+    AlpacaSim(crate::sim::SimArgs),
+    /// Operator commands against a running issuer (accounts, wallets, assets, stuck work).
+    Operator(crate::http::operator_cli::OperatorArgs),
+}
+
+/// Where the chain is and who signs.
+#[derive(Debug, Clone, Args)]
+pub struct ChainArgs {
+    /// JSON-RPC endpoint of the chain.
+    #[arg(long, env = "RPC_URL", default_value = "http://127.0.0.1:8545")]
+    pub rpc_url: String,
+    /// The bot's private key (hex). Defaults to anvil's first dev key, accepted only on a loopback RPC.
+    #[arg(long, env = "BOT_PRIVATE_KEY", conflicts_with = "keystore")]
+    pub private_key: Option<Secret>,
+    /// An encrypted JSON keystore instead of a raw key.
+    #[arg(long, env = "BOT_KEYSTORE")]
+    pub keystore: Option<PathBuf>,
+    #[arg(long, env = "BOT_KEYSTORE_PASSWORD", default_value = "")]
+    pub keystore_password: Secret,
+}
+
+impl ChainArgs {
+    pub fn signer(&self) -> anyhow::Result<EthersSigner> {
+        if let Some(path) = &self.keystore {
+            return Ok(EthersSigner::from_keystore(path, self.keystore_password.expose())?);
+        }
+        match &self.private_key {
+            Some(key) => Ok(EthersSigner::from_private_key(key.expose())?),
+            None if is_loopback_url(&self.rpc_url) => Ok(EthersSigner::from_private_key(ANVIL_DEV_KEY)?),
+            None => bail!("BOT_PRIVATE_KEY or BOT_KEYSTORE is required for a non-local RPC ({})", self.rpc_url),
+        }
+    }
+}
+
+fn is_loopback_url(url: &str) -> bool {
+    let rest = url.split("://").nth(1).unwrap_or(url);
+    rest.starts_with("127.") || rest.starts_with("localhost") || rest.starts_with("[::1]")
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address the HTTP server listens on.
+    #[arg(long, env = "ISSUER_LISTEN", default_value = "127.0.0.1:8000")]
+    pub listen: SocketAddr,
+    /// The redb file.
+    #[arg(long, env = "ISSUER_DB", default_value = ".run/issuer.redb")]
+    pub db: PathBuf,
+    #[command(flatten)]
+    pub chain: ChainArgs,
+    /// Alpaca Broker API base URL (the simulator locally).
+    #[arg(long, env = "ALPACA_BASE_URL", default_value = "http://127.0.0.1:9000")]
+    pub alpaca_base_url: String,
+    /// The issuer's tokenization account id at Alpaca.
+    #[arg(long, env = "ALPACA_ACCOUNT_ID", default_value = "issuer-local")]
+    pub alpaca_account_id: String,
+    #[arg(long, env = "ALPACA_API_KEY", default_value = "sim-key")]
+    pub alpaca_api_key: String,
+    #[arg(long, env = "ALPACA_API_SECRET", default_value = "sim-secret")]
+    pub alpaca_api_secret: Secret,
+    /// Key Alpaca sends in X-API-KEY (at least 32 characters).
+    #[arg(long, env = "ISSUER_API_KEY", default_value = LOCAL_API_KEY)]
+    pub api_key: Secret,
+    /// Client addresses allowed on Alpaca's routes (comma-separated CIDRs).
+    #[arg(long, env = "ISSUER_ALLOWED_CIDRS", default_value = "127.0.0.1/32,::1/128")]
+    pub allowed_cidrs: String,
+    /// Key operators send in X-OPERATOR-KEY (at least 32 characters).
+    #[arg(long, env = "ISSUER_OPERATOR_KEY", default_value = LOCAL_OPERATOR_KEY)]
+    pub operator_key: Secret,
+    /// Client addresses allowed on operator routes.
+    #[arg(long, env = "ISSUER_OPERATOR_CIDRS", default_value = "127.0.0.1/32,::1/128")]
+    pub operator_cidrs: String,
+    /// Custody account id answered on /tokenization/custody-accounts.
+    #[arg(long, env = "ISSUER_CUSTODY_ACCOUNT_ID", default_value = "issuer-custody-local")]
+    pub custody_account_id: String,
+    /// Milliseconds between reconcile passes when nothing wakes the loop.
+    #[arg(long, env = "RECONCILE_INTERVAL_MS", default_value_t = 500)]
+    pub reconcile_interval_ms: u64,
+    /// Blocks a log needs (its own included) before it is acted on.
+    #[arg(long, env = "CONFIRMATIONS", default_value_t = 1)]
+    pub confirmations: u64,
+    /// Most mints in one multicall transaction.
+    #[arg(long, env = "MINTS_PER_TX_MAX", default_value_t = 40)]
+    pub mints_per_tx_max: usize,
+    /// Test hook for crash tests: abort at a named point.
+    #[arg(long, env = "ISSUER_CRASH_AT", hide = true)]
+    pub crash_at: Option<CrashPoint>,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// Underlying equity symbol, e.g. AAPL.
+    #[arg(long)]
+    pub asset: String,
+    /// Token symbol, e.g. tAAPL.
+    #[arg(long)]
+    pub token: String,
+    /// Network name as Alpaca spells it.
+    #[arg(long, env = "ISSUER_NETWORK", default_value = "anvil")]
+    pub network: String,
+    /// Token name (defaults to "<TOKEN> tokenized <ASSET>").
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long, env = "ISSUER_DB", default_value = ".run/issuer.redb")]
+    pub db: PathBuf,
+    #[command(flatten)]
+    pub chain: ChainArgs,
+    /// Days the vault stays certified.
+    #[arg(long, default_value_t = 3650)]
+    pub certify_days: u64,
+}
+
+/// Runs the parsed command.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Deploy(args) => deploy_asset(args).await,
+        Command::AlpacaSim(args) => crate::sim::run(args).await,
+        Command::Operator(args) => crate::http::operator_cli::run(args).await,
+    }
+}
+
+fn open_store(path: &PathBuf) -> anyhow::Result<RedbStore> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    Ok(RedbStore::open(path)?)
+}
+
+async fn deploy_asset(args: DeployArgs) -> anyhow::Result<()> {
+    let signer = args.chain.signer()?;
+    let store = open_store(&args.db)?;
+    let underlying = Symbol::parse(&args.asset)?;
+    let token = Symbol::parse(&args.token)?;
+    let network = Network::parse(&args.network)?;
+    let certify_until = unix_now().saturating_add(args.certify_days.saturating_mul(86_400));
+    let chain = Chain::connect(&args.chain.rpc_url, signer.clone()).await?;
+
+    if let Some(asset) = store.asset(&underlying, &network)? {
+        if !chain.code_at(asset.vault).await?.is_empty() {
+            let deployed = deploy::Deployed {
+                vault: asset.vault,
+                receipt: asset.receipt,
+                authorizer: asset.authorizer,
+                deploy_block: asset.deploy_block,
+            };
+            deploy::ensure_ready(&args.chain.rpc_url, &signer, deployed, certify_until).await?;
+            println!("{}", asset_json(&asset, "existing"));
+            return Ok(());
+        }
+        tracing::warn!(vault = %asset.vault, "recorded vault has no code on this chain; deploying anew");
+    }
+    let name = args.name.unwrap_or_else(|| format!("{} tokenized {}", args.token, args.asset));
+    let deployed = deploy::deploy(&args.chain.rpc_url, &signer, &name, token.as_str(), certify_until).await?;
+    let asset = Asset {
+        underlying,
+        token,
+        network,
+        vault: deployed.vault,
+        receipt: deployed.receipt,
+        authorizer: deployed.authorizer,
+        deploy_block: deployed.deploy_block,
+        frozen: false,
+    };
+    store.put_asset(&asset)?;
+    println!("{}", asset_json(&asset, "deployed"));
+    Ok(())
+}
+
+fn asset_json(asset: &Asset, status: &str) -> serde_json::Value {
+    serde_json::json!({
+        "status": status,
+        "underlying": asset.underlying,
+        "token": asset.token,
+        "network": asset.network,
+        "vault": asset.vault,
+        "receipt": asset.receipt,
+        "authorizer": asset.authorizer,
+        "deploy_block": asset.deploy_block,
+    })
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let local = args.listen.ip().is_loopback() && is_loopback_url(&args.chain.rpc_url);
+    let uses_dev_defaults = args.api_key.expose() == LOCAL_API_KEY
+        || args.operator_key.expose() == LOCAL_OPERATOR_KEY
+        || (args.chain.private_key.is_none() && args.chain.keystore.is_none());
+    if uses_dev_defaults && !local {
+        bail!("the built-in local keys are only accepted when listening on loopback with a loopback RPC; set ISSUER_API_KEY, ISSUER_OPERATOR_KEY and BOT_PRIVATE_KEY/BOT_KEYSTORE");
+    }
+    let signer = args.chain.signer()?;
+    let store: Arc<dyn Store> = Arc::new(open_store(&args.db)?);
+    let chain = Chain::connect(&args.chain.rpc_url, signer).await?;
+    let broker = BrokerClient::new(BrokerConfig {
+        base_url: args.alpaca_base_url.clone(),
+        account_id: args.alpaca_account_id.clone(),
+        api_key: args.alpaca_api_key.clone(),
+        api_secret: args.alpaca_api_secret.expose().to_owned(),
+        retry: RetryPolicy::default(),
+    })?;
+    let http_config = HttpConfig {
+        alpaca_api_key: args.api_key.clone(),
+        alpaca_allow: parse_cidrs(&args.allowed_cidrs).map_err(anyhow::Error::msg)?,
+        operator_api_key: args.operator_key.clone(),
+        operator_allow: parse_cidrs(&args.operator_cidrs).map_err(anyhow::Error::msg)?,
+        body_limit_bytes: 64 * 1024,
+        failed_auth_per_minute_max: 10,
+        custody_account_id: args.custody_account_id.clone(),
+    };
+    let listener = std::net::TcpListener::bind(args.listen).with_context(|| format!("binding {}", args.listen))?;
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let shutdown = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
+    let reconciler = Reconciler {
+        store: store.clone(),
+        chain,
+        broker,
+        config: PassConfig {
+            interval: Duration::from_millis(args.reconcile_interval_ms),
+            backoff_max: Duration::from_secs(30),
+            policy: Policy { confirmations_min: args.confirmations.max(1), mints_per_tx_max: args.mints_per_tx_max, ..Policy::default() },
+            crash_at: args.crash_at,
+        },
+    };
+    tracing::info!(listen = %args.listen, rpc = %args.chain.rpc_url, bot = %reconciler.chain.bot(), db = %args.db.display(), "issuer serving");
+    let loop_task = tokio::spawn(reconciler.run(wake.clone(), shutdown(stop_rx.clone())));
+    let server = tokio::spawn(http::serve(listener, store, wake, http_config, shutdown(stop_rx)));
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: shutting down"),
+        _ = terminate() => tracing::info!("terminate: shutting down"),
+    }
+    let _ = stop_tx.send(true);
+    let _ = loop_task.await;
+    match server.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.into()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(unix)]
+async fn terminate() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(_) => std::future::pending::<()>().await,
+    }
+}

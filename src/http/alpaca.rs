@@ -1,0 +1,354 @@
+//! Alpaca's routes (DESIGN §5 "Issuer endpoints"), in both spellings Alpaca uses.
+//!
+//! Each handler parses (422 on anything malformed), checks in the documented order, records
+//! through the store, and answers. A refused request writes nothing.
+
+use super::{blocking, body, json, AppState, HttpError, INVALID_PAYLOAD};
+use crate::store::{Asset, ConfirmOutcome, IssuanceOutcome, MintRecord, Store};
+use alloy::primitives::Address;
+use reconciler::{
+    parse_address, Callback, ClientId, IssuerRequestId, Journal, MintIntent, Network, Qty, Symbol,
+    TokenizationRequestId,
+};
+use serde::Deserialize;
+use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet};
+use tide::{Request, Response, StatusCode};
+
+pub(super) const INVALID_TOKEN: &str = "Invalid Token: Token not available on the network";
+pub(super) const NOT_ELIGIBLE: &str = "Insufficient Eligibility: Client not eligible";
+pub(super) const INVALID_WALLET: &str = "Invalid Wallet: Wallet does not belong to client";
+pub(super) const ASSET_FROZEN: &str = "Asset Frozen: Minting is suspended for this asset";
+
+/// Longest account number or email we accept; longer is a malformed body, not a new account.
+const TEXT_LEN_MAX: usize = 254;
+
+fn invalid() -> HttpError {
+    HttpError::Unprocessable(INVALID_PAYLOAD.into())
+}
+
+/// Shared with the operator routes: a trimmed email with one `@` and something on both sides.
+pub(super) fn checked_email(email: &str) -> Result<String, HttpError> {
+    let email = email.trim();
+    let ok = email.len() <= TEXT_LEN_MAX
+        && !email.chars().any(char::is_whitespace)
+        && email.split_once('@').is_some_and(|(user, host)| !user.is_empty() && !host.is_empty() && !host.contains('@'));
+    if ok {
+        Ok(email.to_owned())
+    } else {
+        Err(invalid())
+    }
+}
+
+fn checked_account_number(account: &str) -> Result<String, HttpError> {
+    let ok = !account.is_empty() && account.len() <= TEXT_LEN_MAX && !account.chars().any(char::is_control);
+    if ok {
+        Ok(account.to_owned())
+    } else {
+        Err(invalid())
+    }
+}
+
+/// Lower-case 0x hex, as stored and as fingerprinted.
+pub(super) fn address_text(address: Address) -> String {
+    format!("{address:#x}")
+}
+
+#[derive(Deserialize)]
+struct ConnectBody {
+    email: String,
+    account: String,
+}
+
+#[derive(Deserialize)]
+struct ConnectTokenizationBody {
+    email: String,
+    client_account_number: String,
+}
+
+/// `POST /accounts/connect`: links the operator-registered account of `email` to Alpaca's
+/// account number. A retry of the same link answers the same `client_id` (Alpaca retries on
+/// timeouts and would take a 409 as final); a link to a different account number is 409.
+pub(super) async fn connect(mut req: Request<AppState>) -> Result<Response, HttpError> {
+    let ConnectBody { email, account } = body(&mut req).await?;
+    let client_id = link(req.state(), &email, &account).await?;
+    Ok(json(StatusCode::Ok, &json!({ "client_id": client_id })))
+}
+
+/// `POST /tokenization/accounts/connect`: the same as [`connect`] in Alpaca's newer spelling.
+pub(super) async fn connect_tokenization(mut req: Request<AppState>) -> Result<Response, HttpError> {
+    let ConnectTokenizationBody { email, client_account_number } = body(&mut req).await?;
+    let client_id = link(req.state(), &email, &client_account_number).await?;
+    Ok(json(StatusCode::Ok, &json!({ "client_external_account_id": client_id })))
+}
+
+async fn link(state: &AppState, email: &str, account: &str) -> Result<ClientId, HttpError> {
+    let email = checked_email(email)?;
+    let account = checked_account_number(account)?;
+    blocking(state, move |store| match store.link_account(&email, &account)? {
+        None => Err(HttpError::NotFound("unknown email".into())),
+        Some((linked, true)) => {
+            tracing::info!(client_id = %linked.client_id, "http: account linked");
+            Ok(linked.client_id)
+        }
+        Some((linked, false)) if linked.account_number.as_deref() == Some(account.as_str()) => Ok(linked.client_id),
+        Some(_) => Err(HttpError::Conflict("account already linked".into())),
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct WalletBody {
+    wallet: String,
+}
+
+/// `POST /accounts/{client_id}/wallets`: whitelists a wallet for a client. Idempotent; a wallet
+/// whitelisted to another client is 409 (one wallet, one owner: redemptions are attributed by it).
+pub(super) async fn add_wallet(mut req: Request<AppState>) -> Result<Response, HttpError> {
+    let WalletBody { wallet } = body(&mut req).await?;
+    let wallet = parse_address(&wallet).map_err(|_| invalid())?;
+    let client_id = ClientId::parse(req.param("client_id").unwrap_or_default())
+        .map_err(|_| HttpError::NotFound("unknown client".into()))?;
+    let answer = json!({ "client_id": client_id.as_str(), "wallet": address_text(wallet) });
+    blocking(req.state(), move |store| whitelist(store, &client_id, wallet)).await?;
+    Ok(json(StatusCode::Ok, &answer))
+}
+
+/// Shared with the operator route: 404 unknown client, 409 wallet owned by another client.
+pub(super) fn whitelist(store: &dyn Store, client_id: &ClientId, wallet: Address) -> Result<(), HttpError> {
+    if store.account(client_id)?.is_none() {
+        return Err(HttpError::NotFound("unknown client".into()));
+    }
+    if store.add_wallet(client_id, wallet)? {
+        Ok(())
+    } else {
+        Err(HttpError::Conflict("wallet belongs to another client".into()))
+    }
+}
+
+/// `GET /tokenized-assets` and `GET /tokenization/tokens`: every (underlying, token) pair with
+/// the networks it is on, frozen ones included (freezing suspends minting, not the listing).
+pub(super) async fn tokens(req: Request<AppState>) -> Result<Response, HttpError> {
+    let assets = blocking(req.state(), |store| Ok(store.assets()?)).await?;
+    Ok(json(StatusCode::Ok, &json!({ "tokens": token_list(&assets) })))
+}
+
+fn token_list(assets: &[Asset]) -> Vec<serde_json::Value> {
+    let mut grouped: BTreeMap<(&str, &str), BTreeSet<&str>> = BTreeMap::new();
+    for asset in assets {
+        grouped
+            .entry((asset.underlying.as_str(), asset.token.as_str()))
+            .or_default()
+            .insert(asset.network.as_str());
+    }
+    grouped
+        .into_iter()
+        .map(|((underlying, token), networks)| json!({ "underlying": underlying, "token": token, "networks": networks }))
+        .collect()
+}
+
+/// `GET /tokenization/custody-accounts/{underlying_symbol}`: where Alpaca journals the shares.
+pub(super) async fn custody_account(req: Request<AppState>) -> Result<Response, HttpError> {
+    let unknown = || HttpError::NotFound("unknown underlying".into());
+    let underlying = Symbol::parse(req.param("underlying_symbol").unwrap_or_default()).map_err(|_| unknown())?;
+    let wanted = underlying.clone();
+    let known = blocking(req.state(), move |store| Ok(store.assets()?.iter().any(|a| a.underlying == wanted))).await?;
+    if !known {
+        return Err(unknown());
+    }
+    let account_id = req.state().config().custody_account_id.clone();
+    Ok(json(StatusCode::Ok, &json!({ "account_id": account_id, "underlying_symbol": underlying.as_str() })))
+}
+
+/// The issuance body in either spelling. Unknown fields are ignored: Alpaca may add some.
+#[derive(Deserialize)]
+struct IssuanceBody {
+    tokenization_request_id: String,
+    qty: String,
+    underlying_symbol: String,
+    token_symbol: String,
+    network: String,
+    wallet_address: String,
+    client_id: Option<String>,
+    client_external_account_id: Option<String>,
+    client_account_id: Option<String>,
+}
+
+/// An issuance with every field parsed, before any rule is checked.
+struct Issuance {
+    trid: TokenizationRequestId,
+    underlying: Symbol,
+    token: Symbol,
+    network: Network,
+    client: ClientId,
+    wallet: Address,
+}
+
+impl IssuanceBody {
+    /// Check 1 of the refusal table: every field present, of the right type and well formed.
+    ///
+    /// The client may be named by any of the three fields; each carries the id we answered at
+    /// link time. Two of them naming different clients is malformed.
+    fn parse(&self) -> Result<Issuance, HttpError> {
+        let named: BTreeSet<&str> = [&self.client_id, &self.client_external_account_id, &self.client_account_id]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        let client = match named.into_iter().collect::<Vec<_>>().as_slice() {
+            [one] => ClientId::parse(one).map_err(|_| invalid())?,
+            _ => return Err(invalid()),
+        };
+        Ok(Issuance {
+            trid: TokenizationRequestId::parse(&self.tokenization_request_id).map_err(|_| invalid())?,
+            underlying: Symbol::parse(&self.underlying_symbol).map_err(|_| invalid())?,
+            token: Symbol::parse(&self.token_symbol).map_err(|_| invalid())?,
+            network: Network::parse(&self.network).map_err(|_| invalid())?,
+            client,
+            wallet: parse_address(&self.wallet_address).map_err(|_| invalid())?,
+        })
+    }
+}
+
+impl Issuance {
+    /// The canonical form of what defines the request: same id and same fingerprint is a repeat,
+    /// same id and another fingerprint is a conflict. `|` and `=` cannot occur in the parsed ids.
+    fn fingerprint(&self, qty: Qty) -> String {
+        format!(
+            "trid={}|qty={}|underlying={}|token={}|network={}|client={}|wallet={}",
+            self.trid,
+            qty.to_decimal(),
+            self.underlying,
+            self.token,
+            self.network,
+            self.client,
+            address_text(self.wallet)
+        )
+    }
+}
+
+/// `POST /inkind/issuance` and `POST /tokenization/mint`: accepts a mint intent.
+///
+/// Checks run in the documented order (malformed 422, qty 400, token, eligibility, wallet,
+/// frozen). A repeat of an accepted request (same id, same body) answers as the first time before
+/// the rule checks, so a wallet removed or an asset frozen since cannot turn Alpaca's retry of an
+/// accepted request into a final refusal.
+pub(super) async fn issuance(mut req: Request<AppState>) -> Result<Response, HttpError> {
+    let raw: IssuanceBody = body(&mut req).await?;
+    let issuance = raw.parse()?;
+    let qty = Qty::parse_positive(&raw.qty).map_err(|_| HttpError::Refused(INVALID_PAYLOAD.into()))?;
+    let fingerprint = issuance.fingerprint(qty);
+    let issuer_request_id = IssuerRequestId::for_mint(&issuance.trid);
+    let trid = issuance.trid.clone();
+    let irid = issuer_request_id.clone();
+    let outcome = blocking(req.state(), move |store| {
+        if let Some(existing) = store.mint(&irid)? {
+            return Ok(if existing.fingerprint == fingerprint {
+                IssuanceOutcome::Repeat(existing.intent.issuer_request_id)
+            } else {
+                IssuanceOutcome::Conflict
+            });
+        }
+        let asset = check_rules(store, &issuance)?;
+        let record = MintRecord {
+            intent: MintIntent {
+                issuer_request_id: irid,
+                tokenization_request_id: issuance.trid,
+                client_id: issuance.client,
+                wallet: issuance.wallet,
+                underlying: issuance.underlying,
+                token: issuance.token,
+                network: issuance.network,
+                qty,
+                vault: asset.vault,
+                journal: Journal::Pending,
+                callback: Callback::NotSent,
+                failed_attempts: 0,
+                accepted_at: super::unix_now(),
+            },
+            fingerprint,
+            reject_reason: None,
+            problem: None,
+        };
+        Ok(store.submit_issuance(record)?)
+    })
+    .await?;
+    match outcome {
+        IssuanceOutcome::Created(id) => {
+            tracing::info!(tokenization_request_id = %trid, issuer_request_id = %id, "http: issuance accepted");
+            Ok(created(&id))
+        }
+        IssuanceOutcome::Repeat(id) => Ok(created(&id)),
+        IssuanceOutcome::Conflict => Err(HttpError::Conflict(
+            "tokenization_request_id already used with a different request".into(),
+        )),
+    }
+}
+
+/// The answer to an accepted issuance, the first time and every repeat.
+fn created(issuer_request_id: &IssuerRequestId) -> Response {
+    json(StatusCode::Ok, &json!({ "issuer_request_id": issuer_request_id.as_str(), "status": "created" }))
+}
+
+/// Checks 3 to 6 of the refusal table, in order; the asset to mint on if all pass.
+fn check_rules(store: &dyn Store, issuance: &Issuance) -> Result<Asset, HttpError> {
+    let asset = store
+        .asset(&issuance.underlying, &issuance.network)?
+        .filter(|a| a.token == issuance.token)
+        .ok_or_else(|| HttpError::Refused(INVALID_TOKEN.into()))?;
+    let linked = store.account(&issuance.client)?.is_some_and(|a| a.linked());
+    if !linked {
+        return Err(HttpError::Refused(NOT_ELIGIBLE.into()));
+    }
+    if store.wallet_owner(issuance.wallet)?.as_ref() != Some(&issuance.client) {
+        return Err(HttpError::Refused(INVALID_WALLET.into()));
+    }
+    if asset.frozen {
+        return Err(HttpError::Refused(ASSET_FROZEN.into()));
+    }
+    Ok(asset)
+}
+
+#[derive(Deserialize)]
+struct ConfirmBody {
+    tokenization_request_id: String,
+    issuer_request_id: String,
+    status: String,
+    reason: Option<String>,
+}
+
+/// `POST /inkind/issuance/confirm` and `POST /tokenization/mint/confirm`: records Alpaca's
+/// journal outcome. The same confirmation always gets the same answer (Alpaca retries it); the
+/// opposite final status is 409. `completed` wakes the reconciler, which mints.
+pub(super) async fn confirm(mut req: Request<AppState>) -> Result<Response, HttpError> {
+    let raw: ConfirmBody = body(&mut req).await?;
+    let trid = TokenizationRequestId::parse(&raw.tokenization_request_id).map_err(|_| invalid())?;
+    let irid = IssuerRequestId::parse(&raw.issuer_request_id).map_err(|_| invalid())?;
+    let journal = match raw.status.as_str() {
+        "completed" => Journal::Completed,
+        "rejected" => Journal::Rejected,
+        _ => return Err(invalid()),
+    };
+    let answer = json!({
+        "tokenization_request_id": trid.as_str(),
+        "issuer_request_id": irid.as_str(),
+        "status": raw.status,
+    });
+    let reason = raw.reason;
+    let (t, i) = (trid.clone(), irid.clone());
+    let outcome = blocking(req.state(), move |store| Ok(store.confirm_issuance(&t, &i, journal, reason)?)).await?;
+    match outcome {
+        ConfirmOutcome::Recorded => {
+            tracing::info!(tokenization_request_id = %trid, issuer_request_id = %irid, status = ?journal, "http: journal confirmed");
+            if journal == Journal::Completed {
+                req.state().wake();
+            }
+            Ok(json(StatusCode::Ok, &answer))
+        }
+        ConfirmOutcome::Unknown => Err(HttpError::NotFound("unknown issuer_request_id".into())),
+        ConfirmOutcome::Mismatch => Err(HttpError::Refused(
+            "issuer_request_id does not belong to tokenization_request_id".into(),
+        )),
+        ConfirmOutcome::Conflict => Err(HttpError::Conflict("journal already has the opposite status".into())),
+    }
+}

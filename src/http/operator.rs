@@ -1,0 +1,229 @@
+//! Operator routes under `/operator/...`: the facts only an operator can establish (who is an AP,
+//! which wallets are theirs, which vaults exist, what is frozen) and a view of stuck work.
+
+use super::alpaca::{address_text, checked_email, whitelist};
+use super::{blocking, body, json, AppState, HttpError, INVALID_PAYLOAD};
+use crate::store::{Account, Asset};
+use alloy::primitives::Address;
+use reconciler::{parse_address, Callback, ClientId, Journal, Network, Symbol, TxPurpose};
+use serde::Deserialize;
+use serde_json::json;
+use std::collections::BTreeMap;
+use tide::{Request, Response, StatusCode};
+
+/// Work older than this without progress is listed by `stuck`: a healthy pass finishes in a few
+/// seconds, so a minute means something is waiting on a fault.
+const STUCK_AFTER_SECS: u64 = 60;
+
+fn invalid() -> HttpError {
+    HttpError::Unprocessable(INVALID_PAYLOAD.into())
+}
+
+fn nonzero_address(text: &str) -> Result<Address, HttpError> {
+    parse_address(text).ok().filter(|a| !a.is_zero()).ok_or_else(invalid)
+}
+
+fn account_json(account: &Account, wallets: &BTreeMap<&str, Vec<String>>) -> serde_json::Value {
+    json!({
+        "client_id": account.client_id.as_str(),
+        "email": account.email,
+        "linked": account.linked(),
+        "account_number": account.account_number,
+        "wallets": wallets.get(account.client_id.as_str()).cloned().unwrap_or_default(),
+    })
+}
+
+#[derive(Deserialize)]
+struct RegisterBody {
+    email: String,
+}
+
+/// `POST /operator/accounts {email}`: registers an AP (idempotent per normalised email) so
+/// Alpaca can link it.
+pub(super) async fn register_account(mut req: Request<AppState>) -> Result<Response, HttpError> {
+    let RegisterBody { email } = body(&mut req).await?;
+    let email = checked_email(&email)?;
+    let account = blocking(req.state(), move |store| Ok(store.register_account(&email)?)).await?;
+    Ok(json(
+        StatusCode::Ok,
+        &json!({ "client_id": account.client_id.as_str(), "email": account.email, "linked": account.linked() }),
+    ))
+}
+
+/// `GET /operator/accounts`: every account with its whitelisted wallets.
+pub(super) async fn accounts(req: Request<AppState>) -> Result<Response, HttpError> {
+    let (accounts, wallets) = blocking(req.state(), |store| Ok((store.accounts()?, store.wallets()?))).await?;
+    let mut by_client: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (wallet, client) in &wallets {
+        by_client.entry(client.as_str()).or_default().push(address_text(*wallet));
+    }
+    let list: Vec<_> = accounts.iter().map(|a| account_json(a, &by_client)).collect();
+    Ok(json(StatusCode::Ok, &json!({ "accounts": list })))
+}
+
+#[derive(Deserialize)]
+struct WalletBody {
+    client_id: String,
+    wallet: String,
+}
+
+fn parse_wallet_body(raw: &WalletBody) -> Result<(ClientId, Address), HttpError> {
+    let client = ClientId::parse(&raw.client_id).map_err(|_| invalid())?;
+    let wallet = parse_address(&raw.wallet).map_err(|_| invalid())?;
+    Ok((client, wallet))
+}
+
+/// `POST /operator/wallets {client_id, wallet}`: whitelists a wallet (404 unknown client, 409
+/// wallet of another client).
+pub(super) async fn add_wallet(mut req: Request<AppState>) -> Result<Response, HttpError> {
+    let raw: WalletBody = body(&mut req).await?;
+    let (client, wallet) = parse_wallet_body(&raw)?;
+    let answer = json!({ "client_id": client.as_str(), "wallet": address_text(wallet), "whitelisted": true });
+    blocking(req.state(), move |store| whitelist(store, &client, wallet)).await?;
+    Ok(json(StatusCode::Ok, &answer))
+}
+
+/// `DELETE /operator/wallets {client_id, wallet}`: un-whitelists a wallet. Idempotent:
+/// `removed` says whether it was whitelisted for that client. Mints already accepted for it are
+/// not touched; new ones are refused.
+pub(super) async fn remove_wallet(mut req: Request<AppState>) -> Result<Response, HttpError> {
+    let raw: WalletBody = body(&mut req).await?;
+    let (client, wallet) = parse_wallet_body(&raw)?;
+    let c = client.clone();
+    let removed = blocking(req.state(), move |store| {
+        if store.account(&c)?.is_none() {
+            return Err(HttpError::NotFound("unknown client".into()));
+        }
+        Ok(store.remove_wallet(&c, wallet)?)
+    })
+    .await?;
+    Ok(json(
+        StatusCode::Ok,
+        &json!({ "client_id": client.as_str(), "wallet": address_text(wallet), "removed": removed }),
+    ))
+}
+
+#[derive(Deserialize)]
+struct AssetBody {
+    underlying: String,
+    token: String,
+    network: String,
+    vault: String,
+    receipt: String,
+    authorizer: String,
+    deploy_block: u64,
+    /// Absent: a new asset starts unfrozen and a replaced one keeps its state, so redeploying a
+    /// frozen asset's vault does not silently resume minting.
+    frozen: Option<bool>,
+}
+
+/// `POST /operator/assets`: adds or replaces the asset for (underlying, network).
+pub(super) async fn put_asset(mut req: Request<AppState>) -> Result<Response, HttpError> {
+    let raw: AssetBody = body(&mut req).await?;
+    let underlying = Symbol::parse(&raw.underlying).map_err(|_| invalid())?;
+    let token = Symbol::parse(&raw.token).map_err(|_| invalid())?;
+    let network = Network::parse(&raw.network).map_err(|_| invalid())?;
+    let vault = nonzero_address(&raw.vault)?;
+    let receipt = nonzero_address(&raw.receipt)?;
+    let authorizer = nonzero_address(&raw.authorizer)?;
+    let (deploy_block, frozen) = (raw.deploy_block, raw.frozen);
+    let asset = blocking(req.state(), move |store| {
+        let kept = store.asset(&underlying, &network)?.is_some_and(|a| a.frozen);
+        let asset = Asset {
+            underlying,
+            token,
+            network,
+            vault,
+            receipt,
+            authorizer,
+            deploy_block,
+            frozen: frozen.unwrap_or(kept),
+        };
+        store.put_asset(&asset)?;
+        Ok(asset)
+    })
+    .await?;
+    tracing::info!(underlying = %asset.underlying, network = %asset.network, vault = %asset.vault, "http: asset recorded");
+    Ok(json(StatusCode::Ok, &asset))
+}
+
+/// `GET /operator/assets`.
+pub(super) async fn assets(req: Request<AppState>) -> Result<Response, HttpError> {
+    let assets = blocking(req.state(), |store| Ok(store.assets()?)).await?;
+    Ok(json(StatusCode::Ok, &json!({ "assets": assets })))
+}
+
+/// `POST /operator/assets/{underlying}/freeze`: suspends minting on every network.
+pub(super) async fn freeze(req: Request<AppState>) -> Result<Response, HttpError> {
+    set_frozen(req, true).await
+}
+
+/// `POST /operator/assets/{underlying}/unfreeze`.
+pub(super) async fn unfreeze(req: Request<AppState>) -> Result<Response, HttpError> {
+    set_frozen(req, false).await
+}
+
+async fn set_frozen(req: Request<AppState>, frozen: bool) -> Result<Response, HttpError> {
+    let unknown = || HttpError::NotFound("unknown underlying".into());
+    let underlying = Symbol::parse(req.param("underlying").unwrap_or_default()).map_err(|_| unknown())?;
+    let u = underlying.clone();
+    let changed = blocking(req.state(), move |store| Ok(store.set_frozen(&u, frozen)?)).await?;
+    if changed == 0 {
+        return Err(unknown());
+    }
+    tracing::info!(%underlying, frozen, "http: asset freeze changed");
+    Ok(json(
+        StatusCode::Ok,
+        &json!({ "underlying": underlying.as_str(), "frozen": frozen, "assets_changed": changed }),
+    ))
+}
+
+/// `GET /operator/stuck`: work that is not converging, for a human to look at.
+///
+/// - `mints`: every mint with a `problem` (the reconciler stopped on it), and every mint whose
+///   journal is completed but whose callback is not acknowledged although it was accepted more
+///   than a minute ago (there is no confirmation timestamp, so the age is since acceptance).
+/// - `transactions`: every unsettled transaction of ours. They carry no wall-clock time, only
+///   the block they were signed at, so all are listed with that block.
+pub(super) async fn stuck(req: Request<AppState>) -> Result<Response, HttpError> {
+    let (mints, txs) = blocking(req.state(), |store| Ok((store.all_mints()?, store.unsettled_txs()?))).await?;
+    let now = super::unix_now();
+    let stuck_mints: Vec<_> = mints
+        .iter()
+        .filter(|m| {
+            let unacked = m.intent.journal == Journal::Completed && !matches!(m.intent.callback, Callback::Acked { .. });
+            m.problem.is_some() || (unacked && now.saturating_sub(m.intent.accepted_at) > STUCK_AFTER_SECS)
+        })
+        .map(|m| {
+            json!({
+                "issuer_request_id": m.intent.issuer_request_id.as_str(),
+                "tokenization_request_id": m.intent.tokenization_request_id.as_str(),
+                "underlying": m.intent.underlying.as_str(),
+                "network": m.intent.network.as_str(),
+                "qty": m.intent.qty.to_decimal(),
+                "journal": m.intent.journal,
+                "callback": m.intent.callback,
+                "failed_attempts": m.intent.failed_attempts,
+                "accepted_at": m.intent.accepted_at,
+                "problem": m.problem,
+            })
+        })
+        .collect();
+    let stuck_txs: Vec<_> = txs
+        .iter()
+        .map(|tx| {
+            let label = match &tx.purpose {
+                TxPurpose::Mint { issuer_request_ids, .. } => format!("mint of {} intents", issuer_request_ids.len()),
+                TxPurpose::Other { label } => label.clone(),
+            };
+            json!({
+                "nonce": tx.nonce,
+                "to": address_text(tx.to),
+                "purpose": label,
+                "variants": tx.variants.iter().map(|v| format!("{:#x}", v.hash)).collect::<Vec<_>>(),
+                "signed_at_block": tx.variants.last().map(|v| v.signed_at_block),
+            })
+        })
+        .collect();
+    Ok(json(StatusCode::Ok, &json!({ "mints": stuck_mints, "transactions": stuck_txs })))
+}

@@ -1,0 +1,189 @@
+//! `issuer operator ...`: a thin client of the `/operator` routes. The running server holds the
+//! redb file lock, so operator commands go through HTTP instead of opening the store.
+
+use crate::config::Secret;
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use reqwest::Method;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// How long one operator request may take; the server answers after one fsync.
+const REQUEST_TIMEOUT_SECS: u64 = 30;
+
+/// Settings and the command for the operator client.
+#[derive(Debug, Clone, Args)]
+pub struct OperatorArgs {
+    /// Base URL of the running issuer.
+    #[arg(long, env = "ISSUER_URL", default_value = "http://127.0.0.1:8000", global = true)]
+    pub issuer_url: String,
+    /// The operator key (`X-OPERATOR-KEY`). Optional to clap so it can be global; required by
+    /// [`run`].
+    #[arg(long, env = "ISSUER_OPERATOR_KEY", hide_env_values = true, global = true)]
+    pub operator_key: Option<Secret>,
+    #[command(subcommand)]
+    pub command: OperatorCommand,
+}
+
+/// One operator action; each maps to one `/operator` route.
+#[derive(Debug, Clone, Subcommand)]
+pub enum OperatorCommand {
+    /// Register an Authorized Participant by email (Alpaca then links it).
+    RegisterAccount {
+        #[arg(long)]
+        email: String,
+    },
+    /// Whitelist a wallet for a client.
+    AddWallet {
+        #[arg(long)]
+        client_id: String,
+        #[arg(long)]
+        wallet: String,
+    },
+    /// Remove a wallet from a client's whitelist.
+    RemoveWallet {
+        #[arg(long)]
+        client_id: String,
+        #[arg(long)]
+        wallet: String,
+    },
+    /// Add or replace the asset of an underlying on a network.
+    AddAsset {
+        #[arg(long)]
+        underlying: String,
+        #[arg(long)]
+        token: String,
+        #[arg(long)]
+        network: String,
+        #[arg(long)]
+        vault: String,
+        #[arg(long)]
+        receipt: String,
+        #[arg(long)]
+        authorizer: String,
+        #[arg(long)]
+        deploy_block: u64,
+    },
+    /// Suspend minting of an underlying on every network.
+    Freeze {
+        #[arg(long)]
+        underlying: String,
+    },
+    /// Resume minting of an underlying.
+    Unfreeze {
+        #[arg(long)]
+        underlying: String,
+    },
+    /// List work that is not converging.
+    Stuck,
+    /// List accounts with their wallets.
+    Accounts,
+    /// List assets.
+    Assets,
+}
+
+impl OperatorCommand {
+    /// The route, method and body this command sends.
+    fn request(&self) -> (Method, String, Option<Value>) {
+        match self {
+            OperatorCommand::RegisterAccount { email } => {
+                (Method::POST, "/operator/accounts".into(), Some(json!({ "email": email })))
+            }
+            OperatorCommand::AddWallet { client_id, wallet } => (
+                Method::POST,
+                "/operator/wallets".into(),
+                Some(json!({ "client_id": client_id, "wallet": wallet })),
+            ),
+            OperatorCommand::RemoveWallet { client_id, wallet } => (
+                Method::DELETE,
+                "/operator/wallets".into(),
+                Some(json!({ "client_id": client_id, "wallet": wallet })),
+            ),
+            OperatorCommand::AddAsset { underlying, token, network, vault, receipt, authorizer, deploy_block } => (
+                Method::POST,
+                "/operator/assets".into(),
+                Some(json!({
+                    "underlying": underlying, "token": token, "network": network, "vault": vault,
+                    "receipt": receipt, "authorizer": authorizer, "deploy_block": deploy_block,
+                })),
+            ),
+            OperatorCommand::Freeze { underlying } => {
+                (Method::POST, format!("/operator/assets/{}/freeze", path_segment(underlying)), None)
+            }
+            OperatorCommand::Unfreeze { underlying } => {
+                (Method::POST, format!("/operator/assets/{}/unfreeze", path_segment(underlying)), None)
+            }
+            OperatorCommand::Stuck => (Method::GET, "/operator/stuck".into(), None),
+            OperatorCommand::Accounts => (Method::GET, "/operator/accounts".into(), None),
+            OperatorCommand::Assets => (Method::GET, "/operator/assets".into(), None),
+        }
+    }
+}
+
+/// Keeps a symbol from changing the path: anything outside the id alphabet is percent-encoded
+/// (the server then answers 404 for it).
+fn path_segment(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Sends the command to the running issuer and prints its JSON answer on stdout. A non-2xx
+/// answer is an error naming the status and the body.
+pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
+    let answer = call(&args).await?;
+    println!("{}", serde_json::to_string_pretty(&answer)?);
+    Ok(())
+}
+
+/// [`run`] without the printing: the answer as JSON.
+pub async fn call(args: &OperatorArgs) -> anyhow::Result<Value> {
+    let Some(key) = &args.operator_key else {
+        bail!("the operator key is required: --operator-key or ISSUER_OPERATOR_KEY");
+    };
+    let (method, path, body) = args.command.request();
+    let url = format!("{}{path}", args.issuer_url.trim_end_matches('/'));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(REQUEST_TIMEOUT_SECS))
+        .build()
+        .context("building the HTTP client")?;
+    let mut request = client.request(method.clone(), &url).header("X-OPERATOR-KEY", key.expose());
+    if let Some(body) = &body {
+        request = request.json(body);
+    }
+    let response = request.send().await.with_context(|| format!("{method} {url}"))?;
+    let status = response.status();
+    let text = response.text().await.with_context(|| format!("reading the answer of {method} {url}"))?;
+    if !status.is_success() {
+        bail!("{method} {url} answered {status}: {text}");
+    }
+    serde_json::from_str(&text).with_context(|| format!("{method} {url} answered non-JSON: {text}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: OperatorArgs,
+    }
+
+    #[test]
+    fn commands_parse_and_map_to_routes() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["x", "--operator-key", "k", "freeze", "--underlying", "AAPL"]).unwrap();
+        assert_eq!(cli.args.command.request().1, "/operator/assets/AAPL/freeze");
+        let cli = Cli::try_parse_from(["x", "stuck", "--issuer-url", "http://h:1"]).unwrap();
+        assert_eq!(cli.args.issuer_url, "http://h:1");
+        assert_eq!(path_segment("A/../B"), "A%2F..%2FB");
+    }
+}

@@ -1,0 +1,285 @@
+//! Act: carry out the plan's actions and record each one, writing before any outside effect that
+//! could be repeated (a signed transaction is stored before it is broadcast; a callback is marked
+//! attempted before it is sent).
+
+use super::crash::{maybe_crash, CrashPoint};
+use super::{PassError, PassSummary, Reconciler};
+use crate::alpaca::{Broker, MintCallback, RequestType};
+use crate::chain::{mint_calldata, Chain, Fees};
+use crate::store::{MintRecord, Settled, Store, TxRecord, TxVariant};
+use alloy::primitives::B256;
+use reconciler::meta::{self, ReceiptInfo};
+use reconciler::{Action, Callback, IssuerRequestId, Journal, MintIntent, MintItem, TxPurpose, World};
+use std::collections::BTreeMap;
+
+pub async fn act<B: Broker>(
+    r: &Reconciler<B>,
+    world: &World,
+    actions: Vec<Action>,
+    summary: &mut PassSummary,
+) -> Result<(), PassError> {
+    let intents: BTreeMap<&IssuerRequestId, &MintIntent> =
+        world.mints.iter().map(|m| (&m.issuer_request_id, m)).collect();
+    let mut callbacks = Vec::new();
+    for action in actions {
+        match action {
+            Action::Mint { vault, items } => {
+                match send_mint(r, world.head_block, vault, &items, &intents).await {
+                    Ok(()) => summary.mints_sent += items.len(),
+                    // One failing batch (a revert in estimation, a node error) must not stop the
+                    // rest of the plan; it is planned again next pass.
+                    Err(e) => tracing::warn!(error = %e, %vault, mints = items.len(), "mint not sent"),
+                }
+            }
+            Action::Rebroadcast { nonce } => {
+                if let Some(tx) = r.store.tx(nonce)? {
+                    if let Some(v) = tx.variants.last() {
+                        r.chain.broadcast(&v.raw).await?;
+                    }
+                }
+            }
+            Action::Replace { nonce } => replace(r, world.head_block, nonce).await?,
+            Action::Settle { nonce, failed } => settle(r, nonce, &failed, world).await?,
+            Action::MintCallback { issuer_request_id, tx_hash, ask_first } => {
+                callbacks.push((issuer_request_id, tx_hash, ask_first));
+            }
+            Action::RecoverMint { deposit } => recover(r, &deposit).await?,
+            Action::Flag { issuer_request_id, problem } => {
+                let text = format!("{problem:?}");
+                if let Some(mut record) = r.store.mint(&issuer_request_id)? {
+                    if record.problem.as_deref() != Some(text.as_str()) {
+                        tracing::error!(%issuer_request_id, problem = %text, "mint needs an operator");
+                        record.problem = Some(text);
+                        r.store.put_mints(vec![record])?;
+                    }
+                }
+            }
+        }
+    }
+    // Callbacks are independent of each other: send them concurrently.
+    let results = futures::future::join_all(
+        callbacks.into_iter().map(|(id, tx_hash, ask_first)| callback(r, id, tx_hash, ask_first)),
+    )
+    .await;
+    for result in results {
+        match result {
+            Ok(true) => summary.callbacks_acked += 1,
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "mint callback not acknowledged; retried next pass"),
+        }
+    }
+    Ok(())
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+async fn next_nonce(store: &dyn Store, chain: &Chain) -> Result<u64, PassError> {
+    let chain_nonce = chain.nonce_latest().await?;
+    let stored = store.highest_nonce()?.map_or(0, |n| n + 1);
+    Ok(chain_nonce.max(stored))
+}
+
+async fn send_mint<B: Broker>(
+    r: &Reconciler<B>,
+    head: u64,
+    vault: alloy::primitives::Address,
+    items: &[MintItem],
+    intents: &BTreeMap<&IssuerRequestId, &MintIntent>,
+) -> Result<(), PassError> {
+    let now = unix_now();
+    let mut calls = Vec::with_capacity(items.len());
+    for item in items {
+        let Some(intent) = intents.get(&item.issuer_request_id) else { continue };
+        let info = meta::encode(&ReceiptInfo {
+            tokenization_request_id: intent.tokenization_request_id.to_string(),
+            issuer_request_id: intent.issuer_request_id.to_string(),
+            underlying: intent.underlying.to_string(),
+            quantity: intent.qty.to_decimal(),
+            timestamp: now,
+            notes: String::new(),
+        });
+        calls.push((item.receiver, item.qty.units(), info));
+    }
+    let input = mint_calldata(r.chain.bot(), &calls);
+    let gas_limit = r.chain.estimate_gas(vault, &input).await?;
+    let fees = r.chain.fees().await?;
+    let nonce = next_nonce(r.store.as_ref(), &r.chain).await?;
+    let (hash, raw) = r.chain.sign(nonce, vault, input.clone(), gas_limit, fees)?;
+    let record = TxRecord {
+        nonce,
+        from: r.chain.bot(),
+        to: vault,
+        purpose: TxPurpose::Mint { vault, issuer_request_ids: items.iter().map(|i| i.issuer_request_id.clone()).collect() },
+        input,
+        gas_limit,
+        variants: vec![TxVariant {
+            hash,
+            raw: raw.clone(),
+            max_fee_per_gas: fees.max_fee_per_gas,
+            max_priority_fee_per_gas: fees.max_priority_fee_per_gas,
+            signed_at_block: head,
+        }],
+        settled: None,
+    };
+    r.store.put_tx(&record)?;
+    maybe_crash(r.config.crash_at, CrashPoint::AfterSign);
+    tracing::info!(nonce, %hash, %vault, mints = items.len(), "mint transaction stored; broadcasting");
+    r.chain.broadcast(&raw).await?;
+    maybe_crash(r.config.crash_at, CrashPoint::AfterBroadcast);
+    Ok(())
+}
+
+/// Re-signs a stuck nonce with fees at least 25% higher (nodes want 10%), same calldata.
+async fn replace<B: Broker>(r: &Reconciler<B>, head: u64, nonce: u64) -> Result<(), PassError> {
+    let Some(mut tx) = r.store.tx(nonce)? else { return Ok(()) };
+    let Some(last) = tx.variants.last() else { return Ok(()) };
+    let bump = |fee: u128| fee.saturating_add(fee / 4).saturating_add(1);
+    let now = r.chain.fees().await?;
+    let fees = Fees {
+        max_fee_per_gas: bump(last.max_fee_per_gas).max(now.max_fee_per_gas),
+        max_priority_fee_per_gas: bump(last.max_priority_fee_per_gas).max(now.max_priority_fee_per_gas),
+    };
+    let (hash, raw) = r.chain.sign(nonce, tx.to, tx.input.clone(), tx.gas_limit, fees)?;
+    tracing::warn!(nonce, %hash, max_fee = fees.max_fee_per_gas, "replacing a stuck transaction at the same nonce");
+    tx.variants.push(TxVariant {
+        hash,
+        raw: raw.clone(),
+        max_fee_per_gas: fees.max_fee_per_gas,
+        max_priority_fee_per_gas: fees.max_priority_fee_per_gas,
+        signed_at_block: head,
+    });
+    r.store.put_tx(&tx)?;
+    r.chain.broadcast(&raw).await?;
+    Ok(())
+}
+
+async fn settle<B: Broker>(
+    r: &Reconciler<B>,
+    nonce: u64,
+    failed: &[IssuerRequestId],
+    world: &World,
+) -> Result<(), PassError> {
+    let Some(mut tx) = r.store.tx(nonce)? else { return Ok(()) };
+    let mined = world.txs.iter().find(|t| t.nonce == nonce).and_then(|t| match t.status {
+        reconciler::TxStatus::Mined { block_number, success } => Some((block_number, success)),
+        _ => None,
+    });
+    let mut hash = None;
+    if mined.is_some() {
+        for v in tx.variants.iter().rev() {
+            if r.chain.receipt(v.hash).await?.is_some() {
+                hash = Some(v.hash);
+                break;
+            }
+        }
+    }
+    tx.settled = Some(Settled {
+        mined_block: mined.map(|(b, _)| b),
+        hash,
+        success: mined.is_some_and(|(_, s)| s),
+    });
+    let mut records = Vec::new();
+    for id in failed {
+        if let Some(mut record) = r.store.mint(id)? {
+            record.intent.failed_attempts = record.intent.failed_attempts.saturating_add(1);
+            tracing::warn!(issuer_request_id = %id, nonce, attempts = record.intent.failed_attempts,
+                "mint transaction settled without a Deposit for this request; it will be planned again");
+            records.push(record);
+        }
+    }
+    r.store.put_tx(&tx)?;
+    if !records.is_empty() {
+        r.store.put_mints(records)?;
+    }
+    Ok(())
+}
+
+/// Sends one mint callback; `Ok(true)` once Alpaca has it.
+async fn callback<B: Broker>(
+    r: &Reconciler<B>,
+    id: IssuerRequestId,
+    tx_hash: B256,
+    ask_first: bool,
+) -> Result<bool, PassError> {
+    let Some(mut record) = r.store.mint(&id)? else { return Ok(false) };
+    if ask_first {
+        if let Some(request) = r.broker.request_by_issuer_id(&id).await? {
+            if request.tx_hash.is_some() {
+                record.intent.callback = Callback::Acked { tx_hash: request.tx_hash.unwrap_or(tx_hash) };
+                r.store.put_mints(vec![record])?;
+                tracing::info!(issuer_request_id = %id, "Alpaca already has the mint callback; recorded");
+                return Ok(true);
+            }
+        }
+    }
+    if record.intent.callback == Callback::NotSent {
+        record.intent.callback = Callback::Attempted;
+        r.store.put_mints(vec![record.clone()])?;
+    }
+    let intent = &record.intent;
+    r.broker
+        .mint_callback(&MintCallback {
+            tokenization_request_id: intent.tokenization_request_id.clone(),
+            client_id: intent.client_id.clone(),
+            wallet_address: intent.wallet,
+            tx_hash,
+            network: intent.network.clone(),
+        })
+        .await?;
+    maybe_crash(r.config.crash_at, CrashPoint::AfterCallback);
+    record.intent.callback = Callback::Acked { tx_hash };
+    r.store.put_mints(vec![record])?;
+    tracing::info!(issuer_request_id = %id, %tx_hash, "mint callback acknowledged");
+    Ok(true)
+}
+
+/// Rebuilds a mint intent from Alpaca for a tagged deposit the cache does not know.
+async fn recover<B: Broker>(r: &Reconciler<B>, deposit: &reconciler::ObservedDeposit) -> Result<(), PassError> {
+    let id = &deposit.issuer_request_id;
+    let Some(request) = r.broker.request_by_issuer_id(id).await? else {
+        tracing::error!(issuer_request_id = %id, tx = %deposit.tx_hash, vault = %deposit.vault,
+            "tagged deposit unknown to the cache and to Alpaca: anomaly, nothing done");
+        return Ok(());
+    };
+    let (Some(client), RequestType::Mint) = (request.client(), request.kind) else {
+        tracing::error!(issuer_request_id = %id, "Alpaca's request for a tagged deposit is not a mint with a client");
+        return Ok(());
+    };
+    let intent = MintIntent {
+        issuer_request_id: id.clone(),
+        tokenization_request_id: request.id.clone(),
+        client_id: client.clone(),
+        wallet: request.wallet_address,
+        underlying: request.underlying_symbol.clone(),
+        token: request.token_symbol.clone(),
+        network: request.network.clone(),
+        qty: request.qty,
+        vault: deposit.vault,
+        journal: Journal::Completed,
+        // Whether a callback was sent is unknown: the next one asks Alpaca first.
+        callback: Callback::Attempted,
+        failed_attempts: 0,
+        accepted_at: unix_now(),
+    };
+    tracing::warn!(issuer_request_id = %id, tx = %deposit.tx_hash, "rebuilt a mint intent from the chain and Alpaca");
+    r.store.put_mints(vec![MintRecord {
+        intent,
+        fingerprint: String::from("recovered"),
+        reject_reason: None,
+        problem: None,
+    }])?;
+    Ok(())
+}
+
+/// After a restart, re-sends every stored unsettled transaction once: one may have been signed
+/// and stored but never broadcast.
+pub async fn rebroadcast_all(store: &dyn Store, chain: &Chain) -> Result<(), PassError> {
+    for tx in store.unsettled_txs()? {
+        if let Some(v) = tx.variants.last() {
+            chain.broadcast(&v.raw).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,40 @@
+//! Named points where crash tests kill the process (`ISSUER_CRASH_AT=point`). Production never
+//! sets it; the check is one comparison.
+
+use std::str::FromStr;
+
+/// A point in the mint path where a crash must lose nothing and duplicate nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashPoint {
+    /// The mint transaction is signed and stored, not broadcast.
+    AfterSign,
+    /// The mint transaction is broadcast; nothing else recorded.
+    AfterBroadcast,
+    /// The Deposit log was observed but the observation not yet recorded.
+    AfterDepositSeen,
+    /// Alpaca answered the mint callback; the acknowledgement is not recorded.
+    AfterCallback,
+}
+
+impl FromStr for CrashPoint {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "after_sign" => Ok(Self::AfterSign),
+            "after_broadcast" => Ok(Self::AfterBroadcast),
+            "after_deposit_seen" => Ok(Self::AfterDepositSeen),
+            "after_callback" => Ok(Self::AfterCallback),
+            other => Err(format!(
+                "unknown crash point {other:?} (after_sign, after_broadcast, after_deposit_seen, after_callback)"
+            )),
+        }
+    }
+}
+
+/// Aborts the process, as a kill would, if `at` is the configured point.
+pub fn maybe_crash(configured: Option<CrashPoint>, at: CrashPoint) {
+    if configured == Some(at) {
+        eprintln!("ISSUER_CRASH_AT: aborting at {at:?}");
+        std::process::abort();
+    }
+}
