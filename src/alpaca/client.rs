@@ -73,9 +73,8 @@ struct Answer {
 
 impl Answer {
     fn decode<T: DeserializeOwned>(&self) -> Result<T, BrokerError> {
-        serde_json::from_slice(&self.body).map_err(|err| {
-            BrokerError::Decode(format!("{err}; body: {}", snippet(&self.body)))
-        })
+        serde_json::from_slice(&self.body)
+            .map_err(|err| BrokerError::Decode(format!("{err}; body: {}", snippet(&self.body))))
     }
 
     fn api_error(&self) -> ApiError {
@@ -182,7 +181,10 @@ impl BrokerClient {
             };
             let draw: u8 = rand::thread_rng().gen_range(0..=100);
             let Some(delay) = self.retry.next_delay(attempt, failure, draw) else {
-                return Err(BrokerError::RetriesExhausted { attempts: attempt, last });
+                return Err(BrokerError::RetriesExhausted {
+                    attempts: attempt,
+                    last,
+                });
             };
             tracing::warn!(
                 %method, path, attempt, delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
@@ -326,7 +328,13 @@ impl Broker for BrokerClient {
     ) -> Result<Option<TokenizationRequest>, BrokerError> {
         let query = [("issuer_request_id", id.as_str())];
         let answer = self
-            .call(Method::GET, "requests:by_issuer_request_id", &query, None, None)
+            .call(
+                Method::GET,
+                "requests:by_issuer_request_id",
+                &query,
+                None,
+                None,
+            )
             .await?;
         optional(&answer)
     }
@@ -348,7 +356,9 @@ impl Broker for BrokerClient {
         if let Some(before) = &filter.before {
             query.push(("before", before));
         }
-        let answer = self.call(Method::GET, "requests", &query, None, None).await?;
+        let answer = self
+            .call(Method::GET, "requests", &query, None, None)
+            .await?;
         if answer.status.is_success() {
             answer.decode()
         } else {

@@ -31,7 +31,10 @@ pub enum BrokerError {
     /// call went through but its answer was lost, or another key sent it). The caller recovers
     /// with [`super::Broker::request_by_issuer_id`]; the client does not look it up itself.
     #[error("issuer_request_id already used at Alpaca: {message} (code {code:?})")]
-    AlreadyExists { code: Option<String>, message: String },
+    AlreadyExists {
+        code: Option<String>,
+        message: String,
+    },
     /// A success answer whose body is not the JSON we expect.
     #[error("cannot decode Broker API answer: {0}")]
     Decode(String),

@@ -230,7 +230,9 @@ where
     match Option::<String>::deserialize(de)? {
         None => Ok(None),
         Some(text) if text.is_empty() => Ok(None),
-        Some(text) => T::try_from(text).map(Some).map_err(serde::de::Error::custom),
+        Some(text) => T::try_from(text)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
     }
 }
 
@@ -242,7 +244,9 @@ fn empty_as_none_hash<'de, D: Deserializer<'de>>(de: D) -> Result<Option<B256>, 
             let hex = text.strip_prefix("0x").ok_or_else(|| {
                 serde::de::Error::custom(format!("tx_hash must be 0x-prefixed: {text:?}"))
             })?;
-            hex.parse::<B256>().map(Some).map_err(serde::de::Error::custom)
+            hex.parse::<B256>()
+                .map(Some)
+                .map_err(serde::de::Error::custom)
         }
     }
 }

@@ -238,8 +238,7 @@ fn severed() -> std::io::Error {
 
 /// Standard base64 with padding, enough to build the expected `Authorization` header.
 fn base64(input: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
     for chunk in input.chunks(3) {
         let b = [
@@ -269,7 +268,10 @@ fn from_loopback(req: &Request<AppState>) -> bool {
 }
 
 fn forbidden() -> Response {
-    json_response(&Reply::error(403, "/sim routes answer loopback callers only"))
+    json_response(&Reply::error(
+        403,
+        "/sim routes answer loopback callers only",
+    ))
 }
 
 async fn sim_state(req: Request<AppState>) -> tide::Result {

@@ -307,7 +307,11 @@ const REDEEM_REQUIRED: [&str; 7] = [
     "wallet_address",
     "tx_hash",
 ];
-const CLIENT_FIELDS: [&str; 3] = ["client_id", "client_account_id", "client_external_account_id"];
+const CLIENT_FIELDS: [&str; 3] = [
+    "client_id",
+    "client_account_id",
+    "client_external_account_id",
+];
 
 /// A non-empty string field of a JSON object.
 fn text_field<'a>(body: &'a Value, key: &str) -> Option<&'a str> {
@@ -481,7 +485,12 @@ impl State {
     }
 
     fn mint_callback_reply(&mut self, trid: &str, body: &Value) -> Reply {
-        for key in ["tokenization_request_id", "wallet_address", "tx_hash", "network"] {
+        for key in [
+            "tokenization_request_id",
+            "wallet_address",
+            "tx_hash",
+            "network",
+        ] {
             if text_field(body, key).is_none() {
                 return Reply::error(422, format!("{key} is required"));
             }
@@ -532,17 +541,26 @@ impl State {
 
     fn redeem_reply(&mut self, key: Option<&str>, body: &Value) -> (Reply, Option<String>) {
         let Some(key) = key.filter(|k| !k.is_empty()) else {
-            return (Reply::error(400, "Idempotency-Key header is required"), None);
+            return (
+                Reply::error(400, "Idempotency-Key header is required"),
+                None,
+            );
         };
         if key.len() > 128 {
-            return (Reply::error(400, "Idempotency-Key longer than 128 characters"), None);
+            return (
+                Reply::error(400, "Idempotency-Key longer than 128 characters"),
+                None,
+            );
         }
         if !body.is_object() {
             return (Reply::error(400, "body is not a JSON object"), None);
         }
         if let Some(earlier) = self.idempotency.get(key) {
             if earlier.body == *body {
-                return (earlier.reply.clone(), earlier.tokenization_request_id.clone());
+                return (
+                    earlier.reply.clone(),
+                    earlier.tokenization_request_id.clone(),
+                );
             }
             return (
                 Reply::error(422, "Idempotency-Key already used with a different body"),

@@ -34,7 +34,7 @@ const BLOCK_WINDOW: u64 = 256;
 #[derive(Clone)]
 pub struct RedbStore {
     db: Arc<Database>,
-    writer: Writer,
+    writer: Arc<Writer>,
 }
 
 fn encode<V: Serialize>(value: &V) -> Vec<u8> {
@@ -111,7 +111,7 @@ impl RedbStore {
 
     fn started(db: Database) -> RedbStore {
         let db = Arc::new(db);
-        let writer = Writer::start(db.clone());
+        let writer = Arc::new(Writer::start(db.clone()));
         RedbStore { db, writer }
     }
 

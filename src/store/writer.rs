@@ -13,26 +13,34 @@ const JOBS_PER_COMMIT_MAX: usize = 512;
 type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 type Job = Box<dyn FnOnce(&WriteTransaction) -> Result<Completion, StoreError> + Send>;
 
-/// Handle to the writer thread. Cloning shares the thread.
-#[derive(Clone)]
+/// Handle to the writer thread. Dropping it lets queued jobs finish, then joins the thread, so
+/// the database file is closed when the last store handle is gone (a reopen right after works).
 pub struct Writer {
-    jobs: mpsc::Sender<Job>,
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.jobs.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl Writer {
     pub fn start(db: Arc<Database>) -> Writer {
         let (jobs, rx) = mpsc::channel::<Job>();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || run(&db, &rx))
-            .map_or_else(
-                |e| {
-                    // Without the thread every write fails with WriterGone: loud, never silent.
-                    tracing::error!(error = %e, "cannot start the store writer thread");
-                },
-                |_| (),
-            );
-        Writer { jobs }
+            .map_err(|e| {
+                // Without the thread every write fails with WriterGone: loud, never silent.
+                tracing::error!(error = %e, "cannot start the store writer thread");
+            })
+            .ok();
+        Writer { jobs: Some(jobs), thread }
     }
 
     /// Runs `job` in the next batch and returns its result once the batch is durable.
@@ -49,7 +57,8 @@ impl Writer {
                 let _ = tx.send(committed.map(|()| value));
             }) as Completion)
         });
-        self.jobs.send(boxed).map_err(|_| StoreError::WriterGone)?;
+        let jobs = self.jobs.as_ref().ok_or(StoreError::WriterGone)?;
+        jobs.send(boxed).map_err(|_| StoreError::WriterGone)?;
         rx.recv().map_err(|_| StoreError::WriterGone)?
     }
 }

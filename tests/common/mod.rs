@@ -49,3 +49,5 @@ pub async fn deploy_vault(rpc: &str) -> deploy::Deployed {
 pub fn loopback_listener() -> std::net::TcpListener {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap()
 }
+
+pub mod stack;

@@ -1,0 +1,216 @@
+//! A whole local stack for end-to-end tests: anvil, a deployed vault, the Alpaca simulator, the
+//! issuer's HTTP server and reconciler, all real and all on 127.0.0.1.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use super::{anvil, bot, deploy_vault, loopback_listener};
+use alloy::node_bindings::AnvilInstance;
+use alloy::primitives::{Address, U256};
+use alloy::providers::{ProviderBuilder, RootProvider};
+use issuer::alpaca::{BrokerClient, BrokerConfig, RetryPolicy};
+use issuer::chain::{deploy::Deployed, Chain, Vault};
+use issuer::cli::{LOCAL_API_KEY, LOCAL_OPERATOR_KEY};
+use issuer::config::{parse_cidrs, Secret};
+use issuer::http::HttpConfig;
+use issuer::pass::{PassConfig, Reconciler};
+use issuer::sim::{Sim, SimConfig};
+use issuer::store::{Asset, RedbStore, Store};
+use reconciler::{ClientId, Network, Policy, Symbol};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+pub const AP_WALLET: &str = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
+pub const SIM_ACCOUNT: &str = "issuer-test";
+pub const SIM_KEY: &str = "sim-key";
+pub const SIM_SECRET: &str = "sim-secret";
+
+/// The chain, the vault and the simulator: what survives issuer restarts.
+pub struct World {
+    pub anvil: AnvilInstance,
+    pub deployed: Deployed,
+    pub dir: tempfile::TempDir,
+    pub db_path: PathBuf,
+    pub sim: Sim,
+    pub sim_url: String,
+    pub client_id: ClientId,
+    pub ap_wallet: Address,
+    sim_stop: watch::Sender<bool>,
+}
+
+fn stopper(rx: watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let mut rx = rx;
+    async move {
+        let _ = rx.wait_for(|s| *s).await;
+    }
+}
+
+impl World {
+    /// anvil (automine when `block_time` is None), the AAPL vault recorded in a fresh store with one
+    /// linked AP and its whitelisted wallet, and the simulator serving.
+    pub async fn start(block_time: Option<u64>) -> World {
+        let anvil = anvil(block_time);
+        let deployed = deploy_vault(&anvil.endpoint()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let db_path = dir.path().join("issuer.redb");
+        let ap_wallet: Address = AP_WALLET.parse().unwrap();
+        let client_id = {
+            let store = RedbStore::open(&db_path).unwrap();
+            store.put_asset(&asset(&deployed)).unwrap();
+            let account = store.register_account("ap@example.com").unwrap();
+            store.link_account("ap@example.com", "ALP-123").unwrap();
+            assert!(store.add_wallet(&account.client_id, ap_wallet).unwrap());
+            account.client_id
+        };
+        let sim = Sim::new(SimConfig {
+            account_id: SIM_ACCOUNT.into(),
+            api_key: SIM_KEY.into(),
+            api_secret: SIM_SECRET.into(),
+            seed: Some(7),
+        });
+        let listener = loopback_listener();
+        let sim_url = format!("http://{}", listener.local_addr().unwrap());
+        let (sim_stop, rx) = watch::channel(false);
+        tokio::spawn(issuer::sim::serve(listener, sim.clone(), stopper(rx)));
+        World { anvil, deployed, dir, db_path, sim, sim_url, client_id, ap_wallet, sim_stop }
+    }
+
+    pub fn rpc(&self) -> String {
+        self.anvil.endpoint()
+    }
+
+    pub async fn balance(&self, wallet: Address) -> U256 {
+        let provider: RootProvider = ProviderBuilder::default().connect_http(self.rpc().parse().unwrap());
+        Vault::new(self.deployed.vault, provider).balanceOf(wallet).call().await.unwrap()
+    }
+
+    /// Number of `Deposit` logs on the vault tagged with `issuer_request_id`.
+    pub async fn deposits_for(&self, issuer_request_id: &str) -> usize {
+        let chain = Chain::connect(&self.rpc(), bot()).await.unwrap();
+        let head = chain.head().await.unwrap();
+        let (ours, _) = chain.scan_deposits(self.deployed.vault, 0, head).await.unwrap();
+        ours.iter().filter(|d| d.issuer_request_id.as_str() == issuer_request_id).count()
+    }
+
+    /// Plays Alpaca's side of a mint against `issuer_url`: issuance, then confirm (completed).
+    pub async fn mint(&self, issuer_url: &str, trid: &str, qty: &str) -> Value {
+        let body = json!({
+            "issuer_url": issuer_url,
+            "issuer_api_key": LOCAL_API_KEY,
+            "tokenization_request_id": trid,
+            "qty": qty,
+            "underlying_symbol": "AAPL",
+            "token_symbol": "tAAPL",
+            "network": "anvil",
+            "client_id": self.client_id.as_str(),
+            "wallet_address": AP_WALLET,
+        });
+        let reply = reqwest::Client::new()
+            .post(format!("{}/sim/mint", self.sim_url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = reply.status();
+        let value: Value = reply.json().await.unwrap();
+        assert!(status.is_success(), "sim mint failed: {status} {value}");
+        value
+    }
+}
+
+pub fn asset(deployed: &Deployed) -> Asset {
+    Asset {
+        underlying: Symbol::parse("AAPL").unwrap(),
+        token: Symbol::parse("tAAPL").unwrap(),
+        network: Network::parse("anvil").unwrap(),
+        vault: deployed.vault,
+        receipt: deployed.receipt,
+        authorizer: deployed.authorizer,
+        deploy_block: deployed.deploy_block,
+        frozen: false,
+    }
+}
+
+pub fn http_config() -> HttpConfig {
+    HttpConfig {
+        alpaca_api_key: Secret::new(LOCAL_API_KEY),
+        alpaca_allow: parse_cidrs("127.0.0.1/32").unwrap(),
+        operator_api_key: Secret::new(LOCAL_OPERATOR_KEY),
+        operator_allow: parse_cidrs("127.0.0.1/32").unwrap(),
+        body_limit_bytes: 64 * 1024,
+        failed_auth_per_minute_max: 10,
+        custody_account_id: "custody-test".into(),
+    }
+}
+
+/// The issuer in this process: HTTP server and reconcile loop over the world's store.
+pub struct Issuer {
+    pub url: String,
+    pub store: Arc<dyn Store>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Issuer {
+    pub async fn start(world: &World, policy: Policy) -> Issuer {
+        let store: Arc<dyn Store> = Arc::new(RedbStore::open(&world.db_path).unwrap());
+        let chain = Chain::connect(&world.rpc(), bot()).await.unwrap();
+        let broker = BrokerClient::new(BrokerConfig {
+            base_url: world.sim_url.clone(),
+            account_id: SIM_ACCOUNT.into(),
+            api_key: SIM_KEY.into(),
+            api_secret: SIM_SECRET.into(),
+            retry: RetryPolicy::default(),
+        })
+        .unwrap();
+        let listener = loopback_listener();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let (stop, rx) = watch::channel(false);
+        let reconciler = Reconciler {
+            store: store.clone(),
+            chain,
+            broker,
+            config: PassConfig {
+                interval: Duration::from_millis(200),
+                backoff_max: Duration::from_secs(2),
+                policy,
+                crash_at: None,
+            },
+        };
+        let looping = tokio::spawn(reconciler.run(wake.clone(), stopper(rx.clone())));
+        let serving = tokio::spawn({
+            let store = store.clone();
+            let rx = rx.clone();
+            async move {
+                let _ = issuer::http::serve(listener, store, wake, http_config(), stopper(rx)).await;
+            }
+        });
+        Issuer { url, store, stop, tasks: vec![looping, serving] }
+    }
+
+    /// Stops both tasks and waits for them, releasing the redb file.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Polls `check` every 100 ms until it returns true or `limit` passes.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out after {limit:?} waiting for: {what}");
+}

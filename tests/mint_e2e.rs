@@ -1,0 +1,128 @@
+//! A confirmed journal becomes tokens in the AP's wallet exactly once, and Alpaca receives exactly
+//! one mint callback carrying the deposit's transaction hash — over real HTTP, a real anvil and
+//! the Alpaca simulator. Also: several mints converge together, a rejected journal mints nothing,
+//! and a deleted cache neither mints nor calls back twice.
+
+mod common;
+
+use alloy::primitives::U256;
+use common::stack::{eventually, Issuer, World};
+use reconciler::Policy;
+use std::time::Duration;
+
+fn units(whole: u64, frac_18: u64) -> U256 {
+    U256::from(whole) * U256::from(10u64).pow(U256::from(18)) + U256::from(frac_18)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn confirmed_mint_lands_once_and_alpaca_hears_once() {
+    let world = World::start(None).await;
+    let issuer = Issuer::start(&world, Policy::default()).await;
+
+    let reply = world.mint(&issuer.url, "tr-mint-1", "1.5").await;
+    let irid = reply["issuer_request_id"].as_str().unwrap().to_owned();
+
+    eventually(Duration::from_secs(30), "callback acknowledged", || async {
+        world.sim.mint_callback_count("tr-mint-1") >= 1
+    })
+    .await;
+    assert_eq!(world.balance(world.ap_wallet).await, units(1, 500_000_000_000_000_000));
+    assert_eq!(world.deposits_for(&irid).await, 1);
+    let request = world.sim.request("tr-mint-1").unwrap();
+    let wire = serde_json::to_value(&request).unwrap();
+    assert_eq!(wire["status"], "completed", "{wire}");
+
+    // More passes change nothing: still one deposit, one callback.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(world.deposits_for(&irid).await, 1);
+    assert_eq!(world.sim.mint_callback_count("tr-mint-1"), 1);
+    assert_eq!(world.balance(world.ap_wallet).await, units(1, 500_000_000_000_000_000));
+    issuer.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn many_mints_share_transactions_and_each_lands_once() {
+    let world = World::start(Some(1)).await;
+    let issuer = Issuer::start(&world, Policy { mints_per_tx_max: 8, ..Policy::default() }).await;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let reply = world.mint(&issuer.url, &format!("tr-many-{i}"), "0.000000000000000001").await;
+        ids.push(reply["issuer_request_id"].as_str().unwrap().to_owned());
+    }
+    eventually(Duration::from_secs(60), "20 callbacks", || async {
+        (0..20).all(|i| world.sim.mint_callback_count(&format!("tr-many-{i}")) >= 1)
+    })
+    .await;
+    assert_eq!(world.balance(world.ap_wallet).await, U256::from(20));
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(world.deposits_for(id).await, 1, "mint {i}");
+        assert_eq!(world.sim.mint_callback_count(&format!("tr-many-{i}")), 1);
+    }
+    issuer.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rejected_journal_mints_nothing() {
+    let world = World::start(None).await;
+    let issuer = Issuer::start(&world, Policy::default()).await;
+    let body = serde_json::json!({
+        "issuer_url": issuer.url,
+        "issuer_api_key": issuer::cli::LOCAL_API_KEY,
+        "tokenization_request_id": "tr-rejected",
+        "qty": "3",
+        "underlying_symbol": "AAPL",
+        "token_symbol": "tAAPL",
+        "network": "anvil",
+        "client_id": world.client_id.as_str(),
+        "wallet_address": common::stack::AP_WALLET,
+        "confirm": "rejected",
+    });
+    let reply: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/sim/mint", world.sim_url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let irid = reply["issuer_request_id"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(world.balance(world.ap_wallet).await, U256::ZERO);
+    assert_eq!(world.deposits_for(&irid).await, 0);
+    assert_eq!(world.sim.mint_callback_count("tr-rejected"), 0);
+    issuer.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleted_cache_neither_mints_nor_calls_back_twice() {
+    let world = World::start(None).await;
+    let issuer = Issuer::start(&world, Policy::default()).await;
+    let reply = world.mint(&issuer.url, "tr-lost-cache", "2").await;
+    let irid = reply["issuer_request_id"].as_str().unwrap().to_owned();
+    eventually(Duration::from_secs(30), "callback", || async {
+        world.sim.mint_callback_count("tr-lost-cache") >= 1
+    })
+    .await;
+    issuer.stop().await;
+
+    // The cache is gone; an operator re-adds the asset (it lives nowhere else) and restarts.
+    std::fs::remove_file(&world.db_path).unwrap();
+    {
+        use issuer::store::{RedbStore, Store};
+        let store = RedbStore::open(&world.db_path).unwrap();
+        store.put_asset(&common::stack::asset(&world.deployed)).unwrap();
+    }
+    let issuer = Issuer::start(&world, Policy::default()).await;
+    eventually(Duration::from_secs(30), "the deposit is recovered from chain and Alpaca", || async {
+        issuer.store.mint(&reconciler::IssuerRequestId::parse(&irid).unwrap()).unwrap().is_some_and(|m| {
+            matches!(m.intent.callback, reconciler::Callback::Acked { .. })
+        })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(world.deposits_for(&irid).await, 1);
+    assert_eq!(world.sim.mint_callback_count("tr-lost-cache"), 1);
+    assert_eq!(world.balance(world.ap_wallet).await, units(2, 0));
+    issuer.stop().await;
+}
