@@ -2,6 +2,8 @@
 //! spellings), refuses before it writes, is idempotent under retries and concurrency, and every
 //! 200 it gave for an issuance is durable: a real tide server on 127.0.0.1:0 over a real redb file.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use issuer::config::Secret;
 use issuer::http::operator_cli::{self, OperatorArgs, OperatorCommand};
 use issuer::http::{serve, HttpConfig, HttpError};
@@ -28,7 +30,9 @@ const WALLET: &str = "0x70997970c51812dc3a010c7d01b50e0d17dc79c8";
 const OTHER_WALLET: &str = "0x3c44cdddb6a900fa2b585dd299e03d12fa4293bc";
 
 fn fixture(name: &str) -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/issuer").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/issuer")
+        .join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap()
 }
@@ -78,7 +82,14 @@ impl Server {
             let _ = stopped.await;
         }));
         let http = reqwest::Client::builder().no_proxy().build().unwrap();
-        let server = Server { base, store, wake, http, stop: Some(stop), task: Some(task) };
+        let server = Server {
+            base,
+            store,
+            wake,
+            http,
+            stop: Some(stop),
+            task: Some(task),
+        };
         server.wait_healthy().await;
         server
     }
@@ -105,44 +116,96 @@ impl Server {
         }
     }
 
-    async fn send(&self, method: Method, path: &str, key: Option<(&str, &str)>, body: Option<String>) -> (StatusCode, Value) {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<(&str, &str)>,
+        body: Option<String>,
+    ) -> (StatusCode, Value) {
         let mut request = self.http.request(method, format!("{}{path}", self.base));
         if let Some((name, value)) = key {
             request = request.header(name, value);
         }
         if let Some(body) = body {
-            request = request.header("content-type", "application/json").body(body);
+            request = request
+                .header("content-type", "application/json")
+                .body(body);
         }
         let response = request.send().await.unwrap();
         let status = response.status();
         let text = response.text().await.unwrap();
-        let value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{path} answered non-JSON {status}: {text:?}"));
+        let value = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("{path} answered non-JSON {status}: {text:?}"));
         (status, value)
     }
 
-    async fn alpaca(&self, method: Method, path: &str, body: Option<&Value>) -> (StatusCode, Value) {
-        self.send(method, path, Some(("X-API-KEY", ALPACA_KEY)), body.map(Value::to_string)).await
+    async fn alpaca(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (StatusCode, Value) {
+        self.send(
+            method,
+            path,
+            Some(("X-API-KEY", ALPACA_KEY)),
+            body.map(Value::to_string),
+        )
+        .await
     }
 
     async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
         self.alpaca(Method::POST, path, Some(body)).await
     }
 
-    async fn operator(&self, method: Method, path: &str, body: Option<&Value>) -> (StatusCode, Value) {
-        self.send(method, path, Some(("X-OPERATOR-KEY", OPERATOR_KEY)), body.map(Value::to_string)).await
+    async fn operator(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (StatusCode, Value) {
+        self.send(
+            method,
+            path,
+            Some(("X-OPERATOR-KEY", OPERATOR_KEY)),
+            body.map(Value::to_string),
+        )
+        .await
     }
 
     /// Registers and links the AP of the fixtures, whitelists its wallet and adds AAPL on anvil.
     async fn seed(&self) -> String {
-        let (status, account) =
-            self.operator(Method::POST, "/operator/accounts", Some(&json!({ "email": "ap.desk@example.com" }))).await;
+        let (status, account) = self
+            .operator(
+                Method::POST,
+                "/operator/accounts",
+                Some(&json!({ "email": "ap.desk@example.com" })),
+            )
+            .await;
         assert_eq!(status, StatusCode::OK, "{account}");
         let client_id = account["client_id"].as_str().unwrap().to_owned();
-        let (status, linked) = self.post("/accounts/connect", &fixture("connect.json")).await;
-        assert_eq!((status, linked["client_id"].as_str()), (StatusCode::OK, Some(client_id.as_str())));
-        let (status, _) = self.post(&format!("/accounts/{client_id}/wallets"), &fixture("wallet.json")).await;
+        let (status, linked) = self
+            .post("/accounts/connect", &fixture("connect.json"))
+            .await;
+        assert_eq!(
+            (status, linked["client_id"].as_str()),
+            (StatusCode::OK, Some(client_id.as_str()))
+        );
+        let (status, _) = self
+            .post(
+                &format!("/accounts/{client_id}/wallets"),
+                &fixture("wallet.json"),
+            )
+            .await;
         assert_eq!(status, StatusCode::OK);
-        let (status, _) = self.operator(Method::POST, "/operator/assets", Some(&fixture("operator_asset.json"))).await;
+        let (status, _) = self
+            .operator(
+                Method::POST,
+                "/operator/assets",
+                Some(&fixture("operator_asset.json")),
+            )
+            .await;
         assert_eq!(status, StatusCode::OK);
         client_id
     }
@@ -164,11 +227,22 @@ async fn seeded_with(config: HttpConfig) -> Fixture {
     let path = dir.path().join("issuer.redb");
     let server = Server::start(&path, config).await;
     let client_id = server.seed().await;
-    Fixture { _dir: dir, path, server, client_id }
+    Fixture {
+        _dir: dir,
+        path,
+        server,
+        client_id,
+    }
 }
 
 fn issuance(client_id: &str, trid: &str) -> Value {
-    with(fixture("inkind_issuance.json"), &[("client_id", json!(client_id)), ("tokenization_request_id", json!(trid))])
+    with(
+        fixture("inkind_issuance.json"),
+        &[
+            ("client_id", json!(client_id)),
+            ("tokenization_request_id", json!(trid)),
+        ],
+    )
 }
 
 fn error(message: &str) -> Value {
@@ -179,7 +253,10 @@ fn error(message: &str) -> Value {
 async fn health_openapi_and_unknown_routes_answer_json() {
     let f = seeded().await;
     let s = &f.server;
-    assert_eq!(s.send(Method::GET, "/health", None, None).await, (StatusCode::OK, json!({ "status": "ok" })));
+    assert_eq!(
+        s.send(Method::GET, "/health", None, None).await,
+        (StatusCode::OK, json!({ "status": "ok" }))
+    );
 
     let (status, doc) = s.send(Method::GET, "/openapi.json", None, None).await;
     assert_eq!(status, StatusCode::OK);
@@ -205,8 +282,14 @@ async fn health_openapi_and_unknown_routes_answer_json() {
         assert!(paths.contains_key(path), "openapi.json lacks {path}");
     }
 
-    assert_eq!(s.alpaca(Method::GET, "/no/such/route", None).await, (StatusCode::NOT_FOUND, error("not found")));
-    assert_eq!(s.send(Method::GET, "/no/such/route", None, None).await, (StatusCode::NOT_FOUND, error("not found")));
+    assert_eq!(
+        s.alpaca(Method::GET, "/no/such/route", None).await,
+        (StatusCode::NOT_FOUND, error("not found"))
+    );
+    assert_eq!(
+        s.send(Method::GET, "/no/such/route", None, None).await,
+        (StatusCode::NOT_FOUND, error("not found"))
+    );
     let (status, body) = s.alpaca(Method::GET, "/inkind/issuance", None).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert!(body["error"].is_string());
@@ -218,18 +301,48 @@ async fn keys_are_checked_per_route_kind() {
     let s = &f.server;
     let body = issuance(&f.client_id, "auth-1").to_string();
     let unauthorized = error("missing or invalid API key");
-    let missing = s.send(Method::POST, "/inkind/issuance", None, Some(body.clone())).await;
+    let missing = s
+        .send(Method::POST, "/inkind/issuance", None, Some(body.clone()))
+        .await;
     assert_eq!(missing, (StatusCode::UNAUTHORIZED, unauthorized.clone()));
-    let wrong = s.send(Method::POST, "/inkind/issuance", Some(("X-API-KEY", "x".repeat(36).as_str())), Some(body.clone())).await;
+    let wrong = s
+        .send(
+            Method::POST,
+            "/inkind/issuance",
+            Some(("X-API-KEY", "x".repeat(36).as_str())),
+            Some(body.clone()),
+        )
+        .await;
     assert_eq!(wrong, (StatusCode::UNAUTHORIZED, unauthorized.clone()));
-    let operator_key_on_alpaca_route =
-        s.send(Method::POST, "/inkind/issuance", Some(("X-API-KEY", OPERATOR_KEY)), Some(body)).await;
+    let operator_key_on_alpaca_route = s
+        .send(
+            Method::POST,
+            "/inkind/issuance",
+            Some(("X-API-KEY", OPERATOR_KEY)),
+            Some(body),
+        )
+        .await;
     assert_eq!(operator_key_on_alpaca_route.0, StatusCode::UNAUTHORIZED);
-    let alpaca_key_on_operator_route =
-        s.send(Method::GET, "/operator/accounts", Some(("X-OPERATOR-KEY", ALPACA_KEY)), None).await;
-    assert_eq!(alpaca_key_on_operator_route, (StatusCode::UNAUTHORIZED, unauthorized.clone()));
-    let alpaca_header_on_operator_route =
-        s.send(Method::GET, "/operator/accounts", Some(("X-API-KEY", OPERATOR_KEY)), None).await;
+    let alpaca_key_on_operator_route = s
+        .send(
+            Method::GET,
+            "/operator/accounts",
+            Some(("X-OPERATOR-KEY", ALPACA_KEY)),
+            None,
+        )
+        .await;
+    assert_eq!(
+        alpaca_key_on_operator_route,
+        (StatusCode::UNAUTHORIZED, unauthorized.clone())
+    );
+    let alpaca_header_on_operator_route = s
+        .send(
+            Method::GET,
+            "/operator/accounts",
+            Some(("X-API-KEY", OPERATOR_KEY)),
+            None,
+        )
+        .await;
     assert_eq!(alpaca_header_on_operator_route.0, StatusCode::UNAUTHORIZED);
     assert!(f.server.store.all_mints().unwrap().is_empty());
 }
@@ -237,13 +350,33 @@ async fn keys_are_checked_per_route_kind() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_address_outside_the_allowlist_is_403_even_with_the_key() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(&dir.path().join("issuer.redb"), config("10.0.0.0/8,::1/128")).await;
-    let answer = s.post("/inkind/issuance", &issuance("5505-1234-ABC-4G45", "ip-1")).await;
-    assert_eq!(answer, (StatusCode::FORBIDDEN, error("client address not allowed")));
-    assert_eq!(s.alpaca(Method::GET, "/tokenized-assets", None).await.0, StatusCode::FORBIDDEN);
-    assert_eq!(s.post("/accounts/connect", &fixture("connect.json")).await.0, StatusCode::FORBIDDEN);
+    let s = Server::start(
+        &dir.path().join("issuer.redb"),
+        config("10.0.0.0/8,::1/128"),
+    )
+    .await;
+    let answer = s
+        .post("/inkind/issuance", &issuance("5505-1234-ABC-4G45", "ip-1"))
+        .await;
+    assert_eq!(
+        answer,
+        (StatusCode::FORBIDDEN, error("client address not allowed"))
+    );
+    assert_eq!(
+        s.alpaca(Method::GET, "/tokenized-assets", None).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        s.post("/accounts/connect", &fixture("connect.json"))
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
     // The operator allowlist is separate and does contain 127.0.0.1.
-    assert_eq!(s.operator(Method::GET, "/operator/assets", None).await.0, StatusCode::OK);
+    assert_eq!(
+        s.operator(Method::GET, "/operator/assets", None).await.0,
+        StatusCode::OK
+    );
     assert!(s.store.all_mints().unwrap().is_empty());
     s.stop().await;
 }
@@ -254,7 +387,14 @@ async fn ten_failed_attempts_lock_the_address_out_even_with_the_right_key() {
     let s = &f.server;
     let wrong = "w".repeat(40);
     for attempt in 1..=10 {
-        let answer = s.send(Method::GET, "/tokenized-assets", Some(("X-API-KEY", wrong.as_str())), None).await;
+        let answer = s
+            .send(
+                Method::GET,
+                "/tokenized-assets",
+                Some(("X-API-KEY", wrong.as_str())),
+                None,
+            )
+            .await;
         assert_eq!(answer.0, StatusCode::UNAUTHORIZED, "attempt {attempt}");
     }
     let response = s
@@ -265,16 +405,29 @@ async fn ten_failed_attempts_lock_the_address_out_even_with_the_right_key() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
-    let retry_after: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=60).contains(&retry_after));
     let body: Value = response.json().await.unwrap();
     assert!(body["error"].as_str().unwrap().contains("too many failed"));
     // Still locked, and a missing key does not get a 401 either.
-    assert_eq!(s.send(Method::GET, "/tokenized-assets", None, None).await.0, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        s.send(Method::GET, "/tokenized-assets", None, None).await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
     // The operator routes count their own failures.
-    assert_eq!(s.operator(Method::GET, "/operator/assets", None).await.0, StatusCode::OK);
+    assert_eq!(
+        s.operator(Method::GET, "/operator/assets", None).await.0,
+        StatusCode::OK
+    );
     // Public routes are not behind a key.
-    assert_eq!(s.send(Method::GET, "/health", None, None).await.0, StatusCode::OK);
+    assert_eq!(
+        s.send(Method::GET, "/health", None, None).await.0,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -283,16 +436,38 @@ async fn every_row_of_the_refusal_table_answers_its_status_and_message_and_write
     let s = &f.server;
     let client = f.client_id.as_str();
     // A registered but unlinked client with its own wallet, and a second underlying on base.
-    let (_, unlinked) =
-        s.operator(Method::POST, "/operator/accounts", Some(&json!({ "email": "other@example.com" }))).await;
+    let (_, unlinked) = s
+        .operator(
+            Method::POST,
+            "/operator/accounts",
+            Some(&json!({ "email": "other@example.com" })),
+        )
+        .await;
     let unlinked = unlinked["client_id"].as_str().unwrap().to_owned();
     let (status, _) = s
-        .operator(Method::POST, "/operator/wallets", Some(&json!({ "client_id": unlinked, "wallet": OTHER_WALLET })))
+        .operator(
+            Method::POST,
+            "/operator/wallets",
+            Some(&json!({ "client_id": unlinked, "wallet": OTHER_WALLET })),
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
-    let tsla = with(fixture("operator_asset.json"), &[("underlying", json!("TSLA")), ("token", json!("tTSLA"))]);
-    assert_eq!(s.operator(Method::POST, "/operator/assets", Some(&tsla)).await.0, StatusCode::OK);
-    assert_eq!(s.operator(Method::POST, "/operator/assets/TSLA/freeze", None).await.0, StatusCode::OK);
+    let tsla = with(
+        fixture("operator_asset.json"),
+        &[("underlying", json!("TSLA")), ("token", json!("tTSLA"))],
+    );
+    assert_eq!(
+        s.operator(Method::POST, "/operator/assets", Some(&tsla))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        s.operator(Method::POST, "/operator/assets/TSLA/freeze", None)
+            .await
+            .0,
+        StatusCode::OK
+    );
 
     let base = issuance(client, "table-1");
     let raw_cases: Vec<(&str, String)> = vec![
@@ -301,47 +476,258 @@ async fn every_row_of_the_refusal_table_answers_its_status_and_message_and_write
         ("empty body", String::new()),
     ];
     for (what, raw) in raw_cases {
-        let answer = s.send(Method::POST, "/inkind/issuance", Some(("X-API-KEY", ALPACA_KEY)), Some(raw)).await;
-        assert_eq!(answer, (StatusCode::UNPROCESSABLE_ENTITY, error(INVALID_PAYLOAD)), "{what}");
+        let answer = s
+            .send(
+                Method::POST,
+                "/inkind/issuance",
+                Some(("X-API-KEY", ALPACA_KEY)),
+                Some(raw),
+            )
+            .await;
+        assert_eq!(
+            answer,
+            (StatusCode::UNPROCESSABLE_ENTITY, error(INVALID_PAYLOAD)),
+            "{what}"
+        );
     }
 
     let cases: Vec<(&str, Value, StatusCode, &str)> = vec![
         // 1. Malformed: 422.
-        ("qty missing", with(base.clone(), &[("qty", Value::Null)]), StatusCode::UNPROCESSABLE_ENTITY, INVALID_PAYLOAD),
-        ("network missing", with(base.clone(), &[("network", Value::Null)]), StatusCode::UNPROCESSABLE_ENTITY, INVALID_PAYLOAD),
-        ("qty a JSON number", with(base.clone(), &[("qty", json!(1.5))]), StatusCode::UNPROCESSABLE_ENTITY, INVALID_PAYLOAD),
-        ("trid a number", with(base.clone(), &[("tokenization_request_id", json!(7))]), StatusCode::UNPROCESSABLE_ENTITY, INVALID_PAYLOAD),
-        ("trid with a space", with(base.clone(), &[("tokenization_request_id", json!("a b"))]), StatusCode::UNPROCESSABLE_ENTITY, INVALID_PAYLOAD),
-        ("short address", with(base.clone(), &[("wallet_address", json!("0x70997970C51812dc3A010C7d01b50e0d17dc79"))]), StatusCode::UNPROCESSABLE_ENTITY, INVALID_PAYLOAD),
-        ("address without 0x", with(base.clone(), &[("wallet_address", json!("70997970C51812dc3A010C7d01b50e0d17dc79C8"))]), StatusCode::UNPROCESSABLE_ENTITY, INVALID_PAYLOAD),
-        ("no client", with(base.clone(), &[("client_id", Value::Null)]), StatusCode::UNPROCESSABLE_ENTITY, INVALID_PAYLOAD),
-        ("two different clients", with(base.clone(), &[("client_account_id", json!("someone-else"))]), StatusCode::UNPROCESSABLE_ENTITY, INVALID_PAYLOAD),
+        (
+            "qty missing",
+            with(base.clone(), &[("qty", Value::Null)]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            INVALID_PAYLOAD,
+        ),
+        (
+            "network missing",
+            with(base.clone(), &[("network", Value::Null)]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            INVALID_PAYLOAD,
+        ),
+        (
+            "qty a JSON number",
+            with(base.clone(), &[("qty", json!(1.5))]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            INVALID_PAYLOAD,
+        ),
+        (
+            "trid a number",
+            with(base.clone(), &[("tokenization_request_id", json!(7))]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            INVALID_PAYLOAD,
+        ),
+        (
+            "trid with a space",
+            with(base.clone(), &[("tokenization_request_id", json!("a b"))]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            INVALID_PAYLOAD,
+        ),
+        (
+            "short address",
+            with(
+                base.clone(),
+                &[(
+                    "wallet_address",
+                    json!("0x70997970C51812dc3A010C7d01b50e0d17dc79"),
+                )],
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            INVALID_PAYLOAD,
+        ),
+        (
+            "address without 0x",
+            with(
+                base.clone(),
+                &[(
+                    "wallet_address",
+                    json!("70997970C51812dc3A010C7d01b50e0d17dc79C8"),
+                )],
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            INVALID_PAYLOAD,
+        ),
+        (
+            "no client",
+            with(base.clone(), &[("client_id", Value::Null)]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            INVALID_PAYLOAD,
+        ),
+        (
+            "two different clients",
+            with(
+                base.clone(),
+                &[("client_account_id", json!("someone-else"))],
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            INVALID_PAYLOAD,
+        ),
         // Malformed wins over every later check.
-        ("malformed and bad qty", with(base.clone(), &[("qty", json!("0")), ("wallet_address", json!("0x12"))]), StatusCode::UNPROCESSABLE_ENTITY, INVALID_PAYLOAD),
+        (
+            "malformed and bad qty",
+            with(
+                base.clone(),
+                &[("qty", json!("0")), ("wallet_address", json!("0x12"))],
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            INVALID_PAYLOAD,
+        ),
         // 2. Quantity: 400.
-        ("qty zero", with(base.clone(), &[("qty", json!("0"))]), StatusCode::BAD_REQUEST, INVALID_PAYLOAD),
-        ("qty 0.000", with(base.clone(), &[("qty", json!("0.000"))]), StatusCode::BAD_REQUEST, INVALID_PAYLOAD),
-        ("qty negative", with(base.clone(), &[("qty", json!("-1"))]), StatusCode::BAD_REQUEST, INVALID_PAYLOAD),
-        ("qty 19 decimals", with(base.clone(), &[("qty", json!("1.0000000000000000001"))]), StatusCode::BAD_REQUEST, INVALID_PAYLOAD),
-        ("qty exponent", with(base.clone(), &[("qty", json!("1e3"))]), StatusCode::BAD_REQUEST, INVALID_PAYLOAD),
-        ("qty empty", with(base.clone(), &[("qty", json!(""))]), StatusCode::BAD_REQUEST, INVALID_PAYLOAD),
-        ("qty words", with(base.clone(), &[("qty", json!("ten"))]), StatusCode::BAD_REQUEST, INVALID_PAYLOAD),
-        ("qty and token bad", with(base.clone(), &[("qty", json!("0")), ("underlying_symbol", json!("MSFT"))]), StatusCode::BAD_REQUEST, INVALID_PAYLOAD),
+        (
+            "qty zero",
+            with(base.clone(), &[("qty", json!("0"))]),
+            StatusCode::BAD_REQUEST,
+            INVALID_PAYLOAD,
+        ),
+        (
+            "qty 0.000",
+            with(base.clone(), &[("qty", json!("0.000"))]),
+            StatusCode::BAD_REQUEST,
+            INVALID_PAYLOAD,
+        ),
+        (
+            "qty negative",
+            with(base.clone(), &[("qty", json!("-1"))]),
+            StatusCode::BAD_REQUEST,
+            INVALID_PAYLOAD,
+        ),
+        (
+            "qty 19 decimals",
+            with(base.clone(), &[("qty", json!("1.0000000000000000001"))]),
+            StatusCode::BAD_REQUEST,
+            INVALID_PAYLOAD,
+        ),
+        (
+            "qty exponent",
+            with(base.clone(), &[("qty", json!("1e3"))]),
+            StatusCode::BAD_REQUEST,
+            INVALID_PAYLOAD,
+        ),
+        (
+            "qty empty",
+            with(base.clone(), &[("qty", json!(""))]),
+            StatusCode::BAD_REQUEST,
+            INVALID_PAYLOAD,
+        ),
+        (
+            "qty words",
+            with(base.clone(), &[("qty", json!("ten"))]),
+            StatusCode::BAD_REQUEST,
+            INVALID_PAYLOAD,
+        ),
+        (
+            "qty and token bad",
+            with(
+                base.clone(),
+                &[("qty", json!("0")), ("underlying_symbol", json!("MSFT"))],
+            ),
+            StatusCode::BAD_REQUEST,
+            INVALID_PAYLOAD,
+        ),
         // 3. Token: 400.
-        ("unknown underlying", with(base.clone(), &[("underlying_symbol", json!("MSFT"))]), StatusCode::BAD_REQUEST, INVALID_TOKEN),
-        ("token not the underlying's", with(base.clone(), &[("token_symbol", json!("tTSLA"))]), StatusCode::BAD_REQUEST, INVALID_TOKEN),
-        ("not on that network", with(base.clone(), &[("network", json!("base"))]), StatusCode::BAD_REQUEST, INVALID_TOKEN),
-        ("token and client bad", with(base.clone(), &[("network", json!("base")), ("client_id", json!("nobody"))]), StatusCode::BAD_REQUEST, INVALID_TOKEN),
+        (
+            "unknown underlying",
+            with(base.clone(), &[("underlying_symbol", json!("MSFT"))]),
+            StatusCode::BAD_REQUEST,
+            INVALID_TOKEN,
+        ),
+        (
+            "token not the underlying's",
+            with(base.clone(), &[("token_symbol", json!("tTSLA"))]),
+            StatusCode::BAD_REQUEST,
+            INVALID_TOKEN,
+        ),
+        (
+            "not on that network",
+            with(base.clone(), &[("network", json!("base"))]),
+            StatusCode::BAD_REQUEST,
+            INVALID_TOKEN,
+        ),
+        (
+            "token and client bad",
+            with(
+                base.clone(),
+                &[("network", json!("base")), ("client_id", json!("nobody"))],
+            ),
+            StatusCode::BAD_REQUEST,
+            INVALID_TOKEN,
+        ),
         // 4. Eligibility: 400.
-        ("unknown client", with(base.clone(), &[("client_id", json!("nobody"))]), StatusCode::BAD_REQUEST, NOT_ELIGIBLE),
-        ("client not linked", with(base.clone(), &[("client_id", json!(unlinked)), ("wallet_address", json!(OTHER_WALLET))]), StatusCode::BAD_REQUEST, NOT_ELIGIBLE),
-        ("client and wallet bad", with(base.clone(), &[("client_id", json!("nobody")), ("wallet_address", json!(OTHER_WALLET))]), StatusCode::BAD_REQUEST, NOT_ELIGIBLE),
+        (
+            "unknown client",
+            with(base.clone(), &[("client_id", json!("nobody"))]),
+            StatusCode::BAD_REQUEST,
+            NOT_ELIGIBLE,
+        ),
+        (
+            "client not linked",
+            with(
+                base.clone(),
+                &[
+                    ("client_id", json!(unlinked)),
+                    ("wallet_address", json!(OTHER_WALLET)),
+                ],
+            ),
+            StatusCode::BAD_REQUEST,
+            NOT_ELIGIBLE,
+        ),
+        (
+            "client and wallet bad",
+            with(
+                base.clone(),
+                &[
+                    ("client_id", json!("nobody")),
+                    ("wallet_address", json!(OTHER_WALLET)),
+                ],
+            ),
+            StatusCode::BAD_REQUEST,
+            NOT_ELIGIBLE,
+        ),
         // 5. Wallet: 400.
-        ("wallet of nobody", with(base.clone(), &[("wallet_address", json!("0x90f79bf6eb2c4f870365e785982e1f101e93b906"))]), StatusCode::BAD_REQUEST, INVALID_WALLET),
-        ("wallet of another client", with(base.clone(), &[("wallet_address", json!(OTHER_WALLET))]), StatusCode::BAD_REQUEST, INVALID_WALLET),
-        ("wallet bad and frozen", with(base.clone(), &[("underlying_symbol", json!("TSLA")), ("token_symbol", json!("tTSLA")), ("wallet_address", json!(OTHER_WALLET))]), StatusCode::BAD_REQUEST, INVALID_WALLET),
+        (
+            "wallet of nobody",
+            with(
+                base.clone(),
+                &[(
+                    "wallet_address",
+                    json!("0x90f79bf6eb2c4f870365e785982e1f101e93b906"),
+                )],
+            ),
+            StatusCode::BAD_REQUEST,
+            INVALID_WALLET,
+        ),
+        (
+            "wallet of another client",
+            with(base.clone(), &[("wallet_address", json!(OTHER_WALLET))]),
+            StatusCode::BAD_REQUEST,
+            INVALID_WALLET,
+        ),
+        (
+            "wallet bad and frozen",
+            with(
+                base.clone(),
+                &[
+                    ("underlying_symbol", json!("TSLA")),
+                    ("token_symbol", json!("tTSLA")),
+                    ("wallet_address", json!(OTHER_WALLET)),
+                ],
+            ),
+            StatusCode::BAD_REQUEST,
+            INVALID_WALLET,
+        ),
         // 6. Frozen: 400.
-        ("frozen", with(base.clone(), &[("underlying_symbol", json!("TSLA")), ("token_symbol", json!("tTSLA"))]), StatusCode::BAD_REQUEST, ASSET_FROZEN),
+        (
+            "frozen",
+            with(
+                base.clone(),
+                &[
+                    ("underlying_symbol", json!("TSLA")),
+                    ("token_symbol", json!("tTSLA")),
+                ],
+            ),
+            StatusCode::BAD_REQUEST,
+            ASSET_FROZEN,
+        ),
     ];
     for spelling in ["/inkind/issuance", "/tokenization/mint"] {
         for (what, body, status, message) in &cases {
@@ -349,7 +735,10 @@ async fn every_row_of_the_refusal_table_answers_its_status_and_message_and_write
             assert_eq!(answer, (*status, error(message)), "{spelling}: {what}");
         }
     }
-    assert!(s.store.all_mints().unwrap().is_empty(), "a refused request wrote an intent");
+    assert!(
+        s.store.all_mints().unwrap().is_empty(),
+        "a refused request wrote an intent"
+    );
     assert!(s.store.active_mints().unwrap().is_empty());
 
     // And the unrefused body is accepted: the refusals were about their one change.
@@ -363,22 +752,35 @@ async fn issuance_is_idempotent_per_tokenization_request_id() {
     let f = seeded().await;
     let s = &f.server;
     let body = issuance(&f.client_id, "12345-678-90AB");
-    let expected_id = IssuerRequestId::for_mint(&TokenizationRequestId::parse("12345-678-90AB").unwrap());
+    let expected_id =
+        IssuerRequestId::for_mint(&TokenizationRequestId::parse("12345-678-90AB").unwrap());
     let created = json!({ "issuer_request_id": expected_id.as_str(), "status": "created" });
-    assert_eq!(s.post("/inkind/issuance", &body).await, (StatusCode::OK, created.clone()));
-    assert_eq!(s.post("/inkind/issuance", &body).await, (StatusCode::OK, created.clone()));
+    assert_eq!(
+        s.post("/inkind/issuance", &body).await,
+        (StatusCode::OK, created.clone())
+    );
+    assert_eq!(
+        s.post("/inkind/issuance", &body).await,
+        (StatusCode::OK, created.clone())
+    );
     // The same request spelled differently (the other route, qty with a trailing zero, wallet in
     // another case, the client under another field name) is the same request.
     let respelled = with(
         body.clone(),
         &[
             ("qty", json!("1.230")),
-            ("wallet_address", json!(WALLET.to_uppercase().replace("0X", "0x"))),
+            (
+                "wallet_address",
+                json!(WALLET.to_uppercase().replace("0X", "0x")),
+            ),
             ("client_id", Value::Null),
             ("client_external_account_id", json!(f.client_id)),
         ],
     );
-    assert_eq!(s.post("/tokenization/mint", &respelled).await, (StatusCode::OK, created.clone()));
+    assert_eq!(
+        s.post("/tokenization/mint", &respelled).await,
+        (StatusCode::OK, created.clone())
+    );
     // A different body under the same id is a conflict, and changes nothing.
     let other_qty = with(body.clone(), &[("qty", json!("1.24"))]);
     let (status, answer) = s.post("/inkind/issuance", &other_qty).await;
@@ -393,14 +795,28 @@ async fn issuance_is_idempotent_per_tokenization_request_id() {
     assert_eq!(intent.journal, Journal::Pending);
     assert_eq!(intent.client_id.as_str(), f.client_id);
     assert_eq!(format!("{:#x}", intent.wallet), WALLET);
-    assert_eq!(format!("{:#x}", intent.vault), "0x5fbdb2315678afecb367f032d93f642f64180aa3");
+    assert_eq!(
+        format!("{:#x}", intent.vault),
+        "0x5fbdb2315678afecb367f032d93f642f64180aa3"
+    );
     assert!(mints[0].problem.is_none() && mints[0].reject_reason.is_none());
 
     // A repeat of an accepted request keeps its answer after the asset is frozen.
-    assert_eq!(s.operator(Method::POST, "/operator/assets/AAPL/freeze", None).await.0, StatusCode::OK);
-    assert_eq!(s.post("/inkind/issuance", &body).await, (StatusCode::OK, created));
+    assert_eq!(
+        s.operator(Method::POST, "/operator/assets/AAPL/freeze", None)
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        s.post("/inkind/issuance", &body).await,
+        (StatusCode::OK, created)
+    );
     let new = issuance(&f.client_id, "after-freeze");
-    assert_eq!(s.post("/inkind/issuance", &new).await, (StatusCode::BAD_REQUEST, error(ASSET_FROZEN)));
+    assert_eq!(
+        s.post("/inkind/issuance", &new).await,
+        (StatusCode::BAD_REQUEST, error(ASSET_FROZEN))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -411,7 +827,9 @@ async fn thirty_two_identical_concurrent_issuances_create_one_intent() {
     let mut tasks = Vec::new();
     for _ in 0..32 {
         let (s, body) = (s.clone(), body.clone());
-        tasks.push(tokio::spawn(async move { s.post("/inkind/issuance", &body).await }));
+        tasks.push(tokio::spawn(async move {
+            s.post("/inkind/issuance", &body).await
+        }));
     }
     let mut ids = std::collections::BTreeSet::new();
     for task in tasks {
@@ -427,51 +845,121 @@ async fn thirty_two_identical_concurrent_issuances_create_one_intent() {
 async fn confirm_is_idempotent_and_final() {
     let f = seeded().await;
     let s = &f.server;
-    let (_, created) = s.post("/inkind/issuance", &issuance(&f.client_id, "12345-678-90AB")).await;
+    let (_, created) = s
+        .post(
+            "/inkind/issuance",
+            &issuance(&f.client_id, "12345-678-90AB"),
+        )
+        .await;
     let irid = created["issuer_request_id"].as_str().unwrap();
-    let completed = with(fixture("inkind_issuance_confirm_completed.json"), &[("issuer_request_id", json!(irid))]);
-    let rejected = with(fixture("inkind_issuance_confirm_rejected.json"), &[("issuer_request_id", json!(irid))]);
+    let completed = with(
+        fixture("inkind_issuance_confirm_completed.json"),
+        &[("issuer_request_id", json!(irid))],
+    );
+    let rejected = with(
+        fixture("inkind_issuance_confirm_rejected.json"),
+        &[("issuer_request_id", json!(irid))],
+    );
     let answer = json!({ "tokenization_request_id": "12345-678-90AB", "issuer_request_id": irid, "status": "completed" });
 
-    assert_eq!(s.post("/inkind/issuance/confirm", &completed).await, (StatusCode::OK, answer.clone()));
-    tokio::time::timeout(Duration::from_secs(5), s.wake.notified()).await.expect("completed woke the reconciler");
-    assert_eq!(s.post("/inkind/issuance/confirm", &completed).await, (StatusCode::OK, answer.clone()));
-    assert_eq!(s.post("/tokenization/mint/confirm", &completed).await, (StatusCode::OK, answer));
+    assert_eq!(
+        s.post("/inkind/issuance/confirm", &completed).await,
+        (StatusCode::OK, answer.clone())
+    );
+    tokio::time::timeout(Duration::from_secs(5), s.wake.notified())
+        .await
+        .expect("completed woke the reconciler");
+    assert_eq!(
+        s.post("/inkind/issuance/confirm", &completed).await,
+        (StatusCode::OK, answer.clone())
+    );
+    assert_eq!(
+        s.post("/tokenization/mint/confirm", &completed).await,
+        (StatusCode::OK, answer)
+    );
     let (status, _) = s.post("/inkind/issuance/confirm", &rejected).await;
     assert_eq!(status, StatusCode::CONFLICT);
-    let record = s.store.mint(&IssuerRequestId::parse(irid).unwrap()).unwrap().unwrap();
+    let record = s
+        .store
+        .mint(&IssuerRequestId::parse(irid).unwrap())
+        .unwrap()
+        .unwrap();
     assert_eq!(record.intent.journal, Journal::Completed);
 
     // Unknown, mismatched and malformed confirmations.
-    let unknown = with(completed.clone(), &[("issuer_request_id", json!("mint-ffff"))]);
-    assert_eq!(s.post("/inkind/issuance/confirm", &unknown).await.0, StatusCode::NOT_FOUND);
-    let mismatched = with(completed.clone(), &[("tokenization_request_id", json!("someone-elses"))]);
-    assert_eq!(s.post("/inkind/issuance/confirm", &mismatched).await.0, StatusCode::BAD_REQUEST);
+    let unknown = with(
+        completed.clone(),
+        &[("issuer_request_id", json!("mint-ffff"))],
+    );
+    assert_eq!(
+        s.post("/inkind/issuance/confirm", &unknown).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let mismatched = with(
+        completed.clone(),
+        &[("tokenization_request_id", json!("someone-elses"))],
+    );
+    assert_eq!(
+        s.post("/inkind/issuance/confirm", &mismatched).await.0,
+        StatusCode::BAD_REQUEST
+    );
     for bad in [
         with(completed.clone(), &[("status", json!("done"))]),
         with(completed.clone(), &[("status", Value::Null)]),
         with(completed.clone(), &[("issuer_request_id", json!(12))]),
-        with(completed.clone(), &[("tokenization_request_id", json!("has space"))]),
+        with(
+            completed.clone(),
+            &[("tokenization_request_id", json!("has space"))],
+        ),
     ] {
-        assert_eq!(s.post("/inkind/issuance/confirm", &bad).await, (StatusCode::UNPROCESSABLE_ENTITY, error(INVALID_PAYLOAD)));
+        assert_eq!(
+            s.post("/inkind/issuance/confirm", &bad).await,
+            (StatusCode::UNPROCESSABLE_ENTITY, error(INVALID_PAYLOAD))
+        );
     }
 
     // Rejected first, then completed: 409, and the rejection and its reason stand.
-    let (_, second) = s.post("/tokenization/mint", &with(
-        fixture("tokenization_mint.json"),
-        &[("client_external_account_id", json!(f.client_id))],
-    ))
-    .await;
+    let (_, second) = s
+        .post(
+            "/tokenization/mint",
+            &with(
+                fixture("tokenization_mint.json"),
+                &[("client_external_account_id", json!(f.client_id))],
+            ),
+        )
+        .await;
     let second_id = second["issuer_request_id"].as_str().unwrap();
     let trid = "a1b2c3d4-0000-4000-8000-00000000a001";
-    let reject = with(rejected, &[("issuer_request_id", json!(second_id)), ("tokenization_request_id", json!(trid))]);
-    assert_eq!(s.post("/tokenization/mint/confirm", &reject).await.0, StatusCode::OK);
-    assert_eq!(s.post("/tokenization/mint/confirm", &reject).await.0, StatusCode::OK);
+    let reject = with(
+        rejected,
+        &[
+            ("issuer_request_id", json!(second_id)),
+            ("tokenization_request_id", json!(trid)),
+        ],
+    );
+    assert_eq!(
+        s.post("/tokenization/mint/confirm", &reject).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        s.post("/tokenization/mint/confirm", &reject).await.0,
+        StatusCode::OK
+    );
     let complete = with(reject.clone(), &[("status", json!("completed"))]);
-    assert_eq!(s.post("/tokenization/mint/confirm", &complete).await.0, StatusCode::CONFLICT);
-    let record = s.store.mint(&IssuerRequestId::parse(second_id).unwrap()).unwrap().unwrap();
+    assert_eq!(
+        s.post("/tokenization/mint/confirm", &complete).await.0,
+        StatusCode::CONFLICT
+    );
+    let record = s
+        .store
+        .mint(&IssuerRequestId::parse(second_id).unwrap())
+        .unwrap()
+        .unwrap();
     assert_eq!(record.intent.journal, Journal::Rejected);
-    assert_eq!(record.reject_reason.as_deref(), Some("insufficient position"));
+    assert_eq!(
+        record.reject_reason.as_deref(),
+        Some("insufficient position")
+    );
     assert_eq!(record.intent.qty.to_decimal(), "0.450574852280275235");
 }
 
@@ -479,12 +967,17 @@ async fn confirm_is_idempotent_and_final() {
 async fn a_body_over_the_limit_is_413_and_not_read() {
     let f = seeded().await;
     let s = &f.server;
-    let padded = with(issuance(&f.client_id, "big-1"), &[("padding", json!("x".repeat(BODY_LIMIT)))]);
+    let padded = with(
+        issuance(&f.client_id, "big-1"),
+        &[("padding", json!("x".repeat(BODY_LIMIT)))],
+    );
     let (status, answer) = s.post("/inkind/issuance", &padded).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert!(answer["error"].as_str().unwrap().contains("larger than"));
     // Chunked, without a Content-Length: the limit holds on what is read.
-    let mut stream = tokio::net::TcpStream::connect(s.base.trim_start_matches("http://")).await.unwrap();
+    let mut stream = tokio::net::TcpStream::connect(s.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
     let head = format!(
         "POST /inkind/issuance HTTP/1.1\r\nHost: x\r\nX-API-KEY: {ALPACA_KEY}\r\n\
          Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
@@ -493,7 +986,11 @@ async fn a_body_over_the_limit_is_413_and_not_read() {
     let chunk = "x".repeat(BODY_LIMIT / 4);
     for _ in 0..8 {
         // The server may answer and close before the last chunk: later writes may fail.
-        if stream.write_all(format!("{:x}\r\n{chunk}\r\n", chunk.len()).as_bytes()).await.is_err() {
+        if stream
+            .write_all(format!("{:x}\r\n{chunk}\r\n", chunk.len()).as_bytes())
+            .await
+            .is_err()
+        {
             break;
         }
     }
@@ -509,39 +1006,92 @@ async fn a_body_over_the_limit_is_413_and_not_read() {
 async fn connect_and_wallets_answer_their_table() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(&dir.path().join("issuer.redb"), config("127.0.0.1/32")).await;
-    assert_eq!(s.post("/accounts/connect", &fixture("connect.json")).await, (StatusCode::NOT_FOUND, error("unknown email")));
-    let (_, account) =
-        s.operator(Method::POST, "/operator/accounts", Some(&json!({ "email": "  AP.desk@example.COM " }))).await;
+    assert_eq!(
+        s.post("/accounts/connect", &fixture("connect.json")).await,
+        (StatusCode::NOT_FOUND, error("unknown email"))
+    );
+    let (_, account) = s
+        .operator(
+            Method::POST,
+            "/operator/accounts",
+            Some(&json!({ "email": "  AP.desk@example.COM " })),
+        )
+        .await;
     assert_eq!(account["email"], "ap.desk@example.com");
     assert_eq!(account["linked"], false);
     let client_id = account["client_id"].as_str().unwrap();
 
     let linked = (StatusCode::OK, json!({ "client_id": client_id }));
-    assert_eq!(s.post("/accounts/connect", &fixture("connect.json")).await, linked);
+    assert_eq!(
+        s.post("/accounts/connect", &fixture("connect.json")).await,
+        linked
+    );
     // Alpaca's retry of the same link gets the same answer; another account number is 409.
-    assert_eq!(s.post("/accounts/connect", &fixture("connect.json")).await, linked);
-    let tokenization = s.post("/tokenization/accounts/connect", &fixture("tokenization_connect.json")).await;
-    assert_eq!(tokenization, (StatusCode::OK, json!({ "client_external_account_id": client_id })));
+    assert_eq!(
+        s.post("/accounts/connect", &fixture("connect.json")).await,
+        linked
+    );
+    let tokenization = s
+        .post(
+            "/tokenization/accounts/connect",
+            &fixture("tokenization_connect.json"),
+        )
+        .await;
+    assert_eq!(
+        tokenization,
+        (
+            StatusCode::OK,
+            json!({ "client_external_account_id": client_id })
+        )
+    );
     let elsewhere = with(fixture("connect.json"), &[("account", json!("111111111"))]);
-    assert_eq!(s.post("/accounts/connect", &elsewhere).await, (StatusCode::CONFLICT, error("account already linked")));
+    assert_eq!(
+        s.post("/accounts/connect", &elsewhere).await,
+        (StatusCode::CONFLICT, error("account already linked"))
+    );
     let malformed = with(fixture("connect.json"), &[("email", json!("not-an-email"))]);
-    assert_eq!(s.post("/accounts/connect", &malformed).await.0, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        s.post("/accounts/connect", &malformed).await.0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
     let missing = with(fixture("connect.json"), &[("account", Value::Null)]);
-    assert_eq!(s.post("/accounts/connect", &missing).await.0, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        s.post("/accounts/connect", &missing).await.0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
 
     let wallets = format!("/accounts/{client_id}/wallets");
-    let ok = (StatusCode::OK, json!({ "client_id": client_id, "wallet": WALLET }));
+    let ok = (
+        StatusCode::OK,
+        json!({ "client_id": client_id, "wallet": WALLET }),
+    );
     assert_eq!(s.post(&wallets, &fixture("wallet.json")).await, ok);
     assert_eq!(s.post(&wallets, &fixture("wallet.json")).await, ok);
-    assert_eq!(s.post("/accounts/nobody/wallets", &fixture("wallet.json")).await, (StatusCode::NOT_FOUND, error("unknown client")));
+    assert_eq!(
+        s.post("/accounts/nobody/wallets", &fixture("wallet.json"))
+            .await,
+        (StatusCode::NOT_FOUND, error("unknown client"))
+    );
     assert_eq!(
         s.post(&wallets, &json!({ "wallet": "0xnothex" })).await,
         (StatusCode::UNPROCESSABLE_ENTITY, error(INVALID_PAYLOAD))
     );
-    assert_eq!(s.post(&wallets, &json!({ "address": WALLET })).await.0, StatusCode::UNPROCESSABLE_ENTITY);
-    let (_, other) = s.operator(Method::POST, "/operator/accounts", Some(&json!({ "email": "b@example.com" }))).await;
+    assert_eq!(
+        s.post(&wallets, &json!({ "address": WALLET })).await.0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let (_, other) = s
+        .operator(
+            Method::POST,
+            "/operator/accounts",
+            Some(&json!({ "email": "b@example.com" })),
+        )
+        .await;
     let other_wallets = format!("/accounts/{}/wallets", other["client_id"].as_str().unwrap());
-    assert_eq!(s.post(&other_wallets, &fixture("wallet.json")).await.0, StatusCode::CONFLICT);
+    assert_eq!(
+        s.post(&other_wallets, &fixture("wallet.json")).await.0,
+        StatusCode::CONFLICT
+    );
     assert_eq!(s.store.wallets().unwrap().len(), 1);
     s.stop().await;
 }
@@ -550,17 +1100,36 @@ async fn connect_and_wallets_answer_their_table() {
 async fn tokens_and_custody_accounts_list_what_operators_added() {
     let f = seeded().await;
     let s = &f.server;
-    let on_base = with(fixture("operator_asset.json"), &[("network", json!("base"))]);
-    assert_eq!(s.operator(Method::POST, "/operator/assets", Some(&on_base)).await.0, StatusCode::OK);
-    let expected = (StatusCode::OK, fixture("tokens_answer.json"));
-    assert_eq!(s.alpaca(Method::GET, "/tokenized-assets", None).await, expected);
-    assert_eq!(s.alpaca(Method::GET, "/tokenization/tokens", None).await, expected);
-    assert_eq!(
-        s.alpaca(Method::GET, "/tokenization/custody-accounts/AAPL", None).await,
-        (StatusCode::OK, json!({ "account_id": "issuer-custody-0001", "underlying_symbol": "AAPL" }))
+    let on_base = with(
+        fixture("operator_asset.json"),
+        &[("network", json!("base"))],
     );
     assert_eq!(
-        s.alpaca(Method::GET, "/tokenization/custody-accounts/MSFT", None).await,
+        s.operator(Method::POST, "/operator/assets", Some(&on_base))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let expected = (StatusCode::OK, fixture("tokens_answer.json"));
+    assert_eq!(
+        s.alpaca(Method::GET, "/tokenized-assets", None).await,
+        expected
+    );
+    assert_eq!(
+        s.alpaca(Method::GET, "/tokenization/tokens", None).await,
+        expected
+    );
+    assert_eq!(
+        s.alpaca(Method::GET, "/tokenization/custody-accounts/AAPL", None)
+            .await,
+        (
+            StatusCode::OK,
+            json!({ "account_id": "issuer-custody-0001", "underlying_symbol": "AAPL" })
+        )
+    );
+    assert_eq!(
+        s.alpaca(Method::GET, "/tokenization/custody-accounts/MSFT", None)
+            .await,
         (StatusCode::NOT_FOUND, error("unknown underlying"))
     );
 }
@@ -577,44 +1146,113 @@ async fn operator_routes_manage_accounts_wallets_assets_and_show_stuck_work() {
                                "account_number": "910532871", "wallets": [WALLET] }] })
     );
     assert_eq!(
-        s.operator(Method::POST, "/operator/accounts", Some(&json!({ "email": "nope" }))).await.0,
+        s.operator(
+            Method::POST,
+            "/operator/accounts",
+            Some(&json!({ "email": "nope" }))
+        )
+        .await
+        .0,
         StatusCode::UNPROCESSABLE_ENTITY
     );
 
     // Removing the wallet refuses new mints to it; removing it again is a no-op.
     let wallet = json!({ "client_id": f.client_id, "wallet": WALLET });
-    let (status, removed) = s.operator(Method::DELETE, "/operator/wallets", Some(&wallet)).await;
-    assert_eq!((status, removed["removed"].clone()), (StatusCode::OK, json!(true)));
-    let (_, removed) = s.operator(Method::DELETE, "/operator/wallets", Some(&wallet)).await;
+    let (status, removed) = s
+        .operator(Method::DELETE, "/operator/wallets", Some(&wallet))
+        .await;
+    assert_eq!(
+        (status, removed["removed"].clone()),
+        (StatusCode::OK, json!(true))
+    );
+    let (_, removed) = s
+        .operator(Method::DELETE, "/operator/wallets", Some(&wallet))
+        .await;
     assert_eq!(removed["removed"], false);
-    let answer = s.post("/inkind/issuance", &issuance(&f.client_id, "op-1")).await;
+    let answer = s
+        .post("/inkind/issuance", &issuance(&f.client_id, "op-1"))
+        .await;
     assert_eq!(answer, (StatusCode::BAD_REQUEST, error(INVALID_WALLET)));
-    assert_eq!(s.operator(Method::POST, "/operator/wallets", Some(&wallet)).await.0, StatusCode::OK);
+    assert_eq!(
+        s.operator(Method::POST, "/operator/wallets", Some(&wallet))
+            .await
+            .0,
+        StatusCode::OK
+    );
     let unknown = json!({ "client_id": "nobody", "wallet": WALLET });
-    assert_eq!(s.operator(Method::POST, "/operator/wallets", Some(&unknown)).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        s.operator(Method::POST, "/operator/wallets", Some(&unknown))
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
 
     // Freeze and unfreeze; unknown underlyings are 404; a replaced asset keeps its freeze.
-    assert_eq!(s.operator(Method::POST, "/operator/assets/MSFT/freeze", None).await.0, StatusCode::NOT_FOUND);
-    let (_, frozen) = s.operator(Method::POST, "/operator/assets/AAPL/freeze", None).await;
-    assert_eq!(frozen, json!({ "underlying": "AAPL", "frozen": true, "assets_changed": 1 }));
-    let (_, replaced) = s.operator(Method::POST, "/operator/assets", Some(&fixture("operator_asset.json"))).await;
+    assert_eq!(
+        s.operator(Method::POST, "/operator/assets/MSFT/freeze", None)
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    let (_, frozen) = s
+        .operator(Method::POST, "/operator/assets/AAPL/freeze", None)
+        .await;
+    assert_eq!(
+        frozen,
+        json!({ "underlying": "AAPL", "frozen": true, "assets_changed": 1 })
+    );
+    let (_, replaced) = s
+        .operator(
+            Method::POST,
+            "/operator/assets",
+            Some(&fixture("operator_asset.json")),
+        )
+        .await;
     assert_eq!(replaced["frozen"], true);
-    assert_eq!(s.post("/inkind/issuance", &issuance(&f.client_id, "op-2")).await, (StatusCode::BAD_REQUEST, error(ASSET_FROZEN)));
-    assert_eq!(s.operator(Method::POST, "/operator/assets/AAPL/unfreeze", None).await.0, StatusCode::OK);
-    assert_eq!(s.post("/inkind/issuance", &issuance(&f.client_id, "op-2")).await.0, StatusCode::OK);
-    let zero_vault = with(fixture("operator_asset.json"), &[("vault", json!("0x0000000000000000000000000000000000000000"))]);
-    assert_eq!(s.operator(Method::POST, "/operator/assets", Some(&zero_vault)).await.0, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        s.post("/inkind/issuance", &issuance(&f.client_id, "op-2"))
+            .await,
+        (StatusCode::BAD_REQUEST, error(ASSET_FROZEN))
+    );
+    assert_eq!(
+        s.operator(Method::POST, "/operator/assets/AAPL/unfreeze", None)
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        s.post("/inkind/issuance", &issuance(&f.client_id, "op-2"))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let zero_vault = with(
+        fixture("operator_asset.json"),
+        &[("vault", json!("0x0000000000000000000000000000000000000000"))],
+    );
+    assert_eq!(
+        s.operator(Method::POST, "/operator/assets", Some(&zero_vault))
+            .await
+            .0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
     let (_, assets) = s.operator(Method::GET, "/operator/assets", None).await;
     assert_eq!(assets["assets"].as_array().unwrap().len(), 1);
     assert_eq!(assets["assets"][0]["frozen"], false);
 
     // Stuck: nothing yet; a mint the reconciler stopped on shows up with its problem.
-    assert_eq!(s.operator(Method::GET, "/operator/stuck", None).await, (StatusCode::OK, json!({ "mints": [], "transactions": [] })));
+    assert_eq!(
+        s.operator(Method::GET, "/operator/stuck", None).await,
+        (StatusCode::OK, json!({ "mints": [], "transactions": [] }))
+    );
     let mut record = s.store.all_mints().unwrap().remove(0);
     record.problem = Some("vault reverted 3 times".into());
     s.store.put_mints(vec![record.clone()]).unwrap();
     let (_, stuck) = s.operator(Method::GET, "/operator/stuck", None).await;
-    assert_eq!(stuck["mints"][0]["issuer_request_id"], record.intent.issuer_request_id.as_str());
+    assert_eq!(
+        stuck["mints"][0]["issuer_request_id"],
+        record.intent.issuer_request_id.as_str()
+    );
     assert_eq!(stuck["mints"][0]["problem"], "vault reverted 3 times");
 
     // The operator CLI client speaks to the same routes.
@@ -623,16 +1261,30 @@ async fn operator_routes_manage_accounts_wallets_assets_and_show_stuck_work() {
         operator_key: Some(Secret::new(OPERATOR_KEY)),
         command,
     };
-    let registered = operator_cli::call(&args(OperatorCommand::RegisterAccount { email: "cli@example.com".into() }))
+    let registered = operator_cli::call(&args(OperatorCommand::RegisterAccount {
+        email: "cli@example.com".into(),
+    }))
+    .await
+    .unwrap();
+    assert_eq!(registered["linked"], false);
+    let listed = operator_cli::call(&args(OperatorCommand::Accounts))
         .await
         .unwrap();
-    assert_eq!(registered["linked"], false);
-    let listed = operator_cli::call(&args(OperatorCommand::Accounts)).await.unwrap();
     assert_eq!(listed["accounts"].as_array().unwrap().len(), 2);
-    let refused = operator_cli::call(&args(OperatorCommand::Freeze { underlying: "MSFT".into() })).await;
+    let refused = operator_cli::call(&args(OperatorCommand::Freeze {
+        underlying: "MSFT".into(),
+    }))
+    .await;
     assert!(refused.unwrap_err().to_string().contains("404"));
-    let wrong_key = OperatorArgs { operator_key: Some(Secret::new("k".repeat(40))), ..args(OperatorCommand::Assets) };
-    assert!(operator_cli::call(&wrong_key).await.unwrap_err().to_string().contains("401"));
+    let wrong_key = OperatorArgs {
+        operator_key: Some(Secret::new("k".repeat(40))),
+        ..args(OperatorCommand::Assets)
+    };
+    assert!(operator_cli::call(&wrong_key)
+        .await
+        .unwrap_err()
+        .to_string()
+        .contains("401"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -640,31 +1292,57 @@ async fn every_issuance_answered_200_survives_a_restart() {
     let f = seeded().await;
     let mut accepted = Vec::new();
     for i in 0..5 {
-        let (status, answer) = f.server.post("/inkind/issuance", &issuance(&f.client_id, &format!("durable-{i}"))).await;
+        let (status, answer) = f
+            .server
+            .post(
+                "/inkind/issuance",
+                &issuance(&f.client_id, &format!("durable-{i}")),
+            )
+            .await;
         assert_eq!(status, StatusCode::OK);
         accepted.push(answer["issuer_request_id"].as_str().unwrap().to_owned());
     }
     let confirm = json!({ "tokenization_request_id": "durable-0", "issuer_request_id": accepted[0], "status": "completed" });
-    assert_eq!(f.server.post("/inkind/issuance/confirm", &confirm).await.0, StatusCode::OK);
+    assert_eq!(
+        f.server.post("/inkind/issuance/confirm", &confirm).await.0,
+        StatusCode::OK
+    );
 
     // Drop the server, its connections and the store; nothing is flushed beyond what the 200s
     // already waited for.
-    let Fixture { _dir, path, server, client_id } = f;
+    let Fixture {
+        _dir,
+        path,
+        server,
+        client_id,
+    } = f;
     server.stop().await;
     let store = reopen(&path).await;
     let mints = store.all_mints().unwrap();
     assert_eq!(mints.len(), 5);
     for id in &accepted {
-        let record = store.mint(&IssuerRequestId::parse(id).unwrap()).unwrap().expect("accepted intent lost");
-        let expected = if id == &accepted[0] { Journal::Completed } else { Journal::Pending };
+        let record = store
+            .mint(&IssuerRequestId::parse(id).unwrap())
+            .unwrap()
+            .expect("accepted intent lost");
+        let expected = if id == &accepted[0] {
+            Journal::Completed
+        } else {
+            Journal::Pending
+        };
         assert_eq!(record.intent.journal, expected);
     }
     drop(store);
 
     // A restarted server answers the repeat as before.
     let server = Server::start(&path, config("127.0.0.1/32")).await;
-    let (status, answer) = server.post("/inkind/issuance", &issuance(&client_id, "durable-3")).await;
-    assert_eq!((status, answer["issuer_request_id"].as_str()), (StatusCode::OK, Some(accepted[3].as_str())));
+    let (status, answer) = server
+        .post("/inkind/issuance", &issuance(&client_id, "durable-3"))
+        .await;
+    assert_eq!(
+        (status, answer["issuer_request_id"].as_str()),
+        (StatusCode::OK, Some(accepted[3].as_str()))
+    );
     server.stop().await;
 }
 
@@ -685,7 +1363,10 @@ async fn serve_refuses_a_short_key() {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(RedbStore::open(&dir.path().join("issuer.redb")).unwrap());
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let short = HttpConfig { alpaca_api_key: Secret::new("short"), ..config("127.0.0.1/32") };
+    let short = HttpConfig {
+        alpaca_api_key: Secret::new("short"),
+        ..config("127.0.0.1/32")
+    };
     let result = serve(listener, store, Arc::new(Notify::new()), short, async {}).await;
     assert!(matches!(result, Err(HttpError::Config(_))), "{result:?}");
 }

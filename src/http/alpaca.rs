@@ -32,7 +32,9 @@ pub(super) fn checked_email(email: &str) -> Result<String, HttpError> {
     let email = email.trim();
     let ok = email.len() <= TEXT_LEN_MAX
         && !email.chars().any(char::is_whitespace)
-        && email.split_once('@').is_some_and(|(user, host)| !user.is_empty() && !host.is_empty() && !host.contains('@'));
+        && email.split_once('@').is_some_and(|(user, host)| {
+            !user.is_empty() && !host.is_empty() && !host.contains('@')
+        });
     if ok {
         Ok(email.to_owned())
     } else {
@@ -41,7 +43,9 @@ pub(super) fn checked_email(email: &str) -> Result<String, HttpError> {
 }
 
 fn checked_account_number(account: &str) -> Result<String, HttpError> {
-    let ok = !account.is_empty() && account.len() <= TEXT_LEN_MAX && !account.chars().any(char::is_control);
+    let ok = !account.is_empty()
+        && account.len() <= TEXT_LEN_MAX
+        && !account.chars().any(char::is_control);
     if ok {
         Ok(account.to_owned())
     } else {
@@ -76,23 +80,35 @@ pub(super) async fn connect(mut req: Request<AppState>) -> Result<Response, Http
 }
 
 /// `POST /tokenization/accounts/connect`: the same as [`connect`] in Alpaca's newer spelling.
-pub(super) async fn connect_tokenization(mut req: Request<AppState>) -> Result<Response, HttpError> {
-    let ConnectTokenizationBody { email, client_account_number } = body(&mut req).await?;
+pub(super) async fn connect_tokenization(
+    mut req: Request<AppState>,
+) -> Result<Response, HttpError> {
+    let ConnectTokenizationBody {
+        email,
+        client_account_number,
+    } = body(&mut req).await?;
     let client_id = link(req.state(), &email, &client_account_number).await?;
-    Ok(json(StatusCode::Ok, &json!({ "client_external_account_id": client_id })))
+    Ok(json(
+        StatusCode::Ok,
+        &json!({ "client_external_account_id": client_id }),
+    ))
 }
 
 async fn link(state: &AppState, email: &str, account: &str) -> Result<ClientId, HttpError> {
     let email = checked_email(email)?;
     let account = checked_account_number(account)?;
-    blocking(state, move |store| match store.link_account(&email, &account)? {
-        None => Err(HttpError::NotFound("unknown email".into())),
-        Some((linked, true)) => {
-            tracing::info!(client_id = %linked.client_id, "http: account linked");
-            Ok(linked.client_id)
+    blocking(state, move |store| {
+        match store.link_account(&email, &account)? {
+            None => Err(HttpError::NotFound("unknown email".into())),
+            Some((linked, true)) => {
+                tracing::info!(client_id = %linked.client_id, "http: account linked");
+                Ok(linked.client_id)
+            }
+            Some((linked, false)) if linked.account_number.as_deref() == Some(account.as_str()) => {
+                Ok(linked.client_id)
+            }
+            Some(_) => Err(HttpError::Conflict("account already linked".into())),
         }
-        Some((linked, false)) if linked.account_number.as_deref() == Some(account.as_str()) => Ok(linked.client_id),
-        Some(_) => Err(HttpError::Conflict("account already linked".into())),
     })
     .await
 }
@@ -110,19 +126,28 @@ pub(super) async fn add_wallet(mut req: Request<AppState>) -> Result<Response, H
     let client_id = ClientId::parse(req.param("client_id").unwrap_or_default())
         .map_err(|_| HttpError::NotFound("unknown client".into()))?;
     let answer = json!({ "client_id": client_id.as_str(), "wallet": address_text(wallet) });
-    blocking(req.state(), move |store| whitelist(store, &client_id, wallet)).await?;
+    blocking(req.state(), move |store| {
+        whitelist(store, &client_id, wallet)
+    })
+    .await?;
     Ok(json(StatusCode::Ok, &answer))
 }
 
 /// Shared with the operator route: 404 unknown client, 409 wallet owned by another client.
-pub(super) fn whitelist(store: &dyn Store, client_id: &ClientId, wallet: Address) -> Result<(), HttpError> {
+pub(super) fn whitelist(
+    store: &dyn Store,
+    client_id: &ClientId,
+    wallet: Address,
+) -> Result<(), HttpError> {
     if store.account(client_id)?.is_none() {
         return Err(HttpError::NotFound("unknown client".into()));
     }
     if store.add_wallet(client_id, wallet)? {
         Ok(())
     } else {
-        Err(HttpError::Conflict("wallet belongs to another client".into()))
+        Err(HttpError::Conflict(
+            "wallet belongs to another client".into(),
+        ))
     }
 }
 
@@ -130,7 +155,10 @@ pub(super) fn whitelist(store: &dyn Store, client_id: &ClientId, wallet: Address
 /// the networks it is on, frozen ones included (freezing suspends minting, not the listing).
 pub(super) async fn tokens(req: Request<AppState>) -> Result<Response, HttpError> {
     let assets = blocking(req.state(), |store| Ok(store.assets()?)).await?;
-    Ok(json(StatusCode::Ok, &json!({ "tokens": token_list(&assets) })))
+    Ok(json(
+        StatusCode::Ok,
+        &json!({ "tokens": token_list(&assets) }),
+    ))
 }
 
 fn token_list(assets: &[Asset]) -> Vec<serde_json::Value> {
@@ -150,14 +178,21 @@ fn token_list(assets: &[Asset]) -> Vec<serde_json::Value> {
 /// `GET /tokenization/custody-accounts/{underlying_symbol}`: where Alpaca journals the shares.
 pub(super) async fn custody_account(req: Request<AppState>) -> Result<Response, HttpError> {
     let unknown = || HttpError::NotFound("unknown underlying".into());
-    let underlying = Symbol::parse(req.param("underlying_symbol").unwrap_or_default()).map_err(|_| unknown())?;
+    let underlying =
+        Symbol::parse(req.param("underlying_symbol").unwrap_or_default()).map_err(|_| unknown())?;
     let wanted = underlying.clone();
-    let known = blocking(req.state(), move |store| Ok(store.assets()?.iter().any(|a| a.underlying == wanted))).await?;
+    let known = blocking(req.state(), move |store| {
+        Ok(store.assets()?.iter().any(|a| a.underlying == wanted))
+    })
+    .await?;
     if !known {
         return Err(unknown());
     }
     let account_id = req.state().config().custody_account_id.clone();
-    Ok(json(StatusCode::Ok, &json!({ "account_id": account_id, "underlying_symbol": underlying.as_str() })))
+    Ok(json(
+        StatusCode::Ok,
+        &json!({ "account_id": account_id, "underlying_symbol": underlying.as_str() }),
+    ))
 }
 
 /// The issuance body in either spelling. Unknown fields are ignored: Alpaca may add some.
@@ -190,17 +225,22 @@ impl IssuanceBody {
     /// The client may be named by any of the three fields; each carries the id we answered at
     /// link time. Two of them naming different clients is malformed.
     fn parse(&self) -> Result<Issuance, HttpError> {
-        let named: BTreeSet<&str> = [&self.client_id, &self.client_external_account_id, &self.client_account_id]
-            .into_iter()
-            .flatten()
-            .map(String::as_str)
-            .collect();
+        let named: BTreeSet<&str> = [
+            &self.client_id,
+            &self.client_external_account_id,
+            &self.client_account_id,
+        ]
+        .into_iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
         let client = match named.into_iter().collect::<Vec<_>>().as_slice() {
             [one] => ClientId::parse(one).map_err(|_| invalid())?,
             _ => return Err(invalid()),
         };
         Ok(Issuance {
-            trid: TokenizationRequestId::parse(&self.tokenization_request_id).map_err(|_| invalid())?,
+            trid: TokenizationRequestId::parse(&self.tokenization_request_id)
+                .map_err(|_| invalid())?,
             underlying: Symbol::parse(&self.underlying_symbol).map_err(|_| invalid())?,
             token: Symbol::parse(&self.token_symbol).map_err(|_| invalid())?,
             network: Network::parse(&self.network).map_err(|_| invalid())?,
@@ -236,7 +276,8 @@ impl Issuance {
 pub(super) async fn issuance(mut req: Request<AppState>) -> Result<Response, HttpError> {
     let raw: IssuanceBody = body(&mut req).await?;
     let issuance = raw.parse()?;
-    let qty = Qty::parse_positive(&raw.qty).map_err(|_| HttpError::Refused(INVALID_PAYLOAD.into()))?;
+    let qty =
+        Qty::parse_positive(&raw.qty).map_err(|_| HttpError::Refused(INVALID_PAYLOAD.into()))?;
     let fingerprint = issuance.fingerprint(qty);
     let issuer_request_id = IssuerRequestId::for_mint(&issuance.trid);
     let trid = issuance.trid.clone();
@@ -287,7 +328,10 @@ pub(super) async fn issuance(mut req: Request<AppState>) -> Result<Response, Htt
 
 /// The answer to an accepted issuance, the first time and every repeat.
 fn created(issuer_request_id: &IssuerRequestId) -> Response {
-    json(StatusCode::Ok, &json!({ "issuer_request_id": issuer_request_id.as_str(), "status": "created" }))
+    json(
+        StatusCode::Ok,
+        &json!({ "issuer_request_id": issuer_request_id.as_str(), "status": "created" }),
+    )
 }
 
 /// Checks 3 to 6 of the refusal table, in order; the asset to mint on if all pass.
@@ -336,7 +380,10 @@ pub(super) async fn confirm(mut req: Request<AppState>) -> Result<Response, Http
     });
     let reason = raw.reason;
     let (t, i) = (trid.clone(), irid.clone());
-    let outcome = blocking(req.state(), move |store| Ok(store.confirm_issuance(&t, &i, journal, reason)?)).await?;
+    let outcome = blocking(req.state(), move |store| {
+        Ok(store.confirm_issuance(&t, &i, journal, reason)?)
+    })
+    .await?;
     match outcome {
         ConfirmOutcome::Recorded => {
             tracing::info!(tokenization_request_id = %trid, issuer_request_id = %irid, status = ?journal, "http: journal confirmed");
@@ -349,6 +396,8 @@ pub(super) async fn confirm(mut req: Request<AppState>) -> Result<Response, Http
         ConfirmOutcome::Mismatch => Err(HttpError::Refused(
             "issuer_request_id does not belong to tokenization_request_id".into(),
         )),
-        ConfirmOutcome::Conflict => Err(HttpError::Conflict("journal already has the opposite status".into())),
+        ConfirmOutcome::Conflict => Err(HttpError::Conflict(
+            "journal already has the opposite status".into(),
+        )),
     }
 }

@@ -46,16 +46,27 @@ impl Guard {
             .map(|p| p.ip().to_canonical())
             .ok_or(HttpError::Forbidden)?;
         let (allow, key, limiter) = match self.kind {
-            RouteKind::Alpaca => (&config.alpaca_allow, &config.alpaca_api_key, &state.inner.alpaca_failures),
-            RouteKind::Operator => (&config.operator_allow, &config.operator_api_key, &state.inner.operator_failures),
+            RouteKind::Alpaca => (
+                &config.alpaca_allow,
+                &config.alpaca_api_key,
+                &state.inner.alpaca_failures,
+            ),
+            RouteKind::Operator => (
+                &config.operator_allow,
+                &config.operator_api_key,
+                &state.inner.operator_failures,
+            ),
         };
         if !allow.iter().any(|net| net.contains(&ip)) {
             return Err(HttpError::Forbidden);
         }
         let now = Instant::now();
         limiter.check(ip, now)?;
-        let given = req.header(self.kind.header()).map(|v| v.last().as_str().to_owned());
-        let matches = given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(key.expose().as_bytes())));
+        let given = req
+            .header(self.kind.header())
+            .map(|v| v.last().as_str().to_owned());
+        let matches =
+            given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(key.expose().as_bytes())));
         if !matches {
             limiter.record_failure(ip, now);
             tracing::warn!(%ip, route = %req.url().path(), "http: failed authentication");
@@ -66,7 +77,9 @@ impl Guard {
             return Err(HttpError::BodyTooLarge { limit_bytes });
         }
         // Content-Length may be absent (chunked) or lie: read at most one byte past the limit.
-        let read_max = u64::try_from(limit_bytes).unwrap_or(u64::MAX).saturating_add(1);
+        let read_max = u64::try_from(limit_bytes)
+            .unwrap_or(u64::MAX)
+            .saturating_add(1);
         let mut bytes = Vec::new();
         req.take_body()
             .take(read_max)
@@ -101,10 +114,14 @@ pub(super) fn json_fallback<'a>(
         let response = next.run(req).await;
         let empty = response.len() == Some(0);
         Ok(match response.status() {
-            StatusCode::NotFound if empty => HttpError::NotFound("not found".into()).into_response(),
+            StatusCode::NotFound if empty => {
+                HttpError::NotFound("not found".into()).into_response()
+            }
             StatusCode::MethodNotAllowed if empty => {
-                let mut answer =
-                    super::json(StatusCode::MethodNotAllowed, &serde_json::json!({ "error": "method not allowed" }));
+                let mut answer = super::json(
+                    StatusCode::MethodNotAllowed,
+                    &serde_json::json!({ "error": "method not allowed" }),
+                );
                 if let Some(allow) = response.header("Allow") {
                     answer.insert_header("Allow", allow);
                 }
@@ -137,16 +154,27 @@ struct Window {
 
 impl FailureLimiter {
     pub(super) fn per_minute(max: u32) -> FailureLimiter {
-        FailureLimiter { max, window: Duration::from_secs(60), entries: Mutex::new(HashMap::new()) }
+        FailureLimiter {
+            max,
+            window: Duration::from_secs(60),
+            entries: Mutex::new(HashMap::new()),
+        }
     }
 
     /// `Err(TooManyFailures)` while `ip` has used up its failures in the current window.
     pub(super) fn check(&self, ip: IpAddr, now: Instant) -> Result<(), HttpError> {
         let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         match entries.get(&ip) {
-            Some(w) if w.failures >= self.max && now.saturating_duration_since(w.started) < self.window => {
-                let left = self.window.saturating_sub(now.saturating_duration_since(w.started));
-                Err(HttpError::TooManyFailures { retry_after_secs: left.as_secs().max(1) })
+            Some(w)
+                if w.failures >= self.max
+                    && now.saturating_duration_since(w.started) < self.window =>
+            {
+                let left = self
+                    .window
+                    .saturating_sub(now.saturating_duration_since(w.started));
+                Err(HttpError::TooManyFailures {
+                    retry_after_secs: left.as_secs().max(1),
+                })
             }
             _ => Ok(()),
         }
@@ -158,21 +186,31 @@ impl FailureLimiter {
             let window = self.window;
             entries.retain(|_, w| now.saturating_duration_since(w.started) < window);
             if entries.len() >= TRACKED_IPS_MAX {
-                let oldest = entries.iter().min_by_key(|(_, w)| w.started).map(|(ip, _)| *ip);
+                let oldest = entries
+                    .iter()
+                    .min_by_key(|(_, w)| w.started)
+                    .map(|(ip, _)| *ip);
                 if let Some(oldest) = oldest {
                     entries.remove(&oldest);
                 }
             }
         }
-        let entry = entries.entry(ip).or_insert(Window { started: now, failures: 0 });
+        let entry = entries.entry(ip).or_insert(Window {
+            started: now,
+            failures: 0,
+        });
         if now.saturating_duration_since(entry.started) >= self.window {
-            *entry = Window { started: now, failures: 0 };
+            *entry = Window {
+                started: now,
+                failures: 0,
+            };
         }
         entry.failures = entry.failures.saturating_add(1);
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -186,21 +224,27 @@ mod tests {
             assert!(limiter.check(ip, t0).is_ok());
             limiter.record_failure(ip, t0);
         }
-        assert!(matches!(limiter.check(ip, t0), Err(HttpError::TooManyFailures { .. })));
+        assert!(matches!(
+            limiter.check(ip, t0),
+            Err(HttpError::TooManyFailures { .. })
+        ));
         assert!(limiter.check(other, t0).is_ok(), "limits are per IP");
         let later = t0 + Duration::from_secs(59);
         assert!(limiter.check(ip, later).is_err());
         let after = t0 + Duration::from_secs(60);
         assert!(limiter.check(ip, after).is_ok());
         limiter.record_failure(ip, after);
-        assert!(limiter.check(ip, after).is_ok(), "a new window starts counting from zero");
+        assert!(
+            limiter.check(ip, after).is_ok(),
+            "a new window starts counting from zero"
+        );
     }
 
     #[test]
     fn memory_is_bounded() {
         let limiter = FailureLimiter::per_minute(10);
         let t0 = Instant::now();
-        for i in 0..(TRACKED_IPS_MAX as u32 + 100) {
+        for i in 0..(u32::try_from(TRACKED_IPS_MAX).unwrap() + 100) {
             limiter.record_failure(IpAddr::from(i.to_be_bytes()), t0);
         }
         assert!(limiter.entries.lock().unwrap().len() <= TRACKED_IPS_MAX);

@@ -194,24 +194,37 @@ pub async fn serve(
 }
 
 fn check_config(config: &HttpConfig) -> Result<(), HttpError> {
-    for (which, key) in [("alpaca api key", &config.alpaca_api_key), ("operator api key", &config.operator_api_key)] {
+    for (which, key) in [
+        ("alpaca api key", &config.alpaca_api_key),
+        ("operator api key", &config.operator_api_key),
+    ] {
         if key.expose().chars().count() < API_KEY_LEN_MIN {
-            return Err(HttpError::Config(format!("{which} must be at least {API_KEY_LEN_MIN} characters")));
+            return Err(HttpError::Config(format!(
+                "{which} must be at least {API_KEY_LEN_MIN} characters"
+            )));
         }
     }
     if config.alpaca_api_key == config.operator_api_key {
-        return Err(HttpError::Config("the operator key must differ from Alpaca's key".into()));
+        return Err(HttpError::Config(
+            "the operator key must differ from Alpaca's key".into(),
+        ));
     }
     if config.body_limit_bytes == 0 {
         return Err(HttpError::Config("body limit must be positive".into()));
     }
     if config.failed_auth_per_minute_max == 0 {
-        return Err(HttpError::Config("failed auth limit must be positive".into()));
+        return Err(HttpError::Config(
+            "failed auth limit must be positive".into(),
+        ));
     }
     Ok(())
 }
 
-fn app(store: Arc<dyn Store>, wake: Arc<tokio::sync::Notify>, config: HttpConfig) -> tide::Server<AppState> {
+fn app(
+    store: Arc<dyn Store>,
+    wake: Arc<tokio::sync::Notify>,
+    config: HttpConfig,
+) -> tide::Server<AppState> {
     let limit = config.failed_auth_per_minute_max;
     let state = AppState {
         inner: Arc::new(Shared {
@@ -228,32 +241,68 @@ fn app(store: Arc<dyn Store>, wake: Arc<tokio::sync::Notify>, config: HttpConfig
     app.at("/health").get(|_req: Request<AppState>| async {
         Ok(json(StatusCode::Ok, &serde_json::json!({ "status": "ok" })))
     });
-    app.at("/openapi.json").get(|_req: Request<AppState>| async {
-        let mut response = Response::new(StatusCode::Ok);
-        response.set_body(OPENAPI);
-        response.set_content_type(mime::JSON);
-        Ok(response)
-    });
+    app.at("/openapi.json")
+        .get(|_req: Request<AppState>| async {
+            let mut response = Response::new(StatusCode::Ok);
+            response.set_body(OPENAPI);
+            response.set_content_type(mime::JSON);
+            Ok(response)
+        });
 
     let alpaca = || Guard::new(RouteKind::Alpaca);
-    app.at("/accounts/connect").with(alpaca()).post(endpoint(alpaca::connect));
-    app.at("/tokenization/accounts/connect").with(alpaca()).post(endpoint(alpaca::connect_tokenization));
-    app.at("/accounts/:client_id/wallets").with(alpaca()).post(endpoint(alpaca::add_wallet));
-    app.at("/tokenized-assets").with(alpaca()).get(endpoint(alpaca::tokens));
-    app.at("/tokenization/tokens").with(alpaca()).get(endpoint(alpaca::tokens));
-    app.at("/inkind/issuance").with(alpaca()).post(endpoint(alpaca::issuance));
-    app.at("/tokenization/mint").with(alpaca()).post(endpoint(alpaca::issuance));
-    app.at("/inkind/issuance/confirm").with(alpaca()).post(endpoint(alpaca::confirm));
-    app.at("/tokenization/mint/confirm").with(alpaca()).post(endpoint(alpaca::confirm));
-    app.at("/tokenization/custody-accounts/:underlying_symbol").with(alpaca()).get(endpoint(alpaca::custody_account));
+    app.at("/accounts/connect")
+        .with(alpaca())
+        .post(endpoint(alpaca::connect));
+    app.at("/tokenization/accounts/connect")
+        .with(alpaca())
+        .post(endpoint(alpaca::connect_tokenization));
+    app.at("/accounts/:client_id/wallets")
+        .with(alpaca())
+        .post(endpoint(alpaca::add_wallet));
+    app.at("/tokenized-assets")
+        .with(alpaca())
+        .get(endpoint(alpaca::tokens));
+    app.at("/tokenization/tokens")
+        .with(alpaca())
+        .get(endpoint(alpaca::tokens));
+    app.at("/inkind/issuance")
+        .with(alpaca())
+        .post(endpoint(alpaca::issuance));
+    app.at("/tokenization/mint")
+        .with(alpaca())
+        .post(endpoint(alpaca::issuance));
+    app.at("/inkind/issuance/confirm")
+        .with(alpaca())
+        .post(endpoint(alpaca::confirm));
+    app.at("/tokenization/mint/confirm")
+        .with(alpaca())
+        .post(endpoint(alpaca::confirm));
+    app.at("/tokenization/custody-accounts/:underlying_symbol")
+        .with(alpaca())
+        .get(endpoint(alpaca::custody_account));
 
     let op = || Guard::new(RouteKind::Operator);
-    app.at("/operator/accounts").with(op()).post(endpoint(operator::register_account)).get(endpoint(operator::accounts));
-    app.at("/operator/wallets").with(op()).post(endpoint(operator::add_wallet)).delete(endpoint(operator::remove_wallet));
-    app.at("/operator/assets").with(op()).post(endpoint(operator::put_asset)).get(endpoint(operator::assets));
-    app.at("/operator/assets/:underlying/freeze").with(op()).post(endpoint(operator::freeze));
-    app.at("/operator/assets/:underlying/unfreeze").with(op()).post(endpoint(operator::unfreeze));
-    app.at("/operator/stuck").with(op()).get(endpoint(operator::stuck));
+    app.at("/operator/accounts")
+        .with(op())
+        .post(endpoint(operator::register_account))
+        .get(endpoint(operator::accounts));
+    app.at("/operator/wallets")
+        .with(op())
+        .post(endpoint(operator::add_wallet))
+        .delete(endpoint(operator::remove_wallet));
+    app.at("/operator/assets")
+        .with(op())
+        .post(endpoint(operator::put_asset))
+        .get(endpoint(operator::assets));
+    app.at("/operator/assets/:underlying/freeze")
+        .with(op())
+        .post(endpoint(operator::freeze));
+    app.at("/operator/assets/:underlying/unfreeze")
+        .with(op())
+        .post(endpoint(operator::unfreeze));
+    app.at("/operator/stuck")
+        .with(op())
+        .get(endpoint(operator::stuck));
     app
 }
 
@@ -282,7 +331,9 @@ fn json(status: StatusCode, value: &impl serde::Serialize) -> Response {
             // Our answers are plain maps of strings and numbers; this is unreachable in practice.
             tracing::error!(error = %e, "http: cannot serialise an answer");
             response.set_status(StatusCode::InternalServerError);
-            response.set_body(tide::Body::from_string(r#"{"error":"internal error"}"#.to_owned()));
+            response.set_body(tide::Body::from_string(
+                r#"{"error":"internal error"}"#.to_owned(),
+            ));
         }
     }
     response.set_content_type(mime::JSON);
@@ -302,16 +353,22 @@ where
 
 /// Parses the (already size-checked) body as `T`; anything else is Alpaca's 422.
 async fn body<T: serde::de::DeserializeOwned>(req: &mut Request<AppState>) -> Result<T, HttpError> {
-    let bytes = req.body_bytes().await.map_err(|_| HttpError::Unprocessable(INVALID_PAYLOAD.into()))?;
+    let bytes = req
+        .body_bytes()
+        .await
+        .map_err(|_| HttpError::Unprocessable(INVALID_PAYLOAD.into()))?;
     serde_json::from_slice(&bytes).map_err(|_| HttpError::Unprocessable(INVALID_PAYLOAD.into()))
 }
 
 /// Unix seconds now; 0 if the clock is before 1970 (then every age check is merely generous).
 fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -355,11 +412,20 @@ mod tests {
             custody_account_id: "custody".into(),
         };
         assert!(check_config(&good).is_ok());
-        let short = HttpConfig { alpaca_api_key: Secret::new("a".repeat(31)), ..good.clone() };
+        let short = HttpConfig {
+            alpaca_api_key: Secret::new("a".repeat(31)),
+            ..good.clone()
+        };
         assert!(matches!(check_config(&short), Err(HttpError::Config(_))));
-        let shared = HttpConfig { operator_api_key: good.alpaca_api_key.clone(), ..good.clone() };
+        let shared = HttpConfig {
+            operator_api_key: good.alpaca_api_key.clone(),
+            ..good.clone()
+        };
         assert!(matches!(check_config(&shared), Err(HttpError::Config(_))));
-        let no_limit = HttpConfig { failed_auth_per_minute_max: 0, ..good };
+        let no_limit = HttpConfig {
+            failed_auth_per_minute_max: 0,
+            ..good
+        };
         assert!(matches!(check_config(&no_limit), Err(HttpError::Config(_))));
     }
 }

@@ -20,7 +20,10 @@ fn invalid() -> HttpError {
 }
 
 fn nonzero_address(text: &str) -> Result<Address, HttpError> {
-    parse_address(text).ok().filter(|a| !a.is_zero()).ok_or_else(invalid)
+    parse_address(text)
+        .ok()
+        .filter(|a| !a.is_zero())
+        .ok_or_else(invalid)
 }
 
 fn account_json(account: &Account, wallets: &BTreeMap<&str, Vec<String>>) -> serde_json::Value {
@@ -43,7 +46,11 @@ struct RegisterBody {
 pub(super) async fn register_account(mut req: Request<AppState>) -> Result<Response, HttpError> {
     let RegisterBody { email } = body(&mut req).await?;
     let email = checked_email(&email)?;
-    let account = blocking(req.state(), move |store| Ok(store.register_account(&email)?)).await?;
+    let account = blocking(
+        req.state(),
+        move |store| Ok(store.register_account(&email)?),
+    )
+    .await?;
     Ok(json(
         StatusCode::Ok,
         &json!({ "client_id": account.client_id.as_str(), "email": account.email, "linked": account.linked() }),
@@ -52,12 +59,21 @@ pub(super) async fn register_account(mut req: Request<AppState>) -> Result<Respo
 
 /// `GET /operator/accounts`: every account with its whitelisted wallets.
 pub(super) async fn accounts(req: Request<AppState>) -> Result<Response, HttpError> {
-    let (accounts, wallets) = blocking(req.state(), |store| Ok((store.accounts()?, store.wallets()?))).await?;
+    let (accounts, wallets) = blocking(req.state(), |store| {
+        Ok((store.accounts()?, store.wallets()?))
+    })
+    .await?;
     let mut by_client: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for (wallet, client) in &wallets {
-        by_client.entry(client.as_str()).or_default().push(address_text(*wallet));
+        by_client
+            .entry(client.as_str())
+            .or_default()
+            .push(address_text(*wallet));
     }
-    let list: Vec<_> = accounts.iter().map(|a| account_json(a, &by_client)).collect();
+    let list: Vec<_> = accounts
+        .iter()
+        .map(|a| account_json(a, &by_client))
+        .collect();
     Ok(json(StatusCode::Ok, &json!({ "accounts": list })))
 }
 
@@ -128,7 +144,9 @@ pub(super) async fn put_asset(mut req: Request<AppState>) -> Result<Response, Ht
     let authorizer = nonzero_address(&raw.authorizer)?;
     let (deploy_block, frozen) = (raw.deploy_block, raw.frozen);
     let asset = blocking(req.state(), move |store| {
-        let kept = store.asset(&underlying, &network)?.is_some_and(|a| a.frozen);
+        let kept = store
+            .asset(&underlying, &network)?
+            .is_some_and(|a| a.frozen);
         let asset = Asset {
             underlying,
             token,
@@ -165,7 +183,8 @@ pub(super) async fn unfreeze(req: Request<AppState>) -> Result<Response, HttpErr
 
 async fn set_frozen(req: Request<AppState>, frozen: bool) -> Result<Response, HttpError> {
     let unknown = || HttpError::NotFound("unknown underlying".into());
-    let underlying = Symbol::parse(req.param("underlying").unwrap_or_default()).map_err(|_| unknown())?;
+    let underlying =
+        Symbol::parse(req.param("underlying").unwrap_or_default()).map_err(|_| unknown())?;
     let u = underlying.clone();
     let changed = blocking(req.state(), move |store| Ok(store.set_frozen(&u, frozen)?)).await?;
     if changed == 0 {
@@ -186,13 +205,18 @@ async fn set_frozen(req: Request<AppState>, frozen: bool) -> Result<Response, Ht
 /// - `transactions`: every unsettled transaction of ours. They carry no wall-clock time, only
 ///   the block they were signed at, so all are listed with that block.
 pub(super) async fn stuck(req: Request<AppState>) -> Result<Response, HttpError> {
-    let (mints, txs) = blocking(req.state(), |store| Ok((store.all_mints()?, store.unsettled_txs()?))).await?;
+    let (mints, txs) = blocking(req.state(), |store| {
+        Ok((store.all_mints()?, store.unsettled_txs()?))
+    })
+    .await?;
     let now = super::unix_now();
     let stuck_mints: Vec<_> = mints
         .iter()
         .filter(|m| {
-            let unacked = m.intent.journal == Journal::Completed && !matches!(m.intent.callback, Callback::Acked { .. });
-            m.problem.is_some() || (unacked && now.saturating_sub(m.intent.accepted_at) > STUCK_AFTER_SECS)
+            let unacked = m.intent.journal == Journal::Completed
+                && !matches!(m.intent.callback, Callback::Acked { .. });
+            m.problem.is_some()
+                || (unacked && now.saturating_sub(m.intent.accepted_at) > STUCK_AFTER_SECS)
         })
         .map(|m| {
             json!({
@@ -225,5 +249,8 @@ pub(super) async fn stuck(req: Request<AppState>) -> Result<Response, HttpError>
             })
         })
         .collect();
-    Ok(json(StatusCode::Ok, &json!({ "mints": stuck_mints, "transactions": stuck_txs })))
+    Ok(json(
+        StatusCode::Ok,
+        &json!({ "mints": stuck_mints, "transactions": stuck_txs }),
+    ))
 }

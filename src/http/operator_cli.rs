@@ -15,11 +15,21 @@ const REQUEST_TIMEOUT_SECS: u64 = 30;
 #[derive(Debug, Clone, Args)]
 pub struct OperatorArgs {
     /// Base URL of the running issuer.
-    #[arg(long, env = "ISSUER_URL", default_value = "http://127.0.0.1:8000", global = true)]
+    #[arg(
+        long,
+        env = "ISSUER_URL",
+        default_value = "http://127.0.0.1:8000",
+        global = true
+    )]
     pub issuer_url: String,
     /// The operator key (`X-OPERATOR-KEY`). Optional to clap so it can be global; required by
     /// [`run`].
-    #[arg(long, env = "ISSUER_OPERATOR_KEY", hide_env_values = true, global = true)]
+    #[arg(
+        long,
+        env = "ISSUER_OPERATOR_KEY",
+        hide_env_values = true,
+        global = true
+    )]
     pub operator_key: Option<Secret>,
     #[command(subcommand)]
     pub command: OperatorCommand,
@@ -86,9 +96,11 @@ impl OperatorCommand {
     /// The route, method and body this command sends.
     fn request(&self) -> (Method, String, Option<Value>) {
         match self {
-            OperatorCommand::RegisterAccount { email } => {
-                (Method::POST, "/operator/accounts".into(), Some(json!({ "email": email })))
-            }
+            OperatorCommand::RegisterAccount { email } => (
+                Method::POST,
+                "/operator/accounts".into(),
+                Some(json!({ "email": email })),
+            ),
             OperatorCommand::AddWallet { client_id, wallet } => (
                 Method::POST,
                 "/operator/wallets".into(),
@@ -99,7 +111,15 @@ impl OperatorCommand {
                 "/operator/wallets".into(),
                 Some(json!({ "client_id": client_id, "wallet": wallet })),
             ),
-            OperatorCommand::AddAsset { underlying, token, network, vault, receipt, authorizer, deploy_block } => (
+            OperatorCommand::AddAsset {
+                underlying,
+                token,
+                network,
+                vault,
+                receipt,
+                authorizer,
+                deploy_block,
+            } => (
                 Method::POST,
                 "/operator/assets".into(),
                 Some(json!({
@@ -107,12 +127,16 @@ impl OperatorCommand {
                     "receipt": receipt, "authorizer": authorizer, "deploy_block": deploy_block,
                 })),
             ),
-            OperatorCommand::Freeze { underlying } => {
-                (Method::POST, format!("/operator/assets/{}/freeze", path_segment(underlying)), None)
-            }
-            OperatorCommand::Unfreeze { underlying } => {
-                (Method::POST, format!("/operator/assets/{}/unfreeze", path_segment(underlying)), None)
-            }
+            OperatorCommand::Freeze { underlying } => (
+                Method::POST,
+                format!("/operator/assets/{}/freeze", path_segment(underlying)),
+                None,
+            ),
+            OperatorCommand::Unfreeze { underlying } => (
+                Method::POST,
+                format!("/operator/assets/{}/unfreeze", path_segment(underlying)),
+                None,
+            ),
             OperatorCommand::Stuck => (Method::GET, "/operator/stuck".into(), None),
             OperatorCommand::Accounts => (Method::GET, "/operator/accounts".into(), None),
             OperatorCommand::Assets => (Method::GET, "/operator/assets".into(), None),
@@ -153,13 +177,21 @@ pub async fn call(args: &OperatorArgs) -> anyhow::Result<Value> {
         .timeout(Duration::from_secs(REQUEST_TIMEOUT_SECS))
         .build()
         .context("building the HTTP client")?;
-    let mut request = client.request(method.clone(), &url).header("X-OPERATOR-KEY", key.expose());
+    let mut request = client
+        .request(method.clone(), &url)
+        .header("X-OPERATOR-KEY", key.expose());
     if let Some(body) = &body {
         request = request.json(body);
     }
-    let response = request.send().await.with_context(|| format!("{method} {url}"))?;
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("{method} {url}"))?;
     let status = response.status();
-    let text = response.text().await.with_context(|| format!("reading the answer of {method} {url}"))?;
+    let text = response
+        .text()
+        .await
+        .with_context(|| format!("reading the answer of {method} {url}"))?;
     if !status.is_success() {
         bail!("{method} {url} answered {status}: {text}");
     }
@@ -167,6 +199,7 @@ pub async fn call(args: &OperatorArgs) -> anyhow::Result<Value> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use clap::{CommandFactory, Parser};
@@ -180,7 +213,9 @@ mod tests {
     #[test]
     fn commands_parse_and_map_to_routes() {
         Cli::command().debug_assert();
-        let cli = Cli::try_parse_from(["x", "--operator-key", "k", "freeze", "--underlying", "AAPL"]).unwrap();
+        let cli =
+            Cli::try_parse_from(["x", "--operator-key", "k", "freeze", "--underlying", "AAPL"])
+                .unwrap();
         assert_eq!(cli.args.command.request().1, "/operator/assets/AAPL/freeze");
         let cli = Cli::try_parse_from(["x", "stuck", "--issuer-url", "http://h:1"]).unwrap();
         assert_eq!(cli.args.issuer_url, "http://h:1");

@@ -1,0 +1,115 @@
+//! Killing the issuer at each named point of the mint path and starting it again ends with exactly
+//! one Deposit for the request, the AP holding exactly the quantity, and exactly one mint callback
+//! at Alpaca (the simulator counts them). The issuer runs as the real binary; the crash is a real
+//! `abort()` at the point named by `ISSUER_CRASH_AT`.
+
+mod common;
+
+use alloy::primitives::U256;
+use common::stack::{eventually, World, SIM_ACCOUNT, SIM_KEY, SIM_SECRET};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Process {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_issuer(world: &World, crash_at: Option<&str>) -> Process {
+    let port = common::loopback_listener().local_addr().unwrap().port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_issuer"));
+    cmd.arg("serve")
+        .args(["--db", world.db_path.to_str().unwrap()])
+        .args(["--rpc-url", &world.rpc()])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--alpaca-base-url", &world.sim_url])
+        .args(["--alpaca-account-id", SIM_ACCOUNT])
+        .args(["--alpaca-api-key", SIM_KEY])
+        .args(["--alpaca-api-secret", SIM_SECRET])
+        .args(["--reconcile-interval-ms", "200"])
+        .env_remove("ISSUER_CRASH_AT")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    if let Some(point) = crash_at {
+        cmd.env("ISSUER_CRASH_AT", point);
+    }
+    let child = cmd.spawn().unwrap();
+    Process { child, url: format!("http://127.0.0.1:{port}") }
+}
+
+async fn wait_healthy(process: &Process) {
+    let client = reqwest::Client::new();
+    let url = format!("{}/health", process.url);
+    eventually(Duration::from_secs(30), "issuer /health", || {
+        let client = client.clone();
+        let url = url.clone();
+        async move { client.get(&url).send().await.is_ok_and(|r| r.status().is_success()) }
+    })
+    .await;
+}
+
+async fn wait_exit(process: &mut Process, limit: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = process.child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(start.elapsed() < limit, "the issuer did not crash within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn crash_then_recover(point: &str) {
+    let world = World::start(None).await;
+    let trid = format!("tr-crash-{point}");
+
+    let mut first = spawn_issuer(&world, Some(point));
+    wait_healthy(&first).await;
+    let reply = world.mint(&first.url, &trid, "1.25").await;
+    let irid = reply["issuer_request_id"].as_str().unwrap().to_owned();
+    let status = wait_exit(&mut first, Duration::from_secs(30)).await;
+    assert!(!status.success(), "the process must have aborted at {point}");
+    drop(first);
+
+    let second = spawn_issuer(&world, None);
+    wait_healthy(&second).await;
+    eventually(Duration::from_secs(30), "the mint converges after restart", || async {
+        world.sim.mint_callback_count(&trid) >= 1
+            && world.balance(world.ap_wallet).await == U256::from(1_250_000_000_000_000_000u128)
+    })
+    .await;
+    // Let the restarted process run several more passes, then count.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(world.deposits_for(&irid).await, 1, "exactly one Deposit after a crash at {point}");
+    assert_eq!(world.balance(world.ap_wallet).await, U256::from(1_250_000_000_000_000_000u128));
+    assert_eq!(world.sim.mint_callback_count(&trid), 1, "exactly one callback after a crash at {point}");
+    drop(second);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crash_after_signing() {
+    crash_then_recover("after_sign").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crash_after_broadcast() {
+    crash_then_recover("after_broadcast").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crash_after_deposit_mined_before_recorded() {
+    crash_then_recover("after_deposit_seen").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crash_after_callback_before_ack_recorded() {
+    crash_then_recover("after_callback").await;
+}
