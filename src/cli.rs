@@ -40,6 +40,8 @@ pub enum Command {
     AlpacaSim(crate::sim::SimArgs),
     /// Operator commands against a running issuer (accounts, wallets, assets, stuck work).
     Operator(crate::http::operator_cli::OperatorArgs),
+    /// Redemptions on a running issuer: `list`, or `return ID` for a flagged one.
+    Redemption(RedemptionArgs),
 }
 
 /// Where the chain is and who signs.
@@ -126,6 +128,27 @@ pub struct ServeArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct RedemptionArgs {
+    #[arg(long, env = "ISSUER_URL", default_value = "http://127.0.0.1:8000")]
+    pub issuer_url: String,
+    #[arg(long, env = "ISSUER_OPERATOR_KEY", default_value = LOCAL_OPERATOR_KEY, hide_default_value = true)]
+    pub operator_key: Secret,
+    #[command(subcommand)]
+    pub command: RedemptionCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RedemptionCommand {
+    /// List redemptions and their states.
+    List,
+    /// Send a flagged redemption's tokens back to its sender, exactly once.
+    Return {
+        /// The redemption id (`red-<tx hash>-<log index>`).
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
 pub struct DeployArgs {
     /// Underlying equity symbol, e.g. AAPL.
     #[arg(long)]
@@ -155,6 +178,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Deploy(args) => deploy_asset(args).await,
         Command::AlpacaSim(args) => crate::sim::run(args).await,
         Command::Operator(args) => crate::http::operator_cli::run(args).await,
+        Command::Redemption(args) => {
+            use crate::http::operator_cli::{OperatorArgs, OperatorCommand};
+            let command = match args.command {
+                RedemptionCommand::List => OperatorCommand::Redemptions,
+                RedemptionCommand::Return { id } => OperatorCommand::ReturnRedemption { id },
+            };
+            crate::http::operator_cli::run(OperatorArgs {
+                issuer_url: args.issuer_url,
+                operator_key: Some(args.operator_key),
+                command,
+            })
+            .await
+        }
     }
 }
 
@@ -266,6 +302,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             policy: Policy { confirmations_min: args.confirmations.max(1), mints_per_tx_max: args.mints_per_tx_max, ..Policy::default() },
             crash_at: args.crash_at,
         },
+        polls: crate::pass::PollSchedule::default(),
     };
     tracing::info!(listen = %args.listen, rpc = %args.chain.rpc_url, bot = %reconciler.chain.bot(), db = %args.db.display(), "issuer serving");
     let loop_task = tokio::spawn(reconciler.run(wake.clone(), shutdown(stop_rx.clone())));

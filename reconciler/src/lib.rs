@@ -10,8 +10,10 @@ pub mod meta;
 pub mod mint;
 pub mod plan;
 pub mod qty;
+pub mod redeem;
 
 pub use ids::{parse_address, ClientId, IdError, IssuerRequestId, Network, Symbol, TokenizationRequestId};
 pub use mint::{Callback, Journal, MintIntent, ObservedDeposit, TrackedTx, TxPurpose, TxStatus};
 pub use plan::{plan, Action, MintItem, Policy, Problem, World};
 pub use qty::{Qty, QtyError};
+pub use redeem::{AlpacaView, Anomaly, JournalStatus, ObservedBurn, ReceiptBalance, Redemption, RedemptionState};

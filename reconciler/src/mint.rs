@@ -73,7 +73,12 @@ pub struct ObservedDeposit {
 pub enum TxPurpose {
     /// One multicall of `[deposit, transfer]` pairs on one vault.
     Mint { vault: Address, issuer_request_ids: Vec<IssuerRequestId> },
-    /// Anything else the plan does not reason about (deploys, operator returns, burns).
+    /// One burn: `multicall([redeem(shares_i, ap, bot, id_i, info)..., transfer(ap, dust)])`.
+    /// `allocations` reserves receipt balances while the transaction is in flight.
+    Burn { vault: Address, redemption_id: IssuerRequestId, allocations: Vec<(U256, U256)> },
+    /// An operator's return of a flagged redemption's tokens to its sender.
+    Return { vault: Address, redemption_id: IssuerRequestId },
+    /// Anything else the plan does not reason about (deploys).
     Other { label: String },
 }
 

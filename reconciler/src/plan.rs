@@ -3,6 +3,8 @@
 use crate::ids::IssuerRequestId;
 use crate::mint::{Callback, Journal, MintIntent, ObservedDeposit, TrackedTx, TxPurpose, TxStatus};
 use crate::qty::Qty;
+use crate::redeem::{AlpacaView, Anomaly, JournalStatus, ObservedBurn, ReceiptBalance, Redemption, RedemptionState};
+use alloy_primitives::U256;
 use alloy_primitives::{Address, B256};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -45,6 +47,14 @@ pub struct World {
     pub deposits: Vec<ObservedDeposit>,
     /// Our transactions that are not yet settled.
     pub txs: Vec<TrackedTx>,
+    /// Redemptions not yet final.
+    pub redemptions: Vec<Redemption>,
+    /// Tagged burns seen on our vaults for those redemptions.
+    pub burns: Vec<ObservedBurn>,
+    /// Alpaca's answers to this pass's polls of requested redemptions.
+    pub alpaca: Vec<AlpacaView>,
+    /// The bot's receipt balances, read after our transactions' statuses.
+    pub receipts: Vec<ReceiptBalance>,
 }
 
 /// One item of a mint multicall.
@@ -76,6 +86,23 @@ pub enum Action {
     RecoverMint { deposit: ObservedDeposit },
     /// Something an operator must see: logged and listed as stuck work; the plan acts no further.
     Flag { issuer_request_id: IssuerRequestId, problem: Problem },
+    /// Ask Alpaca to journal the shares of a redemption back. `ask_first`: a call may already
+    /// have reached Alpaca, look it up by issuer_request_id before sending.
+    RedeemCall { redemption_id: IssuerRequestId, ask_first: bool },
+    /// Sign, store, broadcast one burn multicall for a journaled redemption.
+    Burn {
+        vault: Address,
+        redemption_id: IssuerRequestId,
+        receiver: Address,
+        /// (receipt id, shares) chosen largest available balance first.
+        allocations: Vec<(U256, U256)>,
+        /// Below Alpaca's 9 decimals: transferred back to `receiver` in the same transaction.
+        dust: U256,
+    },
+    /// Send a flagged redemption's tokens back to its sender (an operator asked).
+    Return { vault: Address, redemption_id: IssuerRequestId, to: Address, qty: Qty },
+    /// Record a redemption's new state.
+    SetRedemption { redemption_id: IssuerRequestId, state: RedemptionState },
 }
 
 /// Why a mint needs a person.
@@ -104,7 +131,7 @@ pub fn plan(world: &World, policy: &Policy) -> Vec<Action> {
     for tx in &world.txs {
         let covered: &[IssuerRequestId] = match &tx.purpose {
             TxPurpose::Mint { issuer_request_ids, .. } => issuer_request_ids,
-            TxPurpose::Other { .. } => &[],
+            TxPurpose::Burn { .. } | TxPurpose::Return { .. } | TxPurpose::Other { .. } => &[],
         };
         match tx.status {
             TxStatus::Pending { age_blocks } => {
@@ -223,5 +250,157 @@ pub fn plan(world: &World, policy: &Policy) -> Vec<Action> {
         }
     }
     let _ = settled;
+    plan_redemptions(world, policy, &mut actions);
     actions
+}
+
+/// A redemption's transaction still counts while pending or mined but not yet confirmed.
+fn live_tx<'a>(world: &'a World, policy: &Policy, id: &IssuerRequestId) -> Option<&'a TrackedTx> {
+    world.txs.iter().find(|tx| {
+        let ours = match &tx.purpose {
+            TxPurpose::Burn { redemption_id, .. } | TxPurpose::Return { redemption_id, .. } => redemption_id == id,
+            _ => false,
+        };
+        ours && match tx.status {
+            TxStatus::Pending { .. } => true,
+            TxStatus::Mined { block_number, .. } => {
+                confirmations(world.head_block, block_number) < policy.confirmations_min
+            }
+            TxStatus::NonceTaken => false,
+        }
+    })
+}
+
+fn plan_redemptions(world: &World, policy: &Policy, actions: &mut Vec<Action>) {
+    // Receipt balances still free: minus what burns in flight (pending or unconfirmed) reserved.
+    let mut available: BTreeMap<(Address, U256), U256> =
+        world.receipts.iter().map(|r| ((r.vault, r.id), r.balance)).collect();
+    for tx in &world.txs {
+        if let TxPurpose::Burn { vault, redemption_id, allocations } = &tx.purpose {
+            if live_tx(world, policy, redemption_id).is_some() {
+                for (id, shares) in allocations {
+                    if let Some(free) = available.get_mut(&(*vault, *id)) {
+                        *free = free.saturating_sub(*shares);
+                    }
+                }
+            }
+        }
+    }
+
+    for r in &world.redemptions {
+        if r.state.is_final()
+            || confirmations(world.head_block, r.block_number) < policy.confirmations_min
+        {
+            continue;
+        }
+        let set = |state: RedemptionState| Action::SetRedemption { redemption_id: r.id.clone(), state };
+        // The chain first: a confirmed tagged burn means done, whatever the cache says.
+        if let Some(burn) = world.burns.iter().find(|b| b.redemption_id == r.id) {
+            if confirmations(world.head_block, burn.block_number) >= policy.confirmations_min {
+                let trid = match &r.state {
+                    RedemptionState::Journaled { tokenization_request_id }
+                    | RedemptionState::Requested { tokenization_request_id } => Some(tokenization_request_id.clone()),
+                    RedemptionState::Flagged { tokenization_request_id, .. } => tokenization_request_id.clone(),
+                    _ => None,
+                };
+                if let Some(tokenization_request_id) = trid {
+                    actions.push(set(RedemptionState::Burned { tokenization_request_id, tx_hash: burn.tx_hash }));
+                }
+            }
+            continue;
+        }
+        if live_tx(world, policy, &r.id).is_some() {
+            continue;
+        }
+        let (kept, dust) = r.split();
+        match &r.state {
+            RedemptionState::Detected | RedemptionState::Requesting => {
+                if r.client_id.is_none() {
+                    actions.push(set(RedemptionState::Flagged {
+                        anomaly: Anomaly::UnknownSender,
+                        return_requested: false,
+                        tokenization_request_id: None,
+                    }));
+                } else if kept.is_zero() {
+                    actions.push(set(RedemptionState::Flagged {
+                        anomaly: Anomaly::BelowAlpacaPrecision,
+                        return_requested: false,
+                        tokenization_request_id: None,
+                    }));
+                } else {
+                    actions.push(Action::RedeemCall {
+                        redemption_id: r.id.clone(),
+                        ask_first: r.state == RedemptionState::Requesting,
+                    });
+                }
+            }
+            RedemptionState::Requested { tokenization_request_id } => {
+                let Some(view) = world.alpaca.iter().find(|v| v.redemption_id == r.id) else { continue };
+                let flag = |anomaly: Anomaly| RedemptionState::Flagged {
+                    anomaly,
+                    return_requested: false,
+                    tokenization_request_id: Some(tokenization_request_id.clone()),
+                };
+                if !view.mismatches.is_empty() {
+                    actions.push(set(flag(Anomaly::Mismatch { detail: view.mismatches.join("; ") })));
+                    continue;
+                }
+                match view.status {
+                    JournalStatus::Pending => {}
+                    JournalStatus::Rejected => actions.push(set(flag(Anomaly::Rejected))),
+                    JournalStatus::Completed => actions.push(set(RedemptionState::Journaled {
+                        tokenization_request_id: tokenization_request_id.clone(),
+                    })),
+                }
+            }
+            RedemptionState::Journaled { .. } => {
+                // Largest available balance first; ties by the lower id, so the plan is stable.
+                let mut candidates: Vec<(U256, U256)> = available
+                    .iter()
+                    .filter(|((vault, _), free)| *vault == r.vault && !free.is_zero())
+                    .map(|((_, id), free)| (*id, *free))
+                    .collect();
+                candidates.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+                let mut remaining = kept.units();
+                let mut allocations = Vec::new();
+                for (id, free) in candidates {
+                    if remaining.is_zero() {
+                        break;
+                    }
+                    let take = free.min(remaining);
+                    allocations.push((id, take));
+                    remaining -= take;
+                }
+                if !remaining.is_zero() {
+                    // Not enough free receipts now (others' burns in flight): wait, never partial.
+                    continue;
+                }
+                for (id, take) in &allocations {
+                    if let Some(free) = available.get_mut(&(r.vault, *id)) {
+                        *free = free.saturating_sub(*take);
+                    }
+                }
+                actions.push(Action::Burn {
+                    vault: r.vault,
+                    redemption_id: r.id.clone(),
+                    receiver: r.sender,
+                    allocations,
+                    dust: dust.units(),
+                });
+            }
+            RedemptionState::Flagged { return_requested: true, .. } => {
+                // A mined, successful return is the return: the shell records it as Returned
+                // when it settles the transaction; never send a second one.
+                let returned = world.txs.iter().any(|tx| {
+                    matches!(&tx.purpose, TxPurpose::Return { redemption_id, .. } if *redemption_id == r.id)
+                        && matches!(tx.status, TxStatus::Mined { success: true, .. })
+                });
+                if returned {
+                    continue;
+                }
+                actions.push(Action::Return { vault: r.vault, redemption_id: r.id.clone(), to: r.sender, qty: r.qty });
+            }
+            RedemptionState::Flagged { .. } | RedemptionState::Burned { .. } | RedemptionState::Returned { .. } => {}
+        }
+    }
 }

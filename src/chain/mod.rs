@@ -12,7 +12,7 @@ use alloy::primitives::{Address, Bytes, TxKind, B256, U256};
 use alloy::providers::{Provider, RootProvider};
 use alloy::rpc::types::{Filter, Log, TransactionRequest};
 use alloy::sol_types::{SolCall, SolEvent};
-use reconciler::{meta, IssuerRequestId, ObservedDeposit, TokenizationRequestId};
+use reconciler::{meta, IssuerRequestId, ObservedBurn, ObservedDeposit, TokenizationRequestId};
 pub use signer::EthersSigner;
 use std::future::IntoFuture;
 use std::time::Duration;
@@ -177,6 +177,86 @@ impl Chain {
         Ok((ours, foreign))
     }
 
+    /// Every log of `filter` in `[from, to]`, asked in bounded ranges.
+    async fn logs_in_ranges(&self, filter: Filter, from: u64, to: u64) -> Result<Vec<Log>, ChainError> {
+        let mut out = Vec::new();
+        let mut start = from;
+        while start <= to {
+            let end = to.min(start.saturating_add(LOG_RANGE_BLOCKS_MAX - 1));
+            let ranged = filter.clone().from_block(start).to_block(end);
+            out.extend(timed("eth_getLogs", self.provider.get_logs(&ranged)).await?);
+            start = end + 1;
+        }
+        Ok(out)
+    }
+
+    /// ERC-20 transfers of `vault` shares to the bot in `[from, to]`, mints excluded:
+    /// `(from, value, block, tx hash, log index)`.
+    pub async fn scan_transfers_to_bot(
+        &self,
+        vault: Address,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<(Address, U256, u64, B256, u64)>, ChainError> {
+        let filter = Filter::new()
+            .address(vault)
+            .event_signature(Vault::Transfer::SIGNATURE_HASH)
+            .topic2(self.bot().into_word());
+        let mut out = Vec::new();
+        for log in self.logs_in_ranges(filter, from, to).await? {
+            let Ok(decoded) = log.log_decode::<Vault::Transfer>() else { continue };
+            let event = decoded.inner.data;
+            if event.from == Address::ZERO || event.from == self.bot() {
+                continue;
+            }
+            out.push((
+                event.from,
+                event.value,
+                log.block_number.unwrap_or_default(),
+                log.transaction_hash.unwrap_or_default(),
+                log.log_index.unwrap_or_default(),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// `Withdraw` logs of `vault` in `[from, to]` whose information carries a redemption id.
+    pub async fn scan_burns(&self, vault: Address, from: u64, to: u64) -> Result<Vec<ObservedBurn>, ChainError> {
+        let filter = Filter::new().address(vault).event_signature(Vault::Withdraw::SIGNATURE_HASH);
+        let mut out = Vec::new();
+        for log in self.logs_in_ranges(filter, from, to).await? {
+            let Ok(decoded) = log.log_decode::<Vault::Withdraw>() else { continue };
+            let event = decoded.inner.data;
+            let tag = meta::decode(&event.receiptInformation)
+                .ok()
+                .and_then(|info| IssuerRequestId::parse(&info.issuer_request_id).ok());
+            let Some(redemption_id) = tag else {
+                tracing::warn!(%vault, tx = ?log.transaction_hash, "Withdraw without our tag: reported as an anomaly");
+                continue;
+            };
+            out.push(ObservedBurn {
+                vault,
+                redemption_id,
+                shares: event.shares,
+                receipt_id: event.id,
+                block_number: log.block_number.unwrap_or_default(),
+                tx_hash: log.transaction_hash.unwrap_or_default(),
+                log_index: log.log_index.unwrap_or_default(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The bot's balances of receipt `ids` of `receipt`, in the same order.
+    pub async fn receipt_balances(&self, receipt: Address, ids: &[U256]) -> Result<Vec<U256>, ChainError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let contract = Receipt::new(receipt, &self.provider);
+        let owners = vec![self.bot(); ids.len()];
+        timed("balanceOfBatch", contract.balanceOfBatch(owners, ids.to_vec()).call().into_future()).await
+    }
+
     pub async fn fees(&self) -> Result<Fees, ChainError> {
         let estimate = timed("eth_feeHistory", self.provider.estimate_eip1559_fees()).await?;
         Ok(Fees {
@@ -287,4 +367,31 @@ pub fn mint_calldata(bot: Address, items: &[(Address, U256, Vec<u8>)]) -> Bytes 
         calls.push(Vault::transferCall { to: *receiver, value: *assets }.abi_encode().into());
     }
     Vault::multicallCall { data: calls }.abi_encode().into()
+}
+
+/// Calldata of one burn: `multicall([redeem(shares_i, receiver, bot, id_i, info)..., transfer(receiver, dust)])`.
+pub fn burn_calldata(bot: Address, receiver: Address, allocations: &[(U256, U256)], dust: U256, info: &[u8]) -> Bytes {
+    let mut calls: Vec<Bytes> = allocations
+        .iter()
+        .map(|(id, shares)| {
+            Vault::redeemCall {
+                shares: *shares,
+                receiver,
+                owner: bot,
+                id: *id,
+                receiptInformation: info.to_vec().into(),
+            }
+            .abi_encode()
+            .into()
+        })
+        .collect();
+    if !dust.is_zero() {
+        calls.push(Vault::transferCall { to: receiver, value: dust }.abi_encode().into());
+    }
+    Vault::multicallCall { data: calls }.abi_encode().into()
+}
+
+/// Calldata of a return: the whole transfer back to its sender.
+pub fn return_calldata(to: Address, value: U256) -> Bytes {
+    Vault::transferCall { to, value }.abi_encode().into()
 }

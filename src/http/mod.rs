@@ -303,6 +303,12 @@ fn app(
     app.at("/operator/stuck")
         .with(op())
         .get(endpoint(operator::stuck));
+    app.at("/operator/redemptions")
+        .with(op())
+        .get(endpoint(operator::redemptions));
+    app.at("/operator/redemptions/:id/return")
+        .with(op())
+        .post(endpoint(operator::return_redemption));
     app
 }
 

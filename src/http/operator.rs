@@ -3,9 +3,9 @@
 
 use super::alpaca::{address_text, checked_email, whitelist};
 use super::{blocking, body, json, AppState, HttpError, INVALID_PAYLOAD};
-use crate::store::{Account, Asset};
+use crate::store::{Account, Asset, ReturnOutcome};
 use alloy::primitives::Address;
-use reconciler::{parse_address, Callback, ClientId, Journal, Network, Symbol, TxPurpose};
+use reconciler::{parse_address, Callback, ClientId, IssuerRequestId, Journal, Network, Symbol, TxPurpose};
 use serde::Deserialize;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -238,6 +238,8 @@ pub(super) async fn stuck(req: Request<AppState>) -> Result<Response, HttpError>
         .map(|tx| {
             let label = match &tx.purpose {
                 TxPurpose::Mint { issuer_request_ids, .. } => format!("mint of {} intents", issuer_request_ids.len()),
+                TxPurpose::Burn { redemption_id, .. } => format!("burn for redemption {redemption_id}"),
+                TxPurpose::Return { redemption_id, .. } => format!("return of redemption {redemption_id}"),
                 TxPurpose::Other { label } => label.clone(),
             };
             json!({
@@ -253,4 +255,51 @@ pub(super) async fn stuck(req: Request<AppState>) -> Result<Response, HttpError>
         StatusCode::Ok,
         &json!({ "mints": stuck_mints, "transactions": stuck_txs }),
     ))
+}
+
+/// `GET /operator/redemptions`: every redemption with its state, newest first.
+pub(super) async fn redemptions(req: Request<AppState>) -> Result<Response, HttpError> {
+    let mut all = blocking(req.state(), |store| Ok(store.redemptions()?)).await?;
+    all.sort_by(|a, b| (b.block_number, b.log_index).cmp(&(a.block_number, a.log_index)));
+    let items: Vec<_> = all
+        .iter()
+        .map(|r| {
+            let (kept, dust) = r.split();
+            json!({
+                "id": r.id.as_str(),
+                "vault": address_text(r.vault),
+                "sender": address_text(r.sender),
+                "client_id": r.client_id.as_ref().map(ClientId::as_str),
+                "qty": r.qty.to_decimal(),
+                "qty_journaled": kept.to_decimal(),
+                "dust": dust.to_decimal(),
+                "tx_hash": format!("{:#x}", r.tx_hash),
+                "log_index": r.log_index,
+                "block_number": r.block_number,
+                "state": r.state,
+            })
+        })
+        .collect();
+    Ok(json(StatusCode::Ok, &json!({ "redemptions": items })))
+}
+
+/// `POST /operator/redemptions/{id}/return`: send a flagged redemption's tokens back to its
+/// sender. Idempotent; the reconciler sends exactly one return transaction.
+pub(super) async fn return_redemption(req: Request<AppState>) -> Result<Response, HttpError> {
+    let unknown = || HttpError::NotFound("unknown redemption".into());
+    let id = IssuerRequestId::parse(req.param("id").unwrap_or_default()).map_err(|_| unknown())?;
+    let asked = id.clone();
+    let outcome = blocking(req.state(), move |store| Ok(store.request_return(&asked)?)).await?;
+    match outcome {
+        ReturnOutcome::Requested => {
+            req.state().wake();
+            tracing::warn!(redemption = %id, "http: operator asked to return a redemption");
+            Ok(json(StatusCode::Ok, &json!({ "id": id.as_str(), "return_requested": true })))
+        }
+        ReturnOutcome::NotFlagged(state) => Err(HttpError::Conflict(format!(
+            "redemption is not flagged (state {}): only flagged redemptions can be returned",
+            serde_json::to_value(&state).ok().and_then(|v| v.get("state").cloned()).unwrap_or_default()
+        ))),
+        ReturnOutcome::Unknown => Err(unknown()),
+    }
 }

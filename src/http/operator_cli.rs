@@ -90,6 +90,13 @@ pub enum OperatorCommand {
     Accounts,
     /// List assets.
     Assets,
+    /// List redemptions and their states.
+    Redemptions,
+    /// Send a flagged redemption's tokens back to its sender (exactly once).
+    ReturnRedemption {
+        /// The redemption id (`red-<tx hash>-<log index>`).
+        id: String,
+    },
 }
 
 impl OperatorCommand {
@@ -140,6 +147,12 @@ impl OperatorCommand {
             OperatorCommand::Stuck => (Method::GET, "/operator/stuck".into(), None),
             OperatorCommand::Accounts => (Method::GET, "/operator/accounts".into(), None),
             OperatorCommand::Assets => (Method::GET, "/operator/assets".into(), None),
+            OperatorCommand::Redemptions => (Method::GET, "/operator/redemptions".into(), None),
+            OperatorCommand::ReturnRedemption { id } => (
+                Method::POST,
+                format!("/operator/redemptions/{}/return", path_segment(id)),
+                None,
+            ),
         }
     }
 }

@@ -4,12 +4,12 @@
 
 use super::crash::{maybe_crash, CrashPoint};
 use super::{PassError, PassSummary, Reconciler};
-use crate::alpaca::{Broker, MintCallback, RequestType};
-use crate::chain::{mint_calldata, Chain, Fees};
+use crate::alpaca::{Broker, BrokerError, MintCallback, RedeemRequest, RequestType};
+use crate::chain::{burn_calldata, mint_calldata, return_calldata, Chain, Fees};
 use crate::store::{MintRecord, Settled, Store, TxRecord, TxVariant};
-use alloy::primitives::B256;
+use alloy::primitives::{B256, U256};
 use reconciler::meta::{self, ReceiptInfo};
-use reconciler::{Action, Callback, IssuerRequestId, Journal, MintIntent, MintItem, TxPurpose, World};
+use reconciler::{Action, Callback, IssuerRequestId, Journal, MintIntent, MintItem, RedemptionState, TxPurpose, World};
 use std::collections::BTreeMap;
 
 pub async fn act<B: Broker>(
@@ -44,6 +44,38 @@ pub async fn act<B: Broker>(
                 callbacks.push((issuer_request_id, tx_hash, ask_first));
             }
             Action::RecoverMint { deposit } => recover(r, &deposit).await?,
+            Action::RedeemCall { redemption_id, ask_first } => {
+                if let Err(e) = redeem_call(r, &redemption_id, ask_first).await {
+                    tracing::warn!(redemption = %redemption_id, error = %e, "redeem call not answered; retried next pass");
+                }
+            }
+            Action::Burn { vault, redemption_id, receiver, allocations, dust } => {
+                if let Err(e) = send_burn(r, world.head_block, vault, &redemption_id, receiver, &allocations, dust).await {
+                    tracing::warn!(redemption = %redemption_id, error = %e, "burn not sent; planned again next pass");
+                }
+            }
+            Action::Return { vault, redemption_id, to, qty } => {
+                let purpose = TxPurpose::Return { vault, redemption_id: redemption_id.clone() };
+                tracing::warn!(redemption = %redemption_id, %to, %qty, "returning a flagged redemption's tokens to its sender");
+                if let Err(e) = send_tx(r, world.head_block, vault, return_calldata(to, qty.units()), purpose).await {
+                    tracing::warn!(redemption = %redemption_id, error = %e, "return not sent; planned again next pass");
+                }
+            }
+            Action::SetRedemption { redemption_id, state } => {
+                if let Some(mut redemption) = r.store.redemption(&redemption_id)? {
+                    if matches!(state, RedemptionState::Journaled { .. }) {
+                        maybe_crash(r.config.crash_at, CrashPoint::AfterJournalSeen);
+                    }
+                    if matches!(state, RedemptionState::Flagged { .. }) {
+                        tracing::error!(redemption = %redemption_id, state = ?state, sender = %redemption.sender,
+                            qty = %redemption.qty, "redemption needs an operator (issuer redemption return ID)");
+                    } else {
+                        tracing::info!(redemption = %redemption_id, state = ?state, "redemption");
+                    }
+                    redemption.state = state;
+                    r.store.put_redemptions(vec![redemption])?;
+                }
+            }
             Action::Flag { issuer_request_id, problem } => {
                 let text = format!("{problem:?}");
                 if let Some(mut record) = r.store.mint(&issuer_request_id)? {
@@ -103,15 +135,28 @@ async fn send_mint<B: Broker>(
         calls.push((item.receiver, item.qty.units(), info));
     }
     let input = mint_calldata(r.chain.bot(), &calls);
-    let gas_limit = r.chain.estimate_gas(vault, &input).await?;
+    let purpose = TxPurpose::Mint { vault, issuer_request_ids: items.iter().map(|i| i.issuer_request_id.clone()).collect() };
+    send_tx(r, head, vault, input, purpose).await
+}
+
+/// Estimates, signs, stores, then broadcasts one transaction from the bot.
+async fn send_tx<B: Broker>(
+    r: &Reconciler<B>,
+    head: u64,
+    to: alloy::primitives::Address,
+    input: alloy::primitives::Bytes,
+    purpose: TxPurpose,
+) -> Result<(), PassError> {
+    let gas_limit = r.chain.estimate_gas(to, &input).await?;
     let fees = r.chain.fees().await?;
     let nonce = next_nonce(r.store.as_ref(), &r.chain).await?;
-    let (hash, raw) = r.chain.sign(nonce, vault, input.clone(), gas_limit, fees)?;
+    let (hash, raw) = r.chain.sign(nonce, to, input.clone(), gas_limit, fees)?;
+    let is_burn = matches!(purpose, TxPurpose::Burn { .. });
     let record = TxRecord {
         nonce,
         from: r.chain.bot(),
-        to: vault,
-        purpose: TxPurpose::Mint { vault, issuer_request_ids: items.iter().map(|i| i.issuer_request_id.clone()).collect() },
+        to,
+        purpose,
         input,
         gas_limit,
         variants: vec![TxVariant {
@@ -125,9 +170,80 @@ async fn send_mint<B: Broker>(
     };
     r.store.put_tx(&record)?;
     maybe_crash(r.config.crash_at, CrashPoint::AfterSign);
-    tracing::info!(nonce, %hash, %vault, mints = items.len(), "mint transaction stored; broadcasting");
+    tracing::info!(nonce, %hash, %to, purpose = ?record.purpose, "transaction stored; broadcasting");
     r.chain.broadcast(&raw).await?;
     maybe_crash(r.config.crash_at, CrashPoint::AfterBroadcast);
+    if is_burn {
+        maybe_crash(r.config.crash_at, CrashPoint::AfterBurnBroadcast);
+    }
+    Ok(())
+}
+
+async fn send_burn<B: Broker>(
+    r: &Reconciler<B>,
+    head: u64,
+    vault: alloy::primitives::Address,
+    id: &IssuerRequestId,
+    receiver: alloy::primitives::Address,
+    allocations: &[(U256, U256)],
+    dust: U256,
+) -> Result<(), PassError> {
+    let Some(redemption) = r.store.redemption(id)? else { return Ok(()) };
+    let RedemptionState::Journaled { tokenization_request_id } = &redemption.state else { return Ok(()) };
+    let (kept, _) = redemption.split();
+    let info = meta::encode(&ReceiptInfo {
+        tokenization_request_id: tokenization_request_id.to_string(),
+        issuer_request_id: id.to_string(),
+        underlying: redemption.underlying.to_string(),
+        quantity: kept.to_decimal(),
+        timestamp: unix_now(),
+        notes: String::from("redeem"),
+    });
+    let input = burn_calldata(r.chain.bot(), receiver, allocations, dust, &info);
+    let purpose = TxPurpose::Burn { vault, redemption_id: id.clone(), allocations: allocations.to_vec() };
+    send_tx(r, head, vault, input, purpose).await
+}
+
+/// Asks Alpaca to journal a redemption's shares back, exactly once: the call is marked before it
+/// goes out, carries an Idempotency-Key derived from the redemption id, and a "this
+/// issuer_request_id exists" answer is resolved by looking the request up.
+async fn redeem_call<B: Broker>(r: &Reconciler<B>, id: &IssuerRequestId, ask_first: bool) -> Result<(), PassError> {
+    let Some(mut redemption) = r.store.redemption(id)? else { return Ok(()) };
+    let Some(client_id) = redemption.client_id.clone() else { return Ok(()) };
+    if ask_first {
+        if let Some(request) = r.broker.request_by_issuer_id(id).await? {
+            redemption.state = RedemptionState::Requested { tokenization_request_id: request.id };
+            r.store.put_redemptions(vec![redemption])?;
+            return Ok(());
+        }
+    }
+    if redemption.state == RedemptionState::Detected {
+        redemption.state = RedemptionState::Requesting;
+        r.store.put_redemptions(vec![redemption.clone()])?;
+    }
+    let (kept, _) = redemption.split();
+    let request = RedeemRequest {
+        issuer_request_id: id.clone(),
+        underlying_symbol: redemption.underlying.clone(),
+        token_symbol: redemption.token.clone(),
+        client_id,
+        qty: kept,
+        network: redemption.network.clone(),
+        wallet_address: redemption.sender,
+        tx_hash: redemption.tx_hash,
+    };
+    let answer = match r.broker.redeem(&request, id.as_str()).await {
+        Ok(answer) => answer,
+        Err(BrokerError::AlreadyExists { .. }) => match r.broker.request_by_issuer_id(id).await? {
+            Some(found) => found,
+            None => return Ok(()),
+        },
+        Err(e) => return Err(e.into()),
+    };
+    maybe_crash(r.config.crash_at, CrashPoint::AfterRedeemCall);
+    tracing::info!(redemption = %id, tokenization_request_id = %answer.id, qty = %kept, "Alpaca has the redeem request");
+    redemption.state = RedemptionState::Requested { tokenization_request_id: answer.id };
+    r.store.put_redemptions(vec![redemption])?;
     Ok(())
 }
 
@@ -187,6 +303,15 @@ async fn settle<B: Broker>(
             tracing::warn!(issuer_request_id = %id, nonce, attempts = record.intent.failed_attempts,
                 "mint transaction settled without a Deposit for this request; it will be planned again");
             records.push(record);
+        }
+    }
+    if let (TxPurpose::Return { redemption_id, .. }, Some(hash), true) =
+        (&tx.purpose, hash, mined.is_some_and(|(_, s)| s))
+    {
+        if let Some(mut redemption) = r.store.redemption(redemption_id)? {
+            tracing::info!(redemption = %redemption_id, %hash, "tokens returned to the sender");
+            redemption.state = RedemptionState::Returned { tx_hash: hash };
+            r.store.put_redemptions(vec![redemption])?;
         }
     }
     r.store.put_tx(&tx)?;

@@ -14,6 +14,14 @@ pub enum CrashPoint {
     AfterDepositSeen,
     /// Alpaca answered the mint callback; the acknowledgement is not recorded.
     AfterCallback,
+    /// Alpaca answered the redeem call; its request id is not recorded.
+    AfterRedeemCall,
+    /// A poll showed Alpaca completed the journal; not recorded.
+    AfterJournalSeen,
+    /// The burn transaction is broadcast; nothing else recorded.
+    AfterBurnBroadcast,
+    /// The burn's Withdraw log was observed but not recorded.
+    AfterBurnSeen,
 }
 
 impl FromStr for CrashPoint {
@@ -24,8 +32,12 @@ impl FromStr for CrashPoint {
             "after_broadcast" => Ok(Self::AfterBroadcast),
             "after_deposit_seen" => Ok(Self::AfterDepositSeen),
             "after_callback" => Ok(Self::AfterCallback),
+            "after_redeem_call" => Ok(Self::AfterRedeemCall),
+            "after_journal_seen" => Ok(Self::AfterJournalSeen),
+            "after_burn_broadcast" => Ok(Self::AfterBurnBroadcast),
+            "after_burn_seen" => Ok(Self::AfterBurnSeen),
             other => Err(format!(
-                "unknown crash point {other:?} (after_sign, after_broadcast, after_deposit_seen, after_callback)"
+                "unknown crash point {other:?} (after_sign, after_broadcast, after_deposit_seen, after_callback, after_redeem_call, after_journal_seen, after_burn_broadcast, after_burn_seen)"
             )),
         }
     }

@@ -56,6 +56,38 @@ pub struct Reconciler<B> {
     pub chain: Chain,
     pub broker: B,
     pub config: PassConfig,
+    /// When each pending redemption is next polled at Alpaca.
+    pub polls: PollSchedule,
+}
+
+/// Capped exponential backoff of Alpaca polls, per redemption. In memory on purpose: after a
+/// restart every pending request is simply polled at once.
+#[derive(Debug, Default)]
+pub struct PollSchedule {
+    next: std::sync::Mutex<std::collections::HashMap<reconciler::IssuerRequestId, (std::time::Instant, u32)>>,
+}
+
+/// Longest wait between two polls of one request.
+const POLL_BACKOFF_CAP: Duration = Duration::from_secs(30);
+const POLL_BACKOFF_BASE: Duration = Duration::from_millis(250);
+
+impl PollSchedule {
+    pub fn due(&self, id: &reconciler::IssuerRequestId) -> bool {
+        let next = self.next.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        next.get(id).is_none_or(|(at, _)| std::time::Instant::now() >= *at)
+    }
+
+    pub fn wait_more(&self, id: &reconciler::IssuerRequestId) {
+        let mut next = self.next.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let attempts = next.get(id).map_or(0, |(_, n)| *n).saturating_add(1);
+        let delay = POLL_BACKOFF_BASE.saturating_mul(1u32 << attempts.min(8)).min(POLL_BACKOFF_CAP);
+        next.insert(id.clone(), (std::time::Instant::now() + delay, attempts));
+    }
+
+    pub fn forget(&self, id: &reconciler::IssuerRequestId) {
+        let mut next = self.next.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        next.remove(id);
+    }
 }
 
 impl<B: Broker> Reconciler<B> {

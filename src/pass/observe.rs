@@ -4,10 +4,15 @@ use super::crash::{maybe_crash, CrashPoint};
 use super::{PassError, Reconciler};
 use crate::chain::Chain;
 use crate::store::Store;
-use reconciler::{TrackedTx, TxStatus, World};
+use crate::alpaca::{Broker, RequestStatus, RequestType, TokenizationRequest};
+use crate::store::Scan;
+use alloy::primitives::U256;
+use reconciler::{
+    AlpacaView, IssuerRequestId, JournalStatus, Qty, ReceiptBalance, Redemption, RedemptionState, TrackedTx, TxStatus, World,
+};
 use std::collections::BTreeSet;
 
-pub async fn observe<B>(r: &Reconciler<B>) -> Result<World, PassError> {
+pub async fn observe<B: Broker>(r: &Reconciler<B>) -> Result<World, PassError> {
     let store = r.store.as_ref();
     let chain = &r.chain;
     let head = chain.head().await?;
@@ -56,12 +61,63 @@ pub async fn observe<B>(r: &Reconciler<B>) -> Result<World, PassError> {
         if !ours.is_empty() {
             maybe_crash(r.config.crash_at, CrashPoint::AfterDepositSeen);
         }
+        let burns = chain.scan_burns(asset.vault, from, head).await?;
+        if !burns.is_empty() {
+            maybe_crash(r.config.crash_at, CrashPoint::AfterBurnSeen);
+        }
+        let mut redemptions = Vec::new();
+        for (sender, value, block_number, tx_hash, log_index) in chain.scan_transfers_to_bot(asset.vault, from, head).await? {
+            let client_id = match store.wallet_owner(sender)? {
+                Some(client) if store.account(&client)?.is_some_and(|a| a.linked()) => Some(client),
+                _ => None,
+            };
+            redemptions.push(Redemption {
+                id: IssuerRequestId::for_redemption(tx_hash, log_index),
+                vault: asset.vault,
+                underlying: asset.underlying.clone(),
+                token: asset.token.clone(),
+                network: asset.network.clone(),
+                sender,
+                client_id,
+                qty: Qty::from_units(value),
+                tx_hash,
+                log_index,
+                block_number,
+                state: RedemptionState::Detected,
+            });
+        }
         let hashes = match chain.block_hash(head).await? {
             Some(hash) => vec![(head, hash)],
             None => Vec::new(),
         };
-        store.advance(asset.vault, head, ours, hashes)?;
+        store.advance(asset.vault, head, Scan { deposits: ours, redemptions, burns }, hashes)?;
     }
+
+    // Receipt balances after our transactions' statuses: a burn mined in between is counted both
+    // as in flight and as spent, which can only make the plan wait, never over-spend.
+    let mut receipts = Vec::new();
+    let deposits_all = store.deposits()?;
+    for asset in store.assets()? {
+        let mut ids: Vec<U256> = deposits_all
+            .iter()
+            .filter(|d| d.vault == asset.vault && d.owner == chain.bot())
+            .map(|d| d.receipt_id)
+            .collect();
+        ids.sort();
+        ids.dedup();
+        let balances = chain.receipt_balances(asset.receipt, &ids).await?;
+        receipts.extend(
+            ids.into_iter()
+                .zip(balances)
+                .filter(|(_, balance)| !balance.is_zero())
+                .map(|(id, balance)| ReceiptBalance { vault: asset.vault, id, balance }),
+        );
+    }
+
+    let redemptions: Vec<Redemption> = store.redemptions()?.into_iter().filter(|r| !r.state.is_final()).collect();
+    let live: BTreeSet<_> = redemptions.iter().map(|r| r.id.clone()).collect();
+    let burns = store.burns()?.into_iter().filter(|b| live.contains(&b.redemption_id)).collect();
+    let alpaca = poll_alpaca(r, &redemptions).await;
 
     let all = store.all_mints()?;
     let known: BTreeSet<_> = all.iter().map(|m| m.intent.issuer_request_id.clone()).collect();
@@ -72,7 +128,68 @@ pub async fn observe<B>(r: &Reconciler<B>) -> Result<World, PassError> {
         .into_iter()
         .filter(|d| active.contains(&d.issuer_request_id) || !known.contains(&d.issuer_request_id))
         .collect();
-    Ok(World { head_block: head, mints, deposits, txs })
+    Ok(World { head_block: head, mints, deposits, txs, redemptions, burns, alpaca, receipts })
+}
+
+/// Polls Alpaca for each requested redemption that is due (capped backoff per request). A poll
+/// that fails or finds nothing is simply absent this pass: the plan waits.
+async fn poll_alpaca<B: Broker>(r: &Reconciler<B>, redemptions: &[Redemption]) -> Vec<AlpacaView> {
+    let mut views = Vec::new();
+    for redemption in redemptions {
+        let RedemptionState::Requested { tokenization_request_id } = &redemption.state else { continue };
+        if !r.polls.due(&redemption.id) {
+            continue;
+        }
+        match r.broker.request(tokenization_request_id).await {
+            Ok(Some(request)) => {
+                let status = match request.status {
+                    RequestStatus::Pending => JournalStatus::Pending,
+                    RequestStatus::Completed => JournalStatus::Completed,
+                    RequestStatus::Rejected => JournalStatus::Rejected,
+                };
+                if status == JournalStatus::Pending {
+                    r.polls.wait_more(&redemption.id);
+                } else {
+                    r.polls.forget(&redemption.id);
+                }
+                views.push(AlpacaView { redemption_id: redemption.id.clone(), status, mismatches: echo_mismatches(redemption, &request) });
+            }
+            Ok(None) => r.polls.wait_more(&redemption.id),
+            Err(e) => {
+                tracing::warn!(redemption = %redemption.id, error = %e, "polling Alpaca failed; retried later");
+                r.polls.wait_more(&redemption.id);
+            }
+        }
+    }
+    views
+}
+
+/// Fields of Alpaca's request that differ from what we sent: each is a reason not to burn.
+pub fn echo_mismatches(redemption: &Redemption, request: &TokenizationRequest) -> Vec<String> {
+    let (kept, _) = redemption.split();
+    let mut out = Vec::new();
+    if request.issuer_request_id.as_ref() != Some(&redemption.id) {
+        out.push(format!("issuer_request_id {:?} != {}", request.issuer_request_id, redemption.id));
+    }
+    if request.qty != kept {
+        out.push(format!("qty {} != {}", request.qty, kept));
+    }
+    if request.wallet_address != redemption.sender {
+        out.push(format!("wallet_address {} != {}", request.wallet_address, redemption.sender));
+    }
+    if request.underlying_symbol != redemption.underlying {
+        out.push(format!("underlying_symbol {} != {}", request.underlying_symbol, redemption.underlying));
+    }
+    if request.token_symbol != redemption.token {
+        out.push(format!("token_symbol {} != {}", request.token_symbol, redemption.token));
+    }
+    if request.network != redemption.network {
+        out.push(format!("network {} != {}", request.network, redemption.network));
+    }
+    if request.kind != RequestType::Redeem {
+        out.push("type is not redeem".to_owned());
+    }
+    out
 }
 
 /// Compares the newest block hash we recorded with the chain's; on a mismatch walks back to the

@@ -10,13 +10,15 @@ mod redb_store;
 mod writer;
 
 pub use records::{
-    Account, Asset, ConfirmOutcome, IssuanceOutcome, MintRecord, Settled, TxRecord, TxVariant,
+    Account, Asset, ConfirmOutcome, IssuanceOutcome, MintRecord, ReturnOutcome, Scan, Settled, TxRecord, TxVariant,
     SCHEMA_VERSION,
 };
 pub use redb_store::RedbStore;
 
 use alloy::primitives::{Address, B256};
-use reconciler::{ClientId, IssuerRequestId, Journal, Network, ObservedDeposit, Symbol, TokenizationRequestId};
+use reconciler::{
+    ClientId, IssuerRequestId, Journal, Network, ObservedBurn, ObservedDeposit, Redemption, Symbol, TokenizationRequestId,
+};
 
 /// Why the store could not answer.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +41,9 @@ pub enum StoreError {
     /// The writer thread is gone (the store is shutting down).
     #[error("store writer stopped")]
     WriterGone,
+    /// The store was closed; this handle can no longer be used.
+    #[error("store closed")]
+    Closed,
 }
 
 macro_rules! storage_from {
@@ -60,6 +65,10 @@ storage_from!(
 /// What a pass or a handler needs from the cache. Small on purpose: a faulty double is a short
 /// test type, and redb stays behind it.
 pub trait Store: Send + Sync {
+    /// Releases the file for every handle (in-process restarts, tests). Later calls fail with
+    /// [`StoreError::Closed`].
+    fn close(&self);
+
     // Accounts and wallets.
     /// Registers an AP by email (normalised: trimmed, lower case). Idempotent per email.
     fn register_account(&self, email: &str) -> Result<Account, StoreError>;
@@ -110,13 +119,16 @@ pub trait Store: Send + Sync {
     fn cursor(&self, vault: Address) -> Result<Option<u64>, StoreError>;
     /// Records the scan of `vault` up to `block_number` together with the block hashes seen,
     /// in one transaction with the observations it produced.
-    fn advance(
-        &self,
-        vault: Address,
-        block_number: u64,
-        deposits: Vec<ObservedDeposit>,
-        hashes: Vec<(u64, B256)>,
-    ) -> Result<(), StoreError>;
+    fn advance(&self, vault: Address, block_number: u64, scan: Scan, hashes: Vec<(u64, B256)>) -> Result<(), StoreError>;
+
+    // Redemptions.
+    /// Every redemption, final ones included.
+    fn redemptions(&self) -> Result<Vec<Redemption>, StoreError>;
+    fn redemption(&self, id: &IssuerRequestId) -> Result<Option<Redemption>, StoreError>;
+    fn put_redemptions(&self, redemptions: Vec<Redemption>) -> Result<(), StoreError>;
+    fn burns(&self) -> Result<Vec<ObservedBurn>, StoreError>;
+    /// An operator asks to send a flagged redemption's tokens back to its sender.
+    fn request_return(&self, id: &IssuerRequestId) -> Result<ReturnOutcome, StoreError>;
     fn rewind_cursors(&self, block_number: u64) -> Result<(), StoreError>;
     /// Block hashes we saw, newest last.
     fn block_hashes(&self) -> Result<Vec<(u64, B256)>, StoreError>;

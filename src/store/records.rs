@@ -1,7 +1,7 @@
 //! What the store keeps, as plain serde types.
 
 use alloy::primitives::{Address, Bytes, B256};
-use reconciler::{ClientId, IssuerRequestId, MintIntent, Network, Symbol, TxPurpose};
+use reconciler::{ClientId, IssuerRequestId, MintIntent, Network, ObservedBurn, ObservedDeposit, Redemption, RedemptionState, Symbol, TxPurpose};
 use serde::{Deserialize, Serialize};
 
 /// Bumped when a table's layout changes; a file with a higher number is refused, not read.
@@ -106,4 +106,23 @@ pub struct Settled {
     pub mined_block: Option<u64>,
     pub hash: Option<B256>,
     pub success: bool,
+}
+
+/// What one scan of a vault's logs produced, recorded with its cursor in one transaction.
+#[derive(Debug, Clone, Default)]
+pub struct Scan {
+    pub deposits: Vec<ObservedDeposit>,
+    /// New transfers to the bot. One already recorded keeps its state (a replayed scan is a no-op).
+    pub redemptions: Vec<Redemption>,
+    pub burns: Vec<ObservedBurn>,
+}
+
+/// Answer to an operator's return request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReturnOutcome {
+    /// Recorded (or recorded before): the reconciler sends the tokens back exactly once.
+    Requested,
+    /// The redemption is not flagged: returning it could undo a burn or a journal.
+    NotFlagged(RedemptionState),
+    Unknown,
 }

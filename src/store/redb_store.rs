@@ -1,17 +1,20 @@
 //! [`Store`] on a redb file.
 
-use super::records::{Account, Asset, ConfirmOutcome, IssuanceOutcome, MintRecord, TxRecord, SCHEMA_VERSION};
+use super::records::{Account, Asset, ConfirmOutcome, IssuanceOutcome, MintRecord, ReturnOutcome, Scan, TxRecord, SCHEMA_VERSION};
 use super::writer::Writer;
 use super::{Store, StoreError};
 use alloy::primitives::{Address, B256};
-use reconciler::{Callback, ClientId, IssuerRequestId, Journal, Network, ObservedDeposit, Symbol, TokenizationRequestId};
+use reconciler::{
+    Callback, ClientId, IssuerRequestId, Journal, Network, ObservedBurn, ObservedDeposit, Redemption, RedemptionState,
+    Symbol, TokenizationRequestId,
+};
 use redb::{
     Database, DatabaseError, ReadOnlyDatabase, ReadableDatabase, ReadableTable, TableDefinition,
     WriteTransaction,
 };
 use serde::{de::DeserializeOwned, Serialize};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 type Json = TableDefinition<'static, &'static str, &'static [u8]>;
 
@@ -26,15 +29,21 @@ const DEPOSITS: Json = TableDefinition::new("deposits");
 const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
 const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
 const TXS: TableDefinition<u64, &[u8]> = TableDefinition::new("txs");
+const REDEMPTIONS: Json = TableDefinition::new("redemptions");
+const BURNS: Json = TableDefinition::new("burns");
 
 /// Block hashes kept for reorg detection.
 const BLOCK_WINDOW: u64 = 256;
 
-/// The store on a redb file. Cheap to clone.
+/// The store on a redb file. Cheap to clone; [`Store::close`] releases the file for every clone.
 #[derive(Clone)]
 pub struct RedbStore {
+    open: Arc<RwLock<Option<Open>>>,
+}
+
+struct Open {
     db: Arc<Database>,
-    writer: Arc<Writer>,
+    writer: Writer,
 }
 
 fn encode<V: Serialize>(value: &V) -> Vec<u8> {
@@ -95,7 +104,7 @@ impl RedbStore {
         {
             let mut meta = txn.open_table(META)?;
             meta.insert("schema_version", SCHEMA_VERSION)?;
-            for table in [ACCOUNTS, ASSETS, MINTS, DEPOSITS] {
+            for table in [ACCOUNTS, ASSETS, MINTS, DEPOSITS, REDEMPTIONS, BURNS] {
                 txn.open_table(table)?;
             }
             for table in [ACCOUNT_BY_EMAIL, WALLETS, MINT_BY_TRID] {
@@ -111,12 +120,26 @@ impl RedbStore {
 
     fn started(db: Database) -> RedbStore {
         let db = Arc::new(db);
-        let writer = Arc::new(Writer::start(db.clone()));
-        RedbStore { db, writer }
+        let writer = Writer::start(db.clone());
+        RedbStore { open: Arc::new(RwLock::new(Some(Open { db, writer }))) }
+    }
+
+    fn db(&self) -> Result<Arc<Database>, StoreError> {
+        let open = self.open.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        open.as_ref().map(|o| o.db.clone()).ok_or(StoreError::Closed)
+    }
+
+    fn write<R, F>(&self, job: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&WriteTransaction) -> Result<R, StoreError> + Send + 'static,
+    {
+        let open = self.open.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        open.as_ref().ok_or(StoreError::Closed)?.writer.write(job)
     }
 
     fn read_json<V: DeserializeOwned>(&self, table: Json, key: &str) -> Result<Option<V>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(table)?;
         match table.get(key)? {
             Some(v) => Ok(Some(decode(key, v.value())?)),
@@ -125,7 +148,7 @@ impl RedbStore {
     }
 
     fn read_all<V: DeserializeOwned>(&self, table: Json) -> Result<Vec<V>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(table)?;
         let mut out = Vec::new();
         for entry in table.iter()? {
@@ -178,9 +201,15 @@ fn new_client_id() -> String {
 }
 
 impl Store for RedbStore {
+    fn close(&self) {
+        let taken = self.open.write().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        // Dropping the writer finishes queued jobs and joins its thread; then the file closes.
+        drop(taken);
+    }
+
     fn register_account(&self, email: &str) -> Result<Account, StoreError> {
         let email = normalise_email(email);
-        self.writer.write(move |txn| {
+        self.write(move |txn| {
             let existing = {
                 let by_email = txn.open_table(ACCOUNT_BY_EMAIL)?;
                 let found = by_email.get(email.as_str())?.map(|v| v.value().to_owned());
@@ -210,7 +239,7 @@ impl Store for RedbStore {
     fn account_by_email(&self, email: &str) -> Result<Option<Account>, StoreError> {
         let email = normalise_email(email);
         let id = {
-            let txn = self.db.begin_read()?;
+            let txn = self.db()?.begin_read()?;
             let table = txn.open_table(ACCOUNT_BY_EMAIL)?;
             let found = table.get(email.as_str())?.map(|v| v.value().to_owned());
             found
@@ -224,7 +253,7 @@ impl Store for RedbStore {
     fn link_account(&self, email: &str, account_number: &str) -> Result<Option<(Account, bool)>, StoreError> {
         let email = normalise_email(email);
         let account_number = account_number.to_owned();
-        self.writer.write(move |txn| {
+        self.write(move |txn| {
             let id = {
                 let by_email = txn.open_table(ACCOUNT_BY_EMAIL)?;
                 let found = by_email.get(email.as_str())?.map(|v| v.value().to_owned());
@@ -243,7 +272,7 @@ impl Store for RedbStore {
 
     fn add_wallet(&self, client_id: &ClientId, wallet: Address) -> Result<bool, StoreError> {
         let client = client_id.as_str().to_owned();
-        self.writer.write(move |txn| {
+        self.write(move |txn| {
             let mut wallets = txn.open_table(WALLETS)?;
             let key = addr_key(wallet);
             let owner = wallets.get(key.as_str())?.map(|v| v.value().to_owned());
@@ -259,7 +288,7 @@ impl Store for RedbStore {
 
     fn remove_wallet(&self, client_id: &ClientId, wallet: Address) -> Result<bool, StoreError> {
         let client = client_id.as_str().to_owned();
-        self.writer.write(move |txn| {
+        self.write(move |txn| {
             let mut wallets = txn.open_table(WALLETS)?;
             let key = addr_key(wallet);
             let owner = wallets.get(key.as_str())?.map(|v| v.value().to_owned());
@@ -272,14 +301,14 @@ impl Store for RedbStore {
     }
 
     fn wallet_owner(&self, wallet: Address) -> Result<Option<ClientId>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(WALLETS)?;
         let owner = table.get(addr_key(wallet).as_str())?.map(|v| v.value().to_owned());
         Ok(owner.and_then(|o| ClientId::parse(&o).ok()))
     }
 
     fn wallets(&self) -> Result<Vec<(Address, ClientId)>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(WALLETS)?;
         let mut out = Vec::new();
         for entry in table.iter()? {
@@ -293,7 +322,7 @@ impl Store for RedbStore {
 
     fn put_asset(&self, asset: &Asset) -> Result<(), StoreError> {
         let asset = asset.clone();
-        self.writer.write(move |txn| put_json(txn, ASSETS, &asset_key(&asset.underlying, &asset.network), &asset))
+        self.write(move |txn| put_json(txn, ASSETS, &asset_key(&asset.underlying, &asset.network), &asset))
     }
 
     fn assets(&self) -> Result<Vec<Asset>, StoreError> {
@@ -306,7 +335,7 @@ impl Store for RedbStore {
 
     fn set_frozen(&self, underlying: &Symbol, frozen: bool) -> Result<usize, StoreError> {
         let underlying = underlying.clone();
-        self.writer.write(move |txn| {
+        self.write(move |txn| {
             let mut changed = Vec::new();
             {
                 let table = txn.open_table(ASSETS)?;
@@ -327,7 +356,7 @@ impl Store for RedbStore {
     }
 
     fn submit_issuance(&self, record: MintRecord) -> Result<IssuanceOutcome, StoreError> {
-        self.writer.write(move |txn| {
+        self.write(move |txn| {
             let trid = record.intent.tokenization_request_id.as_str().to_owned();
             let existing = {
                 let index = txn.open_table(MINT_BY_TRID)?;
@@ -359,7 +388,7 @@ impl Store for RedbStore {
     ) -> Result<ConfirmOutcome, StoreError> {
         let trid = tokenization_request_id.clone();
         let irid = issuer_request_id.clone();
-        self.writer.write(move |txn| {
+        self.write(move |txn| {
             let Some(mut record) = get_json::<MintRecord>(txn, MINTS, irid.as_str())? else {
                 return Ok(ConfirmOutcome::Unknown);
             };
@@ -398,7 +427,7 @@ impl Store for RedbStore {
     }
 
     fn put_mints(&self, records: Vec<MintRecord>) -> Result<(), StoreError> {
-        self.writer.write(move |txn| {
+        self.write(move |txn| {
             for record in &records {
                 put_json(txn, MINTS, record.intent.issuer_request_id.as_str(), record)?;
                 txn.open_table(MINT_BY_TRID)?.insert(
@@ -411,7 +440,7 @@ impl Store for RedbStore {
     }
 
     fn put_deposits(&self, deposits: Vec<ObservedDeposit>) -> Result<(), StoreError> {
-        self.writer.write(move |txn| {
+        self.write(move |txn| {
             for d in &deposits {
                 put_json(txn, DEPOSITS, &deposit_key(d), d)?;
             }
@@ -424,26 +453,28 @@ impl Store for RedbStore {
     }
 
     fn drop_observations_from(&self, block_number: u64) -> Result<(), StoreError> {
-        self.writer.write(move |txn| drop_from(txn, block_number))
+        self.write(move |txn| drop_from(txn, block_number))
     }
 
     fn cursor(&self, vault: Address) -> Result<Option<u64>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(CURSORS)?;
         let cursor = table.get(addr_key(vault).as_str())?.map(|v| v.value());
         Ok(cursor)
     }
 
-    fn advance(
-        &self,
-        vault: Address,
-        block_number: u64,
-        deposits: Vec<ObservedDeposit>,
-        hashes: Vec<(u64, B256)>,
-    ) -> Result<(), StoreError> {
-        self.writer.write(move |txn| {
-            for d in &deposits {
+    fn advance(&self, vault: Address, block_number: u64, scan: Scan, hashes: Vec<(u64, B256)>) -> Result<(), StoreError> {
+        self.write(move |txn| {
+            for d in &scan.deposits {
                 put_json(txn, DEPOSITS, &deposit_key(d), d)?;
+            }
+            for b in &scan.burns {
+                put_json(txn, BURNS, &format!("{:020}/{:#x}/{:06}", b.block_number, b.tx_hash, b.log_index), b)?;
+            }
+            for r in &scan.redemptions {
+                if get_json::<Redemption>(txn, REDEMPTIONS, r.id.as_str())?.is_none() {
+                    put_json(txn, REDEMPTIONS, r.id.as_str(), r)?;
+                }
             }
             let mut blocks = txn.open_table(BLOCKS)?;
             for (number, hash) in &hashes {
@@ -462,12 +493,52 @@ impl Store for RedbStore {
         })
     }
 
+    fn redemptions(&self) -> Result<Vec<Redemption>, StoreError> {
+        self.read_all(REDEMPTIONS)
+    }
+
+    fn redemption(&self, id: &IssuerRequestId) -> Result<Option<Redemption>, StoreError> {
+        self.read_json(REDEMPTIONS, id.as_str())
+    }
+
+    fn put_redemptions(&self, redemptions: Vec<Redemption>) -> Result<(), StoreError> {
+        self.write(move |txn| {
+            for r in &redemptions {
+                put_json(txn, REDEMPTIONS, r.id.as_str(), r)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn burns(&self) -> Result<Vec<ObservedBurn>, StoreError> {
+        self.read_all(BURNS)
+    }
+
+    fn request_return(&self, id: &IssuerRequestId) -> Result<ReturnOutcome, StoreError> {
+        let id = id.clone();
+        self.write(move |txn| {
+            let Some(mut r) = get_json::<Redemption>(txn, REDEMPTIONS, id.as_str())? else {
+                return Ok(ReturnOutcome::Unknown);
+            };
+            match &mut r.state {
+                RedemptionState::Flagged { return_requested, .. } => {
+                    if !*return_requested {
+                        *return_requested = true;
+                        put_json(txn, REDEMPTIONS, id.as_str(), &r)?;
+                    }
+                    Ok(ReturnOutcome::Requested)
+                }
+                other => Ok(ReturnOutcome::NotFlagged(other.clone())),
+            }
+        })
+    }
+
     fn rewind_cursors(&self, block_number: u64) -> Result<(), StoreError> {
-        self.writer.write(move |txn| drop_from(txn, block_number))
+        self.write(move |txn| drop_from(txn, block_number))
     }
 
     fn block_hashes(&self) -> Result<Vec<(u64, B256)>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(BLOCKS)?;
         let mut out = Vec::new();
         for entry in table.iter()? {
@@ -479,14 +550,14 @@ impl Store for RedbStore {
 
     fn put_tx(&self, tx: &TxRecord) -> Result<(), StoreError> {
         let tx = tx.clone();
-        self.writer.write(move |txn| {
+        self.write(move |txn| {
             txn.open_table(TXS)?.insert(tx.nonce, encode(&tx).as_slice())?;
             Ok(())
         })
     }
 
     fn unsettled_txs(&self) -> Result<Vec<TxRecord>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(TXS)?;
         let mut out = Vec::new();
         for entry in table.iter()? {
@@ -500,7 +571,7 @@ impl Store for RedbStore {
     }
 
     fn tx(&self, nonce: u64) -> Result<Option<TxRecord>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(TXS)?;
         let found = table.get(nonce)?;
         match found {
@@ -510,7 +581,7 @@ impl Store for RedbStore {
     }
 
     fn highest_nonce(&self) -> Result<Option<u64>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(TXS)?;
         let last = table.last()?.map(|(k, _)| k.value());
         Ok(last)
@@ -527,6 +598,31 @@ fn drop_from(txn: &WriteTransaction, block_number: u64) -> Result<(), StoreError
             deposits.range(from.as_str()..)?.filter_map(Result::ok).map(|(k, _)| k.value().to_owned()).collect();
         for key in keys {
             deposits.remove(key.as_str())?;
+        }
+    }
+    {
+        let mut burns = txn.open_table(BURNS)?;
+        let from = format!("{block_number:020}");
+        let keys: Vec<String> =
+            burns.range(from.as_str()..)?.filter_map(Result::ok).map(|(k, _)| k.value().to_owned()).collect();
+        for key in keys {
+            burns.remove(key.as_str())?;
+        }
+    }
+    {
+        // A transfer in a dropped block that nothing was done for yet is forgotten and found
+        // again if it is still on chain; one Alpaca already has is kept (and logged by the caller).
+        let mut redemptions = txn.open_table(REDEMPTIONS)?;
+        let gone: Vec<String> = redemptions
+            .iter()?
+            .filter_map(Result::ok)
+            .filter_map(|(k, v)| {
+                let r: Redemption = serde_json::from_slice(v.value()).ok()?;
+                (r.block_number >= block_number && r.state == RedemptionState::Detected).then(|| k.value().to_owned())
+            })
+            .collect();
+        for key in gone {
+            redemptions.remove(key.as_str())?;
         }
     }
     {

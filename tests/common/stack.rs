@@ -178,6 +178,7 @@ impl Issuer {
                 policy,
                 crash_at: None,
             },
+            polls: issuer::pass::PollSchedule::default(),
         };
         let looping = tokio::spawn(reconciler.run(wake.clone(), stopper(rx.clone())));
         let serving = tokio::spawn({
@@ -196,6 +197,7 @@ impl Issuer {
         for task in self.tasks {
             let _ = task.await;
         }
+        self.store.close();
     }
 }
 
@@ -213,4 +215,53 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("timed out after {limit:?} waiting for: {what}");
+}
+
+impl World {
+    /// A provider signing as `key` (an anvil dev key).
+    pub fn as_key(&self, key: &str) -> impl alloy::providers::Provider + Clone {
+        let signer = issuer::chain::EthersSigner::from_private_key(key).unwrap();
+        ProviderBuilder::new()
+            .wallet(alloy::network::EthereumWallet::new(signer))
+            .connect_http(self.rpc().parse().unwrap())
+    }
+
+    /// `holder` (by key) sends `units` shares to `to` with a plain ERC-20 transfer; returns the tx hash.
+    pub async fn transfer(&self, key: &str, to: Address, units: U256) -> alloy::primitives::B256 {
+        let vault = Vault::new(self.deployed.vault, self.as_key(key));
+        let receipt = vault.transfer(to, units).send().await.unwrap().get_receipt().await.unwrap();
+        assert!(receipt.status(), "transfer reverted");
+        receipt.transaction_hash
+    }
+
+    /// Redeem requests the simulator holds for our `issuer_request_id`.
+    pub fn redeem_requests_for(&self, issuer_request_id: &str) -> Vec<issuer::sim::SimRequest> {
+        self.sim
+            .snapshot()
+            .requests
+            .into_iter()
+            .filter(|r| r.issuer_request_id.as_deref() == Some(issuer_request_id) && r.kind == issuer::alpaca::RequestType::Redeem)
+            .collect()
+    }
+
+    /// The bot's receipt balance of `id`.
+    pub async fn bot_receipt(&self, id: u64) -> U256 {
+        let provider: RootProvider = ProviderBuilder::default().connect_http(self.rpc().parse().unwrap());
+        issuer::chain::Receipt::new(self.deployed.receipt, provider)
+            .balanceOf(bot().address(), U256::from(id))
+            .call()
+            .await
+            .unwrap()
+    }
+
+    pub async fn total_supply(&self) -> U256 {
+        let provider: RootProvider = ProviderBuilder::default().connect_http(self.rpc().parse().unwrap());
+        Vault::new(self.deployed.vault, provider).totalSupply().call().await.unwrap()
+    }
+
+    /// Mints through the simulator and waits until the callback is acknowledged.
+    pub async fn minted(&self, issuer_url: &str, trid: &str, qty: &str) {
+        self.mint(issuer_url, trid, qty).await;
+        eventually(Duration::from_secs(30), "mint callback", || async { self.sim.mint_callback_count(trid) >= 1 }).await;
+    }
 }
