@@ -113,3 +113,57 @@ async fn crash_after_deposit_mined_before_recorded() {
 async fn crash_after_callback_before_ack_recorded() {
     crash_then_recover("after_callback").await;
 }
+
+/// Redemption path: the AP's transfer arrives while the issuer runs with a crash point armed; the
+/// restarted issuer ends with one redeem request at Alpaca and one burn.
+async fn redeem_crash_then_recover(point: &str) {
+    let world = World::start(None).await;
+    let bot = common::bot().address();
+    let steady = spawn_issuer(&world, None);
+    wait_healthy(&steady).await;
+    world.minted(&steady.url, &format!("tr-pre-{point}"), "2").await;
+    drop(steady);
+
+    let mut armed = spawn_issuer(&world, Some(point));
+    wait_healthy(&armed).await;
+    let tx = world.transfer(common::STRANGER_KEY, bot, U256::from(1_000_000_000_000_000_000u128)).await;
+    let id = reconciler::IssuerRequestId::for_redemption(tx, 0);
+    let status = wait_exit(&mut armed, Duration::from_secs(30)).await;
+    assert!(!status.success(), "the process must have aborted at {point}");
+    drop(armed);
+
+    let second = spawn_issuer(&world, None);
+    wait_healthy(&second).await;
+    let burns = || async {
+        let chain = issuer::chain::Chain::connect(&world.rpc(), common::bot()).await.unwrap();
+        let head = chain.head().await.unwrap();
+        chain.scan_burns(world.deployed.vault, 0, head).await.unwrap().into_iter().filter(|b| b.redemption_id == id).count()
+    };
+    eventually(Duration::from_secs(40), "the burn after restart", || async { burns().await >= 1 }).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(burns().await, 1, "exactly one burn after a crash at {point}");
+    assert_eq!(world.redeem_requests_for(id.as_str()).len(), 1, "one redeem request after a crash at {point}");
+    assert_eq!(world.total_supply().await, U256::from(1_000_000_000_000_000_000u128));
+    assert_eq!(world.balance(bot).await, U256::ZERO);
+    drop(second);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crash_after_redeem_call() {
+    redeem_crash_then_recover("after_redeem_call").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crash_after_alpaca_completes() {
+    redeem_crash_then_recover("after_journal_seen").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crash_after_burn_broadcast() {
+    redeem_crash_then_recover("after_burn_broadcast").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crash_after_burn_mined_before_recorded() {
+    redeem_crash_then_recover("after_burn_seen").await;
+}

@@ -76,14 +76,23 @@ pub struct SignedQty {
 }
 
 impl SignedQty {
-    pub const ZERO: SignedQty = SignedQty { negative: false, magnitude: Qty::ZERO };
+    pub const ZERO: SignedQty = SignedQty {
+        negative: false,
+        magnitude: Qty::ZERO,
+    };
 
     pub fn positive(magnitude: Qty) -> Self {
-        SignedQty { negative: false, magnitude }
+        SignedQty {
+            negative: false,
+            magnitude,
+        }
     }
 
     pub fn negative(magnitude: Qty) -> Self {
-        SignedQty { negative: !magnitude.is_zero(), magnitude }
+        SignedQty {
+            negative: !magnitude.is_zero(),
+            magnitude,
+        }
     }
 
     pub fn is_zero(self) -> bool {
@@ -99,7 +108,7 @@ impl SignedQty {
     }
 
     #[must_use]
-    pub fn neg(self) -> Self {
+    pub fn negated(self) -> Self {
         if self.negative {
             Self::positive(self.magnitude)
         } else {
@@ -110,16 +119,28 @@ impl SignedQty {
     pub fn checked_add(self, other: SignedQty) -> Option<SignedQty> {
         if self.negative == other.negative {
             let magnitude = self.magnitude.checked_add(other.magnitude)?;
-            return Some(if self.negative { Self::negative(magnitude) } else { Self::positive(magnitude) });
+            return Some(if self.negative {
+                Self::negative(magnitude)
+            } else {
+                Self::positive(magnitude)
+            });
         }
         // Opposite signs: the larger magnitude wins the sign.
-        let (big, small) = if self.magnitude >= other.magnitude { (self, other) } else { (other, self) };
+        let (big, small) = if self.magnitude >= other.magnitude {
+            (self, other)
+        } else {
+            (other, self)
+        };
         let magnitude = big.magnitude.checked_sub(small.magnitude)?;
-        Some(if big.negative { Self::negative(magnitude) } else { Self::positive(magnitude) })
+        Some(if big.negative {
+            Self::negative(magnitude)
+        } else {
+            Self::positive(magnitude)
+        })
     }
 
     pub fn checked_sub(self, other: SignedQty) -> Option<SignedQty> {
-        self.checked_add(other.neg())
+        self.checked_add(other.negated())
     }
 
     /// `a − b` of two unsigned quantities.
@@ -507,12 +528,18 @@ pub struct AuditReport {
 /// Audits every asset of `input` at `input.at_block`. Pure: the same input gives the same report.
 pub fn audit(input: &AuditInput) -> Result<AuditReport, AuditError> {
     let known_wallets: BTreeSet<Address> = input.alpaca.iter().map(|r| r.wallet).collect();
-    let tx_blocks: BTreeMap<B256, u64> = input.tx_blocks.iter().map(|t| (t.tx_hash, t.block)).collect();
+    let tx_blocks: BTreeMap<B256, u64> = input
+        .tx_blocks
+        .iter()
+        .map(|t| (t.tx_hash, t.block))
+        .collect();
     let mut assets = Vec::with_capacity(input.assets.len());
     for asset in &input.assets {
         assets.push(audit_asset(asset, input, &known_wallets, &tx_blocks)?);
     }
-    let balanced = assets.iter().all(|a| a.difference.is_zero() && a.unexplained.is_zero());
+    let balanced = assets
+        .iter()
+        .all(|a| a.difference.is_zero() && a.unexplained.is_zero());
     let mut notices = Vec::new();
     if input.in_flight > 0 {
         notices.push(Item {
@@ -580,7 +607,13 @@ impl Book<'_> {
 }
 
 impl Item {
-    fn new(kind: ItemKind, at: Option<LogPos>, qty: Qty, effect: SignedQty, detail: String) -> Item {
+    fn new(
+        kind: ItemKind,
+        at: Option<LogPos>,
+        qty: Qty,
+        effect: SignedQty,
+        detail: String,
+    ) -> Item {
         Item {
             kind,
             at,
@@ -623,11 +656,14 @@ fn audit_asset(
     tx_blocks: &BTreeMap<B256, u64>,
 ) -> Result<AssetReport, AuditError> {
     let n = input.at_block;
-    let mut deposits: Vec<&DepositLog> = asset.deposits.iter().filter(|d| d.at.block <= n).collect();
+    let mut deposits: Vec<&DepositLog> =
+        asset.deposits.iter().filter(|d| d.at.block <= n).collect();
     deposits.sort_by_key(|d| d.at);
-    let mut withdraws: Vec<&WithdrawLog> = asset.withdraws.iter().filter(|w| w.at.block <= n).collect();
+    let mut withdraws: Vec<&WithdrawLog> =
+        asset.withdraws.iter().filter(|w| w.at.block <= n).collect();
     withdraws.sort_by_key(|w| w.at);
-    let mut transfers: Vec<&TransferLog> = asset.transfers.iter().filter(|t| t.at.block <= n).collect();
+    let mut transfers: Vec<&TransferLog> =
+        asset.transfers.iter().filter(|t| t.at.block <= n).collect();
     transfers.sort_by_key(|t| t.at);
     let mut requests: Vec<&AlpacaRequest> = input
         .alpaca
@@ -640,7 +676,11 @@ fn audit_asset(
         asset,
         at_block: n,
         tx_blocks,
-        totals: Totals { total_supply: asset.total_supply, bot_shares: asset.bot_shares, ..Totals::default() },
+        totals: Totals {
+            total_supply: asset.total_supply,
+            bot_shares: asset.bot_shares,
+            ..Totals::default()
+        },
         items: Vec::new(),
         events: Vec::new(),
     };
@@ -649,44 +689,65 @@ fn audit_asset(
     let mut supply_logs = SignedQty::ZERO;
     for d in &deposits {
         supply_logs = sadd(supply_logs, SignedQty::positive(d.shares), "supply")?;
-        book.events.push((d.at.block, SignedQty::positive(d.shares), SignedQty::ZERO));
+        book.events
+            .push((d.at.block, SignedQty::positive(d.shares), SignedQty::ZERO));
         match d.tag {
             Tag::Ours(_) => book.totals.minted = add(book.totals.minted, d.shares, "minted")?,
             Tag::Foreign { .. } => {
-                book.totals.minted_untagged = add(book.totals.minted_untagged, d.shares, "minted_untagged")?;
+                book.totals.minted_untagged =
+                    add(book.totals.minted_untagged, d.shares, "minted_untagged")?;
             }
         }
     }
     for w in &withdraws {
         supply_logs = sadd(supply_logs, SignedQty::negative(w.shares), "supply")?;
-        book.events.push((w.at.block, SignedQty::negative(w.shares), SignedQty::ZERO));
+        book.events
+            .push((w.at.block, SignedQty::negative(w.shares), SignedQty::ZERO));
         book.totals.burned = add(book.totals.burned, w.shares, "burned")?;
     }
     book.totals.supply_from_logs = supply_logs;
     book.totals.deposits = deposits.len() as u64;
     book.totals.withdraws = withdraws.len() as u64;
-    let gap = sadd(SignedQty::positive(asset.total_supply), supply_logs.neg(), "supply gap")?;
+    let gap = sadd(
+        SignedQty::positive(asset.total_supply),
+        supply_logs.negated(),
+        "supply gap",
+    )?;
     if !gap.is_zero() {
         book.push(Item::new(
             ItemKind::SupplyNotFromLogs,
             None,
             gap.magnitude(),
             gap,
-            format!("totalSupply {} but the vault's logs add up to {supply_logs}", asset.total_supply),
+            format!(
+                "totalSupply {} but the vault's logs add up to {supply_logs}",
+                asset.total_supply
+            ),
         ));
     }
 
     audit_mints(&mut book, &deposits, &transfers, &requests)?;
-    audit_redemptions(&mut book, &withdraws, &transfers, &deposits, &requests, known_wallets)?;
+    audit_redemptions(
+        &mut book,
+        &withdraws,
+        &transfers,
+        &deposits,
+        &requests,
+        known_wallets,
+    )?;
 
     let totals = &mut book.totals;
     totals.alpaca_journaled = SignedQty::diff(totals.alpaca_minted, totals.alpaca_redeemed);
-    let difference = sadd(SignedQty::positive(totals.total_supply), totals.alpaca_journaled.neg(), "difference")?;
+    let difference = sadd(
+        SignedQty::positive(totals.total_supply),
+        totals.alpaca_journaled.negated(),
+        "difference",
+    )?;
     let mut explained = SignedQty::ZERO;
     for item in &book.items {
         explained = sadd(explained, item.effect, "explained")?;
     }
-    let unexplained = sadd(difference, explained.neg(), "unexplained")?;
+    let unexplained = sadd(difference, explained.negated(), "unexplained")?;
 
     let mut items = book.items;
     items.sort_by(|a, b| item_key(a).cmp(&item_key(b)));
@@ -712,8 +773,16 @@ fn audit_asset(
 /// Block and log index first (items with no log last), then kind and ids, so equal inputs give
 /// equal order whatever order they came in.
 fn item_key(item: &Item) -> (u64, u64, ItemKind, Option<&str>, Option<&str>) {
-    let (block, index) = item.at.map_or((u64::MAX, u64::MAX), |at| (at.block, at.log_index));
-    (block, index, item.kind, item.tokenization_request_id.as_deref(), item.issuer_request_id.as_deref())
+    let (block, index) = item
+        .at
+        .map_or((u64::MAX, u64::MAX), |at| (at.block, at.log_index));
+    (
+        block,
+        index,
+        item.kind,
+        item.tokenization_request_id.as_deref(),
+        item.issuer_request_id.as_deref(),
+    )
 }
 
 fn audit_mints(
@@ -726,15 +795,24 @@ fn audit_mints(
     let mut by_trid: BTreeMap<&str, Vec<&DepositLog>> = BTreeMap::new();
     for d in deposits {
         match &d.tag {
-            Tag::Ours(info) => by_trid.entry(info.tokenization_request_id.as_str()).or_default().push(d),
+            Tag::Ours(info) => by_trid
+                .entry(info.tokenization_request_id.as_str())
+                .or_default()
+                .push(d),
             Tag::Foreign { detail } => {
-                book.push(Item::new(
-                    ItemKind::UntaggedDeposit,
-                    Some(d.at),
-                    d.shares,
-                    SignedQty::positive(d.shares),
-                    format!("deposit by {} without our receipt information: {detail}", d.sender),
-                ).wallet(d.sender));
+                book.push(
+                    Item::new(
+                        ItemKind::UntaggedDeposit,
+                        Some(d.at),
+                        d.shares,
+                        SignedQty::positive(d.shares),
+                        format!(
+                            "deposit by {} without our receipt information: {detail}",
+                            d.sender
+                        ),
+                    )
+                    .wallet(d.sender),
+                );
             }
         }
     }
@@ -748,7 +826,8 @@ fn audit_mints(
                         book.totals.alpaca_after_block += 1;
                         continue;
                     }
-                    book.totals.alpaca_minted = add(book.totals.alpaca_minted, req.qty, "alpaca_minted")?;
+                    book.totals.alpaca_minted =
+                        add(book.totals.alpaca_minted, req.qty, "alpaca_minted")?;
                     let anchor = book.anchor(req.tx_hash);
                     book.journal(anchor, SignedQty::positive(req.qty));
                     let detail = match (req.tx_hash, anchor) {
@@ -756,11 +835,25 @@ fn audit_mints(
                         (Some(h), Some(b)) => format!("Alpaca names transaction {h} (block {b}), which holds no deposit tagged with this request"),
                         (Some(h), None) => format!("Alpaca names transaction {h}, which is not on the observed chain (reorged out or never mined)"),
                     };
-                    book.push(Item::new(ItemKind::MissingMint, None, req.qty, SignedQty::negative(req.qty), detail).request(req));
+                    book.push(
+                        Item::new(
+                            ItemKind::MissingMint,
+                            None,
+                            req.qty,
+                            SignedQty::negative(req.qty),
+                            detail,
+                        )
+                        .request(req),
+                    );
                     continue;
                 };
-                book.totals.alpaca_minted = add(book.totals.alpaca_minted, req.qty, "alpaca_minted")?;
-                let primary = found.iter().copied().find(|d| Some(d.at.tx_hash) == req.tx_hash).unwrap_or(first);
+                book.totals.alpaca_minted =
+                    add(book.totals.alpaca_minted, req.qty, "alpaca_minted")?;
+                let primary = found
+                    .iter()
+                    .copied()
+                    .find(|d| Some(d.at.tx_hash) == req.tx_hash)
+                    .unwrap_or(first);
                 book.journal(Some(primary.at.block), SignedQty::positive(req.qty));
                 check_mint(book, primary, req, transfers, bot);
                 for extra in found.iter().filter(|d| d.at != primary.at) {
@@ -775,32 +868,50 @@ fn audit_mints(
             }
             RequestStatus::Pending => {
                 if found.is_empty() {
-                    book.push(Item::new(
-                        ItemKind::MintPending,
-                        None,
-                        req.qty,
-                        SignedQty::ZERO,
-                        "Alpaca shows the mint pending; nothing is minted for it".to_owned(),
-                    ).request(req));
+                    book.push(
+                        Item::new(
+                            ItemKind::MintPending,
+                            None,
+                            req.qty,
+                            SignedQty::ZERO,
+                            "Alpaca shows the mint pending; nothing is minted for it".to_owned(),
+                        )
+                        .request(req),
+                    );
                 }
                 for (i, d) in found.iter().enumerate() {
                     let (kind, detail) = if i == 0 {
                         (ItemKind::MintNotCalledBack, "minted; Alpaca still shows the request pending (callback not acknowledged yet)".to_owned())
                     } else {
-                        (ItemKind::DoubleMint, "another deposit for a request Alpaca shows pending".to_owned())
+                        (
+                            ItemKind::DoubleMint,
+                            "another deposit for a request Alpaca shows pending".to_owned(),
+                        )
                     };
-                    book.push(Item::new(kind, Some(d.at), d.shares, SignedQty::positive(d.shares), detail).request(req));
+                    book.push(
+                        Item::new(
+                            kind,
+                            Some(d.at),
+                            d.shares,
+                            SignedQty::positive(d.shares),
+                            detail,
+                        )
+                        .request(req),
+                    );
                 }
             }
             RequestStatus::Rejected => {
                 for d in &found {
-                    book.push(Item::new(
-                        ItemKind::MintedAfterRejection,
-                        Some(d.at),
-                        d.shares,
-                        SignedQty::positive(d.shares),
-                        "minted although Alpaca rejected the journal".to_owned(),
-                    ).request(req));
+                    book.push(
+                        Item::new(
+                            ItemKind::MintedAfterRejection,
+                            Some(d.at),
+                            d.shares,
+                            SignedQty::positive(d.shares),
+                            "minted although Alpaca rejected the journal".to_owned(),
+                        )
+                        .request(req),
+                    );
                 }
             }
         }
@@ -808,13 +919,20 @@ fn audit_mints(
 
     for (trid, found) in by_trid {
         for d in found {
-            book.push(Item::new(
-                ItemKind::DepositWithoutRequest,
-                Some(d.at),
-                d.shares,
-                SignedQty::positive(d.shares),
-                format!("tagged deposit for request {trid}, which Alpaca does not list for {}", book.asset.underlying),
-            ).tag(&d.tag).wallet(d.owner));
+            book.push(
+                Item::new(
+                    ItemKind::DepositWithoutRequest,
+                    Some(d.at),
+                    d.shares,
+                    SignedQty::positive(d.shares),
+                    format!(
+                        "tagged deposit for request {trid}, which Alpaca does not list for {}",
+                        book.asset.underlying
+                    ),
+                )
+                .tag(&d.tag)
+                .wallet(d.owner),
+            );
         }
     }
     Ok(())
@@ -822,26 +940,54 @@ fn audit_mints(
 
 /// The deposit Alpaca's completed mint points at: same quantity, same ids, same transaction,
 /// tokens delivered to the AP's wallet in that transaction.
-fn check_mint(book: &mut Book<'_>, d: &DepositLog, req: &AlpacaRequest, transfers: &[&TransferLog], bot: Address) {
+fn check_mint(
+    book: &mut Book<'_>,
+    d: &DepositLog,
+    req: &AlpacaRequest,
+    transfers: &[&TransferLog],
+    bot: Address,
+) {
     let mut problems: Vec<(SignedQty, String)> = Vec::new();
     let gap = SignedQty::diff(d.shares, req.qty);
     if !gap.is_zero() {
-        problems.push((gap, format!("deposited {} shares, Alpaca journaled {}", d.shares, req.qty)));
+        problems.push((
+            gap,
+            format!(
+                "deposited {} shares, Alpaca journaled {}",
+                d.shares, req.qty
+            ),
+        ));
     }
     if let Some(h) = req.tx_hash.filter(|h| *h != d.at.tx_hash) {
-        problems.push((SignedQty::ZERO, format!("Alpaca names transaction {h}, the deposit is in {}", d.at.tx_hash)));
+        problems.push((
+            SignedQty::ZERO,
+            format!(
+                "Alpaca names transaction {h}, the deposit is in {}",
+                d.at.tx_hash
+            ),
+        ));
     }
     if let Tag::Ours(info) = &d.tag {
-        if let Some(irid) = req.issuer_request_id.as_ref().filter(|i| i.as_str() != info.issuer_request_id) {
+        if let Some(irid) = req
+            .issuer_request_id
+            .as_ref()
+            .filter(|i| i.as_str() != info.issuer_request_id)
+        {
             problems.push((
                 SignedQty::ZERO,
-                format!("Alpaca's issuer_request_id {irid} differs from the deposit's {}", info.issuer_request_id),
+                format!(
+                    "Alpaca's issuer_request_id {irid} differs from the deposit's {}",
+                    info.issuer_request_id
+                ),
             ));
         }
         if Qty::parse(&info.quantity).ok() != Some(d.assets) {
             problems.push((
                 SignedQty::ZERO,
-                format!("the receipt information says {} but the deposit is {}", info.quantity, d.assets),
+                format!(
+                    "the receipt information says {} but the deposit is {}",
+                    info.quantity, d.assets
+                ),
             ));
         }
     }
@@ -851,7 +997,10 @@ fn check_mint(book: &mut Book<'_>, d: &DepositLog, req: &AlpacaRequest, transfer
     if !delivered {
         problems.push((
             SignedQty::ZERO,
-            format!("no transfer of {} to the AP wallet {} in the deposit transaction", d.shares, req.wallet),
+            format!(
+                "no transfer of {} to the AP wallet {} in the deposit transaction",
+                d.shares, req.wallet
+            ),
         ));
     }
     for (effect, detail) in problems {
@@ -874,15 +1023,24 @@ fn audit_redemptions(
     let mut burns: BTreeMap<&str, Vec<&WithdrawLog>> = BTreeMap::new();
     for w in withdraws {
         match &w.tag {
-            Tag::Ours(info) => burns.entry(info.issuer_request_id.as_str()).or_default().push(w),
+            Tag::Ours(info) => burns
+                .entry(info.issuer_request_id.as_str())
+                .or_default()
+                .push(w),
             Tag::Foreign { detail } => {
-                book.push(Item::new(
-                    ItemKind::UntaggedBurn,
-                    Some(w.at),
-                    w.shares,
-                    SignedQty::negative(w.shares),
-                    format!("burn by {} without our receipt information: {detail}", w.sender),
-                ).wallet(w.owner));
+                book.push(
+                    Item::new(
+                        ItemKind::UntaggedBurn,
+                        Some(w.at),
+                        w.shares,
+                        SignedQty::negative(w.shares),
+                        format!(
+                            "burn by {} without our receipt information: {detail}",
+                            w.sender
+                        ),
+                    )
+                    .wallet(w.owner),
+                );
             }
         }
     }
@@ -899,16 +1057,29 @@ fn audit_redemptions(
     let inbound: Vec<(&TransferLog, String)> = transfers
         .iter()
         .filter(|t| t.to == bot && t.from != Address::ZERO && t.from != bot)
-        .map(|t| (*t, IssuerRequestId::for_redemption(t.at.tx_hash, t.at.log_index).to_string()))
+        .map(|t| {
+            (
+                *t,
+                IssuerRequestId::for_redemption(t.at.tx_hash, t.at.log_index).to_string(),
+            )
+        })
         .collect();
     book.totals.redemptions = inbound.len() as u64;
     let outbound: Vec<&TransferLog> = transfers
         .iter()
         .copied()
-        .filter(|t| t.from == bot && t.to != Address::ZERO && t.to != bot && !deposit_txs.contains(&t.at.tx_hash))
+        .filter(|t| {
+            t.from == bot
+                && t.to != Address::ZERO
+                && t.to != bot
+                && !deposit_txs.contains(&t.at.tx_hash)
+        })
         .collect();
     let mut returned: BTreeMap<LogPos, &TransferLog> = BTreeMap::new();
-    for out in outbound.iter().filter(|t| !withdraw_txs.contains(&t.at.tx_hash)) {
+    for out in outbound
+        .iter()
+        .filter(|t| !withdraw_txs.contains(&t.at.tx_hash))
+    {
         let matched = inbound.iter().find(|(i, id)| {
             i.from == out.to
                 && i.value == out.value
@@ -920,13 +1091,19 @@ fn audit_redemptions(
             returned.insert(i.at, out);
             book.totals.returned = add(book.totals.returned, out.value, "returned")?;
         } else {
-            book.push(Item::new(
-                ItemKind::UnexplainedOutflow,
-                Some(out.at),
-                out.value,
-                SignedQty::ZERO,
-                format!("the bot sent {} to {} with no mint, burn or return behind it", out.value, out.to),
-            ).wallet(out.to));
+            book.push(
+                Item::new(
+                    ItemKind::UnexplainedOutflow,
+                    Some(out.at),
+                    out.value,
+                    SignedQty::ZERO,
+                    format!(
+                        "the bot sent {} to {} with no mint, burn or return behind it",
+                        out.value, out.to
+                    ),
+                )
+                .wallet(out.to),
+            );
         }
     }
 
@@ -936,18 +1113,25 @@ fn audit_redemptions(
         if let Some(req) = req {
             let (journalable, _) = i.value.truncate_to(ALPACA_DECIMALS);
             if req.qty != journalable {
-                book.push(Item::new(
-                    ItemKind::Mismatch,
-                    Some(i.at),
-                    i.value,
-                    SignedQty::ZERO,
-                    format!("transferred {} (journalable {journalable}), Alpaca's request says {}", i.value, req.qty),
-                ).request(req));
+                book.push(
+                    Item::new(
+                        ItemKind::Mismatch,
+                        Some(i.at),
+                        i.value,
+                        SignedQty::ZERO,
+                        format!(
+                            "transferred {} (journalable {journalable}), Alpaca's request says {}",
+                            i.value, req.qty
+                        ),
+                    )
+                    .request(req),
+                );
             }
         }
         let completed = req.filter(|r| r.status == RequestStatus::Completed);
         if let Some(req) = completed {
-            book.totals.alpaca_redeemed = add(book.totals.alpaca_redeemed, req.qty, "alpaca_redeemed")?;
+            book.totals.alpaca_redeemed =
+                add(book.totals.alpaca_redeemed, req.qty, "alpaca_redeemed")?;
             let anchor = burned_logs.first().map_or(i.at.block, |w| w.at.block);
             book.journal(Some(anchor), SignedQty::negative(req.qty));
         }
@@ -968,11 +1152,17 @@ fn audit_redemptions(
                 burn_txs.insert(w.at.tx_hash);
             }
             let mut dust = Qty::ZERO;
-            for t in outbound.iter().filter(|t| burn_txs.contains(&t.at.tx_hash) && t.to == i.from) {
+            for t in outbound
+                .iter()
+                .filter(|t| burn_txs.contains(&t.at.tx_hash) && t.to == i.from)
+            {
                 dust = add(dust, t.value, "dust")?;
             }
             book.totals.dust_returned = add(book.totals.dust_returned, dust, "dust_returned")?;
-            let kept = i.value.checked_sub(burned).and_then(|rest| rest.checked_sub(dust));
+            let kept = i
+                .value
+                .checked_sub(burned)
+                .and_then(|rest| rest.checked_sub(dust));
             match kept {
                 Some(rest) if rest.is_zero() => {}
                 Some(rest) => {
@@ -991,7 +1181,10 @@ fn audit_redemptions(
                         Some(last_burn.at),
                         burned,
                         SignedQty::ZERO,
-                        format!("burned {burned} and returned {dust}, more than the {} transferred", i.value),
+                        format!(
+                            "burned {burned} and returned {dust}, more than the {} transferred",
+                            i.value
+                        ),
                     )));
                 }
             }
@@ -1003,7 +1196,11 @@ fn audit_redemptions(
                         Some(last_burn.at),
                         burned,
                         effect,
-                        format!("burned in {} transactions: {burned} against {} journaled", burn_txs.len(), req.qty),
+                        format!(
+                            "burned in {} transactions: {burned} against {} journaled",
+                            burn_txs.len(),
+                            req.qty
+                        ),
                     )));
                 } else if !effect.is_zero() {
                     book.push(name(Item::new(
@@ -1015,7 +1212,9 @@ fn audit_redemptions(
                     )));
                 }
             } else {
-                let status = req.map_or("no request at Alpaca".to_owned(), |r| format!("Alpaca shows it {:?}", r.status).to_lowercase());
+                let status = req.map_or("no request at Alpaca".to_owned(), |r| {
+                    format!("Alpaca shows it {:?}", r.status).to_lowercase()
+                });
                 book.push(name(Item::new(
                     ItemKind::BurnWithoutJournal,
                     Some(last_burn.at),
@@ -1054,11 +1253,16 @@ fn audit_redemptions(
             None => (
                 ItemKind::UnknownSender,
                 SignedQty::ZERO,
-                format!("{} is not a wallet Alpaca ever named: waits for an operator return", i.from),
+                format!(
+                    "{} is not a wallet Alpaca ever named: waits for an operator return",
+                    i.from
+                ),
             ),
-            Some((_, RequestStatus::Pending)) => {
-                (ItemKind::RedemptionPending, SignedQty::ZERO, "Alpaca's journal is pending".to_owned())
-            }
+            Some((_, RequestStatus::Pending)) => (
+                ItemKind::RedemptionPending,
+                SignedQty::ZERO,
+                "Alpaca's journal is pending".to_owned(),
+            ),
             Some((_, RequestStatus::Rejected)) => (
                 ItemKind::RedemptionRejected,
                 SignedQty::ZERO,
@@ -1067,7 +1271,10 @@ fn audit_redemptions(
             Some((r, RequestStatus::Completed)) => (
                 ItemKind::BurnPending,
                 SignedQty::positive(r.qty),
-                format!("Alpaca journaled {} back; the burn is not on chain yet", r.qty),
+                format!(
+                    "Alpaca journaled {} back; the burn is not on chain yet",
+                    r.qty
+                ),
             ),
         };
         book.push(name(Item::new(kind, Some(i.at), i.value, effect, detail)));
@@ -1079,13 +1286,16 @@ fn audit_redemptions(
             burned = add(burned, w.shares, "burned")?;
         }
         let Some(first) = found.first() else { continue };
-        book.push(Item::new(
-            ItemKind::BurnUnknownRedemption,
-            Some(first.at),
-            burned,
-            SignedQty::negative(burned),
-            format!("burn tagged {id}, which names no transfer to the bot up to this block"),
-        ).tag(&first.tag));
+        book.push(
+            Item::new(
+                ItemKind::BurnUnknownRedemption,
+                Some(first.at),
+                burned,
+                SignedQty::negative(burned),
+                format!("burn tagged {id}, which names no transfer to the bot up to this block"),
+            )
+            .tag(&first.tag),
+        );
     }
 
     for (_, req) in redeems {
@@ -1094,7 +1304,8 @@ fn audit_redemptions(
             continue;
         }
         let effect = if req.status == RequestStatus::Completed {
-            book.totals.alpaca_redeemed = add(book.totals.alpaca_redeemed, req.qty, "alpaca_redeemed")?;
+            book.totals.alpaca_redeemed =
+                add(book.totals.alpaca_redeemed, req.qty, "alpaca_redeemed")?;
             let anchor = book.anchor(req.tx_hash);
             book.journal(anchor, SignedQty::negative(req.qty));
             SignedQty::positive(req.qty)
@@ -1105,7 +1316,16 @@ fn audit_redemptions(
             "Alpaca lists a {} redeem with no transfer to the bot behind it up to this block",
             format!("{:?}", req.status).to_lowercase()
         );
-        book.push(Item::new(ItemKind::RedeemWithoutTransfer, None, req.qty, effect, detail).request(req));
+        book.push(
+            Item::new(
+                ItemKind::RedeemWithoutTransfer,
+                None,
+                req.qty,
+                effect,
+                detail,
+            )
+            .request(req),
+        );
     }
     Ok(())
 }
@@ -1148,7 +1368,11 @@ fn series(mut events: Vec<(u64, SignedQty, SignedQty)>) -> Result<Vec<Point>, Au
                 last.supply = supply;
                 last.journaled = journaled;
             }
-            _ => points.push(Point { block, supply, journaled }),
+            _ => points.push(Point {
+                block,
+                supply,
+                journaled,
+            }),
         }
     }
     if points.len() <= SERIES_POINTS_MAX {
@@ -1156,7 +1380,11 @@ fn series(mut events: Vec<(u64, SignedQty, SignedQty)>) -> Result<Vec<Point>, Au
     }
     let len = points.len();
     let thinned = (1..=SERIES_POINTS_MAX)
-        .filter_map(|k| points.get((k * len).div_ceil(SERIES_POINTS_MAX).saturating_sub(1)).copied())
+        .filter_map(|k| {
+            points
+                .get((k * len).div_ceil(SERIES_POINTS_MAX).saturating_sub(1))
+                .copied()
+        })
         .collect();
     Ok(thinned)
 }

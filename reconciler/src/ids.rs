@@ -8,7 +8,11 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
     #[error("{what} must be 1 to {max} characters of [A-Za-z0-9._:-], got {got:?}")]
-    BadId { what: &'static str, max: usize, got: String },
+    BadId {
+        what: &'static str,
+        max: usize,
+        got: String,
+    },
     #[error("not a 0x-prefixed 20-byte hex address: {0:?}")]
     BadAddress(String),
 }
@@ -22,7 +26,11 @@ fn checked_id(what: &'static str, max: usize, text: &str) -> Result<String, IdEr
     if ok {
         Ok(text.to_owned())
     } else {
-        Err(IdError::BadId { what, max, got: text.to_owned() })
+        Err(IdError::BadId {
+            what,
+            max,
+            got: text.to_owned(),
+        })
     }
 }
 
@@ -91,12 +99,18 @@ impl IssuerRequestId {
     /// request still agree on it.
     pub fn for_mint(tokenization_request_id: &TokenizationRequestId) -> Self {
         let digest = keccak256(format!("mint:{}", tokenization_request_id.as_str()));
-        Self(format!("mint-{}", &alloy_primitives::hex::encode(digest)[..32]))
+        Self(format!(
+            "mint-{}",
+            &alloy_primitives::hex::encode(digest)[..32]
+        ))
     }
 
     /// The issuer id of a redemption is a function of the transfer log that started it.
     pub fn for_redemption(tx_hash: B256, log_index: u64) -> Self {
-        Self(format!("red-{}-{log_index}", alloy_primitives::hex::encode(tx_hash)))
+        Self(format!(
+            "red-{}-{log_index}",
+            alloy_primitives::hex::encode(tx_hash)
+        ))
     }
 }
 

@@ -5,6 +5,7 @@
 //! and records. Nothing in this crate can touch a network, a disk or a clock: its Cargo.toml has
 //! no dependency that could.
 
+pub mod audit;
 pub mod ids;
 pub mod meta;
 pub mod mint;
@@ -12,8 +13,12 @@ pub mod plan;
 pub mod qty;
 pub mod redeem;
 
-pub use ids::{parse_address, ClientId, IdError, IssuerRequestId, Network, Symbol, TokenizationRequestId};
+pub use ids::{
+    parse_address, ClientId, IdError, IssuerRequestId, Network, Symbol, TokenizationRequestId,
+};
 pub use mint::{Callback, Journal, MintIntent, ObservedDeposit, TrackedTx, TxPurpose, TxStatus};
 pub use plan::{plan, Action, MintItem, Policy, Problem, World};
 pub use qty::{Qty, QtyError};
-pub use redeem::{AlpacaView, Anomaly, JournalStatus, ObservedBurn, ReceiptBalance, Redemption, RedemptionState};
+pub use redeem::{
+    AlpacaView, Anomaly, JournalStatus, ObservedBurn, ReceiptBalance, Redemption, RedemptionState,
+};

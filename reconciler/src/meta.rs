@@ -52,8 +52,14 @@ pub fn encode(info: &ReceiptInfo) -> Vec<u8> {
     let deflated = deflater.finish().unwrap_or_default();
     let map = Value::Map(vec![
         (Value::Integer(0.into()), Value::Bytes(deflated)),
-        (Value::Integer(1.into()), Value::Integer(Integer::from(JSON_ITEM_MAGIC))),
-        (Value::Integer(2.into()), Value::Text("application/json".into())),
+        (
+            Value::Integer(1.into()),
+            Value::Integer(Integer::from(JSON_ITEM_MAGIC)),
+        ),
+        (
+            Value::Integer(2.into()),
+            Value::Text("application/json".into()),
+        ),
         (Value::Integer(3.into()), Value::Text("deflate".into())),
     ]);
     let mut out = RAIN_META_V1_PREFIX.to_vec();
@@ -63,16 +69,22 @@ pub fn encode(info: &ReceiptInfo) -> Vec<u8> {
 
 /// Decodes receipt information found on chain.
 pub fn decode(bytes: &[u8]) -> Result<ReceiptInfo, MetaError> {
-    let body = bytes.strip_prefix(&RAIN_META_V1_PREFIX).ok_or(MetaError::Prefix)?;
+    let body = bytes
+        .strip_prefix(&RAIN_META_V1_PREFIX)
+        .ok_or(MetaError::Prefix)?;
     let value: Value = ciborium::from_reader(body).map_err(|e| MetaError::Cbor(e.to_string()))?;
-    let Value::Map(entries) = value else { return Err(MetaError::Shape) };
+    let Value::Map(entries) = value else {
+        return Err(MetaError::Shape);
+    };
     let key = |k: u8| {
         entries
             .iter()
             .find(|(key, _)| matches!(key, Value::Integer(i) if *i == Integer::from(k)))
             .map(|(_, v)| v)
     };
-    let Some(Value::Bytes(payload)) = key(0) else { return Err(MetaError::Shape) };
+    let Some(Value::Bytes(payload)) = key(0) else {
+        return Err(MetaError::Shape);
+    };
     let deflated = matches!(key(3), Some(Value::Text(t)) if t == "deflate");
     let json = if deflated {
         // "deflate" is zlib-wrapped (as HTTP and pako write it); accept a raw stream too.

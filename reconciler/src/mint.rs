@@ -72,12 +72,22 @@ pub struct ObservedDeposit {
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum TxPurpose {
     /// One multicall of `[deposit, transfer]` pairs on one vault.
-    Mint { vault: Address, issuer_request_ids: Vec<IssuerRequestId> },
+    Mint {
+        vault: Address,
+        issuer_request_ids: Vec<IssuerRequestId>,
+    },
     /// One burn: `multicall([redeem(shares_i, ap, bot, id_i, info)..., transfer(ap, dust)])`.
     /// `allocations` reserves receipt balances while the transaction is in flight.
-    Burn { vault: Address, redemption_id: IssuerRequestId, allocations: Vec<(U256, U256)> },
+    Burn {
+        vault: Address,
+        redemption_id: IssuerRequestId,
+        allocations: Vec<(U256, U256)>,
+    },
     /// An operator's return of a flagged redemption's tokens to its sender.
-    Return { vault: Address, redemption_id: IssuerRequestId },
+    Return {
+        vault: Address,
+        redemption_id: IssuerRequestId,
+    },
     /// Anything else the plan does not reason about (deploys).
     Other { label: String },
 }

@@ -3,7 +3,9 @@
 use crate::ids::IssuerRequestId;
 use crate::mint::{Callback, Journal, MintIntent, ObservedDeposit, TrackedTx, TxPurpose, TxStatus};
 use crate::qty::Qty;
-use crate::redeem::{AlpacaView, Anomaly, JournalStatus, ObservedBurn, ReceiptBalance, Redemption, RedemptionState};
+use crate::redeem::{
+    AlpacaView, Anomaly, JournalStatus, ObservedBurn, ReceiptBalance, Redemption, RedemptionState,
+};
 use alloy_primitives::U256;
 use alloy_primitives::{Address, B256};
 use serde::{Deserialize, Serialize};
@@ -70,25 +72,41 @@ pub struct MintItem {
 #[serde(rename_all = "snake_case", tag = "action")]
 pub enum Action {
     /// Sign and store, then broadcast, one `multicall([deposit, transfer]...)` on `vault`.
-    Mint { vault: Address, items: Vec<MintItem> },
+    Mint {
+        vault: Address,
+        items: Vec<MintItem>,
+    },
     /// Re-send the stored bytes of this nonce's newest variant.
     Rebroadcast { nonce: u64 },
     /// Sign a fee-bumped variant at the same nonce, store it, broadcast it.
     Replace { nonce: u64 },
     /// Stop tracking this nonce. `failed` lists mints whose transaction reverted or lost its nonce,
     /// each of which has one more failed attempt.
-    Settle { nonce: u64, failed: Vec<IssuerRequestId> },
+    Settle {
+        nonce: u64,
+        failed: Vec<IssuerRequestId>,
+    },
     /// Tell Alpaca the mint is on chain. `ask_first`: a send may already have reached Alpaca,
     /// so look the request up and only send if Alpaca does not show it.
-    MintCallback { issuer_request_id: IssuerRequestId, tx_hash: B256, ask_first: bool },
+    MintCallback {
+        issuer_request_id: IssuerRequestId,
+        tx_hash: B256,
+        ask_first: bool,
+    },
     /// A confirmed tagged deposit with no intent in the cache (a lost cache, or another writer):
     /// ask Alpaca for the request by `issuer_request_id` and rebuild the intent from its answer.
     RecoverMint { deposit: ObservedDeposit },
     /// Something an operator must see: logged and listed as stuck work; the plan acts no further.
-    Flag { issuer_request_id: IssuerRequestId, problem: Problem },
+    Flag {
+        issuer_request_id: IssuerRequestId,
+        problem: Problem,
+    },
     /// Ask Alpaca to journal the shares of a redemption back. `ask_first`: a call may already
     /// have reached Alpaca, look it up by issuer_request_id before sending.
-    RedeemCall { redemption_id: IssuerRequestId, ask_first: bool },
+    RedeemCall {
+        redemption_id: IssuerRequestId,
+        ask_first: bool,
+    },
     /// Sign, store, broadcast one burn multicall for a journaled redemption.
     Burn {
         vault: Address,
@@ -100,9 +118,17 @@ pub enum Action {
         dust: U256,
     },
     /// Send a flagged redemption's tokens back to its sender (an operator asked).
-    Return { vault: Address, redemption_id: IssuerRequestId, to: Address, qty: Qty },
+    Return {
+        vault: Address,
+        redemption_id: IssuerRequestId,
+        to: Address,
+        qty: Qty,
+    },
     /// Record a redemption's new state.
-    SetRedemption { redemption_id: IssuerRequestId, state: RedemptionState },
+    SetRedemption {
+        redemption_id: IssuerRequestId,
+        state: RedemptionState,
+    },
 }
 
 /// Why a mint needs a person.
@@ -130,7 +156,9 @@ pub fn plan(world: &World, policy: &Policy) -> Vec<Action> {
     let mut in_flight: BTreeSet<&IssuerRequestId> = BTreeSet::new();
     for tx in &world.txs {
         let covered: &[IssuerRequestId] = match &tx.purpose {
-            TxPurpose::Mint { issuer_request_ids, .. } => issuer_request_ids,
+            TxPurpose::Mint {
+                issuer_request_ids, ..
+            } => issuer_request_ids,
             TxPurpose::Burn { .. } | TxPurpose::Return { .. } | TxPurpose::Other { .. } => &[],
         };
         match tx.status {
@@ -142,7 +170,10 @@ pub fn plan(world: &World, policy: &Policy) -> Vec<Action> {
                     actions.push(Action::Rebroadcast { nonce: tx.nonce });
                 }
             }
-            TxStatus::Mined { block_number, success } => {
+            TxStatus::Mined {
+                block_number,
+                success,
+            } => {
                 if confirmations(world.head_block, block_number) < policy.confirmations_min {
                     // A reorg could still undo it either way: wait.
                     in_flight.extend(covered);
@@ -152,11 +183,16 @@ pub fn plan(world: &World, policy: &Policy) -> Vec<Action> {
                 // receipt says, a mint without a Deposit did not happen.
                 let failed = covered
                     .iter()
-                    .filter(|id| !success || !world.deposits.iter().any(|d| &d.issuer_request_id == *id))
+                    .filter(|id| {
+                        !success || !world.deposits.iter().any(|d| &d.issuer_request_id == *id)
+                    })
                     .cloned()
                     .collect();
                 settled.insert(tx.nonce);
-                actions.push(Action::Settle { nonce: tx.nonce, failed });
+                actions.push(Action::Settle {
+                    nonce: tx.nonce,
+                    failed,
+                });
             }
             TxStatus::NonceTaken => {
                 settled.insert(tx.nonce);
@@ -165,20 +201,29 @@ pub fn plan(world: &World, policy: &Policy) -> Vec<Action> {
                     .filter(|id| !world.deposits.iter().any(|d| &d.issuer_request_id == *id))
                     .cloned()
                     .collect();
-                actions.push(Action::Settle { nonce: tx.nonce, failed });
+                actions.push(Action::Settle {
+                    nonce: tx.nonce,
+                    failed,
+                });
             }
         }
     }
 
     let mut deposits_by_id: BTreeMap<&IssuerRequestId, Vec<&ObservedDeposit>> = BTreeMap::new();
     for deposit in &world.deposits {
-        deposits_by_id.entry(&deposit.issuer_request_id).or_default().push(deposit);
+        deposits_by_id
+            .entry(&deposit.issuer_request_id)
+            .or_default()
+            .push(deposit);
     }
 
     let mut to_mint: BTreeMap<Address, Vec<MintItem>> = BTreeMap::new();
     for intent in &world.mints {
         let id = &intent.issuer_request_id;
-        let deposits = deposits_by_id.get(id).map(Vec::as_slice).unwrap_or_default();
+        let deposits = deposits_by_id
+            .get(id)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         if let [first, rest @ ..] = deposits {
             if !rest.is_empty() {
                 let tx_hashes = deposits.iter().map(|d| d.tx_hash).collect();
@@ -190,7 +235,9 @@ pub fn plan(world: &World, policy: &Policy) -> Vec<Action> {
             if first.vault != intent.vault || first.assets != intent.qty.units() {
                 actions.push(Action::Flag {
                     issuer_request_id: id.clone(),
-                    problem: Problem::DepositMismatch { tx_hash: first.tx_hash },
+                    problem: Problem::DepositMismatch {
+                        tx_hash: first.tx_hash,
+                    },
                 });
                 continue;
             }
@@ -233,19 +280,25 @@ pub fn plan(world: &World, policy: &Policy) -> Vec<Action> {
     }
     for (vault, items) in to_mint {
         for chunk in items.chunks(policy.mints_per_tx_max.max(1)) {
-            actions.push(Action::Mint { vault, items: chunk.to_vec() });
+            actions.push(Action::Mint {
+                vault,
+                items: chunk.to_vec(),
+            });
         }
     }
 
     // Tagged deposits the cache knows nothing of: rebuild from Alpaca once they are confirmed.
-    let known: BTreeSet<&IssuerRequestId> = world.mints.iter().map(|m| &m.issuer_request_id).collect();
+    let known: BTreeSet<&IssuerRequestId> =
+        world.mints.iter().map(|m| &m.issuer_request_id).collect();
     for (id, deposits) in &deposits_by_id {
         if known.contains(id) {
             continue;
         }
         if let Some(first) = deposits.first() {
             if confirmations(world.head_block, first.block_number) >= policy.confirmations_min {
-                actions.push(Action::RecoverMint { deposit: (*first).clone() });
+                actions.push(Action::RecoverMint {
+                    deposit: (*first).clone(),
+                });
             }
         }
     }
@@ -258,7 +311,9 @@ pub fn plan(world: &World, policy: &Policy) -> Vec<Action> {
 fn live_tx<'a>(world: &'a World, policy: &Policy, id: &IssuerRequestId) -> Option<&'a TrackedTx> {
     world.txs.iter().find(|tx| {
         let ours = match &tx.purpose {
-            TxPurpose::Burn { redemption_id, .. } | TxPurpose::Return { redemption_id, .. } => redemption_id == id,
+            TxPurpose::Burn { redemption_id, .. } | TxPurpose::Return { redemption_id, .. } => {
+                redemption_id == id
+            }
             _ => false,
         };
         ours && match tx.status {
@@ -273,10 +328,18 @@ fn live_tx<'a>(world: &'a World, policy: &Policy, id: &IssuerRequestId) -> Optio
 
 fn plan_redemptions(world: &World, policy: &Policy, actions: &mut Vec<Action>) {
     // Receipt balances still free: minus what burns in flight (pending or unconfirmed) reserved.
-    let mut available: BTreeMap<(Address, U256), U256> =
-        world.receipts.iter().map(|r| ((r.vault, r.id), r.balance)).collect();
+    let mut available: BTreeMap<(Address, U256), U256> = world
+        .receipts
+        .iter()
+        .map(|r| ((r.vault, r.id), r.balance))
+        .collect();
     for tx in &world.txs {
-        if let TxPurpose::Burn { vault, redemption_id, allocations } = &tx.purpose {
+        if let TxPurpose::Burn {
+            vault,
+            redemption_id,
+            allocations,
+        } = &tx.purpose
+        {
             if live_tx(world, policy, redemption_id).is_some() {
                 for (id, shares) in allocations {
                     if let Some(free) = available.get_mut(&(*vault, *id)) {
@@ -293,18 +356,31 @@ fn plan_redemptions(world: &World, policy: &Policy, actions: &mut Vec<Action>) {
         {
             continue;
         }
-        let set = |state: RedemptionState| Action::SetRedemption { redemption_id: r.id.clone(), state };
+        let set = |state: RedemptionState| Action::SetRedemption {
+            redemption_id: r.id.clone(),
+            state,
+        };
         // The chain first: a confirmed tagged burn means done, whatever the cache says.
         if let Some(burn) = world.burns.iter().find(|b| b.redemption_id == r.id) {
             if confirmations(world.head_block, burn.block_number) >= policy.confirmations_min {
                 let trid = match &r.state {
-                    RedemptionState::Journaled { tokenization_request_id }
-                    | RedemptionState::Requested { tokenization_request_id } => Some(tokenization_request_id.clone()),
-                    RedemptionState::Flagged { tokenization_request_id, .. } => tokenization_request_id.clone(),
+                    RedemptionState::Journaled {
+                        tokenization_request_id,
+                    }
+                    | RedemptionState::Requested {
+                        tokenization_request_id,
+                    } => Some(tokenization_request_id.clone()),
+                    RedemptionState::Flagged {
+                        tokenization_request_id,
+                        ..
+                    } => tokenization_request_id.clone(),
                     _ => None,
                 };
                 if let Some(tokenization_request_id) = trid {
-                    actions.push(set(RedemptionState::Burned { tokenization_request_id, tx_hash: burn.tx_hash }));
+                    actions.push(set(RedemptionState::Burned {
+                        tokenization_request_id,
+                        tx_hash: burn.tx_hash,
+                    }));
                 }
             }
             continue;
@@ -334,15 +410,21 @@ fn plan_redemptions(world: &World, policy: &Policy, actions: &mut Vec<Action>) {
                     });
                 }
             }
-            RedemptionState::Requested { tokenization_request_id } => {
-                let Some(view) = world.alpaca.iter().find(|v| v.redemption_id == r.id) else { continue };
+            RedemptionState::Requested {
+                tokenization_request_id,
+            } => {
+                let Some(view) = world.alpaca.iter().find(|v| v.redemption_id == r.id) else {
+                    continue;
+                };
                 let flag = |anomaly: Anomaly| RedemptionState::Flagged {
                     anomaly,
                     return_requested: false,
                     tokenization_request_id: Some(tokenization_request_id.clone()),
                 };
                 if !view.mismatches.is_empty() {
-                    actions.push(set(flag(Anomaly::Mismatch { detail: view.mismatches.join("; ") })));
+                    actions.push(set(flag(Anomaly::Mismatch {
+                        detail: view.mismatches.join("; "),
+                    })));
                     continue;
                 }
                 match view.status {
@@ -388,7 +470,10 @@ fn plan_redemptions(world: &World, policy: &Policy, actions: &mut Vec<Action>) {
                     dust: dust.units(),
                 });
             }
-            RedemptionState::Flagged { return_requested: true, .. } => {
+            RedemptionState::Flagged {
+                return_requested: true,
+                ..
+            } => {
                 // A mined, successful return is the return: the shell records it as Returned
                 // when it settles the transaction; never send a second one.
                 let returned = world.txs.iter().any(|tx| {
@@ -398,9 +483,16 @@ fn plan_redemptions(world: &World, policy: &Policy, actions: &mut Vec<Action>) {
                 if returned {
                     continue;
                 }
-                actions.push(Action::Return { vault: r.vault, redemption_id: r.id.clone(), to: r.sender, qty: r.qty });
+                actions.push(Action::Return {
+                    vault: r.vault,
+                    redemption_id: r.id.clone(),
+                    to: r.sender,
+                    qty: r.qty,
+                });
             }
-            RedemptionState::Flagged { .. } | RedemptionState::Burned { .. } | RedemptionState::Returned { .. } => {}
+            RedemptionState::Flagged { .. }
+            | RedemptionState::Burned { .. }
+            | RedemptionState::Returned { .. } => {}
         }
     }
 }

@@ -146,18 +146,32 @@ mod tests {
 
     #[test]
     fn parses_exact_decimals() {
-        assert_eq!(Qty::parse("1").unwrap().units(), U256::from(10u64).pow(U256::from(18)));
-        assert_eq!(Qty::parse("0.000000000000000001").unwrap().units(), U256::from(1));
+        assert_eq!(
+            Qty::parse("1").unwrap().units(),
+            U256::from(10u64).pow(U256::from(18))
+        );
+        assert_eq!(
+            Qty::parse("0.000000000000000001").unwrap().units(),
+            U256::from(1)
+        );
         assert_eq!(Qty::parse("1.5").unwrap().to_decimal(), "1.5");
         assert_eq!(Qty::parse("007.10").unwrap().to_decimal(), "7.1");
     }
 
     #[test]
     fn refuses_what_would_round_or_is_not_a_number() {
-        for bad in ["", ".5", "5.", "-1", "+1", "1e3", " 1", "1,5", "1.2.3", "NaN", "0x10"] {
-            assert!(matches!(Qty::parse(bad), Err(QtyError::NotDecimal(_))), "{bad}");
+        for bad in [
+            "", ".5", "5.", "-1", "+1", "1e3", " 1", "1,5", "1.2.3", "NaN", "0x10",
+        ] {
+            assert!(
+                matches!(Qty::parse(bad), Err(QtyError::NotDecimal(_))),
+                "{bad}"
+            );
         }
-        assert!(matches!(Qty::parse("0.0000000000000000001"), Err(QtyError::TooPrecise(_))));
+        assert!(matches!(
+            Qty::parse("0.0000000000000000001"),
+            Err(QtyError::TooPrecise(_))
+        ));
         assert_eq!(Qty::parse_positive("0.000"), Err(QtyError::Zero));
         let huge = "9".repeat(80);
         assert!(matches!(Qty::parse(&huge), Err(QtyError::Overflow(_))));

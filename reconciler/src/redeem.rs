@@ -30,13 +30,24 @@ pub enum RedemptionState {
     /// The redeem call went out at least once without a recorded answer: ask Alpaca first.
     Requesting,
     /// Alpaca holds the request; its journal is not final.
-    Requested { tokenization_request_id: TokenizationRequestId },
+    Requested {
+        tokenization_request_id: TokenizationRequestId,
+    },
     /// Alpaca completed the journal: the shares are to be burned.
-    Journaled { tokenization_request_id: TokenizationRequestId },
+    Journaled {
+        tokenization_request_id: TokenizationRequestId,
+    },
     /// Our tagged Withdraw is confirmed on chain. Final.
-    Burned { tokenization_request_id: TokenizationRequestId, tx_hash: B256 },
+    Burned {
+        tokenization_request_id: TokenizationRequestId,
+        tx_hash: B256,
+    },
     /// Needs an operator. `return_requested`: the operator asked to send the tokens back.
-    Flagged { anomaly: Anomaly, return_requested: bool, tokenization_request_id: Option<TokenizationRequestId> },
+    Flagged {
+        anomaly: Anomaly,
+        return_requested: bool,
+        tokenization_request_id: Option<TokenizationRequestId>,
+    },
     /// The tokens went back to the sender. Final.
     Returned { tx_hash: B256 },
 }
