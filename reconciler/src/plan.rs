@@ -24,6 +24,9 @@ pub struct Policy {
     pub mints_per_tx_max: usize,
     /// After this many reverted or displaced transactions a mint waits for an operator.
     pub mint_attempts_max: u32,
+    /// Most of our transactions unresolved at once (pending, or mined but unconfirmed); new mint
+    /// transactions wait beyond it. 1 is the one-transaction-at-a-time baseline of the benchmark.
+    pub txs_in_flight_max: usize,
 }
 
 impl Default for Policy {
@@ -34,6 +37,7 @@ impl Default for Policy {
             replace_after_blocks: 6,
             mints_per_tx_max: 40,
             mint_attempts_max: 3,
+            txs_in_flight_max: 64,
         }
     }
 }

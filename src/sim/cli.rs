@@ -29,13 +29,13 @@ pub struct ServeArgs {
     #[arg(long, env = "ALPACA_SIM_LISTEN", default_value = "127.0.0.1:9000")]
     pub listen: SocketAddr,
     /// The issuer's tokenization account id the Broker API paths must carry.
-    #[arg(long, env = "ALPACA_SIM_ACCOUNT_ID")]
+    #[arg(long, env = "ALPACA_SIM_ACCOUNT_ID", default_value = "issuer-local")]
     pub account_id: String,
     /// HTTP Basic user the Broker API accepts.
-    #[arg(long, env = "ALPACA_SIM_API_KEY")]
+    #[arg(long, env = "ALPACA_SIM_API_KEY", default_value = "sim-key")]
     pub api_key: String,
     /// HTTP Basic password the Broker API accepts.
-    #[arg(long, env = "ALPACA_SIM_API_SECRET", hide_env_values = true)]
+    #[arg(long, env = "ALPACA_SIM_API_SECRET", hide_env_values = true, default_value = "sim-secret")]
     pub api_secret: String,
     /// Seed of the fault dice and ids, to replay a run.
     #[arg(long, env = "ALPACA_SIM_SEED")]
@@ -59,10 +59,10 @@ pub struct MintArgs {
     #[arg(long, env = "ALPACA_SIM_URL", default_value = "http://127.0.0.1:9000")]
     pub sim_url: String,
     /// Base URL of the issuer's HTTP server.
-    #[arg(long, env = "ISSUER_URL")]
+    #[arg(long, env = "ISSUER_URL", default_value = "http://127.0.0.1:8000")]
     pub issuer_url: String,
     /// The key Alpaca sends as `X-API-KEY`.
-    #[arg(long, env = "ISSUER_API_KEY", hide_env_values = true)]
+    #[arg(long, env = "ISSUER_API_KEY", hide_env_values = true, default_value = crate::cli::LOCAL_API_KEY)]
     pub issuer_api_key: String,
     /// Shares to mint, a decimal string.
     #[arg(long)]
@@ -71,11 +71,11 @@ pub struct MintArgs {
     pub wallet: String,
     #[arg(long)]
     pub client_id: String,
-    #[arg(long)]
+    #[arg(long, default_value = "AAPL")]
     pub underlying: String,
-    #[arg(long)]
+    #[arg(long, default_value = "tAAPL")]
     pub token: String,
-    #[arg(long)]
+    #[arg(long, default_value = "anvil")]
     pub network: String,
     /// Alpaca's id for the request; fresh if not given.
     #[arg(long)]

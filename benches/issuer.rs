@@ -1,0 +1,182 @@
+//! `just bench`: prints the numbers the issues set targets for.
+//!
+//! 1. Intake: durable `POST /inkind/issuance` at 64 concurrent clients (requests per second, p50
+//!    and p99 latency), then every answered request is checked on disk.
+//! 2. Mints: 200 confirmed mints on an anvil with 1-second blocks through the simulator: total
+//!    time, mints per second, median and p99 confirm-to-callback latency; then the same with one
+//!    transaction at a time (fewer mints, the rate is what compares).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::cast_precision_loss, clippy::too_many_lines)]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::stack::{http_config, Issuer, World, AP_WALLET};
+use issuer::store::{RedbStore, Store};
+use reconciler::Policy;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+async fn intake() {
+    const CLIENTS: usize = 64;
+    const PER_CLIENT: usize = 160;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bench.redb");
+    let store = RedbStore::open(&path).unwrap();
+    let asset = issuer::store::Asset {
+        underlying: reconciler::Symbol::parse("AAPL").unwrap(),
+        token: reconciler::Symbol::parse("tAAPL").unwrap(),
+        network: reconciler::Network::parse("anvil").unwrap(),
+        vault: alloy::primitives::Address::repeat_byte(1),
+        receipt: alloy::primitives::Address::repeat_byte(2),
+        authorizer: alloy::primitives::Address::repeat_byte(3),
+        deploy_block: 0,
+        frozen: false,
+    };
+    store.put_asset(&asset).unwrap();
+    let account = store.register_account("bench@example.com").unwrap();
+    store.link_account("bench@example.com", "ALP-1").unwrap();
+    store.add_wallet(&account.client_id, AP_WALLET.parse().unwrap()).unwrap();
+    let store: Arc<dyn Store> = Arc::new(store);
+    let listener = common::loopback_listener();
+    let url = format!("http://{}/inkind/issuance", listener.local_addr().unwrap());
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(issuer::http::serve(
+        listener,
+        store.clone(),
+        Arc::new(tokio::sync::Notify::new()),
+        http_config(),
+        async move {
+            let mut rx = rx;
+            let _ = rx.wait_for(|s| *s).await;
+        },
+    ));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let client = reqwest::Client::builder().pool_max_idle_per_host(CLIENTS).build().unwrap();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..CLIENTS {
+        let client = client.clone();
+        let url = url.clone();
+        let client_id = account.client_id.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(PER_CLIENT);
+            for i in 0..PER_CLIENT {
+                let body = json!({
+                    "tokenization_request_id": format!("bench-{c}-{i}"),
+                    "qty": "1.5",
+                    "underlying_symbol": "AAPL",
+                    "token_symbol": "tAAPL",
+                    "network": "anvil",
+                    "client_id": client_id,
+                    "wallet_address": AP_WALLET,
+                });
+                let t = Instant::now();
+                let answer = client
+                    .post(&url)
+                    .header("X-API-KEY", issuer::cli::LOCAL_API_KEY)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(answer.status(), 200);
+                let _ = answer.bytes().await.unwrap();
+                latencies.push(t.elapsed());
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    let total = latencies.len();
+    let _ = stop.send(true);
+    let _ = server.await;
+    store.close();
+    let reopened = RedbStore::open(&path).unwrap();
+    let on_disk = reopened.all_mints().unwrap().len();
+    println!("intake: {total} durable POST /inkind/issuance, {CLIENTS} concurrent clients");
+    println!("  {:.0} requests/s over {:.2} s", total as f64 / elapsed.as_secs_f64(), elapsed.as_secs_f64());
+    println!("  latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms", ms(percentile(&latencies, 0.5)), ms(percentile(&latencies, 0.99)), ms(*latencies.last().unwrap()));
+    println!("  on disk after reopen: {on_disk} of {total}");
+    assert_eq!(on_disk, total, "every answered request must be on disk");
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+async fn mints(label: &str, count: usize, policy: Policy) {
+    let world = World::start(Some(1)).await;
+    let issuer = Issuer::start(&world, policy).await;
+    let client = reqwest::Client::new();
+    // Confirm every mint as fast as Alpaca could, recording when each confirm was answered.
+    let started = Instant::now();
+    let mut confirms = Vec::new();
+    for i in 0..count {
+        let client = client.clone();
+        let sim = world.sim_url.clone();
+        let body = json!({
+            "issuer_url": issuer.url,
+            "issuer_api_key": issuer::cli::LOCAL_API_KEY,
+            "tokenization_request_id": format!("bench-{label}-{i}"),
+            "qty": "1",
+            "underlying_symbol": "AAPL",
+            "token_symbol": "tAAPL",
+            "network": "anvil",
+            "client_id": world.client_id.as_str(),
+            "wallet_address": AP_WALLET,
+        });
+        confirms.push(tokio::spawn(async move {
+            let answer = client.post(format!("{sim}/sim/mint")).json(&body).send().await.unwrap();
+            assert!(answer.status().is_success());
+            (format!("bench-{label}-{i}"), Instant::now())
+        }));
+    }
+    let mut confirmed: BTreeMap<String, Instant> = BTreeMap::new();
+    for c in confirms {
+        let (id, at) = c.await.unwrap();
+        confirmed.insert(id, at);
+    }
+    let mut called_back: BTreeMap<String, Instant> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while called_back.len() < count && Instant::now() < deadline {
+        let counts = world.sim.snapshot().mint_callback_counts;
+        let now = Instant::now();
+        for id in confirmed.keys() {
+            if counts.get(id).copied().unwrap_or(0) > 0 {
+                called_back.entry(id.clone()).or_insert(now);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let total = started.elapsed();
+    let mut latencies: Vec<Duration> = called_back.iter().map(|(id, at)| at.duration_since(confirmed[id])).collect();
+    latencies.sort();
+    println!("mints ({label}): {} of {count} confirmed mints called back, anvil 1-second blocks", called_back.len());
+    println!("  total {:.2} s, {:.1} mints/s", total.as_secs_f64(), called_back.len() as f64 / total.as_secs_f64());
+    println!("  confirm-to-callback median {:.0} ms, p99 {:.0} ms", ms(percentile(&latencies, 0.5)), ms(percentile(&latencies, 0.99)));
+    issuer.stop().await;
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        intake().await;
+        mints("batched", 200, Policy::default()).await;
+        mints("one-at-a-time", 20, Policy { mints_per_tx_max: 1, txs_in_flight_max: 1, ..Policy::default() }).await;
+    });
+}
