@@ -42,6 +42,9 @@ pub enum Command {
     Operator(crate::http::operator_cli::OperatorArgs),
     /// Redemptions on a running issuer: `list`, or `return ID` for a flagged one.
     Redemption(RedemptionArgs),
+    /// Auditor report: chain against Alpaca at a block (JSON, CSV, Markdown, HTML; signed), or
+    /// `report verify` to check a signed one.
+    Report(ReportArgs),
 }
 
 /// Where the chain is and who signs.
@@ -171,6 +174,76 @@ pub struct DeployArgs {
     pub certify_days: u64,
 }
 
+/// `issuer report`: reads only the chain and Alpaca; the store at most for the asset list.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    #[command(subcommand)]
+    pub command: Option<ReportCommand>,
+    /// Only this underlying (default: every asset).
+    #[arg(long)]
+    pub asset: Option<String>,
+    /// The block to report at (default: the latest block with CONFIRMATIONS blocks on it).
+    #[arg(long)]
+    pub at_block: Option<u64>,
+    /// Blocks a log needs (its own included) for the default block.
+    #[arg(long, env = "CONFIRMATIONS", default_value_t = 1)]
+    pub confirmations: u64,
+    #[arg(long, value_enum, default_value = "json")]
+    pub format: crate::report::ReportFormat,
+    /// Write here instead of stdout.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Sign the canonical JSON with the bot's key (EIP-191): `{report, signature, signer}`.
+    #[arg(long)]
+    pub sign: bool,
+    /// The vault to audit instead of the store's asset list (needed while an issuer holds the store).
+    #[arg(long)]
+    pub vault: Option<alloy::primitives::Address>,
+    /// Underlying of --vault, e.g. AAPL.
+    #[arg(long)]
+    pub underlying: Option<String>,
+    /// Token symbol of --vault, e.g. tAAPL.
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Block the --vault was deployed in: the scan starts there.
+    #[arg(long)]
+    pub deploy_block: Option<u64>,
+    /// Network of --vault as Alpaca spells it.
+    #[arg(long, env = "ISSUER_NETWORK", default_value = "anvil")]
+    pub network: String,
+    /// The redb file holding the asset list (default .run/issuer.redb), when --vault is not given.
+    #[arg(long, env = "ISSUER_DB")]
+    pub db: Option<PathBuf>,
+    #[command(flatten)]
+    pub chain: ChainArgs,
+    /// Alpaca Broker API base URL (the simulator locally).
+    #[arg(long, env = "ALPACA_BASE_URL", default_value = "http://127.0.0.1:9000")]
+    pub alpaca_base_url: String,
+    /// The issuer's tokenization account id at Alpaca.
+    #[arg(long, env = "ALPACA_ACCOUNT_ID", default_value = "issuer-local")]
+    pub alpaca_account_id: String,
+    #[arg(long, env = "ALPACA_API_KEY", default_value = "sim-key")]
+    pub alpaca_api_key: String,
+    #[arg(long, env = "ALPACA_API_SECRET", default_value = "sim-secret")]
+    pub alpaca_api_secret: Secret,
+}
+
+/// Subcommands of `issuer report`.
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// Check a signed report: exits non-zero unless it recovers to --address and is unaltered.
+    Verify(ReportVerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReportVerifyArgs {
+    /// The signed report file (`issuer report --sign --out FILE`).
+    pub file: PathBuf,
+    /// The issuer's address the report must be signed by.
+    #[arg(long)]
+    pub address: alloy::primitives::Address,
+}
+
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -178,6 +251,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Deploy(args) => deploy_asset(args).await,
         Command::AlpacaSim(args) => crate::sim::run(args).await,
         Command::Operator(args) => crate::http::operator_cli::run(args).await,
+        Command::Report(args) => crate::report::run(args).await,
         Command::Redemption(args) => {
             use crate::http::operator_cli::{OperatorArgs, OperatorCommand};
             let command = match args.command {

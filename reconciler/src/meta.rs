@@ -49,9 +49,9 @@ pub fn encode(info: &ReceiptInfo) -> Vec<u8> {
     let json = serde_json::to_vec(info).unwrap_or_default();
     let mut deflater = ZlibEncoder::new(Vec::new(), Compression::default());
     let _ = deflater.write_all(&json);
-    let deflated = deflater.finish().unwrap_or_default();
+    let compressed = deflater.finish().unwrap_or_default();
     let map = Value::Map(vec![
-        (Value::Integer(0.into()), Value::Bytes(deflated)),
+        (Value::Integer(0.into()), Value::Bytes(compressed)),
         (
             Value::Integer(1.into()),
             Value::Integer(Integer::from(JSON_ITEM_MAGIC)),

@@ -1,1 +1,200 @@
-//! report
+//! Auditor reports: the chain and Alpaca, reconciled at one block by [`reconciler::audit`], and
+//! rendered as JSON, CSV, Markdown or HTML; optionally signed with the issuer's key.
+//!
+//! - [`observe`]: reads the vaults' logs (bounded ranges, progress on a terminal), supply and
+//!   balances at the block, and Alpaca's request lists. The redb cache is never read for facts:
+//!   at most for the asset list, which the flags can give instead.
+//! - [`render`]: the four formats; the JSON is canonical (keys sorted) so it can be signed.
+//! - [`sign`]: EIP-191 over the canonical JSON, and the check anyone can run with only the address.
+//!
+//! # JSON schema (`schema_version` 1)
+//!
+//! The document is [`reconciler::audit::AuditReport`] with keys sorted. Quantities are exact
+//! decimal strings in shares (18 decimals; signed ones may start with `-`), addresses and hashes
+//! are 0x-prefixed lowercase hex, receipt ids 0x-prefixed hex.
+//!
+//! - `schema_version`, `at_block`, `in_flight` (bot transactions sent and not mined, at report
+//!   time), `balanced` (every asset's `difference` and `unexplained` are zero), `notices` (bot-wide
+//!   items), `assets`: one object per asset with `underlying`, `token`, `network`, `vault`, `bot`,
+//!   `deploy_block`, `totals`, `difference`, `explained`, `unexplained`, `items`, `receipts`,
+//!   `series`.
+//! - `difference` = `totals.total_supply − totals.alpaca_minted + totals.alpaca_redeemed`.
+//! - `items[]`: `kind` (see [`reconciler::audit::ItemKind`]), `at` (`{block, log_index, tx_hash}`
+//!   or null), `tokenization_request_id`, `issuer_request_id`, `wallet`, `qty`, `effect` (exact
+//!   contribution to `difference`), `detail`.
+//! - A signed file is `{"report": <the document>, "signature": "0x<65 bytes>", "signer": "0x.."}`;
+//!   the signature is EIP-191 (`personal_sign`) over the compact JSON of `report` with sorted keys.
+
+mod observe;
+pub mod render;
+pub mod sign;
+
+pub use observe::observe;
+pub use sign::{sign, verify, SignedReport};
+
+use crate::alpaca::{BrokerClient, BrokerConfig, RetryPolicy};
+use crate::chain::Chain;
+use crate::cli::{ReportArgs, ReportCommand};
+use crate::store::{RedbStore, Store};
+use alloy::primitives::Address;
+use anyhow::{bail, Context};
+use reconciler::audit::{audit, AuditReport};
+use reconciler::{Network, Symbol};
+use std::path::Path;
+
+/// Why a report could not be made or checked.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// The node failed, timed out or answered something that does not decode.
+    #[error("chain: {0}")]
+    Chain(String),
+    /// Alpaca's request list could not be read.
+    #[error("alpaca: {0}")]
+    Alpaca(String),
+    /// The audit itself refused the observations (a sum overflowed).
+    #[error("audit: {0}")]
+    Audit(#[from] reconciler::audit::AuditError),
+    /// A report or signed file is not the JSON it should be.
+    #[error("json: {0}")]
+    Json(String),
+    /// Signing failed in the signer backend.
+    #[error("signing: {0}")]
+    Sign(String),
+    /// The signature does not recover to the expected address: wrong signer or altered report.
+    #[error("signature check failed: {0}")]
+    BadSignature(String),
+}
+
+/// One asset to audit: where its vault is and from which block to scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssetSpec {
+    pub underlying: Symbol,
+    pub token: Symbol,
+    pub network: Network,
+    pub vault: Address,
+    pub deploy_block: u64,
+}
+
+/// Output formats of `issuer report`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    Json,
+    Csv,
+    Markdown,
+    Html,
+}
+
+/// Renders `report` in `format`.
+pub fn render(report: &AuditReport, format: ReportFormat) -> Result<String, ReportError> {
+    match format {
+        ReportFormat::Json => render::json(report),
+        ReportFormat::Csv => Ok(render::csv(report)),
+        ReportFormat::Markdown => Ok(render::markdown(report)),
+        ReportFormat::Html => Ok(render::html(report)),
+    }
+}
+
+/// The latest block with `confirmations` blocks on it (its own included).
+pub fn confirmed_block(head: u64, confirmations: u64) -> u64 {
+    head.saturating_sub(confirmations.saturating_sub(1))
+}
+
+/// `issuer report` and `issuer report verify`.
+pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
+    if let Some(ReportCommand::Verify(v)) = &args.command {
+        let text = std::fs::read_to_string(&v.file).with_context(|| format!("reading {}", v.file.display()))?;
+        let signer = verify(&text, v.address)?;
+        eprintln!("OK: {} is signed by {signer:#x} and unaltered", v.file.display());
+        return Ok(());
+    }
+    if args.sign && args.format != ReportFormat::Json {
+        bail!("--sign signs the canonical JSON: use it with --format json");
+    }
+    let mut assets = asset_list(&args)?;
+    if let Some(only) = &args.asset {
+        assets.retain(|a| a.underlying.as_str() == only);
+        if assets.is_empty() {
+            bail!("asset {only} is not in the asset list");
+        }
+    }
+    let signer = args.chain.signer()?;
+    let chain = Chain::connect(&args.chain.rpc_url, signer.clone()).await?;
+    let broker = BrokerClient::new(BrokerConfig {
+        base_url: args.alpaca_base_url.clone(),
+        account_id: args.alpaca_account_id.clone(),
+        api_key: args.alpaca_api_key.clone(),
+        api_secret: args.alpaca_api_secret.expose().to_owned(),
+        retry: RetryPolicy::default(),
+    })?;
+    let head = chain.head().await?;
+    let at_block = match args.at_block {
+        Some(n) if n > head => bail!("--at-block {n} is past the chain's head {head}"),
+        Some(n) => n,
+        None => confirmed_block(head, args.confirmations),
+    };
+    tracing::info!(at_block, assets = assets.len(), bot = %chain.bot(), "building audit report");
+    let input = observe(&chain, &broker, &assets, at_block).await?;
+    let report = audit(&input)?;
+    let text = if args.sign {
+        let signed = sign(&report, &signer)?;
+        let mut text = serde_json::to_string_pretty(&signed).context("encoding the signed report")?;
+        text.push('\n');
+        text
+    } else {
+        render(&report, args.format)?
+    };
+    match &args.out {
+        Some(path) => std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?,
+        None => {
+            use std::io::Write as _;
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(text.as_bytes())?;
+            stdout.flush()?;
+        }
+    }
+    if !report.balanced {
+        tracing::warn!("the book is not balanced: see the report's items");
+    }
+    Ok(())
+}
+
+/// The assets to audit: from the flags, or else from the store's asset list. Opening the store is
+/// only for that list; the report never reads the cache's observations.
+fn asset_list(args: &ReportArgs) -> anyhow::Result<Vec<AssetSpec>> {
+    if let Some(vault) = args.vault {
+        let (Some(underlying), Some(token), Some(deploy_block)) = (&args.underlying, &args.token, args.deploy_block)
+        else {
+            bail!("--vault needs --underlying, --token and --deploy-block");
+        };
+        return Ok(vec![AssetSpec {
+            underlying: Symbol::parse(underlying)?,
+            token: Symbol::parse(token)?,
+            network: Network::parse(&args.network)?,
+            vault,
+            deploy_block,
+        }]);
+    }
+    let path = args.db.clone().unwrap_or_else(|| Path::new(".run/issuer.redb").to_path_buf());
+    if !path.exists() {
+        bail!("no asset list: {} does not exist; pass --vault, --underlying, --token and --deploy-block", path.display());
+    }
+    let store = RedbStore::open(&path).with_context(|| {
+        format!(
+            "reading the asset list from {} (a running issuer holds it: pass --vault, --underlying, --token and --deploy-block instead)",
+            path.display()
+        )
+    })?;
+    let mut assets: Vec<AssetSpec> = store
+        .assets()?
+        .into_iter()
+        .map(|a| AssetSpec {
+            underlying: a.underlying,
+            token: a.token,
+            network: a.network,
+            vault: a.vault,
+            deploy_block: a.deploy_block,
+        })
+        .collect();
+    assets.sort_by(|a, b| (a.underlying.as_str(), a.network.as_str()).cmp(&(b.underlying.as_str(), b.network.as_str())));
+    Ok(assets)
+}

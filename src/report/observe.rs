@@ -160,15 +160,15 @@ async fn observe_asset(
 
     let block = BlockId::number(at_block);
     let vault = Vault::new(spec.vault, provider.clone());
-    let total_supply = timed("totalSupply", vault.totalSupply().block(block).call()).await?;
-    let bot_shares = timed("balanceOf", vault.balanceOf(bot).block(block).call()).await?;
-    let receipt_address = timed("receipt", vault.receipt().block(block).call()).await?;
+    let total_supply = timed("totalSupply", vault.totalSupply().block(block).call().into_future()).await?;
+    let bot_shares = timed("balanceOf", vault.balanceOf(bot).block(block).call().into_future()).await?;
+    let receipt_address = timed("receipt", vault.receipt().block(block).call().into_future()).await?;
     let receipt = Receipt::new(receipt_address, provider.clone());
     let ids: Vec<U256> = deposits.iter().map(|d| d.id).collect::<BTreeSet<_>>().into_iter().collect();
     let mut receipts = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(RECEIPT_BATCH_MAX) {
         let balances =
-            timed("balanceOfBatch", receipt.balanceOfBatch(vec![bot; chunk.len()], chunk.to_vec()).block(block).call()).await?;
+            timed("balanceOfBatch", receipt.balanceOfBatch(vec![bot; chunk.len()], chunk.to_vec()).block(block).call().into_future()).await?;
         if balances.len() != chunk.len() {
             return Err(ReportError::Chain(format!(
                 "balanceOfBatch answered {} balances for {} ids",
