@@ -167,3 +167,63 @@ async fn crash_after_burn_broadcast() {
 async fn crash_after_burn_mined_before_recorded() {
     redeem_crash_then_recover("after_burn_seen").await;
 }
+
+/// Intake durability: the process is killed (SIGKILL) while issuance requests are still arriving;
+/// every request that was answered 200 is in the redb file when it is opened again.
+#[tokio::test(flavor = "multi_thread")]
+async fn killing_the_process_loses_no_answered_issuance() {
+    use issuer::store::{RedbStore, Store};
+    let world = World::start(None).await;
+    let mut process = spawn_issuer(&world, None);
+    wait_healthy(&process).await;
+
+    let client = reqwest::Client::new();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    for i in 0..400 {
+        let client = client.clone();
+        let tx = tx.clone();
+        let url = format!("{}/inkind/issuance", process.url);
+        let body = serde_json::json!({
+            "tokenization_request_id": format!("tr-kill-{i}"),
+            "qty": "1",
+            "underlying_symbol": "AAPL",
+            "token_symbol": "tAAPL",
+            "network": "anvil",
+            "client_id": world.client_id.as_str(),
+            "wallet_address": common::stack::AP_WALLET,
+        });
+        tokio::spawn(async move {
+            let answer = client.post(url).header("X-API-KEY", issuer::cli::LOCAL_API_KEY).json(&body).send().await;
+            if let Ok(answer) = answer {
+                if answer.status() == 200 {
+                    if let Ok(value) = answer.json::<serde_json::Value>().await {
+                        let _ = tx.send(value["issuer_request_id"].as_str().unwrap_or_default().to_owned());
+                    }
+                }
+            }
+        });
+    }
+    drop(tx);
+    // Kill as soon as 100 answers are in, with the rest still in flight.
+    let mut answered = Vec::new();
+    while answered.len() < 100 {
+        answered.push(rx.recv().await.unwrap());
+    }
+    process.child.kill().unwrap();
+    let _ = process.child.wait();
+    while let Ok(id) = rx.try_recv() {
+        answered.push(id);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    while let Ok(id) = rx.try_recv() {
+        answered.push(id);
+    }
+    drop(process);
+
+    let store = RedbStore::open(&world.db_path).unwrap();
+    for id in &answered {
+        let id = reconciler::IssuerRequestId::parse(id).unwrap();
+        assert!(store.mint(&id).unwrap().is_some(), "{id} was answered 200 but is not on disk");
+    }
+    assert!(answered.len() >= 100);
+}

@@ -136,21 +136,20 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
     let input = observe(&chain, &broker, &assets, at_block).await?;
     let report = audit(&input)?;
     let text = if args.sign {
-        let signed = sign(&report, &signer)?;
-        let mut text = serde_json::to_string_pretty(&signed).context("encoding the signed report")?;
+        let envelope = sign(&report, &signer)?;
+        let mut text = serde_json::to_string_pretty(&envelope).context("encoding the signed report")?;
         text.push('\n');
         text
     } else {
         render(&report, args.format)?
     };
-    match &args.out {
-        Some(path) => std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?,
-        None => {
-            use std::io::Write as _;
-            let mut stdout = std::io::stdout().lock();
-            stdout.write_all(text.as_bytes())?;
-            stdout.flush()?;
-        }
+    if let Some(path) = &args.out {
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    } else {
+        use std::io::Write as _;
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(text.as_bytes())?;
+        stdout.flush()?;
     }
     if !report.balanced {
         tracing::warn!("the book is not balanced: see the report's items");

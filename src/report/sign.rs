@@ -72,8 +72,8 @@ mod tests {
             serde_json::from_str(include_str!("../../fixtures/audit/clean_book.json")).unwrap();
         let report = reconciler::audit::audit(&input).unwrap();
         let signer = EthersSigner::from_private_key(ANVIL_DEV_KEY).unwrap();
-        let signed = sign(&report, &signer).unwrap();
-        let text = serde_json::to_string_pretty(&signed).unwrap();
+        let envelope = sign(&report, &signer).unwrap();
+        let text = serde_json::to_string_pretty(&envelope).unwrap();
         assert_eq!(verify(&text, signer.address()).unwrap(), signer.address());
 
         let other: Address = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8".parse().unwrap();
