@@ -110,3 +110,12 @@ demo:
 # Benchmarks that print numbers: durable intake at 64 clients, and 200 mints on a 1-second-block anvil.
 bench:
     cargo bench --bench issuer
+
+# Auditor report of the local stack from chain and simulator only (vault from .run/deploy.json); `just report html`.
+report format="markdown": build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    test -f {{run}}/deploy.json || { echo "no {{run}}/deploy.json: run 'just up' first"; exit 1; }
+    read -r vault underlying token block < <(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["vault"], d["underlying"], d["token"], d["deploy_block"])' {{run}}/deploy.json)
+    {{issuer}} report --format {{format}} --rpc-url {{rpc}} --alpaca-base-url {{sim_url}} \
+      --vault "$vault" --underlying "$underlying" --token "$token" --deploy-block "$block"

@@ -129,10 +129,11 @@ async fn mints(label: &str, count: usize, policy: Policy) {
     for i in 0..count {
         let client = client.clone();
         let sim = world.sim_url.clone();
+        let id = format!("bench-{label}-{i}");
         let body = json!({
             "issuer_url": issuer.url,
             "issuer_api_key": issuer::cli::LOCAL_API_KEY,
-            "tokenization_request_id": format!("bench-{label}-{i}"),
+            "tokenization_request_id": id,
             "qty": "1",
             "underlying_symbol": "AAPL",
             "token_symbol": "tAAPL",
@@ -143,7 +144,7 @@ async fn mints(label: &str, count: usize, policy: Policy) {
         confirms.push(tokio::spawn(async move {
             let answer = client.post(format!("{sim}/sim/mint")).json(&body).send().await.unwrap();
             assert!(answer.status().is_success());
-            (format!("bench-{label}-{i}"), Instant::now())
+            (id, Instant::now())
         }));
     }
     let mut confirmed: BTreeMap<String, Instant> = BTreeMap::new();

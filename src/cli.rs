@@ -340,6 +340,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if uses_dev_defaults && !local {
         bail!("the built-in local keys are only accepted when listening on loopback with a loopback RPC; set ISSUER_API_KEY, ISSUER_OPERATOR_KEY and BOT_PRIVATE_KEY/BOT_KEYSTORE");
     }
+    if args.confirmations == 0 {
+        bail!("CONFIRMATIONS must be at least 1 (the block of the log itself)");
+    }
+    if args.mints_per_tx_max == 0 {
+        bail!("MINTS_PER_TX_MAX must be at least 1");
+    }
     let signer = args.chain.signer()?;
     let store: Arc<dyn Store> = Arc::new(open_store(&args.db)?);
     let chain = Chain::connect(&args.chain.rpc_url, signer).await?;
@@ -373,7 +379,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         config: PassConfig {
             interval: Duration::from_millis(args.reconcile_interval_ms),
             backoff_max: Duration::from_secs(30),
-            policy: Policy { confirmations_min: args.confirmations.max(1), mints_per_tx_max: args.mints_per_tx_max, ..Policy::default() },
+            policy: Policy { confirmations_min: args.confirmations, mints_per_tx_max: args.mints_per_tx_max, ..Policy::default() },
             crash_at: args.crash_at,
         },
         polls: crate::pass::PollSchedule::default(),

@@ -675,7 +675,11 @@ fn audit_asset(
     // Where each transaction sits: Alpaca's list plus every log of the asset, also those after
     // the block (a mint completed at Alpaca after the block is anchored there, not missing).
     let mut tx_index = tx_blocks.clone();
-    let all_logs = asset.deposits.iter().map(|d| d.at).chain(asset.withdraws.iter().map(|w| w.at));
+    let all_logs = asset
+        .deposits
+        .iter()
+        .map(|d| d.at)
+        .chain(asset.withdraws.iter().map(|w| w.at));
     for at in all_logs.chain(asset.transfers.iter().map(|t| t.at)) {
         tx_index.entry(at.tx_hash).or_insert(at.block);
     }

@@ -143,6 +143,8 @@ pub enum Problem {
     DuplicateDeposits { tx_hashes: Vec<B256> },
     /// The deposit does not match the intent (vault, amount).
     DepositMismatch { tx_hash: B256 },
+    /// A tagged deposit exists but Alpaca's journal is pending or rejected.
+    DepositWithoutCompletedJournal { tx_hash: B256 },
     /// Our transactions for it failed `attempts` times; no more will be sent.
     AttemptsExhausted { attempts: u32 },
 }
@@ -220,6 +222,10 @@ pub fn plan(world: &World, policy: &Policy) -> Vec<Action> {
             .or_default()
             .push(deposit);
     }
+    // The earliest deposit is "the" deposit, whatever order the observations came in.
+    for deposits in deposits_by_id.values_mut() {
+        deposits.sort_by_key(|d| (d.block_number, d.log_index));
+    }
 
     let mut to_mint: BTreeMap<Address, Vec<MintItem>> = BTreeMap::new();
     for intent in &world.mints {
@@ -229,6 +235,17 @@ pub fn plan(world: &World, policy: &Policy) -> Vec<Action> {
             .map(Vec::as_slice)
             .unwrap_or_default();
         if let [first, rest @ ..] = deposits {
+            if intent.journal != Journal::Completed {
+                // Tokens on chain for a journal Alpaca did not complete: never tell Alpaca it
+                // succeeded; an operator must look.
+                actions.push(Action::Flag {
+                    issuer_request_id: id.clone(),
+                    problem: Problem::DepositWithoutCompletedJournal {
+                        tx_hash: first.tx_hash,
+                    },
+                });
+                continue;
+            }
             if !rest.is_empty() {
                 let tx_hashes = deposits.iter().map(|d| d.tx_hash).collect();
                 actions.push(Action::Flag {
@@ -282,8 +299,18 @@ pub fn plan(world: &World, policy: &Policy) -> Vec<Action> {
             qty: intent.qty,
         });
     }
-    for (vault, items) in to_mint {
+    let unresolved = world
+        .txs
+        .iter()
+        .filter(|tx| !settled.contains(&tx.nonce) && tx_is_live(world, policy, tx))
+        .count();
+    let mut room = policy.txs_in_flight_max.saturating_sub(unresolved);
+    'vaults: for (vault, items) in to_mint {
         for chunk in items.chunks(policy.mints_per_tx_max.max(1)) {
+            if room == 0 {
+                break 'vaults;
+            }
+            room -= 1;
             actions.push(Action::Mint {
                 vault,
                 items: chunk.to_vec(),
@@ -311,6 +338,17 @@ pub fn plan(world: &World, policy: &Policy) -> Vec<Action> {
     actions
 }
 
+/// A transaction still counts while pending or mined but not yet confirmed.
+fn tx_is_live(world: &World, policy: &Policy, tx: &TrackedTx) -> bool {
+    match tx.status {
+        TxStatus::Pending { .. } => true,
+        TxStatus::Mined { block_number, .. } => {
+            confirmations(world.head_block, block_number) < policy.confirmations_min
+        }
+        TxStatus::NonceTaken => false,
+    }
+}
+
 /// A redemption's transaction still counts while pending or mined but not yet confirmed.
 fn live_tx<'a>(world: &'a World, policy: &Policy, id: &IssuerRequestId) -> Option<&'a TrackedTx> {
     world.txs.iter().find(|tx| {
@@ -320,13 +358,7 @@ fn live_tx<'a>(world: &'a World, policy: &Policy, id: &IssuerRequestId) -> Optio
             }
             _ => false,
         };
-        ours && match tx.status {
-            TxStatus::Pending { .. } => true,
-            TxStatus::Mined { block_number, .. } => {
-                confirmations(world.head_block, block_number) < policy.confirmations_min
-            }
-            TxStatus::NonceTaken => false,
-        }
+        ours && tx_is_live(world, policy, tx)
     })
 }
 
@@ -344,7 +376,9 @@ fn plan_redemptions(world: &World, policy: &Policy, actions: &mut Vec<Action>) {
             allocations,
         } = &tx.purpose
         {
-            if live_tx(world, policy, redemption_id).is_some() {
+            // This transaction's own liveness: a settled sibling must not reserve twice.
+            let _ = redemption_id;
+            if tx_is_live(world, policy, tx) {
                 for (id, shares) in allocations {
                     if let Some(free) = available.get_mut(&(*vault, *id)) {
                         *free = free.saturating_sub(*shares);

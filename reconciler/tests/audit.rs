@@ -8,7 +8,10 @@ use reconciler::audit::{audit, AuditInput, AuditReport, ItemKind, SignedQty};
 use reconciler::Qty;
 
 fn fixture(name: &str) -> AuditInput {
-    let path = format!("{}/../fixtures/audit/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/../fixtures/audit/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
@@ -18,9 +21,18 @@ fn audited(name: &str) -> AuditReport {
     let input = fixture(name);
     let report = audit(&input).unwrap();
     for asset in &report.assets {
-        assert_eq!(asset.explained, asset.difference, "{name}: items must explain the difference exactly");
+        assert_eq!(
+            asset.explained, asset.difference,
+            "{name}: items must explain the difference exactly"
+        );
         assert!(asset.unexplained.is_zero(), "{name}");
-        let mut keys: Vec<_> = asset.items.iter().map(|i| i.at.map_or((u64::MAX, u64::MAX), |a| (a.block, a.log_index))).collect();
+        let mut keys: Vec<_> = asset
+            .items
+            .iter()
+            .map(|i| {
+                i.at.map_or((u64::MAX, u64::MAX), |a| (a.block, a.log_index))
+            })
+            .collect();
         let sorted = {
             let mut k = keys.clone();
             k.sort_unstable();
@@ -38,12 +50,20 @@ fn audited(name: &str) -> AuditReport {
         asset.transfers.reverse();
         asset.receipts.reverse();
     }
-    assert_eq!(audit(&reversed).unwrap(), report, "{name}: input order must not matter");
+    assert_eq!(
+        audit(&reversed).unwrap(),
+        report,
+        "{name}: input order must not matter"
+    );
     report
 }
 
 fn kinds(report: &AuditReport) -> Vec<ItemKind> {
-    report.assets.iter().flat_map(|a| a.items.iter().map(|i| i.kind)).collect()
+    report
+        .assets
+        .iter()
+        .flat_map(|a| a.items.iter().map(|i| i.kind))
+        .collect()
 }
 
 fn q(text: &str) -> Qty {
@@ -85,7 +105,10 @@ fn missing_mint_is_negative() {
 #[test]
 fn pending_redemption_waits_and_journaled_one_awaits_its_burn() {
     let report = audited("pending_redemption");
-    assert_eq!(kinds(&report), vec![ItemKind::RedemptionPending, ItemKind::BurnPending]);
+    assert_eq!(
+        kinds(&report),
+        vec![ItemKind::RedemptionPending, ItemKind::BurnPending]
+    );
     assert_eq!(report.assets[0].difference, SignedQty::positive(q("2")));
     assert_eq!(report.assets[0].totals.waiting_in_bot, q("3"));
     insta::assert_json_snapshot!("pending_redemption", report);
@@ -96,7 +119,10 @@ fn rejected_redemption_is_listed_without_moving_the_difference() {
     let report = audited("rejected_redemption");
     assert_eq!(kinds(&report), vec![ItemKind::RedemptionRejected]);
     assert!(report.assets[0].difference.is_zero());
-    assert!(report.balanced, "nothing is unbalanced, but the item needs an operator");
+    assert!(
+        report.balanced,
+        "nothing is unbalanced, but the item needs an operator"
+    );
     insta::assert_json_snapshot!("rejected_redemption", report);
 }
 
@@ -115,7 +141,10 @@ fn reorged_deposit_is_a_missing_mint_and_later_mints_are_left_out() {
     let asset = &report.assets[0];
     assert_eq!(asset.difference, SignedQty::negative(q("2")));
     assert!(asset.items[0].detail.contains("not on the observed chain"));
-    assert_eq!(asset.totals.alpaca_after_block, 1, "tr-3 was minted after the block");
+    assert_eq!(
+        asset.totals.alpaca_after_block, 1,
+        "tr-3 was minted after the block"
+    );
     assert_eq!(asset.totals.alpaca_minted, q("3.5"));
     insta::assert_json_snapshot!("reorg", report);
 }
@@ -125,7 +154,12 @@ fn stray_deposits_and_in_flight_work_are_listed() {
     let report = audited("stray_deposits");
     assert_eq!(
         kinds(&report),
-        vec![ItemKind::UntaggedDeposit, ItemKind::DepositWithoutRequest, ItemKind::MintNotCalledBack, ItemKind::MintPending]
+        vec![
+            ItemKind::UntaggedDeposit,
+            ItemKind::DepositWithoutRequest,
+            ItemKind::MintNotCalledBack,
+            ItemKind::MintPending
+        ]
     );
     assert_eq!(report.assets[0].difference, SignedQty::positive(q("6")));
     assert_eq!(report.notices.len(), 1);
@@ -141,7 +175,10 @@ fn at_block_before_everything_is_empty_and_zero() {
     let report = audit(&input).unwrap();
     let asset = &report.assets[0];
     assert!(asset.difference.is_zero(), "{:#?}", asset.items);
-    assert_eq!(asset.totals.alpaca_after_block, 4, "two mints and two redeems are after block 5");
+    assert_eq!(
+        asset.totals.alpaca_after_block, 4,
+        "two mints and two redeems are after block 5"
+    );
     assert!(asset.items.is_empty());
 }
 
@@ -152,8 +189,18 @@ fn signed_quantities_add_exactly() {
     assert_eq!(a.checked_add(b).unwrap().to_string(), "-0.5");
     assert_eq!(b.checked_add(a).unwrap().to_string(), "-0.5");
     assert_eq!(a.checked_sub(a).unwrap(), SignedQty::ZERO);
-    assert!(!SignedQty::negative(Qty::ZERO).is_negative(), "zero has no sign");
+    assert!(
+        !SignedQty::negative(Qty::ZERO).is_negative(),
+        "zero has no sign"
+    );
     let round: SignedQty = serde_json::from_str("\"-0.000000000000000001\"").unwrap();
-    assert_eq!(serde_json::to_string(&round).unwrap(), "\"-0.000000000000000001\"");
-    assert!(SignedQty::positive(Qty::from_units(alloy_primitives::U256::MAX)).checked_add(a).is_none());
+    assert_eq!(
+        serde_json::to_string(&round).unwrap(),
+        "\"-0.000000000000000001\""
+    );
+    assert!(
+        SignedQty::positive(Qty::from_units(alloy_primitives::U256::MAX))
+            .checked_add(a)
+            .is_none()
+    );
 }

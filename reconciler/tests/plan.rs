@@ -252,12 +252,7 @@ fn allocations_of(action: &Action) -> (Vec<(u64, String)>, String) {
     };
     let allocations = allocations
         .iter()
-        .map(|(receipt, shares)| {
-            (
-                receipt.to::<u64>(),
-                Qty::from_units(*shares).to_decimal(),
-            )
-        })
+        .map(|(receipt, shares)| (receipt.to::<u64>(), Qty::from_units(*shares).to_decimal()))
         .collect();
     (allocations, Qty::from_units(*dust).to_decimal())
 }
@@ -349,7 +344,11 @@ fn mint_with_tx_mined_but_unconfirmed_waits() {
     // Given our transaction and its deposit in a block a reorg could still undo
     let world = World {
         mints: vec![ready("mint-1")],
-        txs: vec![tx(7, minting(VAULT_A, &["mint-1"]), mined(UNCONFIRMED, true))],
+        txs: vec![tx(
+            7,
+            minting(VAULT_A, &["mint-1"]),
+            mined(UNCONFIRMED, true),
+        )],
         deposits: vec![deposit("mint-1", UNCONFIRMED)],
         ..world()
     };
@@ -365,7 +364,11 @@ fn mint_with_tx_reverted_but_unconfirmed_waits() {
     // mint twice if the reorg includes the original successfully.
     let world = World {
         mints: vec![ready("mint-1")],
-        txs: vec![tx(7, minting(VAULT_A, &["mint-1"]), mined(UNCONFIRMED, false))],
+        txs: vec![tx(
+            7,
+            minting(VAULT_A, &["mint-1"]),
+            mined(UNCONFIRMED, false),
+        )],
         ..world()
     };
     let actions = plan(&world, &policy());
@@ -405,7 +408,11 @@ fn mint_with_tx_mined_successfully_but_no_deposit_settles_failed_and_mints_again
 fn mint_with_tx_reverted_settles_failed_and_mints_again() {
     let world = World {
         mints: vec![ready("mint-1")],
-        txs: vec![tx(7, minting(VAULT_A, &["mint-1"]), mined(CONFIRMED, false))],
+        txs: vec![tx(
+            7,
+            minting(VAULT_A, &["mint-1"]),
+            mined(CONFIRMED, false),
+        )],
         ..world()
     };
     let actions = plan(&world, &policy());
@@ -465,7 +472,11 @@ fn mint_whose_last_attempt_fails_in_this_pass_is_flagged_not_minted() {
             failed_attempts: 2,
             ..ready("mint-1")
         }],
-        txs: vec![tx(7, minting(VAULT_A, &["mint-1"]), mined(CONFIRMED, false))],
+        txs: vec![tx(
+            7,
+            minting(VAULT_A, &["mint-1"]),
+            mined(CONFIRMED, false),
+        )],
         ..world()
     };
     // Then the settle counts as the third attempt: flagged, no fourth transaction
@@ -518,7 +529,11 @@ fn mint_with_confirmed_deposit_and_callback_not_sent_calls_back() {
 #[test]
 fn mint_with_confirmed_deposit_and_callback_attempted_asks_alpaca_first() {
     let world = World {
-        mints: vec![mint_intent("mint-1", Journal::Completed, Callback::Attempted)],
+        mints: vec![mint_intent(
+            "mint-1",
+            Journal::Completed,
+            Callback::Attempted,
+        )],
         deposits: vec![deposit("mint-1", CONFIRMED)],
         ..world()
     };
@@ -695,7 +710,11 @@ fn ready_mints_on_several_vaults_are_grouped_per_vault() {
         let Action::Mint { vault, items } = action else {
             panic!("unexpected {action:?}");
         };
-        let expected = if *vault == VAULT_A { "mint-a" } else { "mint-b" };
+        let expected = if *vault == VAULT_A {
+            "mint-a"
+        } else {
+            "mint-b"
+        };
         assert!(items
             .iter()
             .all(|i| i.issuer_request_id.as_str().starts_with(expected)));
@@ -872,7 +891,10 @@ fn redemption_completed_at_alpaca_with_mismatched_echo_is_flagged_not_burned() {
     let world = World {
         redemptions: vec![redemption(1, requested("tr-r1"), Some("client-1"))],
         alpaca: vec![AlpacaView {
-            mismatches: vec!["qty 4 != 5".to_owned(), "wallet_address 0x12 != 0x11".to_owned()],
+            mismatches: vec![
+                "qty 4 != 5".to_owned(),
+                "wallet_address 0x12 != 0x11".to_owned(),
+            ],
             ..poll("red-1", JournalStatus::Completed)
         }],
         receipts: vec![receipt(1, "100")],
@@ -1012,7 +1034,11 @@ fn live_burn_tx_reserves_its_receipts() {
 fn journaled_redemption_with_burn_mined_but_unconfirmed_waits() {
     let world = World {
         redemptions: vec![redemption(1, journaled("tr-r1"), Some("client-1"))],
-        txs: vec![tx(11, burning("red-1", &[(1, "5")]), mined(UNCONFIRMED, true))],
+        txs: vec![tx(
+            11,
+            burning("red-1", &[(1, "5")]),
+            mined(UNCONFIRMED, true),
+        )],
         burns: vec![burn_log("red-1", UNCONFIRMED)],
         receipts: vec![receipt(1, "5")],
         ..world()
@@ -1077,7 +1103,11 @@ fn journaled_redemption_with_unconfirmed_tagged_burn_waits() {
 fn journaled_redemption_whose_burn_reverted_settles_and_burns_again() {
     let world = World {
         redemptions: vec![redemption(1, journaled("tr-r1"), Some("client-1"))],
-        txs: vec![tx(11, burning("red-1", &[(1, "5")]), mined(CONFIRMED, false))],
+        txs: vec![tx(
+            11,
+            burning("red-1", &[(1, "5")]),
+            mined(CONFIRMED, false),
+        )],
         receipts: vec![receipt(1, "5")],
         ..world()
     };
@@ -1147,6 +1177,38 @@ fn flagged_redemption_with_successful_return_mined_is_not_returned_again() {
     // Then it settles; no second return
     let actions = plan(&world, &policy());
     assert!(!actions.iter().any(|a| matches!(a, Action::Return { .. })));
+    assert_json_snapshot!(actions);
+}
+
+#[test]
+fn flagged_redemption_whose_return_reverted_settles_and_is_returned_again() {
+    // Given the return transaction reverted: the tokens are still in the bot's wallet
+    let world = World {
+        redemptions: vec![redemption(1, flagged(Anomaly::UnknownSender, true), None)],
+        txs: vec![tx(12, returning("red-1"), mined(CONFIRMED, false))],
+        ..world()
+    };
+    let actions = plan(&world, &policy());
+    let returns = actions
+        .iter()
+        .filter(|a| matches!(a, Action::Return { .. }))
+        .count();
+    assert_eq!(returns, 1);
+    assert_json_snapshot!(actions);
+}
+
+#[test]
+fn redetected_redemption_with_confirmed_burn_is_not_requested_again() {
+    // Given a lost cache: the transfer is re-detected, and our tagged burn for it is on chain
+    let world = World {
+        redemptions: vec![redemption(1, RedemptionState::Detected, Some("client-1"))],
+        burns: vec![burn_log("red-1", CONFIRMED)],
+        receipts: vec![receipt(1, "100")],
+        ..world()
+    };
+    // Then Alpaca is not asked a second time and nothing is burned again
+    let actions = plan(&world, &policy());
+    assert!(actions.is_empty());
     assert_json_snapshot!(actions);
 }
 
@@ -1246,4 +1308,88 @@ fn same_world_gives_same_plan_and_input_order_does_not_change_what_is_minted() {
     };
     assert_eq!(others(&first), others(&second));
     assert_json_snapshot!(first);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Regressions found in review
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_deposit_for_a_journal_alpaca_did_not_complete_is_flagged_never_called_back() {
+    for journal in [Journal::Rejected, Journal::Pending] {
+        let world = World {
+            head_block: HEAD,
+            mints: vec![mint_intent("m1", journal, Callback::NotSent)],
+            deposits: vec![deposit("m1", CONFIRMED)],
+            ..World::default()
+        };
+        let actions = plan(&world, &policy());
+        assert_eq!(
+            actions,
+            vec![Action::Flag {
+                issuer_request_id: id("m1"),
+                problem: Problem::DepositWithoutCompletedJournal { tx_hash: hash(CONFIRMED) },
+            }],
+            "{journal:?}"
+        );
+    }
+}
+
+#[test]
+fn the_earliest_deposit_is_the_one_called_back_whatever_the_input_order() {
+    let early = deposit("m1", 90);
+    let mut late = deposit("m1", 95);
+    late.assets = units("3"); // the later one also mismatches
+    for deposits in [vec![early.clone(), late.clone()], vec![late.clone(), early.clone()]] {
+        let world = World { head_block: HEAD, mints: vec![ready("m1")], deposits, ..World::default() };
+        let actions = plan(&world, &policy());
+        assert!(actions.contains(&Action::MintCallback {
+            issuer_request_id: id("m1"),
+            tx_hash: hash(90),
+            ask_first: false,
+        }));
+        assert!(actions.contains(&Action::Flag {
+            issuer_request_id: id("m1"),
+            problem: Problem::DuplicateDeposits { tx_hashes: vec![hash(90), hash(95)] },
+        }));
+    }
+}
+
+#[test]
+fn the_in_flight_cap_holds_new_mints_back() {
+    let world = World {
+        head_block: HEAD,
+        mints: vec![ready("m1"), ready("m2")],
+        txs: vec![tx(7, minting(VAULT_A, &["m1"]), pending(0))],
+        ..World::default()
+    };
+    let one_at_a_time = Policy { txs_in_flight_max: 1, ..policy() };
+    assert!(!plan(&world, &one_at_a_time).iter().any(|a| matches!(a, Action::Mint { .. })));
+    let roomy = plan(&world, &policy());
+    assert!(roomy.contains(&Action::Mint {
+        vault: VAULT_A,
+        items: vec![reconciler::MintItem { issuer_request_id: id("m2"), receiver: AP, qty: qty("10") }],
+    }));
+}
+
+#[test]
+fn a_settled_burn_does_not_reserve_receipts_beside_its_live_replacement() {
+    let world = World {
+        head_block: HEAD,
+        redemptions: vec![
+            redemption(1, RedemptionState::Journaled { tokenization_request_id: trid("tr-r1") }, Some("client-1")),
+            redemption(2, RedemptionState::Journaled { tokenization_request_id: trid("tr-r2") }, Some("client-1")),
+        ],
+        receipts: vec![receipt(1, "10")],
+        txs: vec![
+            tx(3, burning("red-1", &[(1, "5")]), TxStatus::NonceTaken),
+            tx(4, burning("red-1", &[(1, "5")]), pending(0)),
+        ],
+        ..World::default()
+    };
+    let actions = plan(&world, &policy());
+    assert!(
+        actions.iter().any(|a| matches!(a, Action::Burn { redemption_id, .. } if *redemption_id == id("red-2"))),
+        "{actions:?}"
+    );
 }

@@ -102,9 +102,13 @@ pub fn confirmed_block(head: u64, confirmations: u64) -> u64 {
 /// `issuer report` and `issuer report verify`.
 pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
     if let Some(ReportCommand::Verify(v)) = &args.command {
-        let text = std::fs::read_to_string(&v.file).with_context(|| format!("reading {}", v.file.display()))?;
+        let text = std::fs::read_to_string(&v.file)
+            .with_context(|| format!("reading {}", v.file.display()))?;
         let signer = verify(&text, v.address)?;
-        eprintln!("OK: {} is signed by {signer:#x} and unaltered", v.file.display());
+        eprintln!(
+            "OK: {} is signed by {signer:#x} and unaltered",
+            v.file.display()
+        );
         return Ok(());
     }
     if args.sign && args.format != ReportFormat::Json {
@@ -137,7 +141,8 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
     let report = audit(&input)?;
     let text = if args.sign {
         let envelope = sign(&report, &signer)?;
-        let mut text = serde_json::to_string_pretty(&envelope).context("encoding the signed report")?;
+        let mut text =
+            serde_json::to_string_pretty(&envelope).context("encoding the signed report")?;
         text.push('\n');
         text
     } else {
@@ -161,7 +166,8 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
 /// only for that list; the report never reads the cache's observations.
 fn asset_list(args: &ReportArgs) -> anyhow::Result<Vec<AssetSpec>> {
     if let Some(vault) = args.vault {
-        let (Some(underlying), Some(token), Some(deploy_block)) = (&args.underlying, &args.token, args.deploy_block)
+        let (Some(underlying), Some(token), Some(deploy_block)) =
+            (&args.underlying, &args.token, args.deploy_block)
         else {
             bail!("--vault needs --underlying, --token and --deploy-block");
         };
@@ -173,7 +179,10 @@ fn asset_list(args: &ReportArgs) -> anyhow::Result<Vec<AssetSpec>> {
             deploy_block,
         }]);
     }
-    let path = args.db.clone().unwrap_or_else(|| Path::new(".run/issuer.redb").to_path_buf());
+    let path = args
+        .db
+        .clone()
+        .unwrap_or_else(|| Path::new(".run/issuer.redb").to_path_buf());
     if !path.exists() {
         bail!("no asset list: {} does not exist; pass --vault, --underlying, --token and --deploy-block", path.display());
     }
@@ -194,6 +203,9 @@ fn asset_list(args: &ReportArgs) -> anyhow::Result<Vec<AssetSpec>> {
             deploy_block: a.deploy_block,
         })
         .collect();
-    assets.sort_by(|a, b| (a.underlying.as_str(), a.network.as_str()).cmp(&(b.underlying.as_str(), b.network.as_str())));
+    assets.sort_by(|a, b| {
+        (a.underlying.as_str(), a.network.as_str())
+            .cmp(&(b.underlying.as_str(), b.network.as_str()))
+    });
     Ok(assets)
 }

@@ -2,7 +2,9 @@
 //! balances *at* that block, and Alpaca's request lists. Reads nothing from the cache.
 
 use super::{AssetSpec, ReportError};
-use crate::alpaca::{Broker, RequestFilter, RequestStatus as WireStatus, RequestType, TokenizationRequest};
+use crate::alpaca::{
+    Broker, RequestFilter, RequestStatus as WireStatus, RequestType, TokenizationRequest,
+};
 use crate::chain::{Chain, Receipt, Vault, LOG_RANGE_BLOCKS_MAX};
 use alloy::eips::BlockId;
 use alloy::primitives::{Address, B256, U256};
@@ -11,8 +13,8 @@ use alloy::rpc::types::{Filter, Log};
 use alloy::sol_types::SolEvent;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use reconciler::audit::{
-    AlpacaRequest, AssetInput, AuditInput, DepositLog, LogPos, ReceiptHolding, RequestKind, RequestStatus, Tag,
-    TransferLog, TxBlock, WithdrawLog,
+    AlpacaRequest, AssetInput, AuditInput, DepositLog, LogPos, ReceiptHolding, RequestKind,
+    RequestStatus, Tag, TransferLog, TxBlock, WithdrawLog,
 };
 use reconciler::{meta, Qty};
 use std::collections::BTreeSet;
@@ -56,7 +58,10 @@ pub async fn observe<B: Broker>(
     at_block: u64,
 ) -> Result<AuditInput, ReportError> {
     let bot = chain.bot();
-    let total_blocks: u64 = assets.iter().map(|a| at_block.saturating_sub(a.deploy_block).saturating_add(1)).sum();
+    let total_blocks: u64 = assets
+        .iter()
+        .map(|a| at_block.saturating_sub(a.deploy_block).saturating_add(1))
+        .sum();
     let bar = progress(total_blocks);
     let mut inputs = Vec::with_capacity(assets.len());
     for spec in assets {
@@ -67,8 +72,14 @@ pub async fn observe<B: Broker>(
 
     let mut alpaca = Vec::new();
     for kind in [RequestType::Mint, RequestType::Redeem] {
-        let filter = RequestFilter { kind: Some(kind), ..RequestFilter::default() };
-        let listed = broker.list_requests(&filter).await.map_err(|e| ReportError::Alpaca(e.to_string()))?;
+        let filter = RequestFilter {
+            kind: Some(kind),
+            ..RequestFilter::default()
+        };
+        let listed = broker
+            .list_requests(&filter)
+            .await
+            .map_err(|e| ReportError::Alpaca(e.to_string()))?;
         alpaca.extend(listed.into_iter().map(alpaca_request));
     }
 
@@ -76,21 +87,58 @@ pub async fn observe<B: Broker>(
     let seen: BTreeSet<B256> = inputs
         .iter()
         .flat_map(|a| {
-            a.deposits.iter().map(|d| d.at.tx_hash).chain(a.withdraws.iter().map(|w| w.at.tx_hash)).chain(a.transfers.iter().map(|t| t.at.tx_hash))
+            a.deposits
+                .iter()
+                .map(|d| d.at.tx_hash)
+                .chain(a.withdraws.iter().map(|w| w.at.tx_hash))
+                .chain(a.transfers.iter().map(|t| t.at.tx_hash))
         })
         .collect();
-    let named: BTreeSet<B256> = alpaca.iter().filter_map(|r| r.tx_hash).filter(|h| !seen.contains(h)).collect();
+    let named: BTreeSet<B256> = alpaca
+        .iter()
+        .filter_map(|r| r.tx_hash)
+        .filter(|h| !seen.contains(h))
+        .collect();
     let mut tx_blocks = Vec::new();
     for tx_hash in named {
-        let receipt = timed("eth_getTransactionReceipt", chain.provider().get_transaction_receipt(tx_hash).into_future()).await?;
+        let receipt = timed(
+            "eth_getTransactionReceipt",
+            chain
+                .provider()
+                .get_transaction_receipt(tx_hash)
+                .into_future(),
+        )
+        .await?;
         if let Some(block) = receipt.and_then(|r| r.block_number) {
             tx_blocks.push(TxBlock { tx_hash, block });
         }
     }
 
-    let latest = timed("eth_getTransactionCount", chain.provider().get_transaction_count(bot).latest().into_future()).await?;
-    let pending = timed("eth_getTransactionCount", chain.provider().get_transaction_count(bot).pending().into_future()).await?;
-    Ok(AuditInput { at_block, in_flight: pending.saturating_sub(latest), assets: inputs, alpaca, tx_blocks })
+    let latest = timed(
+        "eth_getTransactionCount",
+        chain
+            .provider()
+            .get_transaction_count(bot)
+            .latest()
+            .into_future(),
+    )
+    .await?;
+    let pending = timed(
+        "eth_getTransactionCount",
+        chain
+            .provider()
+            .get_transaction_count(bot)
+            .pending()
+            .into_future(),
+    )
+    .await?;
+    Ok(AuditInput {
+        at_block,
+        in_flight: pending.saturating_sub(latest),
+        assets: inputs,
+        alpaca,
+        tx_blocks,
+    })
 }
 
 async fn observe_asset(
@@ -121,7 +169,11 @@ async fn observe_asset(
             let Some(at) = position(log) else { continue };
             match log.topic0() {
                 Some(&Vault::Deposit::SIGNATURE_HASH) => {
-                    let event = log.log_decode::<Vault::Deposit>().map_err(|e| bad_log(at, &e))?.inner.data;
+                    let event = log
+                        .log_decode::<Vault::Deposit>()
+                        .map_err(|e| bad_log(at, &e))?
+                        .inner
+                        .data;
                     deposits.push(DepositLog {
                         at,
                         sender: event.sender,
@@ -133,7 +185,11 @@ async fn observe_asset(
                     });
                 }
                 Some(&Vault::Withdraw::SIGNATURE_HASH) => {
-                    let event = log.log_decode::<Vault::Withdraw>().map_err(|e| bad_log(at, &e))?.inner.data;
+                    let event = log
+                        .log_decode::<Vault::Withdraw>()
+                        .map_err(|e| bad_log(at, &e))?
+                        .inner
+                        .data;
                     withdraws.push(WithdrawLog {
                         at,
                         sender: event.sender,
@@ -146,9 +202,18 @@ async fn observe_asset(
                     });
                 }
                 Some(&Vault::Transfer::SIGNATURE_HASH) => {
-                    let event = log.log_decode::<Vault::Transfer>().map_err(|e| bad_log(at, &e))?.inner.data;
+                    let event = log
+                        .log_decode::<Vault::Transfer>()
+                        .map_err(|e| bad_log(at, &e))?
+                        .inner
+                        .data;
                     if event.from == bot || event.to == bot {
-                        transfers.push(TransferLog { at, from: event.from, to: event.to, value: Qty::from_units(event.value) });
+                        transfers.push(TransferLog {
+                            at,
+                            from: event.from,
+                            to: event.to,
+                            value: Qty::from_units(event.value),
+                        });
                     }
                 }
                 _ => {}
@@ -160,15 +225,36 @@ async fn observe_asset(
 
     let block = BlockId::number(at_block);
     let vault = Vault::new(spec.vault, provider.clone());
-    let total_supply = timed("totalSupply", vault.totalSupply().block(block).call().into_future()).await?;
-    let bot_shares = timed("balanceOf", vault.balanceOf(bot).block(block).call().into_future()).await?;
-    let receipt_address = timed("receipt", vault.receipt().block(block).call().into_future()).await?;
+    let total_supply = timed(
+        "totalSupply",
+        vault.totalSupply().block(block).call().into_future(),
+    )
+    .await?;
+    let bot_shares = timed(
+        "balanceOf",
+        vault.balanceOf(bot).block(block).call().into_future(),
+    )
+    .await?;
+    let receipt_address =
+        timed("receipt", vault.receipt().block(block).call().into_future()).await?;
     let receipt = Receipt::new(receipt_address, provider.clone());
-    let ids: Vec<U256> = deposits.iter().map(|d| d.id).collect::<BTreeSet<_>>().into_iter().collect();
+    let ids: Vec<U256> = deposits
+        .iter()
+        .map(|d| d.id)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let mut receipts = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(RECEIPT_BATCH_MAX) {
-        let balances =
-            timed("balanceOfBatch", receipt.balanceOfBatch(vec![bot; chunk.len()], chunk.to_vec()).block(block).call().into_future()).await?;
+        let balances = timed(
+            "balanceOfBatch",
+            receipt
+                .balanceOfBatch(vec![bot; chunk.len()], chunk.to_vec())
+                .block(block)
+                .call()
+                .into_future(),
+        )
+        .await?;
         if balances.len() != chunk.len() {
             return Err(ReportError::Chain(format!(
                 "balanceOfBatch answered {} balances for {} ids",
@@ -177,7 +263,13 @@ async fn observe_asset(
             )));
         }
         receipts.extend(
-            chunk.iter().zip(balances).map(|(id, balance)| ReceiptHolding { id: *id, balance: Qty::from_units(balance) }),
+            chunk
+                .iter()
+                .zip(balances)
+                .map(|(id, balance)| ReceiptHolding {
+                    id: *id,
+                    balance: Qty::from_units(balance),
+                }),
         );
     }
 
@@ -199,17 +291,26 @@ async fn observe_asset(
 
 /// A mined log's position; a log without one (pending) is not part of any block's book.
 fn position(log: &Log) -> Option<LogPos> {
-    Some(LogPos { block: log.block_number?, log_index: log.log_index?, tx_hash: log.transaction_hash? })
+    Some(LogPos {
+        block: log.block_number?,
+        log_index: log.log_index?,
+        tx_hash: log.transaction_hash?,
+    })
 }
 
 fn bad_log(at: LogPos, e: &impl std::fmt::Display) -> ReportError {
-    ReportError::Chain(format!("log {} #{} in block {} does not decode: {e}", at.tx_hash, at.log_index, at.block))
+    ReportError::Chain(format!(
+        "log {} #{} in block {} does not decode: {e}",
+        at.tx_hash, at.log_index, at.block
+    ))
 }
 
 fn tag(bytes: &[u8]) -> Tag {
     match meta::decode(bytes) {
         Ok(info) => Tag::Ours(info),
-        Err(e) => Tag::Foreign { detail: e.to_string() },
+        Err(e) => Tag::Foreign {
+            detail: e.to_string(),
+        },
     }
 }
 

@@ -9,7 +9,9 @@ use std::fmt::Write as _;
 /// The report as a JSON value with every object's keys sorted, whatever serde_json's features:
 /// the form that is printed and signed, so the same report always gives the same bytes.
 pub fn canonical_value(report: &AuditReport) -> Result<Value, ReportError> {
-    serde_json::to_value(report).map(sorted).map_err(|e| ReportError::Json(e.to_string()))
+    serde_json::to_value(report)
+        .map(sorted)
+        .map_err(|e| ReportError::Json(e.to_string()))
 }
 
 /// Recursively rebuilds objects with sorted keys.
@@ -32,7 +34,8 @@ pub fn canonical_bytes(value: &Value) -> Result<Vec<u8>, ReportError> {
 
 pub fn json(report: &AuditReport) -> Result<String, ReportError> {
     let value = canonical_value(report)?;
-    let mut text = serde_json::to_string_pretty(&value).map_err(|e| ReportError::Json(e.to_string()))?;
+    let mut text =
+        serde_json::to_string_pretty(&value).map_err(|e| ReportError::Json(e.to_string()))?;
     text.push('\n');
     Ok(text)
 }
@@ -54,7 +57,9 @@ pub fn csv(report: &AuditReport) -> String {
             item.kind.to_string(),
             item.at.map(|a| a.block.to_string()).unwrap_or_default(),
             item.at.map(|a| a.log_index.to_string()).unwrap_or_default(),
-            item.at.map(|a| format!("{:#x}", a.tx_hash)).unwrap_or_default(),
+            item.at
+                .map(|a| format!("{:#x}", a.tx_hash))
+                .unwrap_or_default(),
             item.tokenization_request_id.clone().unwrap_or_default(),
             item.issuer_request_id.clone().unwrap_or_default(),
             item.wallet.map(|w| format!("{w:#x}")).unwrap_or_default(),
@@ -71,7 +76,9 @@ pub fn csv(report: &AuditReport) -> String {
 
 /// RFC 4180 quoting, and a leading `'` for text a spreadsheet would run as a formula.
 fn csv_field(text: &str) -> String {
-    let guarded = if text.starts_with(['=', '+', '@']) || (text.starts_with('-') && text.parse::<f64>().is_err()) {
+    let guarded = if text.starts_with(['=', '+', '@'])
+        || (text.starts_with('-') && text.parse::<f64>().is_err())
+    {
         format!("'{text}")
     } else {
         text.to_owned()
@@ -83,11 +90,16 @@ fn csv_field(text: &str) -> String {
     }
 }
 
-fn verdict(report: &AuditReport) -> &'static str {
-    if report.balanced {
-        "BALANCED: every token on chain is explained by a completed journal at Alpaca"
-    } else {
-        "NOT BALANCED: see the items below"
+fn verdict(report: &AuditReport) -> String {
+    let attention: usize =
+        report.assets.iter().map(|a| a.items.len()).sum::<usize>() + report.notices.len();
+    match (report.balanced, attention) {
+        (true, 0) => "BALANCED: every token on chain is explained by a completed journal at Alpaca"
+            .to_owned(),
+        (true, n) => {
+            format!("BALANCED: the difference is zero, but {n} item(s) below need attention")
+        }
+        (false, _) => "NOT BALANCED: the items below explain the difference".to_owned(),
     }
 }
 
@@ -96,19 +108,40 @@ fn totals_rows(a: &AssetReport) -> Vec<(&'static str, String)> {
     let t = &a.totals;
     vec![
         ("Total supply on chain", t.total_supply.to_string()),
-        ("Supply from the vault's logs", t.supply_from_logs.to_string()),
-        ("Minted through us (tagged deposits)", format!("{} ({} deposits)", t.minted, t.deposits)),
+        (
+            "Supply from the vault's logs",
+            t.supply_from_logs.to_string(),
+        ),
+        (
+            "Minted through us (tagged deposits)",
+            format!("{} ({} deposits)", t.minted, t.deposits),
+        ),
         ("Minted without our tag", t.minted_untagged.to_string()),
         ("Burned", format!("{} ({} burns)", t.burned, t.withdraws)),
         ("Returned to senders", t.returned.to_string()),
         ("Dust returned with burns", t.dust_returned.to_string()),
-        ("Waiting in the bot's wallet", format!("{} ({} transfers in total)", t.waiting_in_bot, t.redemptions)),
+        (
+            "Waiting in the bot's wallet",
+            format!(
+                "{} ({} transfers in total)",
+                t.waiting_in_bot, t.redemptions
+            ),
+        ),
         ("Bot's share balance", t.bot_shares.to_string()),
         ("Alpaca completed mints", t.alpaca_minted.to_string()),
         ("Alpaca completed redeems", t.alpaca_redeemed.to_string()),
-        ("Journaled at Alpaca (mints − redeems)", t.alpaca_journaled.to_string()),
-        ("Alpaca requests after this block (left out)", t.alpaca_after_block.to_string()),
-        ("**Difference** (supply − journaled)", a.difference.to_string()),
+        (
+            "Journaled at Alpaca (mints − redeems)",
+            t.alpaca_journaled.to_string(),
+        ),
+        (
+            "Alpaca requests after this block (left out)",
+            t.alpaca_after_block.to_string(),
+        ),
+        (
+            "**Difference** (supply − journaled)",
+            a.difference.to_string(),
+        ),
         ("Explained by the items", a.explained.to_string()),
         ("Unexplained", a.unexplained.to_string()),
     ]
@@ -119,11 +152,17 @@ fn md_cell(text: &str) -> String {
 }
 
 fn item_where(item: &Item) -> String {
-    item.at.map_or_else(|| "—".to_owned(), |a| format!("{} #{}", a.block, a.log_index))
+    item.at.map_or_else(
+        || "—".to_owned(),
+        |a| format!("{} #{}", a.block, a.log_index),
+    )
 }
 
 fn item_request(item: &Item) -> String {
-    item.tokenization_request_id.clone().or_else(|| item.issuer_request_id.clone()).unwrap_or_default()
+    item.tokenization_request_id
+        .clone()
+        .or_else(|| item.issuer_request_id.clone())
+        .unwrap_or_default()
 }
 
 pub fn markdown(report: &AuditReport) -> String {
@@ -138,7 +177,11 @@ pub fn markdown(report: &AuditReport) -> String {
     );
     for a in &report.assets {
         let _ = writeln!(out, "## {} → {} on {}\n", a.underlying, a.token, a.network);
-        let _ = writeln!(out, "vault `{:#x}`, bot `{:#x}`, scanned from block {}\n", a.vault, a.bot, a.deploy_block);
+        let _ = writeln!(
+            out,
+            "vault `{:#x}`, bot `{:#x}`, scanned from block {}\n",
+            a.vault, a.bot, a.deploy_block
+        );
         let _ = writeln!(out, "| | quantity |\n| --- | ---: |");
         for (label, value) in totals_rows(a) {
             let _ = writeln!(out, "| {label} | {value} |");
@@ -148,7 +191,10 @@ pub fn markdown(report: &AuditReport) -> String {
             let _ = writeln!(out, "No items: nothing needs attention.\n");
         } else {
             let _ = writeln!(out, "### Items ({})\n", a.items.len());
-            let _ = writeln!(out, "| where | kind | request | wallet | qty | effect | detail |");
+            let _ = writeln!(
+                out,
+                "| where | kind | request | wallet | qty | effect | detail |"
+            );
             let _ = writeln!(out, "| --- | --- | --- | --- | ---: | ---: | --- |");
             for i in &a.items {
                 let _ = writeln!(
@@ -167,7 +213,10 @@ pub fn markdown(report: &AuditReport) -> String {
         }
         let _ = writeln!(out, "### Receipts held by the bot ({})\n", a.receipts.len());
         if !a.receipts.is_empty() {
-            let _ = writeln!(out, "| id | balance | request | deposit block |\n| ---: | ---: | --- | ---: |");
+            let _ = writeln!(
+                out,
+                "| id | balance | request | deposit block |\n| ---: | ---: | --- | ---: |"
+            );
             for r in &a.receipts {
                 let _ = writeln!(
                     out,
@@ -188,7 +237,10 @@ pub fn markdown(report: &AuditReport) -> String {
 }
 
 fn esc(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// A quantity as a float for drawing only: the chart is a picture, every number shown is exact.
@@ -211,7 +263,10 @@ fn chart(series: &[Point]) -> String {
         .flat_map(|p| [plot_value(p.supply), plot_value(p.journaled)])
         .fold(0.0_f64, f64::max)
         .max(1e-18);
-    let bottom = series.iter().flat_map(|p| [plot_value(p.supply), plot_value(p.journaled)]).fold(0.0_f64, f64::min);
+    let bottom = series
+        .iter()
+        .flat_map(|p| [plot_value(p.supply), plot_value(p.journaled)])
+        .fold(0.0_f64, f64::min);
     let x = |b: u64| pad + (b.saturating_sub(first.block) as f64) / span * (w - 2.0 * pad);
     let y = |v: f64| h - pad - (v - bottom) / (top - bottom) * (h - 2.0 * pad);
     let line = |pick: &dyn Fn(&Point) -> SignedQty| {
@@ -269,16 +324,26 @@ pub fn html(report: &AuditReport) -> String {
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Issuer audit at block {}</title><style>{CSS}</style></head><body>\n",
         report.at_block
     );
-    let _ = writeln!(out, "<h1>Issuer audit report at block {}</h1>", report.at_block);
+    let _ = writeln!(
+        out,
+        "<h1>Issuer audit report at block {}</h1>",
+        report.at_block
+    );
     let class = if report.balanced { "ok" } else { "bad" };
-    let _ = writeln!(out, "<p class=\"{class}\">{}</p>", esc(verdict(report)));
+    let _ = writeln!(out, "<p class=\"{class}\">{}</p>", esc(&verdict(report)));
     let _ = writeln!(
         out,
         "<p>Schema version {}; bot transactions in flight: {}. Difference = total supply − (Alpaca completed mints − completed redeems); each item's effect is its exact share of it.</p>",
         report.schema_version, report.in_flight
     );
     for a in &report.assets {
-        let _ = writeln!(out, "<h2>{} → {} on {}</h2>", esc(a.underlying.as_str()), esc(a.token.as_str()), esc(a.network.as_str()));
+        let _ = writeln!(
+            out,
+            "<h2>{} → {} on {}</h2>",
+            esc(a.underlying.as_str()),
+            esc(a.token.as_str()),
+            esc(a.network.as_str())
+        );
         let _ = writeln!(
             out,
             "<p>vault <code>{:#x}</code>, bot <code>{:#x}</code>, scanned from block {}</p>",
@@ -287,10 +352,19 @@ pub fn html(report: &AuditReport) -> String {
         let _ = writeln!(out, "<table><tbody>");
         for (label, value) in totals_rows(a) {
             let label = label.replace("**", "");
-            let _ = writeln!(out, "<tr><th>{}</th><td class=\"n\">{}</td></tr>", esc(&label), esc(&value));
+            let _ = writeln!(
+                out,
+                "<tr><th>{}</th><td class=\"n\">{}</td></tr>",
+                esc(&label),
+                esc(&value)
+            );
         }
         let _ = writeln!(out, "</tbody></table>");
-        let _ = writeln!(out, "<h3>Supply versus journaled quantity</h3>\n{}", chart(&a.series));
+        let _ = writeln!(
+            out,
+            "<h3>Supply versus journaled quantity</h3>\n{}",
+            chart(&a.series)
+        );
         let _ = writeln!(out, "<h3>Items ({})</h3>", a.items.len());
         if a.items.is_empty() {
             let _ = writeln!(out, "<p>No items: nothing needs attention.</p>");
@@ -314,7 +388,11 @@ pub fn html(report: &AuditReport) -> String {
             }
             let _ = writeln!(out, "</tbody></table>");
         }
-        let _ = writeln!(out, "<h3>Receipts held by the bot ({})</h3>", a.receipts.len());
+        let _ = writeln!(
+            out,
+            "<h3>Receipts held by the bot ({})</h3>",
+            a.receipts.len()
+        );
         if !a.receipts.is_empty() {
             let _ = writeln!(out, "<table><thead><tr><th>id</th><th>balance</th><th>request</th><th>deposit block</th></tr></thead><tbody>");
             for r in &a.receipts {

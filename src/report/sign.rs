@@ -24,7 +24,9 @@ pub struct SignedReport {
 pub fn sign(report: &AuditReport, signer: &EthersSigner) -> Result<SignedReport, ReportError> {
     let value = canonical_value(report)?;
     let bytes = canonical_bytes(&value)?;
-    let signature = signer.sign_message_sync(&bytes).map_err(|e| ReportError::Sign(e.to_string()))?;
+    let signature = signer
+        .sign_message_sync(&bytes)
+        .map_err(|e| ReportError::Sign(e.to_string()))?;
     Ok(SignedReport {
         report: value,
         signature: format!("0x{}", hex::encode(signature.as_bytes())),
@@ -34,15 +36,18 @@ pub fn sign(report: &AuditReport, signer: &EthersSigner) -> Result<SignedReport,
 
 /// Checks a signed report file's text against `expected`; returns the recovered signer.
 pub fn verify(text: &str, expected: Address) -> Result<Address, ReportError> {
-    let signed: SignedReport = serde_json::from_str(text)
-        .map_err(|e| ReportError::Json(format!("not a signed report ({{report, signature, signer}}): {e}")))?;
+    let signed: SignedReport = serde_json::from_str(text).map_err(|e| {
+        ReportError::Json(format!(
+            "not a signed report ({{report, signature, signer}}): {e}"
+        ))
+    })?;
     let raw = signed
         .signature
         .strip_prefix("0x")
         .and_then(|h| hex::decode(h).ok())
         .ok_or_else(|| ReportError::BadSignature("signature is not 0x-prefixed hex".to_owned()))?;
-    let signature =
-        Signature::from_raw(&raw).map_err(|e| ReportError::BadSignature(format!("signature does not parse: {e}")))?;
+    let signature = Signature::from_raw(&raw)
+        .map_err(|e| ReportError::BadSignature(format!("signature does not parse: {e}")))?;
     let bytes = canonical_bytes(&signed.report)?;
     let recovered = signature
         .recover_address_from_msg(&bytes)
@@ -76,11 +81,19 @@ mod tests {
         let text = serde_json::to_string_pretty(&envelope).unwrap();
         assert_eq!(verify(&text, signer.address()).unwrap(), signer.address());
 
-        let other: Address = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8".parse().unwrap();
-        assert!(matches!(verify(&text, other), Err(ReportError::BadSignature(_))));
+        let other: Address = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+            .parse()
+            .unwrap();
+        assert!(matches!(
+            verify(&text, other),
+            Err(ReportError::BadSignature(_))
+        ));
 
         let tampered = text.replacen("\"total_supply\": \"3\"", "\"total_supply\": \"4\"", 1);
         assert_ne!(tampered, text);
-        assert!(matches!(verify(&tampered, signer.address()), Err(ReportError::BadSignature(_))));
+        assert!(matches!(
+            verify(&tampered, signer.address()),
+            Err(ReportError::BadSignature(_))
+        ));
     }
 }

@@ -1,0 +1,421 @@
+//! `issuer report` answers from the chain and Alpaca alone: after mints converge the difference is
+//! zero; deleting the cache gives the byte-identical report; a report at an earlier block leaves
+//! later mints out; a deposit the bot made with no Alpaca request is an item; a signed report
+//! verifies against the issuer's address and a tampered one fails with a non-zero exit.
+//! Real anvil, the real binary and the Alpaca simulator.
+
+mod common;
+
+use alloy::network::EthereumWallet;
+use alloy::primitives::U256;
+use alloy::providers::{Provider, ProviderBuilder};
+use alloy::rpc::types::TransactionRequest;
+use common::stack::{eventually, Issuer, World, SIM_ACCOUNT, SIM_KEY, SIM_SECRET};
+use reconciler::Policy;
+use serde_json::Value;
+use std::process::Output;
+use std::time::Duration;
+
+/// Runs `issuer report` against the world's chain and simulator with `extra` flags.
+async fn report(world: &World, extra: Vec<String>) -> Output {
+    let mut args: Vec<String> = [
+        "report",
+        "--rpc-url",
+        &world.rpc(),
+        "--alpaca-base-url",
+        &world.sim_url,
+        "--alpaca-account-id",
+        SIM_ACCOUNT,
+        "--alpaca-api-key",
+        SIM_KEY,
+        "--alpaca-api-secret",
+        SIM_SECRET,
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    args.extend(extra);
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_issuer"))
+            .args(&args)
+            .env_remove("BOT_PRIVATE_KEY")
+            .env_remove("ISSUER_DB")
+            .env_remove("CONFIRMATIONS")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn ok(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "report failed: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+fn vault_flags(world: &World) -> Vec<String> {
+    vec![
+        "--vault".into(),
+        format!("{:#x}", world.deployed.vault),
+        "--underlying".into(),
+        "AAPL".into(),
+        "--token".into(),
+        "tAAPL".into(),
+        "--deploy-block".into(),
+        world.deployed.deploy_block.to_string(),
+    ]
+}
+
+fn at(block: u64) -> Vec<String> {
+    vec!["--at-block".into(), block.to_string()]
+}
+
+async fn head(world: &World) -> u64 {
+    let provider = ProviderBuilder::new().connect_http(world.rpc().parse().unwrap());
+    provider.get_block_number().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn converged_mints_balance_and_the_cache_changes_nothing() {
+    let world = World::start(None).await;
+    let issuer = Issuer::start(&world, Policy::default()).await;
+    world.mint(&issuer.url, "tr-report-1", "1.5").await;
+    eventually(Duration::from_secs(30), "first callback", || async {
+        world.sim.mint_callback_count("tr-report-1") >= 1
+    })
+    .await;
+    let after_first = head(&world).await;
+    world.mint(&issuer.url, "tr-report-2", "2.000000001").await;
+    eventually(Duration::from_secs(30), "second callback", || async {
+        world.sim.mint_callback_count("tr-report-2") >= 1
+    })
+    .await;
+    issuer.stop().await;
+    let block = head(&world).await;
+
+    // From the store's asset list.
+    let db = vec!["--db".to_owned(), world.db_path.display().to_string()];
+    let with_cache = ok(&report(&world, [db.clone(), at(block)].concat()).await);
+    let json: Value = serde_json::from_str(&with_cache).unwrap();
+    assert_eq!(json["schema_version"], 1);
+    assert_eq!(json["balanced"], true, "{json:#}");
+    let asset = &json["assets"][0];
+    assert_eq!(asset["difference"], "0");
+    assert_eq!(asset["totals"]["total_supply"], "3.500000001");
+    assert_eq!(asset["totals"]["alpaca_minted"], "3.500000001");
+    assert_eq!(asset["totals"]["minted"], "3.500000001");
+    assert_eq!(asset["items"].as_array().unwrap().len(), 0, "{json:#}");
+    assert_eq!(asset["receipts"].as_array().unwrap().len(), 2);
+
+    // The cache is gone: the same report, byte for byte, from the flags.
+    std::fs::remove_file(&world.db_path).unwrap();
+    let without_cache = ok(&report(&world, [vault_flags(&world), at(block)].concat()).await);
+    assert_eq!(
+        with_cache, without_cache,
+        "deleting the cache must not change the report"
+    );
+    let missing = report(&world, [db, at(block)].concat()).await;
+    assert!(
+        !missing.status.success(),
+        "no store and no --vault: a clear error, not an empty report"
+    );
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("--vault"));
+
+    // At the block of the first mint the second one does not exist yet, on either side.
+    let earlier: Value = serde_json::from_str(&ok(&report(
+        &world,
+        [vault_flags(&world), at(after_first)].concat(),
+    )
+    .await))
+    .unwrap();
+    let asset = &earlier["assets"][0];
+    assert_eq!(earlier["balanced"], true, "{earlier:#}");
+    assert_eq!(asset["totals"]["total_supply"], "1.5");
+    assert_eq!(asset["totals"]["alpaca_minted"], "1.5");
+    assert_eq!(asset["totals"]["alpaca_after_block"], 1);
+
+    // The other formats carry the same book.
+    let markdown = ok(&report(
+        &world,
+        [
+            vault_flags(&world),
+            at(block),
+            vec!["--format".into(), "markdown".into()],
+        ]
+        .concat(),
+    )
+    .await);
+    assert!(markdown.contains("BALANCED"), "{markdown}");
+    assert!(
+        markdown.contains("| Total supply on chain | 3.500000001 |"),
+        "{markdown}"
+    );
+    let html = ok(&report(
+        &world,
+        [
+            vault_flags(&world),
+            at(block),
+            vec!["--format".into(), "html".into()],
+        ]
+        .concat(),
+    )
+    .await);
+    assert!(
+        html.starts_with("<!doctype html>")
+            && html.contains("<svg")
+            && html.contains("tr-report-2")
+    );
+    let csv = ok(&report(
+        &world,
+        [
+            vault_flags(&world),
+            at(block),
+            vec!["--format".into(), "csv".into()],
+        ]
+        .concat(),
+    )
+    .await);
+    assert_eq!(
+        csv.lines().count(),
+        1,
+        "a clean book has only the header: {csv}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deposit_without_a_request_is_an_item() {
+    let world = World::start(None).await;
+    let bot = common::bot();
+    let info = reconciler::meta::ReceiptInfo {
+        tokenization_request_id: "made-up".into(),
+        issuer_request_id: "mint-made-up".into(),
+        underlying: "AAPL".into(),
+        quantity: "7".into(),
+        timestamp: 1_700_000_000,
+        notes: "not from Alpaca".into(),
+    };
+    let assets = U256::from(7u64) * U256::from(10u64).pow(U256::from(18u64));
+    let calldata = issuer::chain::mint_calldata(
+        bot.address(),
+        &[(world.ap_wallet, assets, reconciler::meta::encode(&info))],
+    );
+    let provider = ProviderBuilder::new()
+        .wallet(EthereumWallet::new(bot.clone()))
+        .connect_http(world.rpc().parse().unwrap());
+    let receipt = provider
+        .send_transaction(
+            TransactionRequest::default()
+                .to(world.deployed.vault)
+                .input(calldata.into()),
+        )
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    assert!(receipt.status());
+    let block = head(&world).await;
+
+    let json: Value = serde_json::from_str(&ok(&report(
+        &world,
+        [vault_flags(&world), at(block)].concat(),
+    )
+    .await))
+    .unwrap();
+    assert_eq!(json["balanced"], false);
+    let asset = &json["assets"][0];
+    assert_eq!(asset["difference"], "7");
+    assert_eq!(asset["unexplained"], "0");
+    let items = asset["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{json:#}");
+    assert_eq!(items[0]["kind"], "deposit_without_request");
+    assert_eq!(items[0]["tokenization_request_id"], "made-up");
+    assert_eq!(items[0]["effect"], "7");
+    assert_eq!(
+        items[0]["at"]["tx_hash"],
+        format!("{:#x}", receipt.transaction_hash)
+    );
+
+    let csv = ok(&report(
+        &world,
+        [
+            vault_flags(&world),
+            at(block),
+            vec!["--format".into(), "csv".into()],
+        ]
+        .concat(),
+    )
+    .await);
+    assert_eq!(csv.lines().count(), 2, "{csv}");
+    assert!(
+        csv.lines()
+            .nth(1)
+            .unwrap()
+            .contains(",deposit_without_request,"),
+        "{csv}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signed_report_verifies_and_a_tampered_one_does_not() {
+    let world = World::start(None).await;
+    let block = head(&world).await;
+    let file = world.dir.path().join("signed.json");
+    let out = vec![
+        "--sign".to_owned(),
+        "--out".to_owned(),
+        file.display().to_string(),
+    ];
+    ok(&report(&world, [vault_flags(&world), at(block), out].concat()).await);
+    let bot = format!("{:#x}", common::bot().address());
+
+    let verify = |path: std::path::PathBuf, address: String| async move {
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_issuer"))
+                .args([
+                    "report",
+                    "verify",
+                    &path.display().to_string(),
+                    "--address",
+                    &address,
+                ])
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap()
+    };
+    let good = verify(file.clone(), bot.clone()).await;
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+
+    let stranger = format!("{:#x}", common::stranger().address());
+    let wrong = verify(file.clone(), stranger).await;
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("signature check failed"));
+
+    let text = std::fs::read_to_string(&file).unwrap();
+    let tampered_text = text.replacen(
+        &format!("\"at_block\": {block}"),
+        &format!("\"at_block\": {}", block + 1),
+        1,
+    );
+    assert_ne!(tampered_text, text);
+    let tampered = world.dir.path().join("tampered.json");
+    std::fs::write(&tampered, tampered_text).unwrap();
+    let bad = verify(tampered, bot).await;
+    assert!(!bad.status.success(), "a tampered report must not verify");
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("altered"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}
+
+/// Measures a report over many mints (`REPORT_MINTS`, default 1000): deposits in multicalls of
+/// 100, each completed at the simulator with its transaction. Run with
+/// `REPORT_MINTS=10000 cargo test --release --test report -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a measurement, not a check: minutes of setup"]
+async fn report_over_many_mints() {
+    use issuer::alpaca::{Broker, BrokerClient, BrokerConfig, MintCallback, RetryPolicy};
+    let mints: usize = std::env::var("REPORT_MINTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let world = World::start(None).await;
+    let bot = common::bot();
+    let provider = ProviderBuilder::new()
+        .wallet(EthereumWallet::new(bot.clone()))
+        .connect_http(world.rpc().parse().unwrap());
+    let broker = BrokerClient::new(BrokerConfig {
+        base_url: world.sim_url.clone(),
+        account_id: SIM_ACCOUNT.into(),
+        api_key: SIM_KEY.into(),
+        api_secret: SIM_SECRET.into(),
+        retry: RetryPolicy::default(),
+    })
+    .unwrap();
+    let unit = U256::from(10u64).pow(U256::from(15u64));
+    let setup = std::time::Instant::now();
+    for batch in 0..mints.div_ceil(100) {
+        let ids: Vec<usize> = (batch * 100..((batch + 1) * 100).min(mints)).collect();
+        let items: Vec<_> = ids
+            .iter()
+            .map(|i| {
+                let trid = format!("tr-bench-{i}");
+                let info = reconciler::meta::ReceiptInfo {
+                    tokenization_request_id: trid.clone(),
+                    issuer_request_id: format!("mint-{trid}"),
+                    underlying: "AAPL".into(),
+                    quantity: "0.001".into(),
+                    timestamp: 1_700_000_000,
+                    notes: String::new(),
+                };
+                (world.ap_wallet, unit, reconciler::meta::encode(&info))
+            })
+            .collect();
+        let calldata = issuer::chain::mint_calldata(bot.address(), &items);
+        let receipt = provider
+            .send_transaction(
+                TransactionRequest::default()
+                    .to(world.deployed.vault)
+                    .input(calldata.into())
+                    .gas_limit(29_000_000),
+            )
+            .await
+            .unwrap()
+            .get_receipt()
+            .await
+            .unwrap();
+        assert!(receipt.status());
+        for i in ids {
+            let trid = format!("tr-bench-{i}");
+            world
+                .sim
+                .add_mint_request(issuer::sim::NewMint {
+                    tokenization_request_id: Some(trid.clone()),
+                    issuer_request_id: Some(format!("mint-{trid}")),
+                    qty: "0.001".into(),
+                    underlying_symbol: "AAPL".into(),
+                    token_symbol: "tAAPL".into(),
+                    network: "anvil".into(),
+                    client_id: world.client_id.to_string(),
+                    wallet_address: common::stack::AP_WALLET.into(),
+                })
+                .unwrap();
+            broker
+                .mint_callback(&MintCallback {
+                    tokenization_request_id: reconciler::TokenizationRequestId::parse(&trid)
+                        .unwrap(),
+                    client_id: world.client_id.clone(),
+                    wallet_address: world.ap_wallet,
+                    tx_hash: receipt.transaction_hash,
+                    network: reconciler::Network::parse("anvil").unwrap(),
+                })
+                .await
+                .unwrap();
+        }
+    }
+    eprintln!("setup of {mints} mints: {:?}", setup.elapsed());
+    let block = head(&world).await;
+    let started = std::time::Instant::now();
+    let json = ok(&report(&world, [vault_flags(&world), at(block)].concat()).await);
+    let took = started.elapsed();
+    let value: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(value["balanced"], true, "{}", &json[..json.len().min(4000)]);
+    assert_eq!(value["assets"][0]["totals"]["deposits"], mints);
+    eprintln!(
+        "report over {mints} mints ({} blocks, {} bytes of JSON): {took:?}",
+        block,
+        json.len()
+    );
+}
