@@ -3,6 +3,7 @@
 //! later mints out; a deposit the bot made with no Alpaca request is an item; a signed report
 //! verifies against the issuer's address and a tampered one fails with a non-zero exit.
 //! Real anvil, the real binary and the Alpaca simulator.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -128,6 +128,19 @@ mod tests {
     }
 
     #[test]
+    fn an_encrypted_keystore_signs_as_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = ANVIL_DEV_KEY.trim_start_matches("0x");
+        let bytes = hex::decode(key).unwrap();
+        LocalWallet::encrypt_keystore(dir.path(), &mut rand::thread_rng(), bytes, "pass-word", Some("bot.json"))
+            .unwrap();
+        let from_file = EthersSigner::from_keystore(&dir.path().join("bot.json"), "pass-word").unwrap();
+        assert_eq!(from_file.address(), EthersSigner::from_private_key(ANVIL_DEV_KEY).unwrap().address());
+        let wrong = EthersSigner::from_keystore(&dir.path().join("bot.json"), "wrong").unwrap_err();
+        assert!(matches!(wrong, SignerSetupError::Keystore { .. }));
+    }
+
+    #[test]
     fn signatures_recover_to_the_signer() {
         let signer = EthersSigner::from_private_key(ANVIL_DEV_KEY).unwrap();
         let hash = B256::repeat_byte(7);
