@@ -282,15 +282,19 @@ pub(super) async fn issuance(mut req: Request<AppState>) -> Result<Response, Htt
     let issuer_request_id = IssuerRequestId::for_mint(&issuance.trid);
     let trid = issuance.trid.clone();
     let irid = issuer_request_id.clone();
-    let outcome = blocking(req.state(), move |store| {
+    // Reads are microseconds on redb's MVCC snapshot: done inline. The write is queued for the
+    // next group commit and awaited without parking a thread.
+    let store = req.state().store();
+    let pending = {
         if let Some(existing) = store.mint(&irid)? {
-            return Ok(if existing.fingerprint == fingerprint {
-                IssuanceOutcome::Repeat(existing.intent.issuer_request_id)
-            } else {
-                IssuanceOutcome::Conflict
-            });
+            if existing.fingerprint == fingerprint {
+                return Ok(created(&existing.intent.issuer_request_id));
+            }
+            return Err(HttpError::Conflict(
+                "tokenization_request_id already used with a different request".into(),
+            ));
         }
-        let asset = check_rules(store, &issuance)?;
+        let asset = check_rules(store.as_ref(), &issuance)?;
         let record = MintRecord {
             intent: MintIntent {
                 issuer_request_id: irid,
@@ -311,9 +315,9 @@ pub(super) async fn issuance(mut req: Request<AppState>) -> Result<Response, Htt
             reject_reason: None,
             problem: None,
         };
-        Ok(store.submit_issuance(record)?)
-    })
-    .await?;
+        store.submit_issuance_async(record)
+    };
+    let outcome = pending.await?;
     match outcome {
         IssuanceOutcome::Created(id) => {
             tracing::info!(tokenization_request_id = %trid, issuer_request_id = %id, "http: issuance accepted");

@@ -16,6 +16,7 @@ mod alpaca;
 mod auth;
 mod operator;
 pub mod operator_cli;
+pub(crate) mod listen;
 
 use crate::config::Secret;
 use crate::store::{Store, StoreError};
@@ -182,7 +183,7 @@ pub async fn serve(
     let app = app(store, wake, config);
     let listener = async_std::net::TcpListener::from(listener);
     tracing::info!(address = %local, "http: listening");
-    let listening = Box::pin(app.listen(listener));
+    let listening = Box::pin(listen::serve_app(listener, app));
     let shutdown = Box::pin(shutdown);
     match select(listening, shutdown).await {
         Either::Left((result, _)) => result.map_err(HttpError::Listen),

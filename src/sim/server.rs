@@ -43,7 +43,7 @@ pub async fn serve(
     let listener = async_std::net::TcpListener::from(listener);
     let app = app(AppState { sim, tokio, http });
     tokio::select! {
-        served = app.listen(listener) => served,
+        served = crate::http::listen::serve_app(listener, app) => served,
         () = shutdown => Ok(()),
     }
 }

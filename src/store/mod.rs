@@ -62,6 +62,9 @@ storage_from!(
     redb::CommitError
 );
 
+/// A write queued for the next group commit; resolves once it is durable (or failed).
+pub type Pending<T> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, StoreError>> + Send>>;
+
 /// What a pass or a handler needs from the cache. Small on purpose: a faulty double is a short
 /// test type, and redb stays behind it.
 pub trait Store: Send + Sync {
@@ -96,6 +99,8 @@ pub trait Store: Send + Sync {
     // Mint intents.
     /// Records an accepted issuance, or finds the one already under its tokenization_request_id.
     fn submit_issuance(&self, record: MintRecord) -> Result<IssuanceOutcome, StoreError>;
+    /// [`Store::submit_issuance`] for async callers: queued at once, answered when durable.
+    fn submit_issuance_async(&self, record: MintRecord) -> Pending<IssuanceOutcome>;
     /// Records Alpaca's journal outcome for a mint.
     fn confirm_issuance(
         &self,

@@ -356,27 +356,16 @@ impl Store for RedbStore {
     }
 
     fn submit_issuance(&self, record: MintRecord) -> Result<IssuanceOutcome, StoreError> {
-        self.write(move |txn| {
-            let trid = record.intent.tokenization_request_id.as_str().to_owned();
-            let existing = {
-                let index = txn.open_table(MINT_BY_TRID)?;
-                let found = index.get(trid.as_str())?.map(|v| v.value().to_owned());
-                found
-            };
-            if let Some(irid) = existing {
-                let old: Option<MintRecord> = get_json(txn, MINTS, &irid)?;
-                return Ok(match old {
-                    Some(old) if old.fingerprint == record.fingerprint => {
-                        IssuanceOutcome::Repeat(old.intent.issuer_request_id)
-                    }
-                    _ => IssuanceOutcome::Conflict,
-                });
-            }
-            let irid = record.intent.issuer_request_id.clone();
-            put_json(txn, MINTS, irid.as_str(), &record)?;
-            txn.open_table(MINT_BY_TRID)?.insert(trid.as_str(), irid.as_str())?;
-            Ok(IssuanceOutcome::Created(irid))
-        })
+        self.write(move |txn| issuance_job(txn, record))
+    }
+
+    fn submit_issuance_async(&self, record: MintRecord) -> super::Pending<IssuanceOutcome> {
+        let open = self.open.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(open) = open.as_ref() else {
+            return Box::pin(std::future::ready(Err(StoreError::Closed)));
+        };
+        let rx = open.writer.submit(move |txn| issuance_job(txn, record));
+        Box::pin(async move { rx.await.map_err(|_| StoreError::WriterGone)? })
     }
 
     fn confirm_issuance(
@@ -643,4 +632,25 @@ fn drop_from(txn: &WriteTransaction, block_number: u64) -> Result<(), StoreError
         cursors.insert(key.as_str(), value)?;
     }
     Ok(())
+}
+
+/// Records an issuance unless its tokenization_request_id is taken: then a repeat or a conflict.
+fn issuance_job(txn: &WriteTransaction, record: MintRecord) -> Result<IssuanceOutcome, StoreError> {
+    let trid = record.intent.tokenization_request_id.as_str().to_owned();
+    let existing = {
+        let index = txn.open_table(MINT_BY_TRID)?;
+        let found = index.get(trid.as_str())?.map(|v| v.value().to_owned());
+        found
+    };
+    if let Some(irid) = existing {
+        let old: Option<MintRecord> = get_json(txn, MINTS, &irid)?;
+        return Ok(match old {
+            Some(old) if old.fingerprint == record.fingerprint => IssuanceOutcome::Repeat(old.intent.issuer_request_id),
+            _ => IssuanceOutcome::Conflict,
+        });
+    }
+    let irid = record.intent.issuer_request_id.clone();
+    put_json(txn, MINTS, irid.as_str(), &record)?;
+    txn.open_table(MINT_BY_TRID)?.insert(trid.as_str(), irid.as_str())?;
+    Ok(IssuanceOutcome::Created(irid))
 }

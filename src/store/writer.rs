@@ -43,6 +43,27 @@ impl Writer {
         Writer { jobs: Some(jobs), thread }
     }
 
+    /// Queues `job` for the next batch without blocking: the receiver yields its result once the
+    /// batch is durable. For async callers, which must not park a thread on a commit.
+    pub fn submit<R, F>(&self, job: F) -> futures::channel::oneshot::Receiver<Result<R, StoreError>>
+    where
+        R: Send + 'static,
+        F: FnOnce(&WriteTransaction) -> Result<R, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = futures::channel::oneshot::channel::<Result<R, StoreError>>();
+        let boxed: Job = Box::new(move |txn| {
+            let value = job(txn)?;
+            Ok(Box::new(move |committed: Result<(), StoreError>| {
+                let _ = tx.send(committed.map(|()| value));
+            }) as Completion)
+        });
+        if let Some(jobs) = self.jobs.as_ref() {
+            // A closed channel drops the job and with it the sender: the receiver sees Canceled.
+            let _ = jobs.send(boxed);
+        }
+        rx
+    }
+
     /// Runs `job` in the next batch and returns its result once the batch is durable.
     /// A job must check before it writes: an `Err` from it aborts the whole batch.
     pub fn write<R, F>(&self, job: F) -> Result<R, StoreError>
