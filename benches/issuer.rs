@@ -5,7 +5,14 @@
 //! 2. Mints: 200 confirmed mints on an anvil with 1-second blocks through the simulator: total
 //!    time, mints per second, median and p99 confirm-to-callback latency; then the same with one
 //!    transaction at a time (fewer mints, the rate is what compares).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::cast_precision_loss, clippy::too_many_lines)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::too_many_lines
+)]
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -45,7 +52,9 @@ async fn intake() {
     store.put_asset(&asset).unwrap();
     let account = store.register_account("bench@example.com").unwrap();
     store.link_account("bench@example.com", "ALP-1").unwrap();
-    store.add_wallet(&account.client_id, AP_WALLET.parse().unwrap()).unwrap();
+    store
+        .add_wallet(&account.client_id, AP_WALLET.parse().unwrap())
+        .unwrap();
     let store: Arc<dyn Store> = Arc::new(store);
     let listener = common::loopback_listener();
     let url = format!("http://{}/inkind/issuance", listener.local_addr().unwrap());
@@ -62,7 +71,10 @@ async fn intake() {
     ));
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    let client = reqwest::Client::builder().pool_max_idle_per_host(CLIENTS).build().unwrap();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(CLIENTS)
+        .build()
+        .unwrap();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..CLIENTS {
@@ -109,8 +121,17 @@ async fn intake() {
     let reopened = RedbStore::open(&path).unwrap();
     let on_disk = reopened.all_mints().unwrap().len();
     println!("intake: {total} durable POST /inkind/issuance, {CLIENTS} concurrent clients");
-    println!("  {:.0} requests/s over {:.2} s", total as f64 / elapsed.as_secs_f64(), elapsed.as_secs_f64());
-    println!("  latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms", ms(percentile(&latencies, 0.5)), ms(percentile(&latencies, 0.99)), ms(*latencies.last().unwrap()));
+    println!(
+        "  {:.0} requests/s over {:.2} s",
+        total as f64 / elapsed.as_secs_f64(),
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "  latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        ms(percentile(&latencies, 0.5)),
+        ms(percentile(&latencies, 0.99)),
+        ms(*latencies.last().unwrap())
+    );
     println!("  on disk after reopen: {on_disk} of {total}");
     assert_eq!(on_disk, total, "every answered request must be on disk");
 }
@@ -142,7 +163,12 @@ async fn mints(label: &str, count: usize, policy: Policy) {
             "wallet_address": AP_WALLET,
         });
         confirms.push(tokio::spawn(async move {
-            let answer = client.post(format!("{sim}/sim/mint")).json(&body).send().await.unwrap();
+            let answer = client
+                .post(format!("{sim}/sim/mint"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
             assert!(answer.status().is_success());
             (id, Instant::now())
         }));
@@ -165,11 +191,25 @@ async fn mints(label: &str, count: usize, policy: Policy) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let total = started.elapsed();
-    let mut latencies: Vec<Duration> = called_back.iter().map(|(id, at)| at.duration_since(confirmed[id])).collect();
+    let mut latencies: Vec<Duration> = called_back
+        .iter()
+        .map(|(id, at)| at.duration_since(confirmed[id]))
+        .collect();
     latencies.sort();
-    println!("mints ({label}): {} of {count} confirmed mints called back, anvil 1-second blocks", called_back.len());
-    println!("  total {:.2} s, {:.1} mints/s", total.as_secs_f64(), called_back.len() as f64 / total.as_secs_f64());
-    println!("  confirm-to-callback median {:.0} ms, p99 {:.0} ms", ms(percentile(&latencies, 0.5)), ms(percentile(&latencies, 0.99)));
+    println!(
+        "mints ({label}): {} of {count} confirmed mints called back, anvil 1-second blocks",
+        called_back.len()
+    );
+    println!(
+        "  total {:.2} s, {:.1} mints/s",
+        total.as_secs_f64(),
+        called_back.len() as f64 / total.as_secs_f64()
+    );
+    println!(
+        "  confirm-to-callback median {:.0} ms, p99 {:.0} ms",
+        ms(percentile(&latencies, 0.5)),
+        ms(percentile(&latencies, 0.99))
+    );
     issuer.stop().await;
 }
 
@@ -183,7 +223,8 @@ fn store_only() {
             let store = store.clone();
             std::thread::spawn(move || {
                 for i in 0..100 {
-                    let trid = reconciler::TokenizationRequestId::parse(&format!("s-{t}-{i}")).unwrap();
+                    let trid =
+                        reconciler::TokenizationRequestId::parse(&format!("s-{t}-{i}")).unwrap();
                     let record = issuer::store::MintRecord {
                         intent: reconciler::MintIntent {
                             issuer_request_id: reconciler::IssuerRequestId::for_mint(&trid),
@@ -213,7 +254,10 @@ fn store_only() {
         t.join().unwrap();
     }
     let elapsed = started.elapsed();
-    println!("store alone: 6400 group-committed issuances from 64 threads: {:.0}/s", 6400.0 / elapsed.as_secs_f64());
+    println!(
+        "store alone: 6400 group-committed issuances from 64 threads: {:.0}/s",
+        6400.0 / elapsed.as_secs_f64()
+    );
 }
 
 fn main() {
@@ -221,13 +265,25 @@ fn main() {
     if std::env::var("BENCH_ONLY").as_deref() == Ok("store") {
         return;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         intake().await;
         if std::env::var("BENCH_ONLY").as_deref() == Ok("intake") {
             return;
         }
         mints("batched", 200, Policy::default()).await;
-        mints("one-at-a-time", 20, Policy { mints_per_tx_max: 1, txs_in_flight_max: 1, ..Policy::default() }).await;
+        mints(
+            "one-at-a-time",
+            20,
+            Policy {
+                mints_per_tx_max: 1,
+                txs_in_flight_max: 1,
+                ..Policy::default()
+            },
+        )
+        .await;
     });
 }

@@ -21,10 +21,20 @@ pub const LOCAL_API_KEY: &str = "local-dev-alpaca-key-0123456789abcdef";
 pub const LOCAL_OPERATOR_KEY: &str = "local-dev-operator-key-0123456789abcdef";
 
 #[derive(Debug, Parser)]
-#[command(name = "issuer", version, about = "Issuer side of Alpaca's Instant Tokenization Network")]
+#[command(
+    name = "issuer",
+    version,
+    about = "Issuer side of Alpaca's Instant Tokenization Network"
+)]
 pub struct Cli {
     /// Log format on stderr.
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "human", global = true)]
+    #[arg(
+        long,
+        env = "LOG_FORMAT",
+        value_enum,
+        default_value = "human",
+        global = true
+    )]
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
@@ -66,12 +76,20 @@ pub struct ChainArgs {
 impl ChainArgs {
     pub fn signer(&self) -> anyhow::Result<EthersSigner> {
         if let Some(path) = &self.keystore {
-            return Ok(EthersSigner::from_keystore(path, self.keystore_password.expose())?);
+            return Ok(EthersSigner::from_keystore(
+                path,
+                self.keystore_password.expose(),
+            )?);
         }
         match &self.private_key {
             Some(key) => Ok(EthersSigner::from_private_key(key.expose())?),
-            None if is_loopback_url(&self.rpc_url) => Ok(EthersSigner::from_private_key(ANVIL_DEV_KEY)?),
-            None => bail!("BOT_PRIVATE_KEY or BOT_KEYSTORE is required for a non-local RPC ({})", self.rpc_url),
+            None if is_loopback_url(&self.rpc_url) => {
+                Ok(EthersSigner::from_private_key(ANVIL_DEV_KEY)?)
+            }
+            None => bail!(
+                "BOT_PRIVATE_KEY or BOT_KEYSTORE is required for a non-local RPC ({})",
+                self.rpc_url
+            ),
         }
     }
 }
@@ -105,16 +123,28 @@ pub struct ServeArgs {
     #[arg(long, env = "ISSUER_API_KEY", default_value = LOCAL_API_KEY)]
     pub api_key: Secret,
     /// Client addresses allowed on Alpaca's routes (comma-separated CIDRs).
-    #[arg(long, env = "ISSUER_ALLOWED_CIDRS", default_value = "127.0.0.1/32,::1/128")]
+    #[arg(
+        long,
+        env = "ISSUER_ALLOWED_CIDRS",
+        default_value = "127.0.0.1/32,::1/128"
+    )]
     pub allowed_cidrs: String,
     /// Key operators send in X-OPERATOR-KEY (at least 32 characters).
     #[arg(long, env = "ISSUER_OPERATOR_KEY", default_value = LOCAL_OPERATOR_KEY)]
     pub operator_key: Secret,
     /// Client addresses allowed on operator routes.
-    #[arg(long, env = "ISSUER_OPERATOR_CIDRS", default_value = "127.0.0.1/32,::1/128")]
+    #[arg(
+        long,
+        env = "ISSUER_OPERATOR_CIDRS",
+        default_value = "127.0.0.1/32,::1/128"
+    )]
     pub operator_cidrs: String,
     /// Custody account id answered on /tokenization/custody-accounts.
-    #[arg(long, env = "ISSUER_CUSTODY_ACCOUNT_ID", default_value = "issuer-custody-local")]
+    #[arg(
+        long,
+        env = "ISSUER_CUSTODY_ACCOUNT_ID",
+        default_value = "issuer-custody-local"
+    )]
     pub custody_account_id: String,
     /// Milliseconds between reconcile passes when nothing wakes the loop.
     #[arg(long, env = "RECONCILE_INTERVAL_MS", default_value_t = 500)]
@@ -268,7 +298,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn open_store(path: &PathBuf) -> anyhow::Result<RedbStore> {
+fn open_store(path: &std::path::Path) -> anyhow::Result<RedbStore> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -298,8 +328,17 @@ async fn deploy_asset(args: DeployArgs) -> anyhow::Result<()> {
         }
         tracing::warn!(vault = %asset.vault, "recorded vault has no code on this chain; deploying anew");
     }
-    let name = args.name.unwrap_or_else(|| format!("{} tokenized {}", args.token, args.asset));
-    let deployed = deploy::deploy(&args.chain.rpc_url, &signer, &name, token.as_str(), certify_until).await?;
+    let name = args
+        .name
+        .unwrap_or_else(|| format!("{} tokenized {}", args.token, args.asset));
+    let deployed = deploy::deploy(
+        &args.chain.rpc_url,
+        &signer,
+        &name,
+        token.as_str(),
+        certify_until,
+    )
+    .await?;
     let asset = Asset {
         underlying,
         token,
@@ -329,7 +368,9 @@ fn asset_json(asset: &Asset, status: &str) -> serde_json::Value {
 }
 
 fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -365,7 +406,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         failed_auth_per_minute_max: 10,
         custody_account_id: args.custody_account_id.clone(),
     };
-    let listener = std::net::TcpListener::bind(args.listen).with_context(|| format!("binding {}", args.listen))?;
+    let listener = std::net::TcpListener::bind(args.listen)
+        .with_context(|| format!("binding {}", args.listen))?;
     let wake = Arc::new(tokio::sync::Notify::new());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let shutdown = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -379,17 +421,27 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         config: PassConfig {
             interval: Duration::from_millis(args.reconcile_interval_ms),
             backoff_max: Duration::from_secs(30),
-            policy: Policy { confirmations_min: args.confirmations, mints_per_tx_max: args.mints_per_tx_max, ..Policy::default() },
+            policy: Policy {
+                confirmations_min: args.confirmations,
+                mints_per_tx_max: args.mints_per_tx_max,
+                ..Policy::default()
+            },
             crash_at: args.crash_at,
         },
         polls: crate::pass::PollSchedule::default(),
     };
     tracing::info!(listen = %args.listen, rpc = %args.chain.rpc_url, bot = %reconciler.chain.bot(), db = %args.db.display(), "issuer serving");
     let loop_task = tokio::spawn(reconciler.run(wake.clone(), shutdown(stop_rx.clone())));
-    let server = tokio::spawn(http::serve(listener, store, wake, http_config, shutdown(stop_rx)));
+    let server = tokio::spawn(http::serve(
+        listener,
+        store,
+        wake,
+        http_config,
+        shutdown(stop_rx),
+    ));
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: shutting down"),
-        _ = terminate() => tracing::info!("terminate: shutting down"),
+        () = terminate() => tracing::info!("terminate: shutting down"),
     }
     let _ = stop_tx.send(true);
     let _ = loop_task.await;

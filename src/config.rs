@@ -40,7 +40,8 @@ impl FromStr for Secret {
 
 /// The well-known first anvil dev account key. Only ever a default for the local stack: `serve`
 /// refuses it unless the RPC URL is on loopback.
-pub const ANVIL_DEV_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+pub const ANVIL_DEV_KEY: &str =
+    "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
 
 /// Parses a comma-separated CIDR list (`127.0.0.1/32,::1/128`); a bare address means /32 or /128.
 pub fn parse_cidrs(text: &str) -> Result<Vec<IpNet>, String> {

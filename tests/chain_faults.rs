@@ -1,6 +1,7 @@
 //! The mint path under chain faults: a reorg that removes a mined deposit is detected (block hash
 //! mismatch), the range is observed again and the mint lands exactly once; a transaction the node
 //! dropped is replaced at the same nonce with a higher fee, and only one of the two is ever mined.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -28,33 +29,69 @@ async fn anvil_rpc(world: &World, method: &str, params: Value) -> Value {
 async fn a_reorged_out_mint_is_minted_again_exactly_once() {
     let world = World::start(None).await;
     // Three confirmations, so the deposit is seen but not yet acted on when the reorg comes.
-    let issuer = Issuer::start(&world, Policy { confirmations_min: 3, ..Policy::default() }).await;
+    let issuer = Issuer::start(
+        &world,
+        Policy {
+            confirmations_min: 3,
+            ..Policy::default()
+        },
+    )
+    .await;
     let snapshot = anvil_rpc(&world, "evm_snapshot", json!([])).await;
 
     let reply = world.mint(&issuer.url, "tr-reorg", "2").await;
     let irid = reply["issuer_request_id"].as_str().unwrap().to_owned();
     let id = IssuerRequestId::parse(&irid).unwrap();
-    eventually(Duration::from_secs(20), "the deposit is observed", || async {
-        issuer.store.deposits().unwrap().iter().any(|d| d.issuer_request_id == id)
-    })
+    eventually(
+        Duration::from_secs(20),
+        "the deposit is observed",
+        || async {
+            issuer
+                .store
+                .deposits()
+                .unwrap()
+                .iter()
+                .any(|d| d.issuer_request_id == id)
+        },
+    )
     .await;
-    assert_eq!(world.sim.mint_callback_count("tr-reorg"), 0, "not acted on before 3 confirmations");
+    assert_eq!(
+        world.sim.mint_callback_count("tr-reorg"),
+        0,
+        "not acted on before 3 confirmations"
+    );
 
     // The block with the deposit disappears; a longer chain without it takes its place.
-    assert_eq!(anvil_rpc(&world, "evm_revert", json!([snapshot])).await, json!(true));
+    assert_eq!(
+        anvil_rpc(&world, "evm_revert", json!([snapshot])).await,
+        json!(true)
+    );
     anvil_rpc(&world, "anvil_mine", json!(["0x5"])).await;
-    assert_eq!(world.deposits_for(&irid).await, 0, "the reorg removed the deposit");
+    assert_eq!(
+        world.deposits_for(&irid).await,
+        0,
+        "the reorg removed the deposit"
+    );
     // Keep blocks coming so the re-sent transaction gathers confirmations.
     anvil_rpc(&world, "evm_setIntervalMining", json!([1])).await;
 
-    eventually(Duration::from_secs(40), "minted again and called back", || async {
-        world.sim.mint_callback_count("tr-reorg") >= 1
-    })
+    eventually(
+        Duration::from_secs(40),
+        "minted again and called back",
+        || async { world.sim.mint_callback_count("tr-reorg") >= 1 },
+    )
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(world.deposits_for(&irid).await, 1, "exactly one deposit on the surviving chain");
+    assert_eq!(
+        world.deposits_for(&irid).await,
+        1,
+        "exactly one deposit on the surviving chain"
+    );
     assert_eq!(world.sim.mint_callback_count("tr-reorg"), 1);
-    assert_eq!(world.balance(world.ap_wallet).await, U256::from(2_000_000_000_000_000_000u128));
+    assert_eq!(
+        world.balance(world.ap_wallet).await,
+        U256::from(2_000_000_000_000_000_000u128)
+    );
     issuer.stop().await;
 }
 
@@ -62,36 +99,69 @@ async fn a_reorged_out_mint_is_minted_again_exactly_once() {
 async fn a_dropped_transaction_is_replaced_at_the_same_nonce() {
     let world = World::start(None).await;
     anvil_rpc(&world, "evm_setAutomine", json!([false])).await;
-    let policy = Policy { rebroadcast_after_blocks: 1_000, replace_after_blocks: 2, ..Policy::default() };
+    let policy = Policy {
+        rebroadcast_after_blocks: 1_000,
+        replace_after_blocks: 2,
+        ..Policy::default()
+    };
     let issuer = Issuer::start(&world, policy).await;
 
     let reply = world.mint(&issuer.url, "tr-stuck", "1").await;
     let irid = reply["issuer_request_id"].as_str().unwrap().to_owned();
-    eventually(Duration::from_secs(20), "the mint transaction is stored", || async {
-        !issuer.store.unsettled_txs().unwrap().is_empty()
-    })
+    eventually(
+        Duration::from_secs(20),
+        "the mint transaction is stored",
+        || async { !issuer.store.unsettled_txs().unwrap().is_empty() },
+    )
     .await;
     let first = issuer.store.unsettled_txs().unwrap().remove(0);
     // The node forgets it; empty blocks go by.
-    anvil_rpc(&world, "anvil_dropTransaction", json!([format!("{:#x}", first.variants[0].hash)])).await;
+    anvil_rpc(
+        &world,
+        "anvil_dropTransaction",
+        json!([format!("{:#x}", first.variants[0].hash)]),
+    )
+    .await;
     anvil_rpc(&world, "evm_setIntervalMining", json!([1])).await;
 
-    eventually(Duration::from_secs(40), "replaced, mined and called back", || async {
-        world.sim.mint_callback_count("tr-stuck") >= 1
-    })
+    eventually(
+        Duration::from_secs(40),
+        "replaced, mined and called back",
+        || async { world.sim.mint_callback_count("tr-stuck") >= 1 },
+    )
     .await;
     let record = issuer.store.tx(first.nonce).unwrap().unwrap();
-    assert!(record.variants.len() >= 2, "a replacement was signed: {:?}", record.variants.len());
+    assert!(
+        record.variants.len() >= 2,
+        "a replacement was signed: {:?}",
+        record.variants.len()
+    );
     assert!(record.variants[1].max_fee_per_gas > record.variants[0].max_fee_per_gas);
     assert_eq!(record.input, first.input, "same calldata");
     eventually(Duration::from_secs(20), "the nonce is settled", || async {
-        issuer.store.tx(first.nonce).unwrap().unwrap().settled.is_some()
+        issuer
+            .store
+            .tx(first.nonce)
+            .unwrap()
+            .unwrap()
+            .settled
+            .is_some()
     })
     .await;
-    let settled = issuer.store.tx(first.nonce).unwrap().unwrap().settled.unwrap();
+    let settled = issuer
+        .store
+        .tx(first.nonce)
+        .unwrap()
+        .unwrap()
+        .settled
+        .unwrap();
     assert!(settled.success);
     assert!(settled.hash.is_some());
-    assert_ne!(settled.hash, Some(record.variants[0].hash), "the dropped variant was never mined");
+    assert_ne!(
+        settled.hash,
+        Some(record.variants[0].hash),
+        "the dropped variant was never mined"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(world.deposits_for(&irid).await, 1);
     assert_eq!(world.sim.mint_callback_count("tr-stuck"), 1);

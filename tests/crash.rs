@@ -2,6 +2,7 @@
 //! one Deposit for the request, the AP holding exactly the quantity, and exactly one mint callback
 //! at Alpaca (the simulator counts them). The issuer runs as the real binary; the crash is a real
 //! `abort()` at the point named by `ISSUER_CRASH_AT`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -42,7 +43,10 @@ fn spawn_issuer(world: &World, crash_at: Option<&str>) -> Process {
         cmd.env("ISSUER_CRASH_AT", point);
     }
     let child = cmd.spawn().unwrap();
-    Process { child, url: format!("http://127.0.0.1:{port}") }
+    Process {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    }
 }
 
 async fn wait_healthy(process: &Process) {
@@ -51,7 +55,13 @@ async fn wait_healthy(process: &Process) {
     eventually(Duration::from_secs(30), "issuer /health", || {
         let client = client.clone();
         let url = url.clone();
-        async move { client.get(&url).send().await.is_ok_and(|r| r.status().is_success()) }
+        async move {
+            client
+                .get(&url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        }
     })
     .await;
 }
@@ -62,7 +72,10 @@ async fn wait_exit(process: &mut Process, limit: Duration) -> std::process::Exit
         if let Some(status) = process.child.try_wait().unwrap() {
             return status;
         }
-        assert!(start.elapsed() < limit, "the issuer did not crash within {limit:?}");
+        assert!(
+            start.elapsed() < limit,
+            "the issuer did not crash within {limit:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -76,21 +89,39 @@ async fn crash_then_recover(point: &str) {
     let reply = world.mint(&first.url, &trid, "1.25").await;
     let irid = reply["issuer_request_id"].as_str().unwrap().to_owned();
     let status = wait_exit(&mut first, Duration::from_secs(30)).await;
-    assert!(!status.success(), "the process must have aborted at {point}");
+    assert!(
+        !status.success(),
+        "the process must have aborted at {point}"
+    );
     drop(first);
 
     let second = spawn_issuer(&world, None);
     wait_healthy(&second).await;
-    eventually(Duration::from_secs(30), "the mint converges after restart", || async {
-        world.sim.mint_callback_count(&trid) >= 1
-            && world.balance(world.ap_wallet).await == U256::from(1_250_000_000_000_000_000u128)
-    })
+    eventually(
+        Duration::from_secs(30),
+        "the mint converges after restart",
+        || async {
+            world.sim.mint_callback_count(&trid) >= 1
+                && world.balance(world.ap_wallet).await == U256::from(1_250_000_000_000_000_000u128)
+        },
+    )
     .await;
     // Let the restarted process run several more passes, then count.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(world.deposits_for(&irid).await, 1, "exactly one Deposit after a crash at {point}");
-    assert_eq!(world.balance(world.ap_wallet).await, U256::from(1_250_000_000_000_000_000u128));
-    assert_eq!(world.sim.mint_callback_count(&trid), 1, "exactly one callback after a crash at {point}");
+    assert_eq!(
+        world.deposits_for(&irid).await,
+        1,
+        "exactly one Deposit after a crash at {point}"
+    );
+    assert_eq!(
+        world.balance(world.ap_wallet).await,
+        U256::from(1_250_000_000_000_000_000u128)
+    );
+    assert_eq!(
+        world.sim.mint_callback_count(&trid),
+        1,
+        "exactly one callback after a crash at {point}"
+    );
     drop(second);
 }
 
@@ -121,29 +152,64 @@ async fn redeem_crash_then_recover(point: &str) {
     let bot = common::bot().address();
     let steady = spawn_issuer(&world, None);
     wait_healthy(&steady).await;
-    world.minted(&steady.url, &format!("tr-pre-{point}"), "2").await;
+    world
+        .minted(&steady.url, &format!("tr-pre-{point}"), "2")
+        .await;
     drop(steady);
 
     let mut armed = spawn_issuer(&world, Some(point));
     wait_healthy(&armed).await;
-    let tx = world.transfer(common::STRANGER_KEY, bot, U256::from(1_000_000_000_000_000_000u128)).await;
+    let tx = world
+        .transfer(
+            common::STRANGER_KEY,
+            bot,
+            U256::from(1_000_000_000_000_000_000u128),
+        )
+        .await;
     let id = reconciler::IssuerRequestId::for_redemption(tx, 0);
     let status = wait_exit(&mut armed, Duration::from_secs(30)).await;
-    assert!(!status.success(), "the process must have aborted at {point}");
+    assert!(
+        !status.success(),
+        "the process must have aborted at {point}"
+    );
     drop(armed);
 
     let second = spawn_issuer(&world, None);
     wait_healthy(&second).await;
     let burns = || async {
-        let chain = issuer::chain::Chain::connect(&world.rpc(), common::bot()).await.unwrap();
+        let chain = issuer::chain::Chain::connect(&world.rpc(), common::bot())
+            .await
+            .unwrap();
         let head = chain.head().await.unwrap();
-        chain.scan_burns(world.deployed.vault, 0, head).await.unwrap().into_iter().filter(|b| b.redemption_id == id).count()
+        chain
+            .scan_burns(world.deployed.vault, 0, head)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|b| b.redemption_id == id)
+            .count()
     };
-    eventually(Duration::from_secs(40), "the burn after restart", || async { burns().await >= 1 }).await;
+    eventually(
+        Duration::from_secs(40),
+        "the burn after restart",
+        || async { burns().await >= 1 },
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(burns().await, 1, "exactly one burn after a crash at {point}");
-    assert_eq!(world.redeem_requests_for(id.as_str()).len(), 1, "one redeem request after a crash at {point}");
-    assert_eq!(world.total_supply().await, U256::from(1_000_000_000_000_000_000u128));
+    assert_eq!(
+        burns().await,
+        1,
+        "exactly one burn after a crash at {point}"
+    );
+    assert_eq!(
+        world.redeem_requests_for(id.as_str()).len(),
+        1,
+        "one redeem request after a crash at {point}"
+    );
+    assert_eq!(
+        world.total_supply().await,
+        U256::from(1_000_000_000_000_000_000u128)
+    );
     assert_eq!(world.balance(bot).await, U256::ZERO);
     drop(second);
 }
@@ -193,11 +259,21 @@ async fn killing_the_process_loses_no_answered_issuance() {
             "wallet_address": common::stack::AP_WALLET,
         });
         tokio::spawn(async move {
-            let answer = client.post(url).header("X-API-KEY", issuer::cli::LOCAL_API_KEY).json(&body).send().await;
+            let answer = client
+                .post(url)
+                .header("X-API-KEY", issuer::cli::LOCAL_API_KEY)
+                .json(&body)
+                .send()
+                .await;
             if let Ok(answer) = answer {
                 if answer.status() == 200 {
                     if let Ok(value) = answer.json::<serde_json::Value>().await {
-                        let _ = tx.send(value["issuer_request_id"].as_str().unwrap_or_default().to_owned());
+                        let _ = tx.send(
+                            value["issuer_request_id"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .to_owned(),
+                        );
                     }
                 }
             }
@@ -223,7 +299,10 @@ async fn killing_the_process_loses_no_answered_issuance() {
     let store = RedbStore::open(&world.db_path).unwrap();
     for id in &answered {
         let id = reconciler::IssuerRequestId::parse(id).unwrap();
-        assert!(store.mint(&id).unwrap().is_some(), "{id} was answered 200 but is not on disk");
+        assert!(
+            store.mint(&id).unwrap().is_some(),
+            "{id} was answered 200 but is not on disk"
+        );
     }
     assert!(answered.len() >= 100);
 }

@@ -2,6 +2,7 @@
 //! one mint callback carrying the deposit's transaction hash — over real HTTP, a real anvil and
 //! the Alpaca simulator. Also: several mints converge together, a rejected journal mints nothing,
 //! and a deleted cache neither mints nor calls back twice.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -26,7 +27,10 @@ async fn confirmed_mint_lands_once_and_alpaca_hears_once() {
         world.sim.mint_callback_count("tr-mint-1") >= 1
     })
     .await;
-    assert_eq!(world.balance(world.ap_wallet).await, units(1, 500_000_000_000_000_000));
+    assert_eq!(
+        world.balance(world.ap_wallet).await,
+        units(1, 500_000_000_000_000_000)
+    );
     assert_eq!(world.deposits_for(&irid).await, 1);
     let request = world.sim.request("tr-mint-1").unwrap();
     let wire = serde_json::to_value(&request).unwrap();
@@ -36,17 +40,29 @@ async fn confirmed_mint_lands_once_and_alpaca_hears_once() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(world.deposits_for(&irid).await, 1);
     assert_eq!(world.sim.mint_callback_count("tr-mint-1"), 1);
-    assert_eq!(world.balance(world.ap_wallet).await, units(1, 500_000_000_000_000_000));
+    assert_eq!(
+        world.balance(world.ap_wallet).await,
+        units(1, 500_000_000_000_000_000)
+    );
     issuer.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn many_mints_share_transactions_and_each_lands_once() {
     let world = World::start(Some(1)).await;
-    let issuer = Issuer::start(&world, Policy { mints_per_tx_max: 8, ..Policy::default() }).await;
+    let issuer = Issuer::start(
+        &world,
+        Policy {
+            mints_per_tx_max: 8,
+            ..Policy::default()
+        },
+    )
+    .await;
     let mut ids = Vec::new();
     for i in 0..20 {
-        let reply = world.mint(&issuer.url, &format!("tr-many-{i}"), "0.000000000000000001").await;
+        let reply = world
+            .mint(&issuer.url, &format!("tr-many-{i}"), "0.000000000000000001")
+            .await;
         ids.push(reply["issuer_request_id"].as_str().unwrap().to_owned());
     }
     eventually(Duration::from_secs(60), "20 callbacks", || async {
@@ -111,14 +127,22 @@ async fn deleted_cache_neither_mints_nor_calls_back_twice() {
     {
         use issuer::store::{RedbStore, Store};
         let store = RedbStore::open(&world.db_path).unwrap();
-        store.put_asset(&common::stack::asset(&world.deployed)).unwrap();
+        store
+            .put_asset(&common::stack::asset(&world.deployed))
+            .unwrap();
     }
     let issuer = Issuer::start(&world, Policy::default()).await;
-    eventually(Duration::from_secs(30), "the deposit is recovered from chain and Alpaca", || async {
-        issuer.store.mint(&reconciler::IssuerRequestId::parse(&irid).unwrap()).unwrap().is_some_and(|m| {
-            matches!(m.intent.callback, reconciler::Callback::Acked { .. })
-        })
-    })
+    eventually(
+        Duration::from_secs(30),
+        "the deposit is recovered from chain and Alpaca",
+        || async {
+            issuer
+                .store
+                .mint(&reconciler::IssuerRequestId::parse(&irid).unwrap())
+                .unwrap()
+                .is_some_and(|m| matches!(m.intent.callback, reconciler::Callback::Acked { .. }))
+        },
+    )
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(world.deposits_for(&irid).await, 1);

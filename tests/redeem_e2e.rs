@@ -2,13 +2,16 @@
 //! journal, exactly one burn against our receipts (largest first) with any dust below 9 decimals
 //! returned in the same transaction. What is not a clean redemption (unknown sender, rejected
 //! journal) is flagged, and the operator's return sends the tokens back exactly once.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use alloy::primitives::{Address, U256};
+use alloy::sol_types::SolCall;
 use common::stack::{eventually, Issuer, World};
 use common::STRANGER_KEY;
 use issuer::chain::Chain;
+use issuer::chain::Vault;
 use issuer::sim::{FaultsPatch, RedeemOutcome};
 
 use reconciler::{IssuerRequestId, Policy, RedemptionState};
@@ -22,13 +25,20 @@ fn bot() -> Address {
     common::bot().address()
 }
 
-async fn redemption_state(issuer: &Issuer, id: &IssuerRequestId) -> Option<RedemptionState> {
+fn redemption_state(issuer: &Issuer, id: &IssuerRequestId) -> Option<RedemptionState> {
     issuer.store.redemption(id).unwrap().map(|r| r.state)
 }
 
-async fn wait_state(issuer: &Issuer, id: &IssuerRequestId, what: &str, pred: impl Fn(&RedemptionState) -> bool) {
-    eventually(Duration::from_secs(40), what, || async { redemption_state(issuer, id).await.is_some_and(|s| pred(&s)) })
-        .await;
+async fn wait_state(
+    issuer: &Issuer,
+    id: &IssuerRequestId,
+    what: &str,
+    pred: impl Fn(&RedemptionState) -> bool,
+) {
+    eventually(Duration::from_secs(40), what, || async {
+        redemption_state(issuer, id).is_some_and(|s| pred(&s))
+    })
+    .await;
 }
 
 async fn burns_for(world: &World, id: &IssuerRequestId) -> Vec<(U256, U256)> {
@@ -52,13 +62,22 @@ async fn full_redemption_burns_once_after_alpaca_completes() {
 
     let tx = world.transfer(STRANGER_KEY, bot(), U256::from(E18)).await;
     let id = IssuerRequestId::for_redemption(tx, 0);
-    wait_state(&issuer, &id, "burned", |s| matches!(s, RedemptionState::Burned { .. })).await;
+    wait_state(&issuer, &id, "burned", |s| {
+        matches!(s, RedemptionState::Burned { .. })
+    })
+    .await;
 
     let requests = world.redeem_requests_for(id.as_str());
     assert_eq!(requests.len(), 1, "one redeem request at Alpaca");
     assert_eq!(requests[0].qty, "1");
-    assert_eq!(requests[0].wallet_address.to_lowercase(), common::stack::AP_WALLET.to_lowercase());
-    assert_eq!(burns_for(&world, &id).await, vec![(U256::from(1), U256::from(E18))]);
+    assert_eq!(
+        requests[0].wallet_address.to_lowercase(),
+        common::stack::AP_WALLET.to_lowercase()
+    );
+    assert_eq!(
+        burns_for(&world, &id).await,
+        vec![(U256::from(1), U256::from(E18))]
+    );
     assert_eq!(world.total_supply().await, U256::from(E18 / 2));
     assert_eq!(world.balance(world.ap_wallet).await, U256::from(E18 / 2));
     assert_eq!(world.balance(bot()).await, U256::ZERO);
@@ -79,14 +98,23 @@ async fn dust_below_nine_decimals_goes_back_in_the_burn() {
     let sent = U256::from(450_574_852_280_275_235u128);
     let tx = world.transfer(STRANGER_KEY, bot(), sent).await;
     let id = IssuerRequestId::for_redemption(tx, 0);
-    wait_state(&issuer, &id, "burned", |s| matches!(s, RedemptionState::Burned { .. })).await;
+    wait_state(&issuer, &id, "burned", |s| {
+        matches!(s, RedemptionState::Burned { .. })
+    })
+    .await;
 
     let requests = world.redeem_requests_for(id.as_str());
     assert_eq!(requests.len(), 1);
     assert_eq!(requests[0].qty, "0.450574852");
-    assert_eq!(burns_for(&world, &id).await, vec![(U256::from(1), U256::from(450_574_852_000_000_000u128))]);
+    assert_eq!(
+        burns_for(&world, &id).await,
+        vec![(U256::from(1), U256::from(450_574_852_000_000_000u128))]
+    );
     // The AP keeps 1 - sent, and gets the 280275235 wei of dust back.
-    assert_eq!(world.balance(world.ap_wallet).await, U256::from(E18) - sent + U256::from(280_275_235u64));
+    assert_eq!(
+        world.balance(world.ap_wallet).await,
+        U256::from(E18) - sent + U256::from(280_275_235u64)
+    );
     assert_eq!(world.balance(bot()).await, U256::ZERO);
     issuer.stop().await;
 }
@@ -98,13 +126,21 @@ async fn a_redemption_spans_two_receipts_largest_first() {
     world.minted(&issuer.url, "tr-small", "0.5").await;
     world.minted(&issuer.url, "tr-large", "1.5").await;
 
-    let tx = world.transfer(STRANGER_KEY, bot(), U256::from(2 * E18)).await;
+    let tx = world
+        .transfer(STRANGER_KEY, bot(), U256::from(2 * E18))
+        .await;
     let id = IssuerRequestId::for_redemption(tx, 0);
-    wait_state(&issuer, &id, "burned", |s| matches!(s, RedemptionState::Burned { .. })).await;
+    wait_state(&issuer, &id, "burned", |s| {
+        matches!(s, RedemptionState::Burned { .. })
+    })
+    .await;
     // Receipt 2 (1.5, the largest) first, then receipt 1 (0.5).
     assert_eq!(
         burns_for(&world, &id).await,
-        vec![(U256::from(2), U256::from(3 * E18 / 2)), (U256::from(1), U256::from(E18 / 2))]
+        vec![
+            (U256::from(2), U256::from(3 * E18 / 2)),
+            (U256::from(1), U256::from(E18 / 2))
+        ]
     );
     assert_eq!(world.total_supply().await, U256::ZERO);
     assert_eq!(world.bot_receipt(1).await, U256::ZERO);
@@ -119,24 +155,47 @@ async fn two_transfers_in_one_transaction_are_two_redemptions() {
     world.minted(&issuer.url, "tr-two", "3").await;
 
     // The AP sends twice in one multicall (delegatecall keeps the AP as msg.sender).
-    use alloy::sol_types::SolCall;
-    use issuer::chain::Vault;
     let calls = vec![
-        Vault::transferCall { to: bot(), value: U256::from(E18) }.abi_encode().into(),
-        Vault::transferCall { to: bot(), value: U256::from(E18 / 4) }.abi_encode().into(),
+        Vault::transferCall {
+            to: bot(),
+            value: U256::from(E18),
+        }
+        .abi_encode()
+        .into(),
+        Vault::transferCall {
+            to: bot(),
+            value: U256::from(E18 / 4),
+        }
+        .abi_encode()
+        .into(),
     ];
     let vault = Vault::new(world.deployed.vault, world.as_key(STRANGER_KEY));
-    let receipt = vault.multicall(calls).send().await.unwrap().get_receipt().await.unwrap();
+    let receipt = vault
+        .multicall(calls)
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
     let logs = receipt.inner.logs();
-    let first = IssuerRequestId::for_redemption(receipt.transaction_hash, logs[0].log_index.unwrap());
-    let second = IssuerRequestId::for_redemption(receipt.transaction_hash, logs[1].log_index.unwrap());
+    let first =
+        IssuerRequestId::for_redemption(receipt.transaction_hash, logs[0].log_index.unwrap());
+    let second =
+        IssuerRequestId::for_redemption(receipt.transaction_hash, logs[1].log_index.unwrap());
     assert_ne!(first, second);
     for id in [&first, &second] {
-        wait_state(&issuer, id, "burned", |s| matches!(s, RedemptionState::Burned { .. })).await;
+        wait_state(&issuer, id, "burned", |s| {
+            matches!(s, RedemptionState::Burned { .. })
+        })
+        .await;
         assert_eq!(world.redeem_requests_for(id.as_str()).len(), 1);
         assert_eq!(burns_for(&world, id).await.len(), 1);
     }
-    assert_eq!(world.total_supply().await, U256::from(3 * E18 - E18 - E18 / 4));
+    assert_eq!(
+        world.total_supply().await,
+        U256::from(3 * E18 - E18 - E18 / 4)
+    );
     issuer.stop().await;
 }
 
@@ -150,7 +209,10 @@ async fn transfers_made_while_down_are_found_on_start() {
     let tx = world.transfer(STRANGER_KEY, bot(), U256::from(E18)).await;
     let id = IssuerRequestId::for_redemption(tx, 0);
     let issuer = Issuer::start(&world, Policy::default()).await;
-    wait_state(&issuer, &id, "burned", |s| matches!(s, RedemptionState::Burned { .. })).await;
+    wait_state(&issuer, &id, "burned", |s| {
+        matches!(s, RedemptionState::Burned { .. })
+    })
+    .await;
     assert_eq!(world.redeem_requests_for(id.as_str()).len(), 1);
     assert_eq!(world.total_supply().await, U256::from(E18));
     issuer.stop().await;
@@ -163,13 +225,25 @@ async fn rejected_journal_is_flagged_then_returned_once() {
     world.minted(&issuer.url, "tr-rej", "1").await;
     world
         .sim
-        .patch_faults(&FaultsPatch { redeem_outcome: Some(RedeemOutcome::Rejected), ..FaultsPatch::default() })
+        .patch_faults(&FaultsPatch {
+            redeem_outcome: Some(RedeemOutcome::Rejected),
+            ..FaultsPatch::default()
+        })
         .unwrap();
 
-    let tx = world.transfer(STRANGER_KEY, bot(), U256::from(E18 / 2)).await;
+    let tx = world
+        .transfer(STRANGER_KEY, bot(), U256::from(E18 / 2))
+        .await;
     let id = IssuerRequestId::for_redemption(tx, 0);
-    wait_state(&issuer, &id, "flagged", |s| matches!(s, RedemptionState::Flagged { .. })).await;
-    assert_eq!(world.balance(bot()).await, U256::from(E18 / 2), "tokens wait in the bot wallet");
+    wait_state(&issuer, &id, "flagged", |s| {
+        matches!(s, RedemptionState::Flagged { .. })
+    })
+    .await;
+    assert_eq!(
+        world.balance(bot()).await,
+        U256::from(E18 / 2),
+        "tokens wait in the bot wallet"
+    );
     assert!(burns_for(&world, &id).await.is_empty());
 
     // The operator returns them (twice, to prove it is exactly-once).
@@ -180,13 +254,24 @@ async fn rejected_journal_is_flagged_then_returned_once() {
             .send()
             .await
             .unwrap();
-        assert!(answer.status().is_success() || answer.status() == 409, "{}", answer.status());
+        assert!(
+            answer.status().is_success() || answer.status() == 409,
+            "{}",
+            answer.status()
+        );
     }
-    wait_state(&issuer, &id, "returned", |s| matches!(s, RedemptionState::Returned { .. })).await;
+    wait_state(&issuer, &id, "returned", |s| {
+        matches!(s, RedemptionState::Returned { .. })
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(world.balance(world.ap_wallet).await, U256::from(E18));
     assert_eq!(world.balance(bot()).await, U256::ZERO);
-    assert_eq!(world.total_supply().await, U256::from(E18), "nothing burned");
+    assert_eq!(
+        world.total_supply().await,
+        U256::from(E18),
+        "nothing burned"
+    );
     issuer.stop().await;
 }
 
@@ -195,20 +280,38 @@ async fn unknown_sender_is_flagged_not_redeemed_and_can_be_returned() {
     let world = World::start(None).await;
     let issuer = Issuer::start(&world, Policy::default()).await;
     world.minted(&issuer.url, "tr-unknown", "1").await;
-    let outsider = issuer::chain::EthersSigner::from_private_key(OUTSIDER_KEY).unwrap().address();
-    world.transfer(STRANGER_KEY, outsider, U256::from(E18 / 4)).await;
+    let outsider = issuer::chain::EthersSigner::from_private_key(OUTSIDER_KEY)
+        .unwrap()
+        .address();
+    world
+        .transfer(STRANGER_KEY, outsider, U256::from(E18 / 4))
+        .await;
 
-    let tx = world.transfer(OUTSIDER_KEY, bot(), U256::from(E18 / 4)).await;
+    let tx = world
+        .transfer(OUTSIDER_KEY, bot(), U256::from(E18 / 4))
+        .await;
     let id = IssuerRequestId::for_redemption(tx, 0);
     wait_state(&issuer, &id, "flagged as unknown sender", |s| {
-        matches!(s, RedemptionState::Flagged { anomaly: reconciler::Anomaly::UnknownSender, .. })
+        matches!(
+            s,
+            RedemptionState::Flagged {
+                anomaly: reconciler::Anomaly::UnknownSender,
+                ..
+            }
+        )
     })
     .await;
-    assert!(world.redeem_requests_for(id.as_str()).is_empty(), "Alpaca is never asked for an unknown sender");
+    assert!(
+        world.redeem_requests_for(id.as_str()).is_empty(),
+        "Alpaca is never asked for an unknown sender"
+    );
 
     // A return on something not flagged is refused; the flagged one is accepted.
     let refused = reqwest::Client::new()
-        .post(format!("{}/operator/redemptions/red-nope-0/return", issuer.url))
+        .post(format!(
+            "{}/operator/redemptions/red-nope-0/return",
+            issuer.url
+        ))
         .header("X-OPERATOR-KEY", issuer::cli::LOCAL_OPERATOR_KEY)
         .send()
         .await
@@ -221,7 +324,10 @@ async fn unknown_sender_is_flagged_not_redeemed_and_can_be_returned() {
         .await
         .unwrap();
     assert_eq!(accepted.status(), 200);
-    wait_state(&issuer, &id, "returned", |s| matches!(s, RedemptionState::Returned { .. })).await;
+    wait_state(&issuer, &id, "returned", |s| {
+        matches!(s, RedemptionState::Returned { .. })
+    })
+    .await;
     assert_eq!(world.balance(outsider).await, U256::from(E18 / 4));
     assert_eq!(world.balance(bot()).await, U256::ZERO);
     issuer.stop().await;

@@ -1,6 +1,7 @@
 //! The store refuses what it must not touch: a file written by a newer schema, a damaged file and
 //! a redb file that is not ours each give a clear error, and the file's bytes stay exactly as they
 //! were. A store closed and reopened keeps what it was told.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use issuer::store::{RedbStore, Store, StoreError, SCHEMA_VERSION};
 use redb::{Database, TableDefinition};
@@ -17,12 +18,20 @@ fn a_newer_schema_is_refused_and_left_untouched() {
     {
         let db = Database::open(&path).unwrap();
         let txn = db.begin_write().unwrap();
-        txn.open_table(TableDefinition::<&str, u32>::new("meta")).unwrap().insert("schema_version", SCHEMA_VERSION + 1).unwrap();
+        txn.open_table(TableDefinition::<&str, u32>::new("meta"))
+            .unwrap()
+            .insert("schema_version", SCHEMA_VERSION + 1)
+            .unwrap();
         txn.commit().unwrap();
     }
     let before = bytes(&path);
-    let err = RedbStore::open(&path).err().expect("a newer schema must be refused");
-    assert!(matches!(err, StoreError::NewerSchema { found, .. } if found == SCHEMA_VERSION + 1), "{err}");
+    let err = RedbStore::open(&path)
+        .err()
+        .expect("a newer schema must be refused");
+    assert!(
+        matches!(err, StoreError::NewerSchema { found, .. } if found == SCHEMA_VERSION + 1),
+        "{err}"
+    );
     assert!(err.to_string().contains("schema version"), "{err}");
     assert_eq!(bytes(&path), before, "the file was modified");
 }
@@ -31,10 +40,19 @@ fn a_newer_schema_is_refused_and_left_untouched() {
 fn a_damaged_file_is_refused_and_left_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("issuer.redb");
-    std::fs::write(&path, b"this is not a redb file, just some bytes that happen to be here").unwrap();
+    std::fs::write(
+        &path,
+        b"this is not a redb file, just some bytes that happen to be here",
+    )
+    .unwrap();
     let before = bytes(&path);
-    let err = RedbStore::open(&path).err().expect("garbage must be refused");
-    assert!(matches!(err, StoreError::Corrupt { .. } | StoreError::Open { .. }), "{err}");
+    let err = RedbStore::open(&path)
+        .err()
+        .expect("garbage must be refused");
+    assert!(
+        matches!(err, StoreError::Corrupt { .. } | StoreError::Open { .. }),
+        "{err}"
+    );
     assert_eq!(bytes(&path), before);
 
     // A real store with its middle overwritten.
@@ -42,7 +60,9 @@ fn a_damaged_file_is_refused_and_left_untouched() {
     {
         let store = RedbStore::open(&damaged).unwrap();
         for i in 0..50 {
-            store.register_account(&format!("ap{i}@example.com")).unwrap();
+            store
+                .register_account(&format!("ap{i}@example.com"))
+                .unwrap();
         }
         store.close();
     }
@@ -54,8 +74,13 @@ fn a_damaged_file_is_refused_and_left_untouched() {
     }
     raw[..64].iter_mut().for_each(|b| *b ^= 0xff);
     std::fs::write(&damaged, &raw).unwrap();
-    let err = RedbStore::open(&damaged).err().expect("a damaged store must be refused");
-    assert!(matches!(err, StoreError::Corrupt { .. } | StoreError::Open { .. }), "{err}");
+    let err = RedbStore::open(&damaged)
+        .err()
+        .expect("a damaged store must be refused");
+    assert!(
+        matches!(err, StoreError::Corrupt { .. } | StoreError::Open { .. }),
+        "{err}"
+    );
     assert_eq!(bytes(&damaged), raw);
 }
 
@@ -66,11 +91,16 @@ fn a_redb_file_that_is_not_ours_is_refused_and_left_untouched() {
     {
         let db = Database::create(&path).unwrap();
         let txn = db.begin_write().unwrap();
-        txn.open_table(TableDefinition::<&str, &str>::new("something")).unwrap().insert("k", "v").unwrap();
+        txn.open_table(TableDefinition::<&str, &str>::new("something"))
+            .unwrap()
+            .insert("k", "v")
+            .unwrap();
         txn.commit().unwrap();
     }
     let before = bytes(&path);
-    let err = RedbStore::open(&path).err().expect("a foreign redb file must be refused");
+    let err = RedbStore::open(&path)
+        .err()
+        .expect("a foreign redb file must be refused");
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
     assert!(err.to_string().contains("not an issuer store"), "{err}");
     assert_eq!(bytes(&path), before);
@@ -83,9 +113,16 @@ fn what_is_written_survives_close_and_reopen() {
     let store = RedbStore::open(&path).unwrap();
     let account = store.register_account("  AP@Example.com ").unwrap();
     assert_eq!(account.email, "ap@example.com", "emails are normalised");
-    assert_eq!(store.register_account("ap@example.com").unwrap(), account, "registering is idempotent");
+    assert_eq!(
+        store.register_account("ap@example.com").unwrap(),
+        account,
+        "registering is idempotent"
+    );
     store.close();
-    assert!(matches!(store.account(&account.client_id), Err(StoreError::Closed)));
+    assert!(matches!(
+        store.account(&account.client_id),
+        Err(StoreError::Closed)
+    ));
     let reopened = RedbStore::open(&path).unwrap();
     assert_eq!(reopened.account(&account.client_id).unwrap(), Some(account));
 }

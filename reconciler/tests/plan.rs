@@ -1328,7 +1328,9 @@ fn a_deposit_for_a_journal_alpaca_did_not_complete_is_flagged_never_called_back(
             actions,
             vec![Action::Flag {
                 issuer_request_id: id("m1"),
-                problem: Problem::DepositWithoutCompletedJournal { tx_hash: hash(CONFIRMED) },
+                problem: Problem::DepositWithoutCompletedJournal {
+                    tx_hash: hash(CONFIRMED)
+                },
             }],
             "{journal:?}"
         );
@@ -1340,8 +1342,16 @@ fn the_earliest_deposit_is_the_one_called_back_whatever_the_input_order() {
     let early = deposit("m1", 90);
     let mut late = deposit("m1", 95);
     late.assets = units("3"); // the later one also mismatches
-    for deposits in [vec![early.clone(), late.clone()], vec![late.clone(), early.clone()]] {
-        let world = World { head_block: HEAD, mints: vec![ready("m1")], deposits, ..World::default() };
+    for deposits in [
+        vec![early.clone(), late.clone()],
+        vec![late.clone(), early.clone()],
+    ] {
+        let world = World {
+            head_block: HEAD,
+            mints: vec![ready("m1")],
+            deposits,
+            ..World::default()
+        };
         let actions = plan(&world, &policy());
         assert!(actions.contains(&Action::MintCallback {
             issuer_request_id: id("m1"),
@@ -1350,7 +1360,9 @@ fn the_earliest_deposit_is_the_one_called_back_whatever_the_input_order() {
         }));
         assert!(actions.contains(&Action::Flag {
             issuer_request_id: id("m1"),
-            problem: Problem::DuplicateDeposits { tx_hashes: vec![hash(90), hash(95)] },
+            problem: Problem::DuplicateDeposits {
+                tx_hashes: vec![hash(90), hash(95)]
+            },
         }));
     }
 }
@@ -1363,12 +1375,21 @@ fn the_in_flight_cap_holds_new_mints_back() {
         txs: vec![tx(7, minting(VAULT_A, &["m1"]), pending(0))],
         ..World::default()
     };
-    let one_at_a_time = Policy { txs_in_flight_max: 1, ..policy() };
-    assert!(!plan(&world, &one_at_a_time).iter().any(|a| matches!(a, Action::Mint { .. })));
+    let one_at_a_time = Policy {
+        txs_in_flight_max: 1,
+        ..policy()
+    };
+    assert!(!plan(&world, &one_at_a_time)
+        .iter()
+        .any(|a| matches!(a, Action::Mint { .. })));
     let roomy = plan(&world, &policy());
     assert!(roomy.contains(&Action::Mint {
         vault: VAULT_A,
-        items: vec![reconciler::MintItem { issuer_request_id: id("m2"), receiver: AP, qty: qty("10") }],
+        items: vec![reconciler::MintItem {
+            issuer_request_id: id("m2"),
+            receiver: AP,
+            qty: qty("10")
+        }],
     }));
 }
 
@@ -1377,8 +1398,20 @@ fn a_settled_burn_does_not_reserve_receipts_beside_its_live_replacement() {
     let world = World {
         head_block: HEAD,
         redemptions: vec![
-            redemption(1, RedemptionState::Journaled { tokenization_request_id: trid("tr-r1") }, Some("client-1")),
-            redemption(2, RedemptionState::Journaled { tokenization_request_id: trid("tr-r2") }, Some("client-1")),
+            redemption(
+                1,
+                RedemptionState::Journaled {
+                    tokenization_request_id: trid("tr-r1"),
+                },
+                Some("client-1"),
+            ),
+            redemption(
+                2,
+                RedemptionState::Journaled {
+                    tokenization_request_id: trid("tr-r2"),
+                },
+                Some("client-1"),
+            ),
         ],
         receipts: vec![receipt(1, "10")],
         txs: vec![
@@ -1389,7 +1422,9 @@ fn a_settled_burn_does_not_reserve_receipts_beside_its_live_replacement() {
     };
     let actions = plan(&world, &policy());
     assert!(
-        actions.iter().any(|a| matches!(a, Action::Burn { redemption_id, .. } if *redemption_id == id("red-2"))),
+        actions.iter().any(
+            |a| matches!(a, Action::Burn { redemption_id, .. } if *redemption_id == id("red-2"))
+        ),
         "{actions:?}"
     );
 }

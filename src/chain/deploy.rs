@@ -33,19 +33,36 @@ pub async fn deploy(
     symbol: &str,
     certify_until: u64,
 ) -> Result<Deployed, ChainError> {
-    let url = rpc_url.parse().map_err(|_| ChainError::BadUrl(rpc_url.to_owned()))?;
+    let url = rpc_url
+        .parse()
+        .map_err(|_| ChainError::BadUrl(rpc_url.to_owned()))?;
     let bot = signer.address();
-    let provider = ProviderBuilder::new().wallet(EthereumWallet::new(signer.clone())).connect_http(url);
+    let provider = ProviderBuilder::new()
+        .wallet(EthereumWallet::new(signer.clone()))
+        .connect_http(url);
 
-    let receipt = Receipt::deploy(&provider).await.map_err(step("deploy Receipt"))?;
-    let vault = Vault::deploy(&provider, name.to_owned(), symbol.to_owned(), *receipt.address(), bot)
+    let receipt = Receipt::deploy(&provider)
         .await
-        .map_err(step("deploy Vault"))?;
+        .map_err(step("deploy Receipt"))?;
+    let vault = Vault::deploy(
+        &provider,
+        name.to_owned(),
+        symbol.to_owned(),
+        *receipt.address(),
+        bot,
+    )
+    .await
+    .map_err(step("deploy Vault"))?;
     let deploy_block = provider
         .get_block_number()
         .await
-        .map_err(|e| ChainError::Rpc { call: "eth_blockNumber", detail: e.to_string() })?;
-    let authorizer = Authorizer::deploy(&provider, bot).await.map_err(step("deploy Authorizer"))?;
+        .map_err(|e| ChainError::Rpc {
+            call: "eth_blockNumber",
+            detail: e.to_string(),
+        })?;
+    let authorizer = Authorizer::deploy(&provider, bot)
+        .await
+        .map_err(step("deploy Authorizer"))?;
 
     receipt
         .transferManager(*vault.address())
@@ -82,28 +99,71 @@ pub async fn ensure_ready(
     deployed: Deployed,
     certify_until: u64,
 ) -> Result<(), ChainError> {
-    let url = rpc_url.parse().map_err(|_| ChainError::BadUrl(rpc_url.to_owned()))?;
+    let url = rpc_url
+        .parse()
+        .map_err(|_| ChainError::BadUrl(rpc_url.to_owned()))?;
     let bot = signer.address();
-    let provider = ProviderBuilder::new().wallet(EthereumWallet::new(signer.clone())).connect_http(url);
+    let provider = ProviderBuilder::new()
+        .wallet(EthereumWallet::new(signer.clone()))
+        .connect_http(url);
     let vault = Vault::new(deployed.vault, &provider);
     let receipt = Receipt::new(deployed.receipt, &provider);
     let authorizer = Authorizer::new(deployed.authorizer, &provider);
 
-    let manager = receipt.manager().call().await.map_err(step("read manager"))?;
+    let manager = receipt
+        .manager()
+        .call()
+        .await
+        .map_err(step("read manager"))?;
     if manager != deployed.vault {
-        return Err(ChainError::Deploy(format!("receipt manager is {manager}, not the vault")));
+        return Err(ChainError::Deploy(format!(
+            "receipt manager is {manager}, not the vault"
+        )));
     }
-    let wired = vault.authorizer().call().await.map_err(step("read authorizer"))?;
+    let wired = vault
+        .authorizer()
+        .call()
+        .await
+        .map_err(step("read authorizer"))?;
     if wired != deployed.authorizer {
-        return Err(ChainError::Deploy(format!("vault authorizer is {wired}, not {}", deployed.authorizer)));
+        return Err(ChainError::Deploy(format!(
+            "vault authorizer is {wired}, not {}",
+            deployed.authorizer
+        )));
     }
 
     for (name, role) in [
-        ("DEPOSIT", authorizer.DEPOSIT().call().await.map_err(step("read DEPOSIT"))?),
-        ("WITHDRAW", authorizer.WITHDRAW().call().await.map_err(step("read WITHDRAW"))?),
-        ("CERTIFY", authorizer.CERTIFY().call().await.map_err(step("read CERTIFY"))?),
+        (
+            "DEPOSIT",
+            authorizer
+                .DEPOSIT()
+                .call()
+                .await
+                .map_err(step("read DEPOSIT"))?,
+        ),
+        (
+            "WITHDRAW",
+            authorizer
+                .WITHDRAW()
+                .call()
+                .await
+                .map_err(step("read WITHDRAW"))?,
+        ),
+        (
+            "CERTIFY",
+            authorizer
+                .CERTIFY()
+                .call()
+                .await
+                .map_err(step("read CERTIFY"))?,
+        ),
     ] {
-        if !authorizer.hasRole(role, bot).call().await.map_err(step("read role"))? {
+        if !authorizer
+            .hasRole(role, bot)
+            .call()
+            .await
+            .map_err(step("read role"))?
+        {
             authorizer
                 .grantRole(role, bot)
                 .send()
@@ -112,13 +172,24 @@ pub async fn ensure_ready(
                 .get_receipt()
                 .await
                 .map_err(pending("grantRole"))?;
-            if !authorizer.hasRole(role, bot).call().await.map_err(step("read role"))? {
-                return Err(ChainError::Deploy(format!("bot still lacks {name} after grantRole")));
+            if !authorizer
+                .hasRole(role, bot)
+                .call()
+                .await
+                .map_err(step("read role"))?
+            {
+                return Err(ChainError::Deploy(format!(
+                    "bot still lacks {name} after grantRole"
+                )));
             }
         }
     }
 
-    let until = vault.certifiedUntil().call().await.map_err(step("read certifiedUntil"))?;
+    let until = vault
+        .certifiedUntil()
+        .call()
+        .await
+        .map_err(step("read certifiedUntil"))?;
     if until < U256::from(certify_until) {
         vault
             .certify(U256::from(certify_until), false, Bytes::new())
@@ -129,8 +200,15 @@ pub async fn ensure_ready(
             .await
             .map_err(pending("certify"))?;
     }
-    if vault.isCertificationExpired().call().await.map_err(step("read certification"))? {
-        return Err(ChainError::Deploy("vault is still uncertified after certify".into()));
+    if vault
+        .isCertificationExpired()
+        .call()
+        .await
+        .map_err(step("read certification"))?
+    {
+        return Err(ChainError::Deploy(
+            "vault is still uncertified after certify".into(),
+        ));
     }
     Ok(())
 }

@@ -70,7 +70,10 @@ async fn timed<T, E: std::fmt::Display>(
 ) -> Result<T, ChainError> {
     match tokio::time::timeout(RPC_TIMEOUT, fut).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(ChainError::Rpc { call, detail: e.to_string() }),
+        Ok(Err(e)) => Err(ChainError::Rpc {
+            call,
+            detail: e.to_string(),
+        }),
         Err(_) => Err(ChainError::Timeout(call)),
     }
 }
@@ -97,15 +100,23 @@ pub struct Fees {
 pub struct Chain {
     provider: RootProvider<Ethereum>,
     signer: EthersSigner,
+    /// EIP-155 chain id, read once at connect: every signature commits to it.
+    #[allow(clippy::struct_field_names)]
     chain_id: u64,
 }
 
 impl Chain {
     pub async fn connect(rpc_url: &str, signer: EthersSigner) -> Result<Chain, ChainError> {
-        let url = rpc_url.parse().map_err(|_| ChainError::BadUrl(rpc_url.to_owned()))?;
+        let url = rpc_url
+            .parse()
+            .map_err(|_| ChainError::BadUrl(rpc_url.to_owned()))?;
         let provider = RootProvider::<Ethereum>::new_http(url);
         let chain_id = timed("eth_chainId", provider.get_chain_id()).await?;
-        Ok(Chain { provider, signer, chain_id })
+        Ok(Chain {
+            provider,
+            signer,
+            chain_id,
+        })
     }
 
     pub fn provider(&self) -> &RootProvider<Ethereum> {
@@ -132,7 +143,9 @@ impl Chain {
     pub async fn block_hash(&self, number: u64) -> Result<Option<B256>, ChainError> {
         let block = timed(
             "eth_getBlockByNumber",
-            self.provider.get_block_by_number(BlockNumberOrTag::Number(number)).into_future(),
+            self.provider
+                .get_block_by_number(BlockNumberOrTag::Number(number))
+                .into_future(),
         )
         .await?;
         Ok(block.map(|b| b.header.hash))
@@ -140,12 +153,22 @@ impl Chain {
 
     /// The bot's nonce counting only mined transactions.
     pub async fn nonce_latest(&self) -> Result<u64, ChainError> {
-        timed("eth_getTransactionCount", self.provider.get_transaction_count(self.bot()).latest().into_future())
-            .await
+        timed(
+            "eth_getTransactionCount",
+            self.provider
+                .get_transaction_count(self.bot())
+                .latest()
+                .into_future(),
+        )
+        .await
     }
 
     pub async fn code_at(&self, address: Address) -> Result<Bytes, ChainError> {
-        timed("eth_getCode", self.provider.get_code_at(address).into_future()).await
+        timed(
+            "eth_getCode",
+            self.provider.get_code_at(address).into_future(),
+        )
+        .await
     }
 
     /// Tagged `Deposit` logs of `vault` in `[from, to]`, in bounded ranges.
@@ -178,7 +201,12 @@ impl Chain {
     }
 
     /// Every log of `filter` in `[from, to]`, asked in bounded ranges.
-    async fn logs_in_ranges(&self, filter: Filter, from: u64, to: u64) -> Result<Vec<Log>, ChainError> {
+    async fn logs_in_ranges(
+        &self,
+        filter: Filter,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<Log>, ChainError> {
         let mut out = Vec::new();
         let mut start = from;
         while start <= to {
@@ -204,7 +232,9 @@ impl Chain {
             .topic2(self.bot().into_word());
         let mut out = Vec::new();
         for log in self.logs_in_ranges(filter, from, to).await? {
-            let Ok(decoded) = log.log_decode::<Vault::Transfer>() else { continue };
+            let Ok(decoded) = log.log_decode::<Vault::Transfer>() else {
+                continue;
+            };
             let event = decoded.inner.data;
             if event.from == Address::ZERO || event.from == self.bot() {
                 continue;
@@ -221,11 +251,20 @@ impl Chain {
     }
 
     /// `Withdraw` logs of `vault` in `[from, to]` whose information carries a redemption id.
-    pub async fn scan_burns(&self, vault: Address, from: u64, to: u64) -> Result<Vec<ObservedBurn>, ChainError> {
-        let filter = Filter::new().address(vault).event_signature(Vault::Withdraw::SIGNATURE_HASH);
+    pub async fn scan_burns(
+        &self,
+        vault: Address,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<ObservedBurn>, ChainError> {
+        let filter = Filter::new()
+            .address(vault)
+            .event_signature(Vault::Withdraw::SIGNATURE_HASH);
         let mut out = Vec::new();
         for log in self.logs_in_ranges(filter, from, to).await? {
-            let Ok(decoded) = log.log_decode::<Vault::Withdraw>() else { continue };
+            let Ok(decoded) = log.log_decode::<Vault::Withdraw>() else {
+                continue;
+            };
             let event = decoded.inner.data;
             let tag = meta::decode(&event.receiptInformation)
                 .ok()
@@ -248,13 +287,24 @@ impl Chain {
     }
 
     /// The bot's balances of receipt `ids` of `receipt`, in the same order.
-    pub async fn receipt_balances(&self, receipt: Address, ids: &[U256]) -> Result<Vec<U256>, ChainError> {
+    pub async fn receipt_balances(
+        &self,
+        receipt: Address,
+        ids: &[U256],
+    ) -> Result<Vec<U256>, ChainError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let contract = Receipt::new(receipt, &self.provider);
         let owners = vec![self.bot(); ids.len()];
-        timed("balanceOfBatch", contract.balanceOfBatch(owners, ids.to_vec()).call().into_future()).await
+        timed(
+            "balanceOfBatch",
+            contract
+                .balanceOfBatch(owners, ids.to_vec())
+                .call()
+                .into_future(),
+        )
+        .await
     }
 
     pub async fn fees(&self) -> Result<Fees, ChainError> {
@@ -267,8 +317,15 @@ impl Chain {
 
     /// Gas for `input` sent by the bot to `to` now, with a margin for state moving under it.
     pub async fn estimate_gas(&self, to: Address, input: &Bytes) -> Result<u64, ChainError> {
-        let request = TransactionRequest::default().from(self.bot()).to(to).input(input.clone().into());
-        let gas = timed("eth_estimateGas", self.provider.estimate_gas(request).into_future()).await?;
+        let request = TransactionRequest::default()
+            .from(self.bot())
+            .to(to)
+            .input(input.clone().into());
+        let gas = timed(
+            "eth_estimateGas",
+            self.provider.estimate_gas(request).into_future(),
+        )
+        .await?;
         Ok(gas.saturating_add(gas / 4).saturating_add(20_000))
     }
 
@@ -292,7 +349,10 @@ impl Chain {
             access_list: alloy::eips::eip2930::AccessList::default(),
             input,
         };
-        let signature = self.signer.sign_transaction_sync(&mut tx).map_err(|e| ChainError::Sign(e.to_string()))?;
+        let signature = self
+            .signer
+            .sign_transaction_sync(&mut tx)
+            .map_err(|e| ChainError::Sign(e.to_string()))?;
         let envelope = TxEnvelope::from(tx.into_signed(signature));
         Ok((*envelope.tx_hash(), Bytes::from(envelope.encoded_2718())))
     }
@@ -300,12 +360,22 @@ impl Chain {
     /// Broadcasts stored bytes. A node that already has them, or that says the nonce is used,
     /// is not an error here: the next pass reads the truth from receipts and nonces.
     pub async fn broadcast(&self, raw: &Bytes) -> Result<(), ChainError> {
-        match timed("eth_sendRawTransaction", self.provider.send_raw_transaction(raw)).await {
+        match timed(
+            "eth_sendRawTransaction",
+            self.provider.send_raw_transaction(raw),
+        )
+        .await
+        {
             Ok(_) => Ok(()),
             Err(ChainError::Rpc { detail, .. })
-                if ["already known", "nonce too low", "already imported", "replacement transaction underpriced"]
-                    .iter()
-                    .any(|s| detail.to_lowercase().contains(s)) =>
+                if [
+                    "already known",
+                    "nonce too low",
+                    "already imported",
+                    "replacement transaction underpriced",
+                ]
+                .iter()
+                .any(|s| detail.to_lowercase().contains(s)) =>
             {
                 tracing::debug!(%detail, "broadcast: node already has it or the nonce moved on");
                 Ok(())
@@ -316,8 +386,11 @@ impl Chain {
 
     /// `Some((block, success))` once one of our hashes is mined.
     pub async fn receipt(&self, hash: B256) -> Result<Option<(u64, bool)>, ChainError> {
-        let receipt =
-            timed("eth_getTransactionReceipt", self.provider.get_transaction_receipt(hash).into_future()).await?;
+        let receipt = timed(
+            "eth_getTransactionReceipt",
+            self.provider.get_transaction_receipt(hash).into_future(),
+        )
+        .await?;
         Ok(receipt.and_then(|r| r.block_number.map(|b| (b, r.status()))))
     }
 }
@@ -326,14 +399,22 @@ fn decode_deposit(vault: Address, log: &Log) -> Result<ObservedDeposit, Box<Fore
     let tx_hash = log.transaction_hash.unwrap_or_default();
     let block_number = log.block_number.unwrap_or_default();
     let foreign = |assets: U256, detail: String| {
-        Box::new(ForeignDeposit { vault, tx_hash, block_number, assets, detail })
+        Box::new(ForeignDeposit {
+            vault,
+            tx_hash,
+            block_number,
+            assets,
+            detail,
+        })
     };
     let decoded = log
         .log_decode::<Vault::Deposit>()
         .map_err(|e| foreign(U256::ZERO, format!("not a Deposit: {e}")))?;
     let event = decoded.inner.data;
-    let info = meta::decode(&event.receiptInformation).map_err(|e| foreign(event.assets, e.to_string()))?;
-    let irid = IssuerRequestId::parse(&info.issuer_request_id).map_err(|e| foreign(event.assets, e.to_string()))?;
+    let info = meta::decode(&event.receiptInformation)
+        .map_err(|e| foreign(event.assets, e.to_string()))?;
+    let irid = IssuerRequestId::parse(&info.issuer_request_id)
+        .map_err(|e| foreign(event.assets, e.to_string()))?;
     let trid = TokenizationRequestId::parse(&info.tokenization_request_id)
         .map_err(|e| foreign(event.assets, e.to_string()))?;
     Ok(ObservedDeposit {
@@ -364,13 +445,26 @@ pub fn mint_calldata(bot: Address, items: &[(Address, U256, Vec<u8>)]) -> Bytes 
             .abi_encode()
             .into(),
         );
-        calls.push(Vault::transferCall { to: *receiver, value: *assets }.abi_encode().into());
+        calls.push(
+            Vault::transferCall {
+                to: *receiver,
+                value: *assets,
+            }
+            .abi_encode()
+            .into(),
+        );
     }
     Vault::multicallCall { data: calls }.abi_encode().into()
 }
 
 /// Calldata of one burn: `multicall([redeem(shares_i, receiver, bot, id_i, info)..., transfer(receiver, dust)])`.
-pub fn burn_calldata(bot: Address, receiver: Address, allocations: &[(U256, U256)], dust: U256, info: &[u8]) -> Bytes {
+pub fn burn_calldata(
+    bot: Address,
+    receiver: Address,
+    allocations: &[(U256, U256)],
+    dust: U256,
+    info: &[u8],
+) -> Bytes {
     let mut calls: Vec<Bytes> = allocations
         .iter()
         .map(|(id, shares)| {
@@ -386,7 +480,14 @@ pub fn burn_calldata(bot: Address, receiver: Address, allocations: &[(U256, U256
         })
         .collect();
     if !dust.is_zero() {
-        calls.push(Vault::transferCall { to: receiver, value: dust }.abi_encode().into());
+        calls.push(
+            Vault::transferCall {
+                to: receiver,
+                value: dust,
+            }
+            .abi_encode()
+            .into(),
+        );
     }
     Vault::multicallCall { data: calls }.abi_encode().into()
 }

@@ -31,7 +31,9 @@ pub struct EthersSigner {
 
 impl fmt::Debug for EthersSigner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EthersSigner").field("address", &self.address).finish_non_exhaustive()
+        f.debug_struct("EthersSigner")
+            .field("address", &self.address)
+            .finish_non_exhaustive()
     }
 }
 
@@ -46,9 +48,11 @@ impl EthersSigner {
     }
 
     pub fn from_keystore(path: &Path, password: &str) -> Result<EthersSigner, SignerSetupError> {
-        let wallet = LocalWallet::decrypt_keystore(path, password).map_err(|e| SignerSetupError::Keystore {
-            path: path.display().to_string(),
-            detail: e.to_string(),
+        let wallet = LocalWallet::decrypt_keystore(path, password).map_err(|e| {
+            SignerSetupError::Keystore {
+                path: path.display().to_string(),
+                detail: e.to_string(),
+            }
         })?;
         Ok(Self::from_wallet(wallet))
     }
@@ -75,9 +79,17 @@ impl EthersSigner {
         let y_parity = match sig.v {
             27 => false,
             28 => true,
-            other => return Err(SignerError::other(format!("unexpected recovery value {other}"))),
+            other => {
+                return Err(SignerError::other(format!(
+                    "unexpected recovery value {other}"
+                )))
+            }
         };
-        Ok(Signature::new(U256::from_be_bytes(r), U256::from_be_bytes(s), y_parity))
+        Ok(Signature::new(
+            U256::from_be_bytes(r),
+            U256::from_be_bytes(s),
+            y_parity,
+        ))
     }
 }
 
@@ -96,7 +108,10 @@ impl TxSignerSync<Signature> for EthersSigner {
         self.address
     }
 
-    fn sign_transaction_sync(&self, tx: &mut dyn SignableTransaction<Signature>) -> SignerResult<Signature> {
+    fn sign_transaction_sync(
+        &self,
+        tx: &mut dyn SignableTransaction<Signature>,
+    ) -> SignerResult<Signature> {
         self.sign_prehash(&tx.signature_hash())
     }
 }
@@ -107,7 +122,10 @@ impl TxSigner<Signature> for EthersSigner {
         self.address
     }
 
-    async fn sign_transaction(&self, tx: &mut dyn SignableTransaction<Signature>) -> SignerResult<Signature> {
+    async fn sign_transaction(
+        &self,
+        tx: &mut dyn SignableTransaction<Signature>,
+    ) -> SignerResult<Signature> {
         self.sign_prehash(&tx.signature_hash())
     }
 }
@@ -122,7 +140,9 @@ mod tests {
         let signer = EthersSigner::from_private_key(ANVIL_DEV_KEY).unwrap();
         assert_eq!(
             signer.address(),
-            "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266".parse::<Address>().unwrap()
+            "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
+                .parse::<Address>()
+                .unwrap()
         );
         assert!(!format!("{signer:?}").contains("ac0974"));
     }
@@ -132,10 +152,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = ANVIL_DEV_KEY.trim_start_matches("0x");
         let bytes = hex::decode(key).unwrap();
-        LocalWallet::encrypt_keystore(dir.path(), &mut rand::thread_rng(), bytes, "pass-word", Some("bot.json"))
-            .unwrap();
-        let from_file = EthersSigner::from_keystore(&dir.path().join("bot.json"), "pass-word").unwrap();
-        assert_eq!(from_file.address(), EthersSigner::from_private_key(ANVIL_DEV_KEY).unwrap().address());
+        LocalWallet::encrypt_keystore(
+            dir.path(),
+            &mut rand::thread_rng(),
+            bytes,
+            "pass-word",
+            Some("bot.json"),
+        )
+        .unwrap();
+        let from_file =
+            EthersSigner::from_keystore(&dir.path().join("bot.json"), "pass-word").unwrap();
+        assert_eq!(
+            from_file.address(),
+            EthersSigner::from_private_key(ANVIL_DEV_KEY)
+                .unwrap()
+                .address()
+        );
         let wrong = EthersSigner::from_keystore(&dir.path().join("bot.json"), "wrong").unwrap_err();
         assert!(matches!(wrong, SignerSetupError::Keystore { .. }));
     }
@@ -145,6 +177,9 @@ mod tests {
         let signer = EthersSigner::from_private_key(ANVIL_DEV_KEY).unwrap();
         let hash = B256::repeat_byte(7);
         let sig = signer.sign_hash_sync(&hash).unwrap();
-        assert_eq!(sig.recover_address_from_prehash(&hash).unwrap(), signer.address());
+        assert_eq!(
+            sig.recover_address_from_prehash(&hash).unwrap(),
+            signer.address()
+        );
     }
 }

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 /// Serves `app` on `listener` until the future is dropped. A failed accept (too many open files)
 /// is logged and retried after a pause; it never ends the server.
-pub async fn serve_app<State>(listener: async_std::net::TcpListener, app: tide::Server<State>) -> std::io::Result<()>
+pub async fn serve_app<State>(
+    listener: async_std::net::TcpListener,
+    app: tide::Server<State>,
+) -> std::io::Result<()>
 where
     State: Clone + Send + Sync + 'static,
 {

@@ -14,9 +14,9 @@
 
 mod alpaca;
 mod auth;
+pub(crate) mod listen;
 mod operator;
 pub mod operator_cli;
-pub(crate) mod listen;
 
 use crate::config::Secret;
 use crate::store::{Store, StoreError};

@@ -5,7 +5,9 @@ use super::alpaca::{address_text, checked_email, whitelist};
 use super::{blocking, body, json, AppState, HttpError, INVALID_PAYLOAD};
 use crate::store::{Account, Asset, ReturnOutcome};
 use alloy::primitives::Address;
-use reconciler::{parse_address, Callback, ClientId, IssuerRequestId, Journal, Network, Symbol, TxPurpose};
+use reconciler::{
+    parse_address, Callback, ClientId, IssuerRequestId, Journal, Network, Symbol, TxPurpose,
+};
 use serde::Deserialize;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -260,7 +262,7 @@ pub(super) async fn stuck(req: Request<AppState>) -> Result<Response, HttpError>
 /// `GET /operator/redemptions`: every redemption with its state, newest first.
 pub(super) async fn redemptions(req: Request<AppState>) -> Result<Response, HttpError> {
     let mut all = blocking(req.state(), |store| Ok(store.redemptions()?)).await?;
-    all.sort_by(|a, b| (b.block_number, b.log_index).cmp(&(a.block_number, a.log_index)));
+    all.sort_by_key(|r| std::cmp::Reverse((r.block_number, r.log_index)));
     let items: Vec<_> = all
         .iter()
         .map(|r| {
@@ -294,11 +296,17 @@ pub(super) async fn return_redemption(req: Request<AppState>) -> Result<Response
         ReturnOutcome::Requested => {
             req.state().wake();
             tracing::warn!(redemption = %id, "http: operator asked to return a redemption");
-            Ok(json(StatusCode::Ok, &json!({ "id": id.as_str(), "return_requested": true })))
+            Ok(json(
+                StatusCode::Ok,
+                &json!({ "id": id.as_str(), "return_requested": true }),
+            ))
         }
         ReturnOutcome::NotFlagged(state) => Err(HttpError::Conflict(format!(
             "redemption is not flagged (state {}): only flagged redemptions can be returned",
-            serde_json::to_value(&state).ok().and_then(|v| v.get("state").cloned()).unwrap_or_default()
+            serde_json::to_value(&state)
+                .ok()
+                .and_then(|v| v.get("state").cloned())
+                .unwrap_or_default()
         ))),
         ReturnOutcome::Unknown => Err(unknown()),
     }

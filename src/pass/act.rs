@@ -9,7 +9,10 @@ use crate::chain::{burn_calldata, mint_calldata, return_calldata, Chain, Fees};
 use crate::store::{MintRecord, Settled, Store, TxRecord, TxVariant};
 use alloy::primitives::{B256, U256};
 use reconciler::meta::{self, ReceiptInfo};
-use reconciler::{Action, Callback, IssuerRequestId, Journal, MintIntent, MintItem, RedemptionState, TxPurpose, World};
+use reconciler::{
+    Action, Callback, IssuerRequestId, Journal, MintIntent, MintItem, RedemptionState, TxPurpose,
+    World,
+};
 use std::collections::BTreeMap;
 
 pub async fn act<B: Broker>(
@@ -18,8 +21,11 @@ pub async fn act<B: Broker>(
     actions: Vec<Action>,
     summary: &mut PassSummary,
 ) -> Result<(), PassError> {
-    let intents: BTreeMap<&IssuerRequestId, &MintIntent> =
-        world.mints.iter().map(|m| (&m.issuer_request_id, m)).collect();
+    let intents: BTreeMap<&IssuerRequestId, &MintIntent> = world
+        .mints
+        .iter()
+        .map(|m| (&m.issuer_request_id, m))
+        .collect();
     let mut callbacks = Vec::new();
     for action in actions {
         match action {
@@ -28,7 +34,9 @@ pub async fn act<B: Broker>(
                     Ok(()) => summary.mints_sent += items.len(),
                     // One failing batch (a revert in estimation, a node error) must not stop the
                     // rest of the plan; it is planned again next pass.
-                    Err(e) => tracing::warn!(error = %e, %vault, mints = items.len(), "mint not sent"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, %vault, mints = items.len(), "mint not sent");
+                    }
                 }
             }
             Action::Rebroadcast { nonce } => {
@@ -40,28 +48,70 @@ pub async fn act<B: Broker>(
             }
             Action::Replace { nonce } => replace(r, world.head_block, nonce).await?,
             Action::Settle { nonce, failed } => settle(r, nonce, &failed, world).await?,
-            Action::MintCallback { issuer_request_id, tx_hash, ask_first } => {
+            Action::MintCallback {
+                issuer_request_id,
+                tx_hash,
+                ask_first,
+            } => {
                 callbacks.push((issuer_request_id, tx_hash, ask_first));
             }
             Action::RecoverMint { deposit } => recover(r, &deposit).await?,
-            Action::RedeemCall { redemption_id, ask_first } => {
+            Action::RedeemCall {
+                redemption_id,
+                ask_first,
+            } => {
                 if let Err(e) = redeem_call(r, &redemption_id, ask_first).await {
                     tracing::warn!(redemption = %redemption_id, error = %e, "redeem call not answered; retried next pass");
                 }
             }
-            Action::Burn { vault, redemption_id, receiver, allocations, dust } => {
-                if let Err(e) = send_burn(r, world.head_block, vault, &redemption_id, receiver, &allocations, dust).await {
+            Action::Burn {
+                vault,
+                redemption_id,
+                receiver,
+                allocations,
+                dust,
+            } => {
+                if let Err(e) = send_burn(
+                    r,
+                    world.head_block,
+                    vault,
+                    &redemption_id,
+                    receiver,
+                    &allocations,
+                    dust,
+                )
+                .await
+                {
                     tracing::warn!(redemption = %redemption_id, error = %e, "burn not sent; planned again next pass");
                 }
             }
-            Action::Return { vault, redemption_id, to, qty } => {
-                let purpose = TxPurpose::Return { vault, redemption_id: redemption_id.clone() };
+            Action::Return {
+                vault,
+                redemption_id,
+                to,
+                qty,
+            } => {
+                let purpose = TxPurpose::Return {
+                    vault,
+                    redemption_id: redemption_id.clone(),
+                };
                 tracing::warn!(redemption = %redemption_id, %to, %qty, "returning a flagged redemption's tokens to its sender");
-                if let Err(e) = send_tx(r, world.head_block, vault, return_calldata(to, qty.units()), purpose).await {
+                if let Err(e) = send_tx(
+                    r,
+                    world.head_block,
+                    vault,
+                    return_calldata(to, qty.units()),
+                    purpose,
+                )
+                .await
+                {
                     tracing::warn!(redemption = %redemption_id, error = %e, "return not sent; planned again next pass");
                 }
             }
-            Action::SetRedemption { redemption_id, state } => {
+            Action::SetRedemption {
+                redemption_id,
+                state,
+            } => {
                 if let Some(mut redemption) = r.store.redemption(&redemption_id)? {
                     if matches!(state, RedemptionState::Journaled { .. }) {
                         maybe_crash(r.config.crash_at, CrashPoint::AfterJournalSeen);
@@ -76,7 +126,10 @@ pub async fn act<B: Broker>(
                     r.store.put_redemptions(vec![redemption])?;
                 }
             }
-            Action::Flag { issuer_request_id, problem } => {
+            Action::Flag {
+                issuer_request_id,
+                problem,
+            } => {
                 let text = format!("{problem:?}");
                 if let Some(mut record) = r.store.mint(&issuer_request_id)? {
                     if record.problem.as_deref() != Some(text.as_str()) {
@@ -90,21 +143,27 @@ pub async fn act<B: Broker>(
     }
     // Callbacks are independent of each other: send them concurrently.
     let results = futures::future::join_all(
-        callbacks.into_iter().map(|(id, tx_hash, ask_first)| callback(r, id, tx_hash, ask_first)),
+        callbacks
+            .into_iter()
+            .map(|(id, tx_hash, ask_first)| callback(r, id, tx_hash, ask_first)),
     )
     .await;
     for result in results {
         match result {
             Ok(true) => summary.callbacks_acked += 1,
             Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, "mint callback not acknowledged; retried next pass"),
+            Err(e) => {
+                tracing::warn!(error = %e, "mint callback not acknowledged; retried next pass");
+            }
         }
     }
     Ok(())
 }
 
 fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 async fn next_nonce(store: &dyn Store, chain: &Chain) -> Result<u64, PassError> {
@@ -123,7 +182,9 @@ async fn send_mint<B: Broker>(
     let now = unix_now();
     let mut calls = Vec::with_capacity(items.len());
     for item in items {
-        let Some(intent) = intents.get(&item.issuer_request_id) else { continue };
+        let Some(intent) = intents.get(&item.issuer_request_id) else {
+            continue;
+        };
         let info = meta::encode(&ReceiptInfo {
             tokenization_request_id: intent.tokenization_request_id.to_string(),
             issuer_request_id: intent.issuer_request_id.to_string(),
@@ -135,7 +196,10 @@ async fn send_mint<B: Broker>(
         calls.push((item.receiver, item.qty.units(), info));
     }
     let input = mint_calldata(r.chain.bot(), &calls);
-    let purpose = TxPurpose::Mint { vault, issuer_request_ids: items.iter().map(|i| i.issuer_request_id.clone()).collect() };
+    let purpose = TxPurpose::Mint {
+        vault,
+        issuer_request_ids: items.iter().map(|i| i.issuer_request_id.clone()).collect(),
+    };
     send_tx(r, head, vault, input, purpose).await
 }
 
@@ -188,8 +252,15 @@ async fn send_burn<B: Broker>(
     allocations: &[(U256, U256)],
     dust: U256,
 ) -> Result<(), PassError> {
-    let Some(redemption) = r.store.redemption(id)? else { return Ok(()) };
-    let RedemptionState::Journaled { tokenization_request_id } = &redemption.state else { return Ok(()) };
+    let Some(redemption) = r.store.redemption(id)? else {
+        return Ok(());
+    };
+    let RedemptionState::Journaled {
+        tokenization_request_id,
+    } = &redemption.state
+    else {
+        return Ok(());
+    };
     let (kept, _) = redemption.split();
     let info = meta::encode(&ReceiptInfo {
         tokenization_request_id: tokenization_request_id.to_string(),
@@ -200,19 +271,33 @@ async fn send_burn<B: Broker>(
         notes: String::from("redeem"),
     });
     let input = burn_calldata(r.chain.bot(), receiver, allocations, dust, &info);
-    let purpose = TxPurpose::Burn { vault, redemption_id: id.clone(), allocations: allocations.to_vec() };
+    let purpose = TxPurpose::Burn {
+        vault,
+        redemption_id: id.clone(),
+        allocations: allocations.to_vec(),
+    };
     send_tx(r, head, vault, input, purpose).await
 }
 
 /// Asks Alpaca to journal a redemption's shares back, exactly once: the call is marked before it
 /// goes out, carries an Idempotency-Key derived from the redemption id, and a "this
 /// issuer_request_id exists" answer is resolved by looking the request up.
-async fn redeem_call<B: Broker>(r: &Reconciler<B>, id: &IssuerRequestId, ask_first: bool) -> Result<(), PassError> {
-    let Some(mut redemption) = r.store.redemption(id)? else { return Ok(()) };
-    let Some(client_id) = redemption.client_id.clone() else { return Ok(()) };
+async fn redeem_call<B: Broker>(
+    r: &Reconciler<B>,
+    id: &IssuerRequestId,
+    ask_first: bool,
+) -> Result<(), PassError> {
+    let Some(mut redemption) = r.store.redemption(id)? else {
+        return Ok(());
+    };
+    let Some(client_id) = redemption.client_id.clone() else {
+        return Ok(());
+    };
     if ask_first {
         if let Some(request) = r.broker.request_by_issuer_id(id).await? {
-            redemption.state = RedemptionState::Requested { tokenization_request_id: request.id };
+            redemption.state = RedemptionState::Requested {
+                tokenization_request_id: request.id,
+            };
             r.store.put_redemptions(vec![redemption])?;
             return Ok(());
         }
@@ -242,22 +327,31 @@ async fn redeem_call<B: Broker>(r: &Reconciler<B>, id: &IssuerRequestId, ask_fir
     };
     maybe_crash(r.config.crash_at, CrashPoint::AfterRedeemCall);
     tracing::info!(redemption = %id, tokenization_request_id = %answer.id, qty = %kept, "Alpaca has the redeem request");
-    redemption.state = RedemptionState::Requested { tokenization_request_id: answer.id };
+    redemption.state = RedemptionState::Requested {
+        tokenization_request_id: answer.id,
+    };
     r.store.put_redemptions(vec![redemption])?;
     Ok(())
 }
 
 /// Re-signs a stuck nonce with fees at least 25% higher (nodes want 10%), same calldata.
 async fn replace<B: Broker>(r: &Reconciler<B>, head: u64, nonce: u64) -> Result<(), PassError> {
-    let Some(mut tx) = r.store.tx(nonce)? else { return Ok(()) };
-    let Some(last) = tx.variants.last() else { return Ok(()) };
+    let Some(mut tx) = r.store.tx(nonce)? else {
+        return Ok(());
+    };
+    let Some(last) = tx.variants.last() else {
+        return Ok(());
+    };
     let bump = |fee: u128| fee.saturating_add(fee / 4).saturating_add(1);
     let now = r.chain.fees().await?;
     let fees = Fees {
         max_fee_per_gas: bump(last.max_fee_per_gas).max(now.max_fee_per_gas),
-        max_priority_fee_per_gas: bump(last.max_priority_fee_per_gas).max(now.max_priority_fee_per_gas),
+        max_priority_fee_per_gas: bump(last.max_priority_fee_per_gas)
+            .max(now.max_priority_fee_per_gas),
     };
-    let (hash, raw) = r.chain.sign(nonce, tx.to, tx.input.clone(), tx.gas_limit, fees)?;
+    let (hash, raw) = r
+        .chain
+        .sign(nonce, tx.to, tx.input.clone(), tx.gas_limit, fees)?;
     tracing::warn!(nonce, %hash, max_fee = fees.max_fee_per_gas, "replacing a stuck transaction at the same nonce");
     tx.variants.push(TxVariant {
         hash,
@@ -277,11 +371,20 @@ async fn settle<B: Broker>(
     failed: &[IssuerRequestId],
     world: &World,
 ) -> Result<(), PassError> {
-    let Some(mut tx) = r.store.tx(nonce)? else { return Ok(()) };
-    let mined = world.txs.iter().find(|t| t.nonce == nonce).and_then(|t| match t.status {
-        reconciler::TxStatus::Mined { block_number, success } => Some((block_number, success)),
-        _ => None,
-    });
+    let Some(mut tx) = r.store.tx(nonce)? else {
+        return Ok(());
+    };
+    let mined = world
+        .txs
+        .iter()
+        .find(|t| t.nonce == nonce)
+        .and_then(|t| match t.status {
+            reconciler::TxStatus::Mined {
+                block_number,
+                success,
+            } => Some((block_number, success)),
+            _ => None,
+        });
     let mut hash = None;
     if mined.is_some() {
         for v in tx.variants.iter().rev() {
@@ -328,11 +431,15 @@ async fn callback<B: Broker>(
     tx_hash: B256,
     ask_first: bool,
 ) -> Result<bool, PassError> {
-    let Some(mut record) = r.store.mint(&id)? else { return Ok(false) };
+    let Some(mut record) = r.store.mint(&id)? else {
+        return Ok(false);
+    };
     if ask_first {
         if let Some(request) = r.broker.request_by_issuer_id(&id).await? {
             if request.tx_hash.is_some() {
-                record.intent.callback = Callback::Acked { tx_hash: request.tx_hash.unwrap_or(tx_hash) };
+                record.intent.callback = Callback::Acked {
+                    tx_hash: request.tx_hash.unwrap_or(tx_hash),
+                };
                 r.store.put_mints(vec![record])?;
                 tracing::info!(issuer_request_id = %id, "Alpaca already has the mint callback; recorded");
                 return Ok(true);
@@ -361,7 +468,10 @@ async fn callback<B: Broker>(
 }
 
 /// Rebuilds a mint intent from Alpaca for a tagged deposit the cache does not know.
-async fn recover<B: Broker>(r: &Reconciler<B>, deposit: &reconciler::ObservedDeposit) -> Result<(), PassError> {
+async fn recover<B: Broker>(
+    r: &Reconciler<B>,
+    deposit: &reconciler::ObservedDeposit,
+) -> Result<(), PassError> {
     let id = &deposit.issuer_request_id;
     let Some(request) = r.broker.request_by_issuer_id(id).await? else {
         tracing::error!(issuer_request_id = %id, tx = %deposit.tx_hash, vault = %deposit.vault,

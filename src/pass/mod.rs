@@ -64,7 +64,9 @@ pub struct Reconciler<B> {
 /// restart every pending request is simply polled at once.
 #[derive(Debug, Default)]
 pub struct PollSchedule {
-    next: std::sync::Mutex<std::collections::HashMap<reconciler::IssuerRequestId, (std::time::Instant, u32)>>,
+    next: std::sync::Mutex<
+        std::collections::HashMap<reconciler::IssuerRequestId, (std::time::Instant, u32)>,
+    >,
 }
 
 /// Longest wait between two polls of one request.
@@ -73,19 +75,31 @@ const POLL_BACKOFF_BASE: Duration = Duration::from_millis(250);
 
 impl PollSchedule {
     pub fn due(&self, id: &reconciler::IssuerRequestId) -> bool {
-        let next = self.next.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        next.get(id).is_none_or(|(at, _)| std::time::Instant::now() >= *at)
+        let next = self
+            .next
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        next.get(id)
+            .is_none_or(|(at, _)| std::time::Instant::now() >= *at)
     }
 
     pub fn wait_more(&self, id: &reconciler::IssuerRequestId) {
-        let mut next = self.next.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut next = self
+            .next
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let attempts = next.get(id).map_or(0, |(_, n)| *n).saturating_add(1);
-        let delay = POLL_BACKOFF_BASE.saturating_mul(1u32 << attempts.min(8)).min(POLL_BACKOFF_CAP);
+        let delay = POLL_BACKOFF_BASE
+            .saturating_mul(1u32 << attempts.min(8))
+            .min(POLL_BACKOFF_CAP);
         next.insert(id.clone(), (std::time::Instant::now() + delay, attempts));
     }
 
     pub fn forget(&self, id: &reconciler::IssuerRequestId) {
-        let mut next = self.next.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut next = self
+            .next
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         next.remove(id);
     }
 }
@@ -95,7 +109,11 @@ impl<B: Broker> Reconciler<B> {
     pub async fn pass(&self) -> Result<PassSummary, PassError> {
         let world = observe::observe(self).await?;
         let actions = reconciler::plan(&world, &self.config.policy);
-        let mut summary = PassSummary { head_block: world.head_block, actions: actions.len(), ..PassSummary::default() };
+        let mut summary = PassSummary {
+            head_block: world.head_block,
+            actions: actions.len(),
+            ..PassSummary::default()
+        };
         act::act(self, &world, actions, &mut summary).await?;
         Ok(summary)
     }
@@ -112,7 +130,10 @@ impl<B: Broker> Reconciler<B> {
             let wait = if failures == 0 {
                 self.config.interval
             } else {
-                let exp = self.config.interval.saturating_mul(1u32 << failures.min(10));
+                let exp = self
+                    .config
+                    .interval
+                    .saturating_mul(1u32 << failures.min(10));
                 exp.min(self.config.backoff_max)
             };
             tokio::select! {

@@ -2,13 +2,14 @@
 
 use super::crash::{maybe_crash, CrashPoint};
 use super::{PassError, Reconciler};
-use crate::chain::Chain;
-use crate::store::Store;
 use crate::alpaca::{Broker, RequestStatus, RequestType, TokenizationRequest};
+use crate::chain::Chain;
 use crate::store::Scan;
+use crate::store::Store;
 use alloy::primitives::U256;
 use reconciler::{
-    AlpacaView, IssuerRequestId, JournalStatus, Qty, ReceiptBalance, Redemption, RedemptionState, TrackedTx, TxStatus, World,
+    AlpacaView, IssuerRequestId, JournalStatus, Qty, ReceiptBalance, Redemption, RedemptionState,
+    TrackedTx, TxStatus, World,
 };
 use std::collections::BTreeSet;
 
@@ -28,7 +29,10 @@ pub async fn observe<B: Broker>(r: &Reconciler<B>) -> Result<World, PassError> {
             let mut status = None;
             for variant in tx.variants.iter().rev() {
                 if let Some((block_number, success)) = chain.receipt(variant.hash).await? {
-                    status = Some(TxStatus::Mined { block_number, success });
+                    status = Some(TxStatus::Mined {
+                        block_number,
+                        success,
+                    });
                     break;
                 }
             }
@@ -37,10 +41,16 @@ pub async fn observe<B: Broker>(r: &Reconciler<B>) -> Result<World, PassError> {
                 None if nonce_latest > tx.nonce => TxStatus::NonceTaken,
                 None => {
                     let signed_at = tx.variants.last().map_or(head, |v| v.signed_at_block);
-                    TxStatus::Pending { age_blocks: head.saturating_sub(signed_at) }
+                    TxStatus::Pending {
+                        age_blocks: head.saturating_sub(signed_at),
+                    }
                 }
             };
-            txs.push(TrackedTx { nonce: tx.nonce, purpose: tx.purpose.clone(), status });
+            txs.push(TrackedTx {
+                nonce: tx.nonce,
+                purpose: tx.purpose.clone(),
+                status,
+            });
         }
     }
 
@@ -66,7 +76,9 @@ pub async fn observe<B: Broker>(r: &Reconciler<B>) -> Result<World, PassError> {
             maybe_crash(r.config.crash_at, CrashPoint::AfterBurnSeen);
         }
         let mut redemptions = Vec::new();
-        for (sender, value, block_number, tx_hash, log_index) in chain.scan_transfers_to_bot(asset.vault, from, head).await? {
+        for (sender, value, block_number, tx_hash, log_index) in
+            chain.scan_transfers_to_bot(asset.vault, from, head).await?
+        {
             let client_id = match store.wallet_owner(sender)? {
                 Some(client) if store.account(&client)?.is_some_and(|a| a.linked()) => Some(client),
                 _ => None,
@@ -90,7 +102,16 @@ pub async fn observe<B: Broker>(r: &Reconciler<B>) -> Result<World, PassError> {
             Some(hash) => vec![(head, hash)],
             None => Vec::new(),
         };
-        store.advance(asset.vault, head, Scan { deposits: ours, redemptions, burns }, hashes)?;
+        store.advance(
+            asset.vault,
+            head,
+            Scan {
+                deposits: ours,
+                redemptions,
+                burns,
+            },
+            hashes,
+        )?;
     }
 
     // Receipt balances after our transactions' statuses: a burn mined in between is counted both
@@ -110,25 +131,53 @@ pub async fn observe<B: Broker>(r: &Reconciler<B>) -> Result<World, PassError> {
             ids.into_iter()
                 .zip(balances)
                 .filter(|(_, balance)| !balance.is_zero())
-                .map(|(id, balance)| ReceiptBalance { vault: asset.vault, id, balance }),
+                .map(|(id, balance)| ReceiptBalance {
+                    vault: asset.vault,
+                    id,
+                    balance,
+                }),
         );
     }
 
-    let redemptions: Vec<Redemption> = store.redemptions()?.into_iter().filter(|r| !r.state.is_final()).collect();
+    let redemptions: Vec<Redemption> = store
+        .redemptions()?
+        .into_iter()
+        .filter(|r| !r.state.is_final())
+        .collect();
     let live: BTreeSet<_> = redemptions.iter().map(|r| r.id.clone()).collect();
-    let burns = store.burns()?.into_iter().filter(|b| live.contains(&b.redemption_id)).collect();
+    let burns = store
+        .burns()?
+        .into_iter()
+        .filter(|b| live.contains(&b.redemption_id))
+        .collect();
     let alpaca = poll_alpaca(r, &redemptions).await;
 
     let all = store.all_mints()?;
-    let known: BTreeSet<_> = all.iter().map(|m| m.intent.issuer_request_id.clone()).collect();
-    let mints: Vec<_> = store.active_mints()?.into_iter().map(|m| m.intent).collect();
+    let known: BTreeSet<_> = all
+        .iter()
+        .map(|m| m.intent.issuer_request_id.clone())
+        .collect();
+    let mints: Vec<_> = store
+        .active_mints()?
+        .into_iter()
+        .map(|m| m.intent)
+        .collect();
     let active: BTreeSet<_> = mints.iter().map(|m| m.issuer_request_id.clone()).collect();
     let deposits = store
         .deposits()?
         .into_iter()
         .filter(|d| active.contains(&d.issuer_request_id) || !known.contains(&d.issuer_request_id))
         .collect();
-    Ok(World { head_block: head, mints, deposits, txs, redemptions, burns, alpaca, receipts })
+    Ok(World {
+        head_block: head,
+        mints,
+        deposits,
+        txs,
+        redemptions,
+        burns,
+        alpaca,
+        receipts,
+    })
 }
 
 /// Polls Alpaca for each requested redemption that is due (capped backoff per request). A poll
@@ -136,7 +185,12 @@ pub async fn observe<B: Broker>(r: &Reconciler<B>) -> Result<World, PassError> {
 async fn poll_alpaca<B: Broker>(r: &Reconciler<B>, redemptions: &[Redemption]) -> Vec<AlpacaView> {
     let mut views = Vec::new();
     for redemption in redemptions {
-        let RedemptionState::Requested { tokenization_request_id } = &redemption.state else { continue };
+        let RedemptionState::Requested {
+            tokenization_request_id,
+        } = &redemption.state
+        else {
+            continue;
+        };
         if !r.polls.due(&redemption.id) {
             continue;
         }
@@ -152,7 +206,11 @@ async fn poll_alpaca<B: Broker>(r: &Reconciler<B>, redemptions: &[Redemption]) -
                 } else {
                     r.polls.forget(&redemption.id);
                 }
-                views.push(AlpacaView { redemption_id: redemption.id.clone(), status, mismatches: echo_mismatches(redemption, &request) });
+                views.push(AlpacaView {
+                    redemption_id: redemption.id.clone(),
+                    status,
+                    mismatches: echo_mismatches(redemption, &request),
+                });
             }
             Ok(None) => r.polls.wait_more(&redemption.id),
             Err(e) => {
@@ -169,22 +227,37 @@ pub fn echo_mismatches(redemption: &Redemption, request: &TokenizationRequest) -
     let (kept, _) = redemption.split();
     let mut out = Vec::new();
     if request.issuer_request_id.as_ref() != Some(&redemption.id) {
-        out.push(format!("issuer_request_id {:?} != {}", request.issuer_request_id, redemption.id));
+        out.push(format!(
+            "issuer_request_id {:?} != {}",
+            request.issuer_request_id, redemption.id
+        ));
     }
     if request.qty != kept {
         out.push(format!("qty {} != {}", request.qty, kept));
     }
     if request.wallet_address != redemption.sender {
-        out.push(format!("wallet_address {} != {}", request.wallet_address, redemption.sender));
+        out.push(format!(
+            "wallet_address {} != {}",
+            request.wallet_address, redemption.sender
+        ));
     }
     if request.underlying_symbol != redemption.underlying {
-        out.push(format!("underlying_symbol {} != {}", request.underlying_symbol, redemption.underlying));
+        out.push(format!(
+            "underlying_symbol {} != {}",
+            request.underlying_symbol, redemption.underlying
+        ));
     }
     if request.token_symbol != redemption.token {
-        out.push(format!("token_symbol {} != {}", request.token_symbol, redemption.token));
+        out.push(format!(
+            "token_symbol {} != {}",
+            request.token_symbol, redemption.token
+        ));
     }
     if request.network != redemption.network {
-        out.push(format!("network {} != {}", request.network, redemption.network));
+        out.push(format!(
+            "network {} != {}",
+            request.network, redemption.network
+        ));
     }
     if request.kind != RequestType::Redeem {
         out.push("type is not redeem".to_owned());
@@ -196,7 +269,9 @@ pub fn echo_mismatches(redemption: &Redemption, request: &TokenizationRequest) -
 /// newest block that still matches and forgets everything above it, so it is scanned again.
 async fn detect_reorg(store: &dyn Store, chain: &Chain) -> Result<(), PassError> {
     let hashes = store.block_hashes()?;
-    let Some(&(newest, newest_hash)) = hashes.last() else { return Ok(()) };
+    let Some(&(newest, newest_hash)) = hashes.last() else {
+        return Ok(());
+    };
     if chain.block_hash(newest).await? == Some(newest_hash) {
         return Ok(());
     }

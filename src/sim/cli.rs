@@ -35,7 +35,12 @@ pub struct ServeArgs {
     #[arg(long, env = "ALPACA_SIM_API_KEY", default_value = "sim-key")]
     pub api_key: String,
     /// HTTP Basic password the Broker API accepts.
-    #[arg(long, env = "ALPACA_SIM_API_SECRET", hide_env_values = true, default_value = "sim-secret")]
+    #[arg(
+        long,
+        env = "ALPACA_SIM_API_SECRET",
+        hide_env_values = true,
+        default_value = "sim-secret"
+    )]
     pub api_secret: String,
     /// Seed of the fault dice and ids, to replay a run.
     #[arg(long, env = "ALPACA_SIM_SEED")]

@@ -10,14 +10,15 @@ mod redb_store;
 mod writer;
 
 pub use records::{
-    Account, Asset, ConfirmOutcome, IssuanceOutcome, MintRecord, ReturnOutcome, Scan, Settled, TxRecord, TxVariant,
-    SCHEMA_VERSION,
+    Account, Asset, ConfirmOutcome, IssuanceOutcome, MintRecord, ReturnOutcome, Scan, Settled,
+    TxRecord, TxVariant, SCHEMA_VERSION,
 };
 pub use redb_store::RedbStore;
 
 use alloy::primitives::{Address, B256};
 use reconciler::{
-    ClientId, IssuerRequestId, Journal, Network, ObservedBurn, ObservedDeposit, Redemption, Symbol, TokenizationRequestId,
+    ClientId, IssuerRequestId, Journal, Network, ObservedBurn, ObservedDeposit, Redemption, Symbol,
+    TokenizationRequestId,
 };
 
 /// Why the store could not answer.
@@ -25,13 +26,20 @@ use reconciler::{
 pub enum StoreError {
     /// The file could not be opened: missing directory, permissions, locked by another process.
     #[error("cannot open store {path}: {source}")]
-    Open { path: String, source: redb::DatabaseError },
+    Open {
+        path: String,
+        source: redb::DatabaseError,
+    },
     /// The file is not a redb file of ours, or redb found it damaged. It was not modified.
     #[error("store {path} is corrupt or not an issuer store: {detail}")]
     Corrupt { path: String, detail: String },
     /// The file was written by a newer issuer; opening it could lose data it holds. Not modified.
     #[error("store {path} has schema version {found}, this issuer understands up to {supported}")]
-    NewerSchema { path: String, found: u32, supported: u32 },
+    NewerSchema {
+        path: String,
+        found: u32,
+        supported: u32,
+    },
     /// redb failed during a transaction (I/O error, disk full).
     #[error("storage failure: {0}")]
     Storage(String),
@@ -63,7 +71,8 @@ storage_from!(
 );
 
 /// A write queued for the next group commit; resolves once it is durable (or failed).
-pub type Pending<T> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, StoreError>> + Send>>;
+pub type Pending<T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, StoreError>> + Send>>;
 
 /// What a pass or a handler needs from the cache. Small on purpose: a faulty double is a short
 /// test type, and redb stays behind it.
@@ -81,7 +90,11 @@ pub trait Store: Send + Sync {
     fn accounts(&self) -> Result<Vec<Account>, StoreError>;
     /// Links the account of `email` to Alpaca's account number: `Ok(None)` for an unknown email,
     /// `Err`-free `Some((account, false))` when it was already linked.
-    fn link_account(&self, email: &str, account_number: &str) -> Result<Option<(Account, bool)>, StoreError>;
+    fn link_account(
+        &self,
+        email: &str,
+        account_number: &str,
+    ) -> Result<Option<(Account, bool)>, StoreError>;
     /// Whitelists `wallet` for `client_id`; `false` if the wallet belongs to another client.
     fn add_wallet(&self, client_id: &ClientId, wallet: Address) -> Result<bool, StoreError>;
     fn remove_wallet(&self, client_id: &ClientId, wallet: Address) -> Result<bool, StoreError>;
@@ -124,7 +137,13 @@ pub trait Store: Send + Sync {
     fn cursor(&self, vault: Address) -> Result<Option<u64>, StoreError>;
     /// Records the scan of `vault` up to `block_number` together with the block hashes seen,
     /// in one transaction with the observations it produced.
-    fn advance(&self, vault: Address, block_number: u64, scan: Scan, hashes: Vec<(u64, B256)>) -> Result<(), StoreError>;
+    fn advance(
+        &self,
+        vault: Address,
+        block_number: u64,
+        scan: Scan,
+        hashes: Vec<(u64, B256)>,
+    ) -> Result<(), StoreError>;
 
     // Redemptions.
     /// Every redemption, final ones included.

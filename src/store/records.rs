@@ -1,7 +1,10 @@
 //! What the store keeps, as plain serde types.
 
 use alloy::primitives::{Address, Bytes, B256};
-use reconciler::{ClientId, IssuerRequestId, MintIntent, Network, ObservedBurn, ObservedDeposit, Redemption, RedemptionState, Symbol, TxPurpose};
+use reconciler::{
+    ClientId, IssuerRequestId, MintIntent, Network, ObservedBurn, ObservedDeposit, Redemption,
+    RedemptionState, Symbol, TxPurpose,
+};
 use serde::{Deserialize, Serialize};
 
 /// Bumped when a table's layout changes; a file with a higher number is refused, not read.

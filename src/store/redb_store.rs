@@ -1,12 +1,15 @@
 //! [`Store`] on a redb file.
 
-use super::records::{Account, Asset, ConfirmOutcome, IssuanceOutcome, MintRecord, ReturnOutcome, Scan, TxRecord, SCHEMA_VERSION};
+use super::records::{
+    Account, Asset, ConfirmOutcome, IssuanceOutcome, MintRecord, ReturnOutcome, Scan, TxRecord,
+    SCHEMA_VERSION,
+};
 use super::writer::Writer;
 use super::{Store, StoreError};
 use alloy::primitives::{Address, B256};
 use reconciler::{
-    Callback, ClientId, IssuerRequestId, Journal, Network, ObservedBurn, ObservedDeposit, Redemption, RedemptionState,
-    Symbol, TokenizationRequestId,
+    Callback, ClientId, IssuerRequestId, Journal, Network, ObservedBurn, ObservedDeposit,
+    Redemption, RedemptionState, Symbol, TokenizationRequestId,
 };
 use redb::{
     Database, DatabaseError, ReadOnlyDatabase, ReadableDatabase, ReadableTable, TableDefinition,
@@ -52,7 +55,10 @@ fn encode<V: Serialize>(value: &V) -> Vec<u8> {
 }
 
 fn decode<V: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<V, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Decode { key: key.to_owned(), detail: e.to_string() })
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Decode {
+        key: key.to_owned(),
+        detail: e.to_string(),
+    })
 }
 
 fn addr_key(address: Address) -> String {
@@ -87,18 +93,35 @@ impl RedbStore {
                 // checked right after, before anything is written.
                 Err(DatabaseError::RepairAborted) => {}
                 Err(DatabaseError::Storage(e)) => {
-                    return Err(StoreError::Corrupt { path: shown, detail: e.to_string() })
+                    return Err(StoreError::Corrupt {
+                        path: shown,
+                        detail: e.to_string(),
+                    })
                 }
-                Err(e) => return Err(StoreError::Open { path: shown, source: e }),
+                Err(e) => {
+                    return Err(StoreError::Open {
+                        path: shown,
+                        source: e,
+                    })
+                }
             }
             let db = Database::open(path).map_err(|e| match e {
-                DatabaseError::Storage(s) => StoreError::Corrupt { path: shown.clone(), detail: s.to_string() },
-                other => StoreError::Open { path: shown.clone(), source: other },
+                DatabaseError::Storage(s) => StoreError::Corrupt {
+                    path: shown.clone(),
+                    detail: s.to_string(),
+                },
+                other => StoreError::Open {
+                    path: shown.clone(),
+                    source: other,
+                },
             })?;
             check_schema(&shown, &db, true)?;
             return Ok(Self::started(db));
         }
-        let db = Database::create(path).map_err(|e| StoreError::Open { path: shown.clone(), source: e })?;
+        let db = Database::create(path).map_err(|e| StoreError::Open {
+            path: shown.clone(),
+            source: e,
+        })?;
         let mut txn = db.begin_write()?;
         txn.set_two_phase_commit(true);
         {
@@ -121,12 +144,19 @@ impl RedbStore {
     fn started(db: Database) -> RedbStore {
         let db = Arc::new(db);
         let writer = Writer::start(db.clone());
-        RedbStore { open: Arc::new(RwLock::new(Some(Open { db, writer }))) }
+        RedbStore {
+            open: Arc::new(RwLock::new(Some(Open { db, writer }))),
+        }
     }
 
     fn db(&self) -> Result<Arc<Database>, StoreError> {
-        let open = self.open.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        open.as_ref().map(|o| o.db.clone()).ok_or(StoreError::Closed)
+        let open = self
+            .open
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        open.as_ref()
+            .map(|o| o.db.clone())
+            .ok_or(StoreError::Closed)
     }
 
     fn write<R, F>(&self, job: F) -> Result<R, StoreError>
@@ -134,11 +164,18 @@ impl RedbStore {
         R: Send + 'static,
         F: FnOnce(&WriteTransaction) -> Result<R, StoreError> + Send + 'static,
     {
-        let open = self.open.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let open = self
+            .open
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         open.as_ref().ok_or(StoreError::Closed)?.writer.write(job)
     }
 
-    fn read_json<V: DeserializeOwned>(&self, table: Json, key: &str) -> Result<Option<V>, StoreError> {
+    fn read_json<V: DeserializeOwned>(
+        &self,
+        table: Json,
+        key: &str,
+    ) -> Result<Option<V>, StoreError> {
         let txn = self.db()?.begin_read()?;
         let table = txn.open_table(table)?;
         match table.get(key)? {
@@ -159,27 +196,40 @@ impl RedbStore {
     }
 }
 
-fn check_schema(path: &str, db: &impl ReadableDatabase, must_exist: bool) -> Result<(), StoreError> {
-    let corrupt = |detail: String| StoreError::Corrupt { path: path.to_owned(), detail };
+fn check_schema(
+    path: &str,
+    db: &impl ReadableDatabase,
+    must_exist: bool,
+) -> Result<(), StoreError> {
+    let corrupt = |detail: String| StoreError::Corrupt {
+        path: path.to_owned(),
+        detail,
+    };
     let txn = db.begin_read().map_err(|e| corrupt(e.to_string()))?;
     let meta = match txn.open_table(META) {
         Ok(t) => t,
         Err(e) => return Err(corrupt(format!("no schema table ({e})"))),
     };
-    let found = meta.get("schema_version").map_err(|e| corrupt(e.to_string()))?.map(|v| v.value());
+    let found = meta
+        .get("schema_version")
+        .map_err(|e| corrupt(e.to_string()))?
+        .map(|v| v.value());
     match found {
         Some(found) if found > SCHEMA_VERSION => Err(StoreError::NewerSchema {
             path: path.to_owned(),
             found,
             supported: SCHEMA_VERSION,
         }),
-        Some(_) => Ok(()),
         None if must_exist => Err(corrupt("no schema version".into())),
-        None => Ok(()),
+        Some(_) | None => Ok(()),
     }
 }
 
-fn get_json<V: DeserializeOwned>(txn: &WriteTransaction, table: Json, key: &str) -> Result<Option<V>, StoreError> {
+fn get_json<V: DeserializeOwned>(
+    txn: &WriteTransaction,
+    table: Json,
+    key: &str,
+) -> Result<Option<V>, StoreError> {
     let table = txn.open_table(table)?;
     let value = table.get(key)?;
     match value {
@@ -188,7 +238,12 @@ fn get_json<V: DeserializeOwned>(txn: &WriteTransaction, table: Json, key: &str)
     }
 }
 
-fn put_json<V: Serialize>(txn: &WriteTransaction, table: Json, key: &str, value: &V) -> Result<(), StoreError> {
+fn put_json<V: Serialize>(
+    txn: &WriteTransaction,
+    table: Json,
+    key: &str,
+    value: &V,
+) -> Result<(), StoreError> {
     let mut table = txn.open_table(table)?;
     table.insert(key, encode(value).as_slice())?;
     Ok(())
@@ -197,12 +252,23 @@ fn put_json<V: Serialize>(txn: &WriteTransaction, table: Json, key: &str, value:
 fn new_client_id() -> String {
     let bytes: [u8; 16] = rand::random();
     let h = hex::encode(bytes);
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 impl Store for RedbStore {
     fn close(&self) {
-        let taken = self.open.write().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        let taken = self
+            .open
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
         // Dropping the writer finishes queued jobs and joins its thread; then the file closes.
         drop(taken);
     }
@@ -216,14 +282,23 @@ impl Store for RedbStore {
                 found
             };
             if let Some(id) = existing {
-                return get_json::<Account>(txn, ACCOUNTS, &id)?
-                    .ok_or(StoreError::Decode { key: id, detail: "account index points nowhere".into() });
+                return get_json::<Account>(txn, ACCOUNTS, &id)?.ok_or(StoreError::Decode {
+                    key: id,
+                    detail: "account index points nowhere".into(),
+                });
             }
-            let client_id = ClientId::parse(&new_client_id())
-                .map_err(|e| StoreError::Decode { key: email.clone(), detail: e.to_string() })?;
-            let account = Account { client_id, email: email.clone(), account_number: None };
+            let client_id = ClientId::parse(&new_client_id()).map_err(|e| StoreError::Decode {
+                key: email.clone(),
+                detail: e.to_string(),
+            })?;
+            let account = Account {
+                client_id,
+                email: email.clone(),
+                account_number: None,
+            };
             put_json(txn, ACCOUNTS, account.client_id.as_str(), &account)?;
-            txn.open_table(ACCOUNT_BY_EMAIL)?.insert(email.as_str(), account.client_id.as_str())?;
+            txn.open_table(ACCOUNT_BY_EMAIL)?
+                .insert(email.as_str(), account.client_id.as_str())?;
             Ok(account)
         })
     }
@@ -250,7 +325,11 @@ impl Store for RedbStore {
         }
     }
 
-    fn link_account(&self, email: &str, account_number: &str) -> Result<Option<(Account, bool)>, StoreError> {
+    fn link_account(
+        &self,
+        email: &str,
+        account_number: &str,
+    ) -> Result<Option<(Account, bool)>, StoreError> {
         let email = normalise_email(email);
         let account_number = account_number.to_owned();
         self.write(move |txn| {
@@ -260,7 +339,9 @@ impl Store for RedbStore {
                 found
             };
             let Some(id) = id else { return Ok(None) };
-            let Some(mut account) = get_json::<Account>(txn, ACCOUNTS, &id)? else { return Ok(None) };
+            let Some(mut account) = get_json::<Account>(txn, ACCOUNTS, &id)? else {
+                return Ok(None);
+            };
             if account.linked() {
                 return Ok(Some((account, false)));
             }
@@ -276,13 +357,11 @@ impl Store for RedbStore {
             let mut wallets = txn.open_table(WALLETS)?;
             let key = addr_key(wallet);
             let owner = wallets.get(key.as_str())?.map(|v| v.value().to_owned());
-            match owner {
-                Some(owner) => Ok(owner == client),
-                None => {
-                    wallets.insert(key.as_str(), client.as_str())?;
-                    Ok(true)
-                }
+            if let Some(owner) = owner {
+                return Ok(owner == client);
             }
+            wallets.insert(key.as_str(), client.as_str())?;
+            Ok(true)
         })
     }
 
@@ -303,7 +382,9 @@ impl Store for RedbStore {
     fn wallet_owner(&self, wallet: Address) -> Result<Option<ClientId>, StoreError> {
         let txn = self.db()?.begin_read()?;
         let table = txn.open_table(WALLETS)?;
-        let owner = table.get(addr_key(wallet).as_str())?.map(|v| v.value().to_owned());
+        let owner = table
+            .get(addr_key(wallet).as_str())?
+            .map(|v| v.value().to_owned());
         Ok(owner.and_then(|o| ClientId::parse(&o).ok()))
     }
 
@@ -322,7 +403,14 @@ impl Store for RedbStore {
 
     fn put_asset(&self, asset: &Asset) -> Result<(), StoreError> {
         let asset = asset.clone();
-        self.write(move |txn| put_json(txn, ASSETS, &asset_key(&asset.underlying, &asset.network), &asset))
+        self.write(move |txn| {
+            put_json(
+                txn,
+                ASSETS,
+                &asset_key(&asset.underlying, &asset.network),
+                &asset,
+            )
+        })
     }
 
     fn assets(&self) -> Result<Vec<Asset>, StoreError> {
@@ -356,15 +444,18 @@ impl Store for RedbStore {
     }
 
     fn submit_issuance(&self, record: MintRecord) -> Result<IssuanceOutcome, StoreError> {
-        self.write(move |txn| issuance_job(txn, record))
+        self.write(move |txn| issuance_job(txn, &record))
     }
 
     fn submit_issuance_async(&self, record: MintRecord) -> super::Pending<IssuanceOutcome> {
-        let open = self.open.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let open = self
+            .open
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let Some(open) = open.as_ref() else {
             return Box::pin(std::future::ready(Err(StoreError::Closed)));
         };
-        let rx = open.writer.submit(move |txn| issuance_job(txn, record));
+        let rx = open.writer.submit(move |txn| issuance_job(txn, &record));
         Box::pin(async move { rx.await.map_err(|_| StoreError::WriterGone)? })
     }
 
@@ -406,7 +497,8 @@ impl Store for RedbStore {
             .all_mints()?
             .into_iter()
             .filter(|m| {
-                m.intent.journal != Journal::Rejected && !matches!(m.intent.callback, Callback::Acked { .. })
+                m.intent.journal != Journal::Rejected
+                    && !matches!(m.intent.callback, Callback::Acked { .. })
             })
             .collect())
     }
@@ -452,13 +544,24 @@ impl Store for RedbStore {
         Ok(cursor)
     }
 
-    fn advance(&self, vault: Address, block_number: u64, scan: Scan, hashes: Vec<(u64, B256)>) -> Result<(), StoreError> {
+    fn advance(
+        &self,
+        vault: Address,
+        block_number: u64,
+        scan: Scan,
+        hashes: Vec<(u64, B256)>,
+    ) -> Result<(), StoreError> {
         self.write(move |txn| {
             for d in &scan.deposits {
                 put_json(txn, DEPOSITS, &deposit_key(d), d)?;
             }
             for b in &scan.burns {
-                put_json(txn, BURNS, &format!("{:020}/{:#x}/{:06}", b.block_number, b.tx_hash, b.log_index), b)?;
+                put_json(
+                    txn,
+                    BURNS,
+                    &format!("{:020}/{:#x}/{:06}", b.block_number, b.tx_hash, b.log_index),
+                    b,
+                )?;
             }
             for r in &scan.redemptions {
                 if get_json::<Redemption>(txn, REDEMPTIONS, r.id.as_str())?.is_none() {
@@ -472,12 +575,17 @@ impl Store for RedbStore {
             let newest = blocks.last()?.map(|(k, _)| k.value());
             if let Some(newest) = newest {
                 let floor = newest.saturating_sub(BLOCK_WINDOW);
-                let old: Vec<u64> = blocks.range(..floor)?.filter_map(Result::ok).map(|(k, _)| k.value()).collect();
+                let old: Vec<u64> = blocks
+                    .range(..floor)?
+                    .filter_map(Result::ok)
+                    .map(|(k, _)| k.value())
+                    .collect();
                 for number in old {
                     blocks.remove(number)?;
                 }
             }
-            txn.open_table(CURSORS)?.insert(addr_key(vault).as_str(), block_number)?;
+            txn.open_table(CURSORS)?
+                .insert(addr_key(vault).as_str(), block_number)?;
             Ok(())
         })
     }
@@ -510,7 +618,9 @@ impl Store for RedbStore {
                 return Ok(ReturnOutcome::Unknown);
             };
             match &mut r.state {
-                RedemptionState::Flagged { return_requested, .. } => {
+                RedemptionState::Flagged {
+                    return_requested, ..
+                } => {
                     if !*return_requested {
                         *return_requested = true;
                         put_json(txn, REDEMPTIONS, id.as_str(), &r)?;
@@ -540,7 +650,8 @@ impl Store for RedbStore {
     fn put_tx(&self, tx: &TxRecord) -> Result<(), StoreError> {
         let tx = tx.clone();
         self.write(move |txn| {
-            txn.open_table(TXS)?.insert(tx.nonce, encode(&tx).as_slice())?;
+            txn.open_table(TXS)?
+                .insert(tx.nonce, encode(&tx).as_slice())?;
             Ok(())
         })
     }
@@ -583,8 +694,11 @@ fn drop_from(txn: &WriteTransaction, block_number: u64) -> Result<(), StoreError
     {
         let mut deposits = txn.open_table(DEPOSITS)?;
         let from = format!("{block_number:020}");
-        let keys: Vec<String> =
-            deposits.range(from.as_str()..)?.filter_map(Result::ok).map(|(k, _)| k.value().to_owned()).collect();
+        let keys: Vec<String> = deposits
+            .range(from.as_str()..)?
+            .filter_map(Result::ok)
+            .map(|(k, _)| k.value().to_owned())
+            .collect();
         for key in keys {
             deposits.remove(key.as_str())?;
         }
@@ -592,8 +706,11 @@ fn drop_from(txn: &WriteTransaction, block_number: u64) -> Result<(), StoreError
     {
         let mut burns = txn.open_table(BURNS)?;
         let from = format!("{block_number:020}");
-        let keys: Vec<String> =
-            burns.range(from.as_str()..)?.filter_map(Result::ok).map(|(k, _)| k.value().to_owned()).collect();
+        let keys: Vec<String> = burns
+            .range(from.as_str()..)?
+            .filter_map(Result::ok)
+            .map(|(k, _)| k.value().to_owned())
+            .collect();
         for key in keys {
             burns.remove(key.as_str())?;
         }
@@ -607,7 +724,8 @@ fn drop_from(txn: &WriteTransaction, block_number: u64) -> Result<(), StoreError
             .filter_map(Result::ok)
             .filter_map(|(k, v)| {
                 let r: Redemption = serde_json::from_slice(v.value()).ok()?;
-                (r.block_number >= block_number && r.state == RedemptionState::Detected).then(|| k.value().to_owned())
+                (r.block_number >= block_number && r.state == RedemptionState::Detected)
+                    .then(|| k.value().to_owned())
             })
             .collect();
         for key in gone {
@@ -616,7 +734,11 @@ fn drop_from(txn: &WriteTransaction, block_number: u64) -> Result<(), StoreError
     }
     {
         let mut blocks = txn.open_table(BLOCKS)?;
-        let numbers: Vec<u64> = blocks.range(block_number..)?.filter_map(Result::ok).map(|(k, _)| k.value()).collect();
+        let numbers: Vec<u64> = blocks
+            .range(block_number..)?
+            .filter_map(Result::ok)
+            .map(|(k, _)| k.value())
+            .collect();
         for n in numbers {
             blocks.remove(n)?;
         }
@@ -635,7 +757,10 @@ fn drop_from(txn: &WriteTransaction, block_number: u64) -> Result<(), StoreError
 }
 
 /// Records an issuance unless its tokenization_request_id is taken: then a repeat or a conflict.
-fn issuance_job(txn: &WriteTransaction, record: MintRecord) -> Result<IssuanceOutcome, StoreError> {
+fn issuance_job(
+    txn: &WriteTransaction,
+    record: &MintRecord,
+) -> Result<IssuanceOutcome, StoreError> {
     let trid = record.intent.tokenization_request_id.as_str().to_owned();
     let existing = {
         let index = txn.open_table(MINT_BY_TRID)?;
@@ -645,12 +770,15 @@ fn issuance_job(txn: &WriteTransaction, record: MintRecord) -> Result<IssuanceOu
     if let Some(irid) = existing {
         let old: Option<MintRecord> = get_json(txn, MINTS, &irid)?;
         return Ok(match old {
-            Some(old) if old.fingerprint == record.fingerprint => IssuanceOutcome::Repeat(old.intent.issuer_request_id),
+            Some(old) if old.fingerprint == record.fingerprint => {
+                IssuanceOutcome::Repeat(old.intent.issuer_request_id)
+            }
             _ => IssuanceOutcome::Conflict,
         });
     }
     let irid = record.intent.issuer_request_id.clone();
-    put_json(txn, MINTS, irid.as_str(), &record)?;
-    txn.open_table(MINT_BY_TRID)?.insert(trid.as_str(), irid.as_str())?;
+    put_json(txn, MINTS, irid.as_str(), record)?;
+    txn.open_table(MINT_BY_TRID)?
+        .insert(trid.as_str(), irid.as_str())?;
     Ok(IssuanceOutcome::Created(irid))
 }

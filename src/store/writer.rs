@@ -40,7 +40,10 @@ impl Writer {
                 tracing::error!(error = %e, "cannot start the store writer thread");
             })
             .ok();
-        Writer { jobs: Some(jobs), thread }
+        Writer {
+            jobs: Some(jobs),
+            thread,
+        }
     }
 
     /// Queues `job` for the next batch without blocking: the receiver yields its result once the

@@ -18,13 +18,20 @@ pub fn anvil_bin() -> PathBuf {
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let path = root.join("contracts/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil");
-    assert!(path.exists(), "anvil not found at {}: run `just setup`", path.display());
+    assert!(
+        path.exists(),
+        "anvil not found at {}: run `just setup`",
+        path.display()
+    );
     path
 }
 
 /// A fresh anvil on a free loopback port, killed when dropped. `block_time` None = automine.
 pub fn anvil(block_time: Option<u64>) -> AnvilInstance {
-    let mut builder = Anvil::at(anvil_bin()).arg("--host").arg("127.0.0.1").timeout(20_000);
+    let mut builder = Anvil::at(anvil_bin())
+        .arg("--host")
+        .arg("127.0.0.1")
+        .timeout(20_000);
     if let Some(seconds) = block_time {
         builder = builder.block_time(seconds);
     }
@@ -41,8 +48,14 @@ pub fn stranger() -> EthersSigner {
 
 /// Deploys one asset's contracts with the bot as admin, certified for a year.
 pub async fn deploy_vault(rpc: &str) -> deploy::Deployed {
-    let until = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 365 * 86_400;
-    deploy::deploy(rpc, &bot(), "tAAPL tokenized AAPL", "tAAPL", until).await.unwrap()
+    let until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 365 * 86_400;
+    deploy::deploy(rpc, &bot(), "tAAPL tokenized AAPL", "tAAPL", until)
+        .await
+        .unwrap()
 }
 
 /// A free port on 127.0.0.1 (bound then released).

@@ -73,7 +73,17 @@ impl World {
         let sim_url = format!("http://{}", listener.local_addr().unwrap());
         let (sim_stop, rx) = watch::channel(false);
         tokio::spawn(issuer::sim::serve(listener, sim.clone(), stopper(rx)));
-        World { anvil, deployed, dir, db_path, sim, sim_url, client_id, ap_wallet, sim_stop }
+        World {
+            anvil,
+            deployed,
+            dir,
+            db_path,
+            sim,
+            sim_url,
+            client_id,
+            ap_wallet,
+            sim_stop,
+        }
     }
 
     pub fn rpc(&self) -> String {
@@ -81,16 +91,26 @@ impl World {
     }
 
     pub async fn balance(&self, wallet: Address) -> U256 {
-        let provider: RootProvider = ProviderBuilder::default().connect_http(self.rpc().parse().unwrap());
-        Vault::new(self.deployed.vault, provider).balanceOf(wallet).call().await.unwrap()
+        let provider: RootProvider =
+            ProviderBuilder::default().connect_http(self.rpc().parse().unwrap());
+        Vault::new(self.deployed.vault, provider)
+            .balanceOf(wallet)
+            .call()
+            .await
+            .unwrap()
     }
 
     /// Number of `Deposit` logs on the vault tagged with `issuer_request_id`.
     pub async fn deposits_for(&self, issuer_request_id: &str) -> usize {
         let chain = Chain::connect(&self.rpc(), bot()).await.unwrap();
         let head = chain.head().await.unwrap();
-        let (ours, _) = chain.scan_deposits(self.deployed.vault, 0, head).await.unwrap();
-        ours.iter().filter(|d| d.issuer_request_id.as_str() == issuer_request_id).count()
+        let (ours, _) = chain
+            .scan_deposits(self.deployed.vault, 0, head)
+            .await
+            .unwrap();
+        ours.iter()
+            .filter(|d| d.issuer_request_id.as_str() == issuer_request_id)
+            .count()
     }
 
     /// Plays Alpaca's side of a mint against `issuer_url`: issuance, then confirm (completed).
@@ -185,10 +205,16 @@ impl Issuer {
             let store = store.clone();
             let rx = rx.clone();
             async move {
-                let _ = issuer::http::serve(listener, store, wake, http_config(), stopper(rx)).await;
+                let _ =
+                    issuer::http::serve(listener, store, wake, http_config(), stopper(rx)).await;
             }
         });
-        Issuer { url, store, stop, tasks: vec![looping, serving] }
+        Issuer {
+            url,
+            store,
+            stop,
+            tasks: vec![looping, serving],
+        }
     }
 
     /// Stops both tasks and waits for them, releasing the redb file.
@@ -229,7 +255,14 @@ impl World {
     /// `holder` (by key) sends `units` shares to `to` with a plain ERC-20 transfer; returns the tx hash.
     pub async fn transfer(&self, key: &str, to: Address, units: U256) -> alloy::primitives::B256 {
         let vault = Vault::new(self.deployed.vault, self.as_key(key));
-        let receipt = vault.transfer(to, units).send().await.unwrap().get_receipt().await.unwrap();
+        let receipt = vault
+            .transfer(to, units)
+            .send()
+            .await
+            .unwrap()
+            .get_receipt()
+            .await
+            .unwrap();
         assert!(receipt.status(), "transfer reverted");
         receipt.transaction_hash
     }
@@ -240,13 +273,17 @@ impl World {
             .snapshot()
             .requests
             .into_iter()
-            .filter(|r| r.issuer_request_id.as_deref() == Some(issuer_request_id) && r.kind == issuer::alpaca::RequestType::Redeem)
+            .filter(|r| {
+                r.issuer_request_id.as_deref() == Some(issuer_request_id)
+                    && r.kind == issuer::alpaca::RequestType::Redeem
+            })
             .collect()
     }
 
     /// The bot's receipt balance of `id`.
     pub async fn bot_receipt(&self, id: u64) -> U256 {
-        let provider: RootProvider = ProviderBuilder::default().connect_http(self.rpc().parse().unwrap());
+        let provider: RootProvider =
+            ProviderBuilder::default().connect_http(self.rpc().parse().unwrap());
         issuer::chain::Receipt::new(self.deployed.receipt, provider)
             .balanceOf(bot().address(), U256::from(id))
             .call()
@@ -255,13 +292,21 @@ impl World {
     }
 
     pub async fn total_supply(&self) -> U256 {
-        let provider: RootProvider = ProviderBuilder::default().connect_http(self.rpc().parse().unwrap());
-        Vault::new(self.deployed.vault, provider).totalSupply().call().await.unwrap()
+        let provider: RootProvider =
+            ProviderBuilder::default().connect_http(self.rpc().parse().unwrap());
+        Vault::new(self.deployed.vault, provider)
+            .totalSupply()
+            .call()
+            .await
+            .unwrap()
     }
 
     /// Mints through the simulator and waits until the callback is acknowledged.
     pub async fn minted(&self, issuer_url: &str, trid: &str, qty: &str) {
         self.mint(issuer_url, trid, qty).await;
-        eventually(Duration::from_secs(30), "mint callback", || async { self.sim.mint_callback_count(trid) >= 1 }).await;
+        eventually(Duration::from_secs(30), "mint callback", || async {
+            self.sim.mint_callback_count(trid) >= 1
+        })
+        .await;
     }
 }
