@@ -150,3 +150,43 @@ async fn deleted_cache_neither_mints_nor_calls_back_twice() {
     assert_eq!(world.balance(world.ap_wallet).await, units(2, 0));
     issuer.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn callbacks_get_through_a_flaky_alpaca() {
+    use issuer::sim::FaultsPatch;
+    let world = World::start(None).await;
+    let issuer = Issuer::start(&world, Policy::default()).await;
+    // Half of Alpaca's Broker API answers are 503 and some of the rest 429 with Retry-After
+    // (the simulator's control routes, which play Alpaca's side of the mint, are never faulted).
+    world
+        .sim
+        .patch_faults(&FaultsPatch {
+            error_rate_5xx: Some(0.5),
+            rate_429: Some(0.3),
+            retry_after_secs: Some(1),
+            ..FaultsPatch::default()
+        })
+        .unwrap();
+    world.mint(&issuer.url, "tr-flaky", "1").await;
+    eventually(
+        Duration::from_secs(60),
+        "callback through the faults",
+        || async { world.sim.mint_callback_count("tr-flaky") >= 1 },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(world.sim.mint_callback_count("tr-flaky"), 1);
+    assert_eq!(world.balance(world.ap_wallet).await, units(1, 0));
+    let snapshot = world.sim.snapshot();
+    let callback_hits = snapshot
+        .hits
+        .get("POST callback/mint")
+        .copied()
+        .unwrap_or(0);
+    assert!(
+        callback_hits > 1,
+        "the faults were exercised: {:?}",
+        snapshot.hits
+    );
+    issuer.stop().await;
+}
