@@ -128,6 +128,9 @@ pub enum Action {
         to: Address,
         qty: Qty,
     },
+    /// A burn or return transaction for this redemption settled without doing it: one more
+    /// failed attempt.
+    RedemptionTxFailed { redemption_id: IssuerRequestId },
     /// Record a redemption's new state.
     SetRedemption {
         redemption_id: IssuerRequestId,
@@ -199,6 +202,9 @@ pub fn plan(world: &World, policy: &Policy) -> Vec<Action> {
                     nonce: tx.nonce,
                     failed,
                 });
+                if let Some(redemption_id) = redemption_tx_failed(world, tx, success) {
+                    actions.push(Action::RedemptionTxFailed { redemption_id });
+                }
             }
             TxStatus::NonceTaken => {
                 settled.insert(tx.nonce);
@@ -211,6 +217,9 @@ pub fn plan(world: &World, policy: &Policy) -> Vec<Action> {
                     nonce: tx.nonce,
                     failed,
                 });
+                if let Some(redemption_id) = redemption_tx_failed(world, tx, false) {
+                    actions.push(Action::RedemptionTxFailed { redemption_id });
+                }
             }
         }
     }
@@ -338,6 +347,22 @@ pub fn plan(world: &World, policy: &Policy) -> Vec<Action> {
     actions
 }
 
+/// The redemption a settled burn or return transaction failed for, if it did: a burn counts only
+/// through its tagged Withdraw, a return through its success.
+fn redemption_tx_failed(world: &World, tx: &TrackedTx, success: bool) -> Option<IssuerRequestId> {
+    match &tx.purpose {
+        TxPurpose::Burn { redemption_id, .. } => {
+            let burned = world
+                .burns
+                .iter()
+                .any(|b| &b.redemption_id == redemption_id);
+            (!success || !burned).then(|| redemption_id.clone())
+        }
+        TxPurpose::Return { redemption_id, .. } => (!success).then(|| redemption_id.clone()),
+        TxPurpose::Mint { .. } | TxPurpose::Other { .. } => None,
+    }
+}
+
 /// A transaction still counts while pending or mined but not yet confirmed.
 fn tx_is_live(world: &World, policy: &Policy, tx: &TrackedTx) -> bool {
     match tx.status {
@@ -427,6 +452,14 @@ fn plan_redemptions(world: &World, policy: &Policy, actions: &mut Vec<Action>) {
             continue;
         }
         let (kept, dust) = r.split();
+        let failed_now = actions
+            .iter()
+            .filter(|a| matches!(a, Action::RedemptionTxFailed { redemption_id } if *redemption_id == r.id))
+            .count();
+        let attempts = r
+            .failed_attempts
+            .saturating_add(u32::try_from(failed_now).unwrap_or(u32::MAX));
+        let exhausted = attempts >= policy.mint_attempts_max;
         match &r.state {
             RedemptionState::Detected | RedemptionState::Requesting => {
                 if r.client_id.is_none() {
@@ -473,6 +506,15 @@ fn plan_redemptions(world: &World, policy: &Policy, actions: &mut Vec<Action>) {
                     })),
                 }
             }
+            RedemptionState::Journaled {
+                tokenization_request_id,
+            } if exhausted => {
+                actions.push(set(RedemptionState::Flagged {
+                    anomaly: Anomaly::BurnFailed { attempts },
+                    return_requested: false,
+                    tokenization_request_id: Some(tokenization_request_id.clone()),
+                }));
+            }
             RedemptionState::Journaled { .. } => {
                 // Largest available balance first; ties by the lower id, so the plan is stable.
                 let mut candidates: Vec<(U256, U256)> = available
@@ -507,6 +549,18 @@ fn plan_redemptions(world: &World, policy: &Policy, actions: &mut Vec<Action>) {
                     allocations,
                     dust: dust.units(),
                 });
+            }
+            RedemptionState::Flagged {
+                anomaly,
+                return_requested: true,
+                tokenization_request_id,
+            } if exhausted => {
+                // The returns keep failing: stop and wait for the operator to ask again.
+                actions.push(set(RedemptionState::Flagged {
+                    anomaly: anomaly.clone(),
+                    return_requested: false,
+                    tokenization_request_id: tokenization_request_id.clone(),
+                }));
             }
             RedemptionState::Flagged {
                 return_requested: true,

@@ -19,6 +19,8 @@ pub enum Anomaly {
     Rejected,
     /// Alpaca's request does not echo what we sent.
     Mismatch { detail: String },
+    /// Our burn transactions for it reverted or did nothing `attempts` times; none is sent again.
+    BurnFailed { attempts: u32 },
 }
 
 /// Where a redemption stands.
@@ -76,6 +78,10 @@ pub struct Redemption {
     pub log_index: u64,
     pub block_number: u64,
     pub state: RedemptionState,
+    /// Our burn or return transactions for it that were mined without doing it (reverted, or no
+    /// tagged log) or lost their nonce. Bounded so a broken vault does not burn gas forever.
+    #[serde(default)]
+    pub failed_attempts: u32,
 }
 
 impl Redemption {

@@ -164,6 +164,7 @@ fn redemption(n: u64, state: RedemptionState, client: Option<&str>) -> Redemptio
         log_index: n,
         block_number: CONFIRMED,
         state,
+        failed_attempts: 0,
     }
 }
 
@@ -1426,5 +1427,71 @@ fn a_settled_burn_does_not_reserve_receipts_beside_its_live_replacement() {
             |a| matches!(a, Action::Burn { redemption_id, .. } if *redemption_id == id("red-2"))
         ),
         "{actions:?}"
+    );
+}
+
+#[test]
+fn burns_that_keep_failing_stop_and_flag_the_redemption() {
+    let mut r = redemption(
+        1,
+        RedemptionState::Journaled {
+            tokenization_request_id: trid("tr-r1"),
+        },
+        Some("client-1"),
+    );
+    r.failed_attempts = 2;
+    let world = World {
+        head_block: HEAD,
+        redemptions: vec![r],
+        receipts: vec![receipt(1, "10")],
+        txs: vec![tx(
+            9,
+            burning("red-1", &[(1, "5")]),
+            mined(CONFIRMED, false),
+        )],
+        ..World::default()
+    };
+    let actions = plan(&world, &policy());
+    assert!(
+        !actions.iter().any(|a| matches!(a, Action::Burn { .. })),
+        "{actions:?}"
+    );
+    assert!(actions.contains(&Action::SetRedemption {
+        redemption_id: id("red-1"),
+        state: RedemptionState::Flagged {
+            anomaly: Anomaly::BurnFailed { attempts: 3 },
+            return_requested: false,
+            tokenization_request_id: Some(trid("tr-r1")),
+        },
+    }));
+}
+
+#[test]
+fn returns_that_keep_failing_stop_until_the_operator_asks_again() {
+    let mut r = redemption(
+        1,
+        RedemptionState::Flagged {
+            anomaly: Anomaly::UnknownSender,
+            return_requested: true,
+            tokenization_request_id: None,
+        },
+        None,
+    );
+    r.failed_attempts = 3;
+    let world = World {
+        head_block: HEAD,
+        redemptions: vec![r],
+        ..World::default()
+    };
+    assert_eq!(
+        plan(&world, &policy()),
+        vec![Action::SetRedemption {
+            redemption_id: id("red-1"),
+            state: RedemptionState::Flagged {
+                anomaly: Anomaly::UnknownSender,
+                return_requested: false,
+                tokenization_request_id: None,
+            },
+        }]
     );
 }

@@ -108,6 +108,14 @@ pub async fn act<B: Broker>(
                     tracing::warn!(redemption = %redemption_id, error = %e, "return not sent; planned again next pass");
                 }
             }
+            Action::RedemptionTxFailed { redemption_id } => {
+                if let Some(mut redemption) = r.store.redemption(&redemption_id)? {
+                    redemption.failed_attempts = redemption.failed_attempts.saturating_add(1);
+                    tracing::warn!(redemption = %redemption_id, attempts = redemption.failed_attempts,
+                        "burn or return transaction settled without doing it");
+                    r.store.put_redemptions(vec![redemption])?;
+                }
+            }
             Action::SetRedemption {
                 redemption_id,
                 state,

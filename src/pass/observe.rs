@@ -96,6 +96,7 @@ pub async fn observe<B: Broker>(r: &Reconciler<B>) -> Result<World, PassError> {
                 log_index,
                 block_number,
                 state: RedemptionState::Detected,
+                failed_attempts: 0,
             });
         }
         let hashes = match chain.block_hash(head).await? {
@@ -114,11 +115,37 @@ pub async fn observe<B: Broker>(r: &Reconciler<B>) -> Result<World, PassError> {
         )?;
     }
 
+    let redemptions: Vec<Redemption> = store
+        .redemptions()?
+        .into_iter()
+        .filter(|r| !r.state.is_final())
+        .collect();
+    let live: BTreeSet<_> = redemptions.iter().map(|r| r.id.clone()).collect();
+    let burns = store
+        .burns()?
+        .into_iter()
+        .filter(|b| live.contains(&b.redemption_id))
+        .collect();
+    let alpaca = poll_alpaca(r, &redemptions).await;
     // Receipt balances after our transactions' statuses: a burn mined in between is counted both
     // as in flight and as spent, which can only make the plan wait, never over-spend.
+    // Only a journaled redemption needs them; reading every receipt id each pass would not scale.
     let mut receipts = Vec::new();
-    let deposits_all = store.deposits()?;
-    for asset in store.assets()? {
+    let burning: BTreeSet<_> = redemptions
+        .iter()
+        .filter(|r| matches!(r.state, RedemptionState::Journaled { .. }))
+        .map(|r| r.vault)
+        .collect();
+    let deposits_all = if burning.is_empty() {
+        Vec::new()
+    } else {
+        store.deposits()?
+    };
+    for asset in store
+        .assets()?
+        .into_iter()
+        .filter(|a| burning.contains(&a.vault))
+    {
         let mut ids: Vec<U256> = deposits_all
             .iter()
             .filter(|d| d.vault == asset.vault && d.owner == chain.bot())
@@ -138,19 +165,6 @@ pub async fn observe<B: Broker>(r: &Reconciler<B>) -> Result<World, PassError> {
                 }),
         );
     }
-
-    let redemptions: Vec<Redemption> = store
-        .redemptions()?
-        .into_iter()
-        .filter(|r| !r.state.is_final())
-        .collect();
-    let live: BTreeSet<_> = redemptions.iter().map(|r| r.id.clone()).collect();
-    let burns = store
-        .burns()?
-        .into_iter()
-        .filter(|b| live.contains(&b.redemption_id))
-        .collect();
-    let alpaca = poll_alpaca(r, &redemptions).await;
 
     let all = store.all_mints()?;
     let known: BTreeSet<_> = all

@@ -622,7 +622,9 @@ impl Store for RedbStore {
                     return_requested, ..
                 } => {
                     if !*return_requested {
+                        // An operator asking again starts the attempts afresh.
                         *return_requested = true;
+                        r.failed_attempts = 0;
                         put_json(txn, REDEMPTIONS, id.as_str(), &r)?;
                     }
                     Ok(ReturnOutcome::Requested)
