@@ -155,6 +155,9 @@ pub struct ServeArgs {
     /// Most mints in one multicall transaction.
     #[arg(long, env = "MINTS_PER_TX_MAX", default_value_t = 40)]
     pub mints_per_tx_max: usize,
+    /// Highest fee per gas (gwei) a replacement of a stuck transaction may bid.
+    #[arg(long, env = "MAX_FEE_PER_GAS_GWEI", default_value_t = 500)]
+    pub max_fee_per_gas_gwei: u64,
     /// Test hook for crash tests: abort at a named point.
     #[arg(long, env = "ISSUER_CRASH_AT", hide = true)]
     pub crash_at: Option<CrashPoint>,
@@ -427,6 +430,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 ..Policy::default()
             },
             crash_at: args.crash_at,
+            max_fee_per_gas_wei: u128::from(args.max_fee_per_gas_gwei)
+                .saturating_mul(1_000_000_000),
         },
         polls: crate::pass::PollSchedule::default(),
     };

@@ -1243,7 +1243,10 @@ async fn operator_routes_manage_accounts_wallets_assets_and_show_stuck_work() {
     // Stuck: nothing yet; a mint the reconciler stopped on shows up with its problem.
     assert_eq!(
         s.operator(Method::GET, "/operator/stuck", None).await,
-        (StatusCode::OK, json!({ "mints": [], "transactions": [] }))
+        (
+            StatusCode::OK,
+            json!({ "mints": [], "transactions": [], "redemptions": [] })
+        )
     );
     let mut record = s.store.all_mints().unwrap().remove(0);
     record.problem = Some("vault reverted 3 times".into());

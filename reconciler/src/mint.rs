@@ -101,8 +101,12 @@ pub enum TxStatus {
         /// Blocks since the newest variant was signed.
         age_blocks: u64,
     },
-    /// One of its variants is in block `block_number`.
-    Mined { block_number: u64, success: bool },
+    /// One of its variants, `hash`, is in block `block_number`.
+    Mined {
+        block_number: u64,
+        success: bool,
+        hash: B256,
+    },
     /// The account's nonce moved past this one and no variant of ours is mined: something else
     /// used the nonce, so this action never happened.
     NonceTaken,

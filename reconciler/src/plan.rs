@@ -163,6 +163,14 @@ pub fn plan(world: &World, policy: &Policy) -> Vec<Action> {
 
     // Our transactions first: what is settled frees its intents within this same plan.
     let mut in_flight: BTreeSet<&IssuerRequestId> = BTreeSet::new();
+    // Only the lowest pending nonce can be what holds the others back: it alone is re-priced;
+    // the ones queued behind it are re-sent as they are.
+    let lowest_pending = world
+        .txs
+        .iter()
+        .filter(|tx| matches!(tx.status, TxStatus::Pending { .. }))
+        .map(|tx| tx.nonce)
+        .min();
     for tx in &world.txs {
         let covered: &[IssuerRequestId] = match &tx.purpose {
             TxPurpose::Mint {
@@ -173,7 +181,7 @@ pub fn plan(world: &World, policy: &Policy) -> Vec<Action> {
         match tx.status {
             TxStatus::Pending { age_blocks } => {
                 in_flight.extend(covered);
-                if age_blocks >= policy.replace_after_blocks {
+                if age_blocks >= policy.replace_after_blocks && lowest_pending == Some(tx.nonce) {
                     actions.push(Action::Replace { nonce: tx.nonce });
                 } else if age_blocks >= policy.rebroadcast_after_blocks {
                     actions.push(Action::Rebroadcast { nonce: tx.nonce });
@@ -182,6 +190,7 @@ pub fn plan(world: &World, policy: &Policy) -> Vec<Action> {
             TxStatus::Mined {
                 block_number,
                 success,
+                ..
             } => {
                 if confirmations(world.head_block, block_number) < policy.confirmations_min {
                     // A reorg could still undo it either way: wait.
@@ -461,6 +470,15 @@ fn plan_redemptions(world: &World, policy: &Policy, actions: &mut Vec<Action>) {
             .saturating_add(u32::try_from(failed_now).unwrap_or(u32::MAX));
         let exhausted = attempts >= policy.mint_attempts_max;
         match &r.state {
+            RedemptionState::Detected | RedemptionState::Requesting if exhausted => {
+                // Alpaca keeps refusing the redeem call (counted by the shell): an operator must
+                // settle it with Alpaca; the tokens wait in the bot wallet.
+                actions.push(set(RedemptionState::Flagged {
+                    anomaly: Anomaly::RedeemRefused { attempts },
+                    return_requested: false,
+                    tokenization_request_id: None,
+                }));
+            }
             RedemptionState::Detected | RedemptionState::Requesting => {
                 if r.client_id.is_none() {
                     actions.push(set(RedemptionState::Flagged {

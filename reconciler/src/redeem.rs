@@ -21,6 +21,8 @@ pub enum Anomaly {
     Mismatch { detail: String },
     /// Our burn transactions for it reverted or did nothing `attempts` times; none is sent again.
     BurnFailed { attempts: u32 },
+    /// Alpaca refused the redeem call `attempts` times and does not know the request.
+    RedeemRefused { attempts: u32 },
 }
 
 /// Where a redemption stands.
@@ -52,6 +54,21 @@ pub enum RedemptionState {
     },
     /// The tokens went back to the sender. Final.
     Returned { tx_hash: B256 },
+}
+
+impl Anomaly {
+    /// Whether sending the tokens back is safe: only when Alpaca has certainly not journaled the
+    /// shares back (it never heard of it, or rejected it). After a mismatch or a failed burn,
+    /// Alpaca may have journaled: returning too would pay the AP twice.
+    pub fn returnable(&self) -> bool {
+        matches!(
+            self,
+            Self::UnknownSender
+                | Self::BelowAlpacaPrecision
+                | Self::Rejected
+                | Self::RedeemRefused { .. }
+        )
+    }
 }
 
 impl RedemptionState {

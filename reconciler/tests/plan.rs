@@ -145,6 +145,7 @@ fn mined(block_number: u64, success: bool) -> TxStatus {
     TxStatus::Mined {
         block_number,
         success,
+        hash: hash(0x7700 + block_number),
     }
 }
 
@@ -1494,4 +1495,55 @@ fn returns_that_keep_failing_stop_until_the_operator_asks_again() {
             },
         }]
     );
+}
+
+#[test]
+fn only_the_lowest_stuck_nonce_is_repriced_the_ones_behind_it_are_resent() {
+    let world = World {
+        head_block: HEAD,
+        mints: vec![ready("m1"), ready("m2")],
+        txs: vec![
+            tx(5, minting(VAULT_A, &["m1"]), pending(10)),
+            tx(6, minting(VAULT_A, &["m2"]), pending(10)),
+        ],
+        ..World::default()
+    };
+    assert_eq!(
+        plan(&world, &policy()),
+        vec![
+            Action::Replace { nonce: 5 },
+            Action::Rebroadcast { nonce: 6 }
+        ]
+    );
+}
+
+#[test]
+fn a_redeem_call_alpaca_keeps_refusing_is_flagged() {
+    let mut r = redemption(1, RedemptionState::Requesting, Some("client-1"));
+    r.failed_attempts = 3;
+    let world = World {
+        head_block: HEAD,
+        redemptions: vec![r],
+        ..World::default()
+    };
+    assert_eq!(
+        plan(&world, &policy()),
+        vec![Action::SetRedemption {
+            redemption_id: id("red-1"),
+            state: RedemptionState::Flagged {
+                anomaly: Anomaly::RedeemRefused { attempts: 3 },
+                return_requested: false,
+                tokenization_request_id: None,
+            },
+        }]
+    );
+    assert!(Anomaly::RedeemRefused { attempts: 3 }.returnable());
+    assert!(
+        !Anomaly::BurnFailed { attempts: 3 }.returnable(),
+        "Alpaca may have journaled"
+    );
+    assert!(!Anomaly::Mismatch {
+        detail: String::new()
+    }
+    .returnable());
 }

@@ -163,6 +163,18 @@ impl Chain {
         .await
     }
 
+    /// The bot's nonce as of block `number`: transactions mined up to and including it.
+    pub async fn nonce_at(&self, number: u64) -> Result<u64, ChainError> {
+        timed(
+            "eth_getTransactionCount",
+            self.provider
+                .get_transaction_count(self.bot())
+                .number(number)
+                .into_future(),
+        )
+        .await
+    }
+
     pub async fn code_at(&self, address: Address) -> Result<Bytes, ChainError> {
         timed(
             "eth_getCode",
@@ -239,13 +251,13 @@ impl Chain {
             if event.from == Address::ZERO || event.from == self.bot() {
                 continue;
             }
-            out.push((
-                event.from,
-                event.value,
-                log.block_number.unwrap_or_default(),
-                log.transaction_hash.unwrap_or_default(),
-                log.log_index.unwrap_or_default(),
-            ));
+            let Some((block_number, tx_hash, _)) = position(&log) else {
+                continue;
+            };
+            // The id uses the log's place within its transaction, which a reorg that re-mines
+            // the transaction elsewhere in a block cannot change (the block-wide index can).
+            let index = self.index_in_transaction(&log, tx_hash).await?;
+            out.push((event.from, event.value, block_number, tx_hash, index));
         }
         Ok(out)
     }
@@ -273,17 +285,34 @@ impl Chain {
                 tracing::warn!(%vault, tx = ?log.transaction_hash, "Withdraw without our tag: reported as an anomaly");
                 continue;
             };
-            out.push(ObservedBurn {
-                vault,
-                redemption_id,
-                shares: event.shares,
-                receipt_id: event.id,
-                block_number: log.block_number.unwrap_or_default(),
-                tx_hash: log.transaction_hash.unwrap_or_default(),
-                log_index: log.log_index.unwrap_or_default(),
-            });
+            if let Some(burn) = decode_burn(vault, &log, redemption_id) {
+                out.push(burn);
+            }
         }
         Ok(out)
+    }
+
+    /// Where `log` stands among the logs of its own transaction.
+    async fn index_in_transaction(&self, log: &Log, tx_hash: B256) -> Result<u64, ChainError> {
+        let receipt = timed(
+            "eth_getTransactionReceipt",
+            self.provider.get_transaction_receipt(tx_hash).into_future(),
+        )
+        .await?
+        .ok_or(ChainError::Rpc {
+            call: "eth_getTransactionReceipt",
+            detail: format!("no receipt for {tx_hash} although it has logs"),
+        })?;
+        let position = receipt
+            .inner
+            .logs()
+            .iter()
+            .position(|l| l.log_index == log.log_index)
+            .ok_or(ChainError::Rpc {
+                call: "eth_getTransactionReceipt",
+                detail: format!("log not found in the receipt of {tx_hash}"),
+            })?;
+        Ok(u64::try_from(position).unwrap_or(u64::MAX))
     }
 
     /// The bot's balances of receipt `ids` of `receipt`, in the same order.
@@ -384,20 +413,92 @@ impl Chain {
         }
     }
 
-    /// `Some((block, success))` once one of our hashes is mined.
-    pub async fn receipt(&self, hash: B256) -> Result<Option<(u64, bool)>, ChainError> {
+    /// Once one of our hashes is mined: its block, its status, and the tagged deposits and burns
+    /// in its own logs (read from the receipt, so a log query served by a lagging node cannot
+    /// make a mined mint look like one that did nothing).
+    pub async fn mined(&self, hash: B256) -> Result<Option<Mined>, ChainError> {
         let receipt = timed(
             "eth_getTransactionReceipt",
             self.provider.get_transaction_receipt(hash).into_future(),
         )
         .await?;
-        Ok(receipt.and_then(|r| r.block_number.map(|b| (b, r.status()))))
+        let Some(receipt) = receipt else {
+            return Ok(None);
+        };
+        let Some(block_number) = receipt.block_number else {
+            return Ok(None);
+        };
+        let mut deposits = Vec::new();
+        let mut burns = Vec::new();
+        for log in receipt.inner.logs() {
+            let vault = log.address();
+            match log.topics().first() {
+                Some(t) if *t == Vault::Deposit::SIGNATURE_HASH => {
+                    if let Ok(d) = decode_deposit(vault, log) {
+                        deposits.push(d);
+                    }
+                }
+                Some(t) if *t == Vault::Withdraw::SIGNATURE_HASH => {
+                    let tag = log.log_decode::<Vault::Withdraw>().ok().and_then(|w| {
+                        meta::decode(&w.inner.data.receiptInformation)
+                            .ok()
+                            .and_then(|info| IssuerRequestId::parse(&info.issuer_request_id).ok())
+                    });
+                    if let Some(burn) = tag.and_then(|id| decode_burn(vault, log, id)) {
+                        burns.push(burn);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(Some(Mined {
+            block_number,
+            success: receipt.status(),
+            deposits,
+            burns,
+        }))
     }
 }
 
+/// One of our transactions as mined.
+#[derive(Debug, Clone)]
+pub struct Mined {
+    pub block_number: u64,
+    pub success: bool,
+    pub deposits: Vec<ObservedDeposit>,
+    pub burns: Vec<ObservedBurn>,
+}
+
+/// Block, transaction and block-wide index of a mined log; `None` for a log without them
+/// (pending), which is never acted on rather than defaulted to block 0.
+fn position(log: &Log) -> Option<(u64, B256, u64)> {
+    Some((log.block_number?, log.transaction_hash?, log.log_index?))
+}
+
+fn decode_burn(vault: Address, log: &Log, redemption_id: IssuerRequestId) -> Option<ObservedBurn> {
+    let (block_number, tx_hash, log_index) = position(log)?;
+    let event = log.log_decode::<Vault::Withdraw>().ok()?.inner.data;
+    Some(ObservedBurn {
+        vault,
+        redemption_id,
+        shares: event.shares,
+        receipt_id: event.id,
+        block_number,
+        tx_hash,
+        log_index,
+    })
+}
+
 fn decode_deposit(vault: Address, log: &Log) -> Result<ObservedDeposit, Box<ForeignDeposit>> {
-    let tx_hash = log.transaction_hash.unwrap_or_default();
-    let block_number = log.block_number.unwrap_or_default();
+    let Some((block_number, tx_hash, log_index)) = position(log) else {
+        return Err(Box::new(ForeignDeposit {
+            vault,
+            tx_hash: log.transaction_hash.unwrap_or_default(),
+            block_number: 0,
+            assets: U256::ZERO,
+            detail: "log without a block position (pending)".into(),
+        }));
+    };
     let foreign = |assets: U256, detail: String| {
         Box::new(ForeignDeposit {
             vault,
@@ -427,7 +528,7 @@ fn decode_deposit(vault: Address, log: &Log) -> Result<ObservedDeposit, Box<Fore
         block_number,
         block_hash: log.block_hash.unwrap_or_default(),
         tx_hash,
-        log_index: log.log_index.unwrap_or_default(),
+        log_index,
     })
 }
 

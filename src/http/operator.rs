@@ -207,10 +207,32 @@ async fn set_frozen(req: Request<AppState>, frozen: bool) -> Result<Response, Ht
 /// - `transactions`: every unsettled transaction of ours. They carry no wall-clock time, only
 ///   the block they were signed at, so all are listed with that block.
 pub(super) async fn stuck(req: Request<AppState>) -> Result<Response, HttpError> {
-    let (mints, txs) = blocking(req.state(), |store| {
-        Ok((store.all_mints()?, store.unsettled_txs()?))
+    let (mints, txs, redemptions) = blocking(req.state(), |store| {
+        Ok((
+            store.all_mints()?,
+            store.unsettled_txs()?,
+            store.redemptions()?,
+        ))
     })
     .await?;
+    // Flagged redemptions wait for an operator; others that failed before may be heading there.
+    let stuck_redemptions: Vec<_> = redemptions
+        .iter()
+        .filter(|r| {
+            matches!(r.state, reconciler::RedemptionState::Flagged { .. })
+                || (!r.state.is_final() && r.failed_attempts > 0)
+        })
+        .map(|r| {
+            json!({
+                "id": r.id.as_str(),
+                "sender": address_text(r.sender),
+                "qty": r.qty.to_decimal(),
+                "state": r.state,
+                "failed_attempts": r.failed_attempts,
+                "tx_hash": format!("{:#x}", r.tx_hash),
+            })
+        })
+        .collect();
     let now = super::unix_now();
     let stuck_mints: Vec<_> = mints
         .iter()
@@ -255,7 +277,7 @@ pub(super) async fn stuck(req: Request<AppState>) -> Result<Response, HttpError>
         .collect();
     Ok(json(
         StatusCode::Ok,
-        &json!({ "mints": stuck_mints, "transactions": stuck_txs }),
+        &json!({ "mints": stuck_mints, "transactions": stuck_txs, "redemptions": stuck_redemptions }),
     ))
 }
 
@@ -307,6 +329,10 @@ pub(super) async fn return_redemption(req: Request<AppState>) -> Result<Response
                 .ok()
                 .and_then(|v| v.get("state").cloned())
                 .unwrap_or_default()
+        ))),
+        ReturnOutcome::NotReturnable(anomaly) => Err(HttpError::Conflict(format!(
+            "redemption is flagged as {anomaly:?}: Alpaca may have journaled the shares back, so \
+             returning the tokens could pay twice; settle it with Alpaca first"
         ))),
         ReturnOutcome::Unknown => Err(unknown()),
     }

@@ -28,6 +28,10 @@ pub async fn act<B: Broker>(
         .collect();
     let mut callbacks = Vec::new();
     for action in actions {
+        let what = action_label(&action);
+        // Each action stands alone: one that fails (a node refusing a broadcast, Alpaca down)
+        // is logged and planned again next pass, and never keeps the others from running.
+        let outcome: Result<(), PassError> = async {
         match action {
             Action::Mint { vault, items } => {
                 match send_mint(r, world.head_block, vault, &items, &intents).await {
@@ -47,7 +51,7 @@ pub async fn act<B: Broker>(
                 }
             }
             Action::Replace { nonce } => replace(r, world.head_block, nonce).await?,
-            Action::Settle { nonce, failed } => settle(r, nonce, &failed, world).await?,
+            Action::Settle { nonce, failed } => settle(r, nonce, &failed, world)?,
             Action::MintCallback {
                 issuer_request_id,
                 tx_hash,
@@ -148,6 +152,12 @@ pub async fn act<B: Broker>(
                 }
             }
         }
+        Ok(())
+        }
+        .await;
+        if let Err(e) = outcome {
+            tracing::warn!(action = what, error = %e, "action failed; the next pass plans it again");
+        }
     }
     // Callbacks are independent of each other: send them concurrently.
     let results = futures::future::join_all(
@@ -166,6 +176,28 @@ pub async fn act<B: Broker>(
         }
     }
     Ok(())
+}
+
+/// A short name of an action with its id, for logs.
+fn action_label(action: &Action) -> String {
+    match action {
+        Action::Mint { vault, items } => format!("mint {} on {vault}", items.len()),
+        Action::Rebroadcast { nonce } => format!("rebroadcast nonce {nonce}"),
+        Action::Replace { nonce } => format!("replace nonce {nonce}"),
+        Action::Settle { nonce, .. } => format!("settle nonce {nonce}"),
+        Action::MintCallback {
+            issuer_request_id, ..
+        } => format!("mint callback {issuer_request_id}"),
+        Action::RecoverMint { deposit } => format!("recover mint {}", deposit.issuer_request_id),
+        Action::Flag {
+            issuer_request_id, ..
+        } => format!("flag {issuer_request_id}"),
+        Action::RedeemCall { redemption_id, .. } => format!("redeem call {redemption_id}"),
+        Action::Burn { redemption_id, .. } => format!("burn {redemption_id}"),
+        Action::Return { redemption_id, .. } => format!("return {redemption_id}"),
+        Action::RedemptionTxFailed { redemption_id } => format!("count failure {redemption_id}"),
+        Action::SetRedemption { redemption_id, .. } => format!("record {redemption_id}"),
+    }
 }
 
 fn unix_now() -> u64 {
@@ -327,10 +359,23 @@ async fn redeem_call<B: Broker>(
     };
     let answer = match r.broker.redeem(&request, id.as_str()).await {
         Ok(answer) => answer,
-        Err(BrokerError::AlreadyExists { .. }) => match r.broker.request_by_issuer_id(id).await? {
-            Some(found) => found,
-            None => return Ok(()),
-        },
+        Err(BrokerError::AlreadyExists { message, .. }) => {
+            match r.broker.request_by_issuer_id(id).await? {
+                Some(found) => found,
+                None => {
+                    return count_refusal(
+                        r,
+                        id,
+                        &format!("422 {message}, and no request under our id"),
+                    )
+                }
+            }
+        }
+        Err(BrokerError::Status {
+            status, message, ..
+        }) if (400..500).contains(&status) => {
+            return count_refusal(r, id, &format!("{status} {message}"));
+        }
         Err(e) => return Err(e.into()),
     };
     maybe_crash(r.config.crash_at, CrashPoint::AfterRedeemCall);
@@ -352,10 +397,23 @@ async fn replace<B: Broker>(r: &Reconciler<B>, head: u64, nonce: u64) -> Result<
     };
     let bump = |fee: u128| fee.saturating_add(fee / 4).saturating_add(1);
     let now = r.chain.fees().await?;
+    let cap = r.config.max_fee_per_gas_wei;
+    if last.max_fee_per_gas >= cap {
+        // At the ceiling an operator decides; re-sending keeps it in the node's pool meanwhile.
+        tracing::error!(
+            nonce,
+            max_fee = last.max_fee_per_gas,
+            cap,
+            "stuck transaction already at the fee cap; not replacing"
+        );
+        return Ok(r.chain.broadcast(&last.raw).await?);
+    }
+    let max_fee_per_gas = bump(last.max_fee_per_gas).max(now.max_fee_per_gas).min(cap);
     let fees = Fees {
-        max_fee_per_gas: bump(last.max_fee_per_gas).max(now.max_fee_per_gas),
+        max_fee_per_gas,
         max_priority_fee_per_gas: bump(last.max_priority_fee_per_gas)
-            .max(now.max_priority_fee_per_gas),
+            .max(now.max_priority_fee_per_gas)
+            .min(max_fee_per_gas),
     };
     let (hash, raw) = r
         .chain
@@ -373,7 +431,7 @@ async fn replace<B: Broker>(r: &Reconciler<B>, head: u64, nonce: u64) -> Result<
     Ok(())
 }
 
-async fn settle<B: Broker>(
+fn settle<B: Broker>(
     r: &Reconciler<B>,
     nonce: u64,
     failed: &[IssuerRequestId],
@@ -382,6 +440,7 @@ async fn settle<B: Broker>(
     let Some(mut tx) = r.store.tx(nonce)? else {
         return Ok(());
     };
+    // The block, status and hash observed this pass: no second lookup that could disagree.
     let mined = world
         .txs
         .iter()
@@ -390,22 +449,15 @@ async fn settle<B: Broker>(
             reconciler::TxStatus::Mined {
                 block_number,
                 success,
-            } => Some((block_number, success)),
+                hash,
+            } => Some((block_number, success, hash)),
             _ => None,
         });
-    let mut hash = None;
-    if mined.is_some() {
-        for v in tx.variants.iter().rev() {
-            if r.chain.receipt(v.hash).await?.is_some() {
-                hash = Some(v.hash);
-                break;
-            }
-        }
-    }
+    let hash = mined.map(|(_, _, h)| h);
     tx.settled = Some(Settled {
-        mined_block: mined.map(|(b, _)| b),
+        mined_block: mined.map(|(b, _, _)| b),
         hash,
-        success: mined.is_some_and(|(_, s)| s),
+        success: mined.is_some_and(|(_, s, _)| s),
     });
     let mut records = Vec::new();
     for id in failed {
@@ -417,7 +469,7 @@ async fn settle<B: Broker>(
         }
     }
     if let (TxPurpose::Return { redemption_id, .. }, Some(hash), true) =
-        (&tx.purpose, hash, mined.is_some_and(|(_, s)| s))
+        (&tx.purpose, hash, mined.is_some_and(|(_, s, _)| s))
     {
         if let Some(mut redemption) = r.store.redemption(redemption_id)? {
             tracing::info!(redemption = %redemption_id, %hash, "tokens returned to the sender");
@@ -473,6 +525,22 @@ async fn callback<B: Broker>(
     r.store.put_mints(vec![record])?;
     tracing::info!(issuer_request_id = %id, %tx_hash, "mint callback acknowledged");
     Ok(true)
+}
+
+/// Alpaca answered the redeem call with a final refusal: counted, so the plan flags the
+/// redemption for an operator after a few, instead of asking forever.
+fn count_refusal<B: Broker>(
+    r: &Reconciler<B>,
+    id: &IssuerRequestId,
+    why: &str,
+) -> Result<(), PassError> {
+    if let Some(mut redemption) = r.store.redemption(id)? {
+        redemption.failed_attempts = redemption.failed_attempts.saturating_add(1);
+        tracing::error!(redemption = %id, attempts = redemption.failed_attempts, refusal = why,
+            "Alpaca refused the redeem call");
+        r.store.put_redemptions(vec![redemption])?;
+    }
+    Ok(())
 }
 
 /// Rebuilds a mint intent from Alpaca for a tagged deposit the cache does not know.

@@ -39,6 +39,9 @@ pub struct PassConfig {
     pub policy: Policy,
     /// Test hook: abort the process at this point (crash tests).
     pub crash_at: Option<CrashPoint>,
+    /// Replacements never bid above this fee per gas (wei); a transaction still stuck there waits
+    /// for an operator instead of paying without limit.
+    pub max_fee_per_gas_wei: u128,
 }
 
 /// What one pass did, for logs and tests.

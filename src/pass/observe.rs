@@ -3,7 +3,7 @@
 use super::crash::{maybe_crash, CrashPoint};
 use super::{PassError, Reconciler};
 use crate::alpaca::{Broker, RequestStatus, RequestType, TokenizationRequest};
-use crate::chain::Chain;
+use crate::chain::{Chain, ChainError};
 use crate::store::Scan;
 use crate::store::Store;
 use alloy::primitives::U256;
@@ -17,28 +17,43 @@ pub async fn observe<B: Broker>(r: &Reconciler<B>) -> Result<World, PassError> {
     let store = r.store.as_ref();
     let chain = &r.chain;
     let head = chain.head().await?;
+    // The head's hash is fixed before any scan and checked after: logs from a block replaced
+    // while we read would otherwise be recorded beside the new block's hash and never re-checked.
+    let head_hash = chain.block_hash(head).await?.ok_or(ChainError::Rpc {
+        call: "eth_getBlockByNumber",
+        detail: format!("head block {head} not found"),
+    })?;
     detect_reorg(store, chain).await?;
 
     // Nonce before receipts: a variant mined after the nonce was read still shows its receipt, so
-    // a nonce is never taken for "someone else's" while our own transaction used it.
+    // a nonce is never taken for "someone else's" while our own transaction used it. The nonce
+    // is read one block below the confirmation depth, so a reorg at the tip cannot make our own
+    // transaction look displaced (and its action be sent again under another nonce).
     let unsettled = store.unsettled_txs()?;
     let mut txs = Vec::with_capacity(unsettled.len());
+    let mut receipt_deposits = Vec::new();
+    let mut receipt_burns = Vec::new();
     if !unsettled.is_empty() {
-        let nonce_latest = chain.nonce_latest().await?;
+        let settled_nonce = chain
+            .nonce_at(head.saturating_sub(r.config.policy.confirmations_min))
+            .await?;
         for tx in unsettled {
             let mut status = None;
             for variant in tx.variants.iter().rev() {
-                if let Some((block_number, success)) = chain.receipt(variant.hash).await? {
+                if let Some(mined) = chain.mined(variant.hash).await? {
                     status = Some(TxStatus::Mined {
-                        block_number,
-                        success,
+                        block_number: mined.block_number,
+                        success: mined.success,
+                        hash: variant.hash,
                     });
+                    receipt_deposits.extend(mined.deposits);
+                    receipt_burns.extend(mined.burns);
                     break;
                 }
             }
             let status = match status {
                 Some(s) => s,
-                None if nonce_latest > tx.nonce => TxStatus::NonceTaken,
+                None if settled_nonce > tx.nonce => TxStatus::NonceTaken,
                 None => {
                     let signed_at = tx.variants.last().map_or(head, |v| v.signed_at_block);
                     TxStatus::Pending {
@@ -55,6 +70,7 @@ pub async fn observe<B: Broker>(r: &Reconciler<B>) -> Result<World, PassError> {
     }
 
     // Tagged deposits after our transactions, so one mined in between is seen as a deposit.
+    let mut scans = Vec::new();
     for asset in store.assets()? {
         let from = match store.cursor(asset.vault)? {
             Some(cursor) => cursor + 1,
@@ -99,20 +115,31 @@ pub async fn observe<B: Broker>(r: &Reconciler<B>) -> Result<World, PassError> {
                 failed_attempts: 0,
             });
         }
-        let hashes = match chain.block_hash(head).await? {
-            Some(hash) => vec![(head, hash)],
-            None => Vec::new(),
-        };
-        store.advance(
+        scans.push((
             asset.vault,
-            head,
             Scan {
                 deposits: ours,
                 redemptions,
                 burns,
             },
-            hashes,
-        )?;
+        ));
+    }
+    if chain.block_hash(head).await? != Some(head_hash) {
+        return Err(ChainError::Rpc {
+            call: "eth_getBlockByNumber",
+            detail: format!("block {head} changed while it was scanned; scanning again next pass"),
+        }
+        .into());
+    }
+    // What our own receipts showed is recorded even if a log query missed it.
+    if !receipt_deposits.is_empty() {
+        store.put_deposits(receipt_deposits)?;
+    }
+    if !receipt_burns.is_empty() {
+        store.put_burns(receipt_burns)?;
+    }
+    for (vault, scan) in scans {
+        store.advance(vault, head, scan, vec![(head, head_hash)])?;
     }
 
     let redemptions: Vec<Redemption> = store

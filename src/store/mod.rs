@@ -151,6 +151,7 @@ pub trait Store: Send + Sync {
     fn redemption(&self, id: &IssuerRequestId) -> Result<Option<Redemption>, StoreError>;
     fn put_redemptions(&self, redemptions: Vec<Redemption>) -> Result<(), StoreError>;
     fn burns(&self) -> Result<Vec<ObservedBurn>, StoreError>;
+    fn put_burns(&self, burns: Vec<ObservedBurn>) -> Result<(), StoreError>;
     /// An operator asks to send a flagged redemption's tokens back to its sender.
     fn request_return(&self, id: &IssuerRequestId) -> Result<ReturnOutcome, StoreError>;
     fn rewind_cursors(&self, block_number: u64) -> Result<(), StoreError>;

@@ -127,5 +127,8 @@ pub enum ReturnOutcome {
     Requested,
     /// The redemption is not flagged: returning it could undo a burn or a journal.
     NotFlagged(RedemptionState),
+    /// Flagged for a reason after which Alpaca may have journaled the shares back: returning the
+    /// tokens too could pay twice. Settle it with Alpaca first.
+    NotReturnable(reconciler::Anomaly),
     Unknown,
 }

@@ -69,6 +69,10 @@ fn deposit_key(d: &ObservedDeposit) -> String {
     format!("{:020}/{:#x}/{:06}", d.block_number, d.tx_hash, d.log_index)
 }
 
+fn burn_key(b: &ObservedBurn) -> String {
+    format!("{:020}/{:#x}/{:06}", b.block_number, b.tx_hash, b.log_index)
+}
+
 fn asset_key(underlying: &Symbol, network: &Network) -> String {
     format!("{}/{}", underlying.as_str(), network.as_str())
 }
@@ -556,12 +560,7 @@ impl Store for RedbStore {
                 put_json(txn, DEPOSITS, &deposit_key(d), d)?;
             }
             for b in &scan.burns {
-                put_json(
-                    txn,
-                    BURNS,
-                    &format!("{:020}/{:#x}/{:06}", b.block_number, b.tx_hash, b.log_index),
-                    b,
-                )?;
+                put_json(txn, BURNS, &burn_key(b), b)?;
             }
             for r in &scan.redemptions {
                 if get_json::<Redemption>(txn, REDEMPTIONS, r.id.as_str())?.is_none() {
@@ -611,6 +610,15 @@ impl Store for RedbStore {
         self.read_all(BURNS)
     }
 
+    fn put_burns(&self, burns: Vec<ObservedBurn>) -> Result<(), StoreError> {
+        self.write(move |txn| {
+            for b in &burns {
+                put_json(txn, BURNS, &burn_key(b), b)?;
+            }
+            Ok(())
+        })
+    }
+
     fn request_return(&self, id: &IssuerRequestId) -> Result<ReturnOutcome, StoreError> {
         let id = id.clone();
         self.write(move |txn| {
@@ -618,6 +626,9 @@ impl Store for RedbStore {
                 return Ok(ReturnOutcome::Unknown);
             };
             match &mut r.state {
+                RedemptionState::Flagged { anomaly, .. } if !anomaly.returnable() => {
+                    Ok(ReturnOutcome::NotReturnable(anomaly.clone()))
+                }
                 RedemptionState::Flagged {
                     return_requested, ..
                 } => {
@@ -691,8 +702,28 @@ impl Store for RedbStore {
 }
 
 /// Forgets observations and block hashes from `block_number` on and pulls every cursor back
-/// below it, so the range is scanned again.
+/// below it, so the range is scanned again. Our transactions settled in those blocks are tracked
+/// again: a reorg deeper than the confirmations must re-observe them, not plan their actions anew.
 fn drop_from(txn: &WriteTransaction, block_number: u64) -> Result<(), StoreError> {
+    {
+        let mut txs = txn.open_table(TXS)?;
+        let mut unsettled = Vec::new();
+        for entry in txs.iter()? {
+            let (k, v) = entry?;
+            let mut tx: TxRecord = decode(&k.value().to_string(), v.value())?;
+            if tx
+                .settled
+                .as_ref()
+                .is_some_and(|s| s.mined_block.is_some_and(|b| b >= block_number))
+            {
+                tx.settled = None;
+                unsettled.push(tx);
+            }
+        }
+        for tx in unsettled {
+            txs.insert(tx.nonce, encode(&tx).as_slice())?;
+        }
+    }
     {
         let mut deposits = txn.open_table(DEPOSITS)?;
         let from = format!("{block_number:020}");

@@ -197,6 +197,7 @@ impl Issuer {
                 backoff_max: Duration::from_secs(2),
                 policy,
                 crash_at: None,
+                max_fee_per_gas_wei: 500_000_000_000,
             },
             polls: issuer::pass::PollSchedule::default(),
         };
