@@ -51,6 +51,38 @@ pub struct MintIntent {
     pub accepted_at: u64,
 }
 
+impl MintIntent {
+    /// The canonical form of what defines the request: the same tokenization_request_id with the
+    /// same fingerprint is a repeat, with another a conflict. `|` and `=` cannot occur in ids.
+    pub fn fingerprint(&self) -> String {
+        fingerprint(
+            &self.tokenization_request_id,
+            self.qty,
+            &self.underlying,
+            &self.token,
+            &self.network,
+            &self.client_id,
+            self.wallet,
+        )
+    }
+}
+
+/// [`MintIntent::fingerprint`] from the parts of an issuance request, before an intent exists.
+pub fn fingerprint(
+    tokenization_request_id: &TokenizationRequestId,
+    qty: Qty,
+    underlying: &Symbol,
+    token: &Symbol,
+    network: &Network,
+    client_id: &ClientId,
+    wallet: Address,
+) -> String {
+    format!(
+        "trid={tokenization_request_id}|qty={}|underlying={underlying}|token={token}|network={network}|client={client_id}|wallet={wallet:#x}",
+        qty.to_decimal(),
+    )
+}
+
 /// A `Deposit` on one of our vaults whose receipt information decoded as ours.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObservedDeposit {

@@ -254,15 +254,14 @@ impl Issuance {
     /// The canonical form of what defines the request: same id and same fingerprint is a repeat,
     /// same id and another fingerprint is a conflict. `|` and `=` cannot occur in the parsed ids.
     fn fingerprint(&self, qty: Qty) -> String {
-        format!(
-            "trid={}|qty={}|underlying={}|token={}|network={}|client={}|wallet={}",
-            self.trid,
-            qty.to_decimal(),
-            self.underlying,
-            self.token,
-            self.network,
-            self.client,
-            address_text(self.wallet)
+        reconciler::mint::fingerprint(
+            &self.trid,
+            qty,
+            &self.underlying,
+            &self.token,
+            &self.network,
+            &self.client,
+            self.wallet,
         )
     }
 }

@@ -59,7 +59,12 @@ pub async fn act<B: Broker>(
             } => {
                 callbacks.push((issuer_request_id, tx_hash, ask_first));
             }
-            Action::RecoverMint { deposit } => recover(r, &deposit).await?,
+            Action::RecoverMint { deposit } => {
+                // Asked with backoff: a deposit Alpaca does not know stays unknown for a while.
+                if r.polls.due(&deposit.issuer_request_id) {
+                    recover(r, &deposit).await?;
+                }
+            }
             Action::RedeemCall {
                 redemption_id,
                 ask_first,
@@ -113,29 +118,32 @@ pub async fn act<B: Broker>(
                 }
             }
             Action::RedemptionTxFailed { redemption_id } => {
-                if let Some(mut redemption) = r.store.redemption(&redemption_id)? {
-                    redemption.failed_attempts = redemption.failed_attempts.saturating_add(1);
+                let updated = r.store.update_redemption(
+                    &redemption_id,
+                    Box::new(|r| r.failed_attempts = r.failed_attempts.saturating_add(1)),
+                )?;
+                if let Some(redemption) = updated {
                     tracing::warn!(redemption = %redemption_id, attempts = redemption.failed_attempts,
                         "burn or return transaction settled without doing it");
-                    r.store.put_redemptions(vec![redemption])?;
                 }
             }
             Action::SetRedemption {
                 redemption_id,
                 state,
             } => {
-                if let Some(mut redemption) = r.store.redemption(&redemption_id)? {
-                    if matches!(state, RedemptionState::Journaled { .. }) {
-                        maybe_crash(r.config.crash_at, CrashPoint::AfterJournalSeen);
-                    }
-                    if matches!(state, RedemptionState::Flagged { .. }) {
-                        tracing::error!(redemption = %redemption_id, state = ?state, sender = %redemption.sender,
+                if matches!(state, RedemptionState::Journaled { .. }) {
+                    maybe_crash(r.config.crash_at, CrashPoint::AfterJournalSeen);
+                }
+                let flagged = matches!(state, RedemptionState::Flagged { .. });
+                let shown = format!("{state:?}");
+                let updated = r.store.update_redemption(&redemption_id, Box::new(move |r| r.state = state))?;
+                if let Some(redemption) = updated {
+                    if flagged {
+                        tracing::error!(redemption = %redemption_id, state = %shown, sender = %redemption.sender,
                             qty = %redemption.qty, "redemption needs an operator (issuer redemption return ID)");
                     } else {
-                        tracing::info!(redemption = %redemption_id, state = ?state, "redemption");
+                        tracing::info!(redemption = %redemption_id, state = %shown, "redemption");
                     }
-                    redemption.state = state;
-                    r.store.put_redemptions(vec![redemption])?;
                 }
             }
             Action::Flag {
@@ -143,12 +151,10 @@ pub async fn act<B: Broker>(
                 problem,
             } => {
                 let text = format!("{problem:?}");
-                if let Some(mut record) = r.store.mint(&issuer_request_id)? {
-                    if record.problem.as_deref() != Some(text.as_str()) {
-                        tracing::error!(%issuer_request_id, problem = %text, "mint needs an operator");
-                        record.problem = Some(text);
-                        r.store.put_mints(vec![record])?;
-                    }
+                let known = r.store.mint(&issuer_request_id)?.and_then(|m| m.problem);
+                if known.as_deref() != Some(text.as_str()) {
+                    tracing::error!(%issuer_request_id, problem = %text, "mint needs an operator");
+                    r.store.update_mint(&issuer_request_id, Box::new(move |m| m.problem = Some(text)))?;
                 }
             }
         }
@@ -236,11 +242,44 @@ async fn send_mint<B: Broker>(
         calls.push((item.receiver, item.qty.units(), info));
     }
     let input = mint_calldata(r.chain.bot(), &calls);
+    // Estimated here, before a nonce is taken: one item that reverts must not hold back the
+    // others in its batch, so a reverting batch is sent again item by item.
+    let gas_limit = match r.chain.estimate_gas(vault, &input).await {
+        Ok(gas) => gas,
+        Err(e) if items.len() > 1 => {
+            tracing::warn!(error = %e, %vault, mints = items.len(), "batch estimation failed; sending its mints one by one");
+            for item in items {
+                if let Err(e) = Box::pin(send_mint(
+                    r,
+                    head,
+                    vault,
+                    std::slice::from_ref(item),
+                    intents,
+                ))
+                .await
+                {
+                    tracing::warn!(issuer_request_id = %item.issuer_request_id, error = %e, "mint not sent");
+                }
+            }
+            return Ok(());
+        }
+        Err(e) => {
+            // Shown to operators; tried again every pass (nothing is spent until it estimates).
+            let text = format!("mint transaction does not estimate: {e}");
+            if let Some(item) = items.first() {
+                r.store.update_mint(
+                    &item.issuer_request_id,
+                    Box::new(move |m| m.problem = Some(text)),
+                )?;
+            }
+            return Err(e.into());
+        }
+    };
     let purpose = TxPurpose::Mint {
         vault,
         issuer_request_ids: items.iter().map(|i| i.issuer_request_id.clone()).collect(),
     };
-    send_tx(r, head, vault, input, purpose).await
+    send_estimated(r, head, vault, input, purpose, gas_limit).await
 }
 
 /// Estimates, signs, stores, then broadcasts one transaction from the bot.
@@ -252,6 +291,18 @@ async fn send_tx<B: Broker>(
     purpose: TxPurpose,
 ) -> Result<(), PassError> {
     let gas_limit = r.chain.estimate_gas(to, &input).await?;
+    send_estimated(r, head, to, input, purpose, gas_limit).await
+}
+
+/// Signs, stores, then broadcasts one transaction whose gas is known.
+async fn send_estimated<B: Broker>(
+    r: &Reconciler<B>,
+    head: u64,
+    to: alloy::primitives::Address,
+    input: alloy::primitives::Bytes,
+    purpose: TxPurpose,
+    gas_limit: u64,
+) -> Result<(), PassError> {
     let fees = r.chain.fees().await?;
     let nonce = next_nonce(r.store.as_ref(), &r.chain).await?;
     let (hash, raw) = r.chain.sign(nonce, to, input.clone(), gas_limit, fees)?;
@@ -335,16 +386,18 @@ async fn redeem_call<B: Broker>(
     };
     if ask_first {
         if let Some(request) = r.broker.request_by_issuer_id(id).await? {
-            redemption.state = RedemptionState::Requested {
+            let state = RedemptionState::Requested {
                 tokenization_request_id: request.id,
             };
-            r.store.put_redemptions(vec![redemption])?;
+            r.store
+                .update_redemption(id, Box::new(move |r| r.state = state))?;
             return Ok(());
         }
     }
     if redemption.state == RedemptionState::Detected {
         redemption.state = RedemptionState::Requesting;
-        r.store.put_redemptions(vec![redemption.clone()])?;
+        r.store
+            .update_redemption(id, Box::new(|r| r.state = RedemptionState::Requesting))?;
     }
     let (kept, _) = redemption.split();
     let request = RedeemRequest {
@@ -380,10 +433,11 @@ async fn redeem_call<B: Broker>(
     };
     maybe_crash(r.config.crash_at, CrashPoint::AfterRedeemCall);
     tracing::info!(redemption = %id, tokenization_request_id = %answer.id, qty = %kept, "Alpaca has the redeem request");
-    redemption.state = RedemptionState::Requested {
+    let state = RedemptionState::Requested {
         tokenization_request_id: answer.id,
     };
-    r.store.put_redemptions(vec![redemption])?;
+    r.store
+        .update_redemption(id, Box::new(move |r| r.state = state))?;
     Ok(())
 }
 
@@ -459,27 +513,25 @@ fn settle<B: Broker>(
         hash,
         success: mined.is_some_and(|(_, s, _)| s),
     });
-    let mut records = Vec::new();
-    for id in failed {
-        if let Some(mut record) = r.store.mint(id)? {
-            record.intent.failed_attempts = record.intent.failed_attempts.saturating_add(1);
-            tracing::warn!(issuer_request_id = %id, nonce, attempts = record.intent.failed_attempts,
-                "mint transaction settled without a Deposit for this request; it will be planned again");
-            records.push(record);
-        }
-    }
     if let (TxPurpose::Return { redemption_id, .. }, Some(hash), true) =
         (&tx.purpose, hash, mined.is_some_and(|(_, s, _)| s))
     {
-        if let Some(mut redemption) = r.store.redemption(redemption_id)? {
-            tracing::info!(redemption = %redemption_id, %hash, "tokens returned to the sender");
-            redemption.state = RedemptionState::Returned { tx_hash: hash };
-            r.store.put_redemptions(vec![redemption])?;
-        }
+        tracing::info!(redemption = %redemption_id, %hash, "tokens returned to the sender");
+        r.store.update_redemption(
+            redemption_id,
+            Box::new(move |r| r.state = RedemptionState::Returned { tx_hash: hash }),
+        )?;
     }
     r.store.put_tx(&tx)?;
-    if !records.is_empty() {
-        r.store.put_mints(records)?;
+    for id in failed {
+        let updated = r.store.update_mint(
+            id,
+            Box::new(|m| m.intent.failed_attempts = m.intent.failed_attempts.saturating_add(1)),
+        )?;
+        if let Some(record) = updated {
+            tracing::warn!(issuer_request_id = %id, nonce, attempts = record.intent.failed_attempts,
+                "mint transaction settled without a Deposit for this request; it will be planned again");
+        }
     }
     Ok(())
 }
@@ -491,27 +543,35 @@ async fn callback<B: Broker>(
     tx_hash: B256,
     ask_first: bool,
 ) -> Result<bool, PassError> {
-    let Some(mut record) = r.store.mint(&id)? else {
+    let Some(record) = r.store.mint(&id)? else {
         return Ok(false);
     };
     if ask_first {
         if let Some(request) = r.broker.request_by_issuer_id(&id).await? {
-            if request.tx_hash.is_some() {
-                record.intent.callback = Callback::Acked {
-                    tx_hash: request.tx_hash.unwrap_or(tx_hash),
-                };
-                r.store.put_mints(vec![record])?;
+            if let Some(known) = request.tx_hash {
+                r.store.update_mint(
+                    &id,
+                    Box::new(move |m| m.intent.callback = Callback::Acked { tx_hash: known }),
+                )?;
                 tracing::info!(issuer_request_id = %id, "Alpaca already has the mint callback; recorded");
                 return Ok(true);
             }
         }
     }
     if record.intent.callback == Callback::NotSent {
-        record.intent.callback = Callback::Attempted;
-        r.store.put_mints(vec![record.clone()])?;
+        // Marked before it goes out: after a crash the next attempt asks Alpaca first.
+        r.store.update_mint(
+            &id,
+            Box::new(|m| {
+                if m.intent.callback == Callback::NotSent {
+                    m.intent.callback = Callback::Attempted;
+                }
+            }),
+        )?;
     }
     let intent = &record.intent;
-    r.broker
+    let sent = r
+        .broker
         .mint_callback(&MintCallback {
             tokenization_request_id: intent.tokenization_request_id.clone(),
             client_id: intent.client_id.clone(),
@@ -519,10 +579,25 @@ async fn callback<B: Broker>(
             tx_hash,
             network: intent.network.clone(),
         })
-        .await?;
+        .await;
+    if let Err(BrokerError::Status {
+        status, message, ..
+    }) = &sent
+    {
+        // A final refusal: retried every pass (Alpaca may fix its side), and shown to operators.
+        let text = format!("mint callback refused: {status} {message}");
+        r.store
+            .update_mint(&id, Box::new(move |m| m.problem = Some(text)))?;
+    }
+    sent?;
     maybe_crash(r.config.crash_at, CrashPoint::AfterCallback);
-    record.intent.callback = Callback::Acked { tx_hash };
-    r.store.put_mints(vec![record])?;
+    r.store.update_mint(
+        &id,
+        Box::new(move |m| {
+            m.intent.callback = Callback::Acked { tx_hash };
+            m.problem = None;
+        }),
+    )?;
     tracing::info!(issuer_request_id = %id, %tx_hash, "mint callback acknowledged");
     Ok(true)
 }
@@ -534,11 +609,13 @@ fn count_refusal<B: Broker>(
     id: &IssuerRequestId,
     why: &str,
 ) -> Result<(), PassError> {
-    if let Some(mut redemption) = r.store.redemption(id)? {
-        redemption.failed_attempts = redemption.failed_attempts.saturating_add(1);
+    let updated = r.store.update_redemption(
+        id,
+        Box::new(|r| r.failed_attempts = r.failed_attempts.saturating_add(1)),
+    )?;
+    if let Some(redemption) = updated {
         tracing::error!(redemption = %id, attempts = redemption.failed_attempts, refusal = why,
             "Alpaca refused the redeem call");
-        r.store.put_redemptions(vec![redemption])?;
     }
     Ok(())
 }
@@ -550,6 +627,7 @@ async fn recover<B: Broker>(
 ) -> Result<(), PassError> {
     let id = &deposit.issuer_request_id;
     let Some(request) = r.broker.request_by_issuer_id(id).await? else {
+        r.polls.wait_more(id);
         tracing::error!(issuer_request_id = %id, tx = %deposit.tx_hash, vault = %deposit.vault,
             "tagged deposit unknown to the cache and to Alpaca: anomaly, nothing done");
         return Ok(());
@@ -574,13 +652,17 @@ async fn recover<B: Broker>(
         failed_attempts: 0,
         accepted_at: unix_now(),
     };
-    tracing::warn!(issuer_request_id = %id, tx = %deposit.tx_hash, "rebuilt a mint intent from the chain and Alpaca");
-    r.store.put_mints(vec![MintRecord {
+    // The same fingerprint the HTTP intake computes: an identical retry from Alpaca is a repeat.
+    let fingerprint = intent.fingerprint();
+    let inserted = r.store.insert_mint_if_absent(MintRecord {
         intent,
-        fingerprint: String::from("recovered"),
+        fingerprint,
         reject_reason: None,
         problem: None,
-    }])?;
+    })?;
+    if inserted {
+        tracing::warn!(issuer_request_id = %id, tx = %deposit.tx_hash, "rebuilt a mint intent from the chain and Alpaca");
+    }
     Ok(())
 }
 

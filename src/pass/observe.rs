@@ -313,8 +313,17 @@ async fn detect_reorg(store: &dyn Store, chain: &Chain) -> Result<(), PassError>
     let Some(&(newest, newest_hash)) = hashes.last() else {
         return Ok(());
     };
-    if chain.block_hash(newest).await? == Some(newest_hash) {
-        return Ok(());
+    match chain.block_hash(newest).await? {
+        Some(hash) if hash == newest_hash => return Ok(()),
+        Some(_) => {}
+        // A node that does not have a block we saw is behind, not reorged: wait for it.
+        None => {
+            return Err(ChainError::Rpc {
+                call: "eth_getBlockByNumber",
+                detail: format!("the node does not have block {newest} we saw; it is behind"),
+            }
+            .into())
+        }
     }
     let mut fork = hashes.first().map_or(newest, |(n, _)| *n);
     for &(number, hash) in hashes.iter().rev().skip(1) {

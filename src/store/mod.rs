@@ -70,6 +70,11 @@ storage_from!(
     redb::CommitError
 );
 
+/// A change to one stored mint, applied inside the write transaction.
+pub type MintChange = Box<dyn FnOnce(&mut MintRecord) + Send>;
+/// A change to one stored redemption, applied inside the write transaction.
+pub type RedemptionChange = Box<dyn FnOnce(&mut Redemption) + Send>;
+
 /// A write queued for the next group commit; resolves once it is durable (or failed).
 pub type Pending<T> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, StoreError>> + Send>>;
@@ -127,6 +132,16 @@ pub trait Store: Send + Sync {
     fn active_mints(&self) -> Result<Vec<MintRecord>, StoreError>;
     fn all_mints(&self) -> Result<Vec<MintRecord>, StoreError>;
     fn put_mints(&self, records: Vec<MintRecord>) -> Result<(), StoreError>;
+    /// Changes one mint inside a single write transaction, so a concurrent confirm from Alpaca is
+    /// never overwritten by a stale copy. `None` if there is no such mint.
+    fn update_mint(
+        &self,
+        id: &IssuerRequestId,
+        change: MintChange,
+    ) -> Result<Option<MintRecord>, StoreError>;
+    /// Records a mint rebuilt from the chain and Alpaca unless one is already there; `true` if it
+    /// was inserted.
+    fn insert_mint_if_absent(&self, record: MintRecord) -> Result<bool, StoreError>;
 
     // Chain observations and our transactions.
     fn put_deposits(&self, deposits: Vec<ObservedDeposit>) -> Result<(), StoreError>;
@@ -150,6 +165,12 @@ pub trait Store: Send + Sync {
     fn redemptions(&self) -> Result<Vec<Redemption>, StoreError>;
     fn redemption(&self, id: &IssuerRequestId) -> Result<Option<Redemption>, StoreError>;
     fn put_redemptions(&self, redemptions: Vec<Redemption>) -> Result<(), StoreError>;
+    /// Changes one redemption inside a single write transaction; `None` if there is none.
+    fn update_redemption(
+        &self,
+        id: &IssuerRequestId,
+        change: RedemptionChange,
+    ) -> Result<Option<Redemption>, StoreError>;
     fn burns(&self) -> Result<Vec<ObservedBurn>, StoreError>;
     fn put_burns(&self, burns: Vec<ObservedBurn>) -> Result<(), StoreError>;
     /// An operator asks to send a flagged redemption's tokens back to its sender.

@@ -511,6 +511,44 @@ impl Store for RedbStore {
         self.read_all(MINTS)
     }
 
+    fn update_mint(
+        &self,
+        id: &IssuerRequestId,
+        change: super::MintChange,
+    ) -> Result<Option<MintRecord>, StoreError> {
+        let id = id.clone();
+        self.write(move |txn| {
+            let Some(mut record) = get_json::<MintRecord>(txn, MINTS, id.as_str())? else {
+                return Ok(None);
+            };
+            change(&mut record);
+            put_json(txn, MINTS, id.as_str(), &record)?;
+            Ok(Some(record))
+        })
+    }
+
+    fn insert_mint_if_absent(&self, record: MintRecord) -> Result<bool, StoreError> {
+        self.write(move |txn| {
+            let trid = record.intent.tokenization_request_id.as_str().to_owned();
+            let taken = txn.open_table(MINT_BY_TRID)?.get(trid.as_str())?.is_some();
+            if taken
+                || get_json::<MintRecord>(txn, MINTS, record.intent.issuer_request_id.as_str())?
+                    .is_some()
+            {
+                return Ok(false);
+            }
+            put_json(
+                txn,
+                MINTS,
+                record.intent.issuer_request_id.as_str(),
+                &record,
+            )?;
+            txn.open_table(MINT_BY_TRID)?
+                .insert(trid.as_str(), record.intent.issuer_request_id.as_str())?;
+            Ok(true)
+        })
+    }
+
     fn put_mints(&self, records: Vec<MintRecord>) -> Result<(), StoreError> {
         self.write(move |txn| {
             for record in &records {
@@ -595,6 +633,22 @@ impl Store for RedbStore {
 
     fn redemption(&self, id: &IssuerRequestId) -> Result<Option<Redemption>, StoreError> {
         self.read_json(REDEMPTIONS, id.as_str())
+    }
+
+    fn update_redemption(
+        &self,
+        id: &IssuerRequestId,
+        change: super::RedemptionChange,
+    ) -> Result<Option<Redemption>, StoreError> {
+        let id = id.clone();
+        self.write(move |txn| {
+            let Some(mut r) = get_json::<Redemption>(txn, REDEMPTIONS, id.as_str())? else {
+                return Ok(None);
+            };
+            change(&mut r);
+            put_json(txn, REDEMPTIONS, id.as_str(), &r)?;
+            Ok(Some(r))
+        })
     }
 
     fn put_redemptions(&self, redemptions: Vec<Redemption>) -> Result<(), StoreError> {
