@@ -332,3 +332,65 @@ async fn unknown_sender_is_flagged_not_redeemed_and_can_be_returned() {
     assert_eq!(world.balance(bot()).await, U256::ZERO);
     issuer.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redemption_ids_use_the_log_place_within_its_own_transaction() {
+    let world = World::start(None).await;
+    let issuer = Issuer::start(&world, Policy::default()).await;
+    world.minted(&issuer.url, "tr-same-block", "2").await;
+
+    // Two transfers from two transactions in one block: the second's log is the block's second
+    // log but the first of its own transaction, and its id says 0.
+    let rpc = |method: &'static str, params: serde_json::Value| {
+        let url = world.rpc();
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .json(&serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    rpc("evm_setAutomine", serde_json::json!([false])).await;
+    let vault = Vault::new(world.deployed.vault, world.as_key(STRANGER_KEY));
+    let first = vault
+        .transfer(bot(), U256::from(E18 / 2))
+        .send()
+        .await
+        .unwrap();
+    let second = vault
+        .transfer(bot(), U256::from(E18 / 4))
+        .send()
+        .await
+        .unwrap();
+    rpc("anvil_mine", serde_json::json!(["0x1"])).await;
+    rpc("evm_setAutomine", serde_json::json!([true])).await;
+    let first = first.get_receipt().await.unwrap();
+    let second = second.get_receipt().await.unwrap();
+    assert_eq!(first.block_number, second.block_number, "same block");
+    assert_eq!(
+        second.inner.logs()[0].log_index,
+        Some(1),
+        "block-wide it is the second log"
+    );
+
+    for (receipt, qty) in [(&first, "0.5"), (&second, "0.25")] {
+        let id = IssuerRequestId::for_redemption(receipt.transaction_hash, 0);
+        wait_state(&issuer, &id, "burned", |s| {
+            matches!(s, RedemptionState::Burned { .. })
+        })
+        .await;
+        let requests = world.redeem_requests_for(id.as_str());
+        assert_eq!(requests.len(), 1);
+        assert_eq!(requests[0].qty, qty);
+    }
+    assert_eq!(
+        world.total_supply().await,
+        U256::from(2 * E18 - E18 / 2 - E18 / 4)
+    );
+    issuer.stop().await;
+}

@@ -240,6 +240,10 @@ pub struct TransferLog {
     pub from: Address,
     pub to: Address,
     pub value: Qty,
+    /// The log's place within its own transaction: what a redemption id is made of (the
+    /// block-wide index can change when a reorg re-mines the transaction). Absent: `at.log_index`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_in_tx: Option<u64>,
 }
 
 /// The bot's balance of one receipt id at the block.
@@ -1071,7 +1075,11 @@ fn audit_redemptions(
         .map(|t| {
             (
                 *t,
-                IssuerRequestId::for_redemption(t.at.tx_hash, t.at.log_index).to_string(),
+                IssuerRequestId::for_redemption(
+                    t.at.tx_hash,
+                    t.index_in_tx.unwrap_or(t.at.log_index),
+                )
+                .to_string(),
             )
         })
         .collect();

@@ -293,7 +293,7 @@ impl Chain {
     }
 
     /// Where `log` stands among the logs of its own transaction.
-    async fn index_in_transaction(&self, log: &Log, tx_hash: B256) -> Result<u64, ChainError> {
+    pub async fn index_in_transaction(&self, log: &Log, tx_hash: B256) -> Result<u64, ChainError> {
         let receipt = timed(
             "eth_getTransactionReceipt",
             self.provider.get_transaction_receipt(tx_hash).into_future(),

@@ -208,11 +208,23 @@ async fn observe_asset(
                         .inner
                         .data;
                     if event.from == bot || event.to == bot {
+                        let inbound = event.to == bot && event.from != Address::ZERO;
+                        let index_in_tx = if inbound {
+                            Some(
+                                chain
+                                    .index_in_transaction(log, at.tx_hash)
+                                    .await
+                                    .map_err(|e| ReportError::Chain(e.to_string()))?,
+                            )
+                        } else {
+                            None
+                        };
                         transfers.push(TransferLog {
                             at,
                             from: event.from,
                             to: event.to,
                             value: Qty::from_units(event.value),
+                            index_in_tx,
                         });
                     }
                 }
