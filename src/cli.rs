@@ -99,16 +99,9 @@ fn is_loopback_url(url: &str) -> bool {
     rest.starts_with("127.") || rest.starts_with("localhost") || rest.starts_with("[::1]")
 }
 
-#[derive(Debug, Args)]
-pub struct ServeArgs {
-    /// Address the HTTP server listens on.
-    #[arg(long, env = "ISSUER_LISTEN", default_value = "127.0.0.1:8000")]
-    pub listen: SocketAddr,
-    /// The redb file.
-    #[arg(long, env = "ISSUER_DB", default_value = ".run/issuer.redb")]
-    pub db: PathBuf,
-    #[command(flatten)]
-    pub chain: ChainArgs,
+/// Where Alpaca's Broker API is and how we authenticate (HTTP Basic).
+#[derive(Debug, Clone, Args)]
+pub struct AlpacaArgs {
     /// Alpaca Broker API base URL (the simulator locally).
     #[arg(long, env = "ALPACA_BASE_URL", default_value = "http://127.0.0.1:9000")]
     pub alpaca_base_url: String,
@@ -119,6 +112,33 @@ pub struct ServeArgs {
     pub alpaca_api_key: String,
     #[arg(long, env = "ALPACA_API_SECRET", default_value = "sim-secret")]
     pub alpaca_api_secret: Secret,
+}
+
+impl AlpacaArgs {
+    /// The Broker API client these settings describe, with the default retry policy.
+    pub fn broker(&self) -> Result<BrokerClient, crate::alpaca::BrokerError> {
+        BrokerClient::new(BrokerConfig {
+            base_url: self.alpaca_base_url.clone(),
+            account_id: self.alpaca_account_id.clone(),
+            api_key: self.alpaca_api_key.clone(),
+            api_secret: self.alpaca_api_secret.expose().to_owned(),
+            retry: RetryPolicy::default(),
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address the HTTP server listens on.
+    #[arg(long, env = "ISSUER_LISTEN", default_value = "127.0.0.1:8000")]
+    pub listen: SocketAddr,
+    /// The redb file.
+    #[arg(long, env = "ISSUER_DB", default_value = ".run/issuer.redb")]
+    pub db: PathBuf,
+    #[command(flatten)]
+    pub chain: ChainArgs,
+    #[command(flatten)]
+    pub alpaca: AlpacaArgs,
     /// Key Alpaca sends in X-API-KEY (at least 32 characters).
     #[arg(long, env = "ISSUER_API_KEY", default_value = LOCAL_API_KEY)]
     pub api_key: Secret,
@@ -249,16 +269,8 @@ pub struct ReportArgs {
     pub db: Option<PathBuf>,
     #[command(flatten)]
     pub chain: ChainArgs,
-    /// Alpaca Broker API base URL (the simulator locally).
-    #[arg(long, env = "ALPACA_BASE_URL", default_value = "http://127.0.0.1:9000")]
-    pub alpaca_base_url: String,
-    /// The issuer's tokenization account id at Alpaca.
-    #[arg(long, env = "ALPACA_ACCOUNT_ID", default_value = "issuer-local")]
-    pub alpaca_account_id: String,
-    #[arg(long, env = "ALPACA_API_KEY", default_value = "sim-key")]
-    pub alpaca_api_key: String,
-    #[arg(long, env = "ALPACA_API_SECRET", default_value = "sim-secret")]
-    pub alpaca_api_secret: Secret,
+    #[command(flatten)]
+    pub alpaca: AlpacaArgs,
 }
 
 /// Subcommands of `issuer report`.
@@ -393,13 +405,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let signer = args.chain.signer()?;
     let store: Arc<dyn Store> = Arc::new(open_store(&args.db)?);
     let chain = Chain::connect(&args.chain.rpc_url, signer).await?;
-    let broker = BrokerClient::new(BrokerConfig {
-        base_url: args.alpaca_base_url.clone(),
-        account_id: args.alpaca_account_id.clone(),
-        api_key: args.alpaca_api_key.clone(),
-        api_secret: args.alpaca_api_secret.expose().to_owned(),
-        retry: RetryPolicy::default(),
-    })?;
+    let broker = args.alpaca.broker()?;
     let http_config = HttpConfig {
         alpaca_api_key: args.api_key.clone(),
         alpaca_allow: parse_cidrs(&args.allowed_cidrs).map_err(anyhow::Error::msg)?,

@@ -32,7 +32,6 @@ pub mod sign;
 pub use observe::observe;
 pub use sign::{sign, verify, SignedReport};
 
-use crate::alpaca::{BrokerClient, BrokerConfig, RetryPolicy};
 use crate::chain::Chain;
 use crate::cli::{ReportArgs, ReportCommand};
 use crate::store::{RedbStore, Store};
@@ -123,13 +122,7 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
     }
     let signer = args.chain.signer()?;
     let chain = Chain::connect(&args.chain.rpc_url, signer.clone()).await?;
-    let broker = BrokerClient::new(BrokerConfig {
-        base_url: args.alpaca_base_url.clone(),
-        account_id: args.alpaca_account_id.clone(),
-        api_key: args.alpaca_api_key.clone(),
-        api_secret: args.alpaca_api_secret.expose().to_owned(),
-        retry: RetryPolicy::default(),
-    })?;
+    let broker = args.alpaca.broker()?;
     let head = chain.head().await?;
     let at_block = match args.at_block {
         Some(n) if n > head => bail!("--at-block {n} is past the chain's head {head}"),
