@@ -202,6 +202,11 @@ pub enum RedemptionCommand {
         /// The redemption id (`red-<tx hash>-<log index>`).
         id: String,
     },
+    /// Burn again a redemption whose burns kept failing, after fixing the cause.
+    Retry {
+        /// The redemption id.
+        id: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -302,6 +307,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let command = match args.command {
                 RedemptionCommand::List => OperatorCommand::Redemptions,
                 RedemptionCommand::Return { id } => OperatorCommand::ReturnRedemption { id },
+                RedemptionCommand::Retry { id } => OperatorCommand::RetryRedemption { id },
             };
             crate::http::operator_cli::run(OperatorArgs {
                 issuer_url: args.issuer_url,

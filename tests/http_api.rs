@@ -1373,3 +1373,35 @@ async fn serve_refuses_a_short_key() {
     let result = serve(listener, store, Arc::new(Notify::new()), short, async {}).await;
     assert!(matches!(result, Err(HttpError::Config(_))), "{result:?}");
 }
+
+/// An operator can start a stopped mint's attempts again; an unknown one is 404.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_retries_a_mint_that_stopped() {
+    let f = seeded().await;
+    let s = &f.server;
+    let (status, answer) = s
+        .post("/inkind/issuance", &issuance(&f.client_id, "tr-retry"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let irid = answer["issuer_request_id"].as_str().unwrap().to_owned();
+    let mut record = s.store.all_mints().unwrap().remove(0);
+    record.intent.failed_attempts = 3;
+    record.problem = Some("AttemptsExhausted { attempts: 3 }".into());
+    s.store.put_mints(vec![record]).unwrap();
+
+    let (status, answer) = s
+        .operator(Method::POST, &format!("/operator/mints/{irid}/retry"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let record = s.store.all_mints().unwrap().remove(0);
+    assert_eq!(record.intent.failed_attempts, 0);
+    assert_eq!(record.problem, None);
+    let (status, _) = s
+        .operator(Method::POST, "/operator/mints/mint-nope/retry", None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = s
+        .operator(Method::POST, "/operator/redemptions/red-nope-0/retry", None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

@@ -310,6 +310,12 @@ fn app(
     app.at("/operator/redemptions/:id/return")
         .with(op())
         .post(endpoint(operator::return_redemption));
+    app.at("/operator/redemptions/:id/retry")
+        .with(op())
+        .post(endpoint(operator::retry_redemption));
+    app.at("/operator/mints/:id/retry")
+        .with(op())
+        .post(endpoint(operator::retry_mint));
     app
 }
 

@@ -337,3 +337,69 @@ pub(super) async fn return_redemption(req: Request<AppState>) -> Result<Response
         ReturnOutcome::Unknown => Err(unknown()),
     }
 }
+
+/// `POST /operator/mints/{id}/retry`: after an operator fixed what made a mint's transactions
+/// fail (an expired certification, a missing role), its attempts start again. Nothing is sent
+/// here; the reconciler still looks for the tagged deposit before minting.
+pub(super) async fn retry_mint(req: Request<AppState>) -> Result<Response, HttpError> {
+    let unknown = || HttpError::NotFound("unknown mint".into());
+    let id = IssuerRequestId::parse(req.param("id").unwrap_or_default()).map_err(|_| unknown())?;
+    let asked = id.clone();
+    let updated = blocking(req.state(), move |store| {
+        Ok(store.update_mint(
+            &asked,
+            Box::new(|m| {
+                m.intent.failed_attempts = 0;
+                m.problem = None;
+            }),
+        )?)
+    })
+    .await?
+    .ok_or_else(unknown)?;
+    req.state().wake();
+    tracing::warn!(issuer_request_id = %id, "http: operator retries a mint");
+    Ok(json(
+        StatusCode::Ok,
+        &json!({ "issuer_request_id": id.as_str(), "failed_attempts": updated.intent.failed_attempts }),
+    ))
+}
+
+/// `POST /operator/redemptions/{id}/retry`: a redemption flagged because its burns kept failing
+/// goes back to burning (Alpaca has journaled it), with its attempts reset.
+pub(super) async fn retry_redemption(req: Request<AppState>) -> Result<Response, HttpError> {
+    let unknown = || HttpError::NotFound("unknown redemption".into());
+    let id = IssuerRequestId::parse(req.param("id").unwrap_or_default()).map_err(|_| unknown())?;
+    let asked = id.clone();
+    let current = blocking(req.state(), move |store| Ok(store.redemption(&asked)?))
+        .await?
+        .ok_or_else(unknown)?;
+    let reconciler::RedemptionState::Flagged {
+        anomaly: reconciler::Anomaly::BurnFailed { .. },
+        tokenization_request_id: Some(trid),
+        ..
+    } = current.state
+    else {
+        return Err(HttpError::Conflict(
+            "only a redemption whose burns failed can be retried".into(),
+        ));
+    };
+    let asked = id.clone();
+    blocking(req.state(), move |store| {
+        Ok(store.update_redemption(
+            &asked,
+            Box::new(move |r| {
+                r.failed_attempts = 0;
+                r.state = reconciler::RedemptionState::Journaled {
+                    tokenization_request_id: trid,
+                };
+            }),
+        )?)
+    })
+    .await?;
+    req.state().wake();
+    tracing::warn!(redemption = %id, "http: operator retries a redemption's burn");
+    Ok(json(
+        StatusCode::Ok,
+        &json!({ "id": id.as_str(), "state": "journaled" }),
+    ))
+}

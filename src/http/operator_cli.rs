@@ -97,6 +97,16 @@ pub enum OperatorCommand {
         /// The redemption id (`red-<tx hash>-<log index>`).
         id: String,
     },
+    /// Burn again a redemption whose burns kept failing (after fixing the cause).
+    RetryRedemption {
+        /// The redemption id.
+        id: String,
+    },
+    /// Reset a mint's failed attempts (after fixing the cause); the reconciler tries again.
+    RetryMint {
+        /// The issuer_request_id.
+        id: String,
+    },
 }
 
 impl OperatorCommand {
@@ -151,6 +161,16 @@ impl OperatorCommand {
             OperatorCommand::ReturnRedemption { id } => (
                 Method::POST,
                 format!("/operator/redemptions/{}/return", path_segment(id)),
+                None,
+            ),
+            OperatorCommand::RetryRedemption { id } => (
+                Method::POST,
+                format!("/operator/redemptions/{}/retry", path_segment(id)),
+                None,
+            ),
+            OperatorCommand::RetryMint { id } => (
+                Method::POST,
+                format!("/operator/mints/{}/retry", path_segment(id)),
                 None,
             ),
         }
