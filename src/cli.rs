@@ -159,6 +159,16 @@ pub struct ServeArgs {
         default_value = "127.0.0.1/32,::1/128"
     )]
     pub operator_cidrs: String,
+    /// Ed25519 keys whose RFC 9421 signatures Alpaca's requests must carry, as
+    /// `keyid:base64-public-key`, comma-separated. Empty: signatures are not required.
+    #[arg(long, env = "ALPACA_SIGNATURE_KEYS", default_value = "")]
+    pub alpaca_signature_keys: String,
+    /// The scheme and host Alpaca signs `@target-uri` with, when a proxy in front of us changes it.
+    #[arg(long, env = "ISSUER_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Oldest signature `created` accepted, in seconds.
+    #[arg(long, env = "SIGNATURE_MAX_AGE_SECS", default_value_t = 300)]
+    pub signature_max_age_secs: u64,
     /// Custody account id answered on /tokenization/custody-accounts.
     #[arg(
         long,
@@ -418,6 +428,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         operator_api_key: args.operator_key.clone(),
         operator_allow: parse_cidrs(&args.operator_cidrs).map_err(anyhow::Error::msg)?,
         body_limit_bytes: 64 * 1024,
+        signatures: signature_config(&args)?,
         failed_auth_per_minute_max: 10,
         custody_account_id: args.custody_account_id.clone(),
     };
@@ -467,6 +478,27 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Ok(Err(e)) => Err(e.into()),
         Err(e) => Err(e.into()),
     }
+}
+
+fn signature_config(
+    args: &ServeArgs,
+) -> anyhow::Result<Option<crate::http::signature::SignatureConfig>> {
+    let keys = args
+        .alpaca_signature_keys
+        .split(',')
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(crate::http::signature::parse_key)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(anyhow::Error::msg)?;
+    if keys.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(crate::http::signature::SignatureConfig {
+        keys,
+        public_base_url: args.public_url.clone(),
+        max_age_secs: args.signature_max_age_secs,
+    }))
 }
 
 #[cfg(unix)]

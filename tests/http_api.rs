@@ -55,6 +55,7 @@ fn config(alpaca_allow: &str) -> HttpConfig {
         operator_api_key: Secret::new(OPERATOR_KEY),
         operator_allow: issuer::config::parse_cidrs("127.0.0.1/32,::1/128").unwrap(),
         body_limit_bytes: BODY_LIMIT,
+        signatures: None,
         failed_auth_per_minute_max: 10,
         custody_account_id: "issuer-custody-0001".into(),
     }

@@ -89,6 +89,38 @@ impl Guard {
         if bytes.len() > limit_bytes {
             return Err(HttpError::BodyTooLarge { limit_bytes });
         }
+        if let (RouteKind::Alpaca, Some(signatures)) = (self.kind, &config.signatures) {
+            let target = match &signatures.public_base_url {
+                Some(base) => {
+                    let url = req.url();
+                    let query = url.query().map(|q| format!("?{q}")).unwrap_or_default();
+                    format!("{}{}{query}", base.trim_end_matches('/'), url.path())
+                }
+                None => req.url().to_string(),
+            };
+            let header = |name: &str| req.header(name).map(|v| v.last().as_str().to_owned());
+            let (content_type, digest, input, signature) = (
+                header("content-type"),
+                header("content-digest"),
+                header("signature-input"),
+                header("signature"),
+            );
+            let method = req.method().to_string();
+            let signed = super::signature::Signed {
+                method: &method,
+                target_uri: &target,
+                content_type: content_type.as_deref(),
+                content_digest: digest.as_deref(),
+                signature_input: input.as_deref(),
+                signature: signature.as_deref(),
+                body: &bytes,
+            };
+            if let Err(e) = super::signature::verify(signatures, &signed, super::unix_now()) {
+                limiter.record_failure(ip, now);
+                tracing::warn!(%ip, route = %req.url().path(), error = %e, "http: signature refused");
+                return Err(HttpError::BadSignature(e.to_string()));
+            }
+        }
         req.set_body(bytes);
         Ok(())
     }

@@ -17,6 +17,7 @@ mod auth;
 pub(crate) mod listen;
 mod operator;
 pub mod operator_cli;
+pub mod signature;
 
 use crate::config::Secret;
 use crate::store::{Store, StoreError};
@@ -49,6 +50,8 @@ pub struct HttpConfig {
     pub operator_allow: Vec<IpNet>,
     /// Largest request body read; a larger one is answered 413 before it is parsed.
     pub body_limit_bytes: usize,
+    /// When set, Alpaca's requests must also carry a valid RFC 9421 Ed25519 signature.
+    pub signatures: Option<signature::SignatureConfig>,
     /// Failed authentications per client IP per minute; further requests from that IP are 429
     /// until the minute is over, even with the right key.
     pub failed_auth_per_minute_max: u32,
@@ -69,6 +72,10 @@ pub enum HttpError {
     /// 401: the route's key header is missing or wrong. Counts as a failed attempt.
     #[error("missing or invalid API key")]
     Unauthorized,
+    /// 401: signatures are required and this request's RFC 9421 signature or its content digest
+    /// does not check out. Counts as a failed attempt.
+    #[error("signature refused: {0}")]
+    BadSignature(String),
     /// 403: the TCP peer address is not in the route's allowlist.
     #[error("client address not allowed")]
     Forbidden,
@@ -102,7 +109,7 @@ impl HttpError {
     /// The status code this refusal is answered with.
     pub fn status(&self) -> StatusCode {
         match self {
-            HttpError::Unauthorized => StatusCode::Unauthorized,
+            HttpError::Unauthorized | HttpError::BadSignature(_) => StatusCode::Unauthorized,
             HttpError::Forbidden => StatusCode::Forbidden,
             HttpError::TooManyFailures { .. } => StatusCode::TooManyRequests,
             HttpError::BodyTooLarge { .. } => StatusCode::PayloadTooLarge,
@@ -421,6 +428,7 @@ mod tests {
             operator_api_key: Secret::new("o".repeat(32)),
             operator_allow: vec![],
             body_limit_bytes: 1024,
+            signatures: None,
             failed_auth_per_minute_max: 10,
             custody_account_id: "custody".into(),
         };

@@ -159,6 +159,7 @@ pub fn http_config() -> HttpConfig {
         operator_api_key: Secret::new(LOCAL_OPERATOR_KEY),
         operator_allow: parse_cidrs("127.0.0.1/32").unwrap(),
         body_limit_bytes: 64 * 1024,
+        signatures: None,
         failed_auth_per_minute_max: 10,
         custody_account_id: "custody-test".into(),
     }
