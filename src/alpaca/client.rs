@@ -145,6 +145,22 @@ impl BrokerClient {
         body: Option<Vec<u8>>,
         idempotency_key: Option<&str>,
     ) -> Result<Answer, BrokerError> {
+        self.call_with(method, path, query, body, idempotency_key, true)
+            .await
+    }
+
+    /// [`Self::call`], choosing whether a transport failure (no answer: the call may or may not
+    /// have taken effect) is retried here. A call without an idempotency key must not be: its
+    /// caller asks Alpaca what happened before sending again.
+    async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+        idempotency_key: Option<&str>,
+        retry_transport: bool,
+    ) -> Result<Answer, BrokerError> {
         let url = format!("{}/{path}", self.prefix);
         let mut attempt: u32 = 0;
         loop {
@@ -177,6 +193,9 @@ impl BrokerClient {
                         (failure, last)
                     }
                 },
+                Err(description) if !retry_transport => {
+                    return Err(BrokerError::Transport(description));
+                }
                 Err(description) => (AttemptFailure::Transport, description),
             };
             let draw: u8 = rand::thread_rng().gen_range(0..=100);
@@ -258,8 +277,10 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, BrokerError> {
 impl Broker for BrokerClient {
     async fn mint_callback(&self, callback: &MintCallback) -> Result<(), BrokerError> {
         let body = to_json(callback)?;
+        // No idempotency key on this call: 5xx and 429 (nothing done) are retried here, but a lost
+        // answer is not; the reconciler asks Alpaca first before it sends again.
         let answer = self
-            .call(Method::POST, "callback/mint", &[], Some(body), None)
+            .call_with(Method::POST, "callback/mint", &[], Some(body), None, false)
             .await?;
         if answer.status == StatusCode::OK {
             Ok(())

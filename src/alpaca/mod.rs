@@ -25,7 +25,9 @@ pub use wire::{
 /// What the issuer needs from Alpaca. Small on purpose, so a faulty or crashing double is a short
 /// test type; [`BrokerClient`] is the real one.
 pub trait Broker: Send + Sync {
-    /// Tells Alpaca the tokens of a mint are on chain. `Ok` only on a 200.
+    /// Tells Alpaca the tokens of a mint are on chain. `Ok` only on a 200. 5xx and 429 are retried;
+    /// a lost answer is returned as [`BrokerError::Transport`] at once, for the caller to ask Alpaca
+    /// whether it arrived before sending again.
     fn mint_callback(
         &self,
         callback: &MintCallback,
