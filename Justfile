@@ -39,6 +39,7 @@ chain:
     if [ -f {{run}}/anvil.pid ] && kill -0 "$(cat {{run}}/anvil.pid)" 2>/dev/null; then
       echo "anvil already running (pid $(cat {{run}}/anvil.pid)) on {{rpc}}"; exit 0
     fi
+    test -x {{anvil}} || { echo "anvil is not installed: run 'just setup' first"; exit 1; }
     # A fresh chain makes the old cache meaningless: start the local store anew too.
     rm -f {{run}}/issuer.redb
     {{anvil}} --host 127.0.0.1 --port 8545 --block-time 1 > {{run}}/anvil.log 2>&1 &
