@@ -260,6 +260,65 @@ fn store_only() {
     );
 }
 
+/// What each reconcile pass reads from the cache, with a history of 10,000 finished mints
+/// (each pass decodes every mint and deposit record: this is the cost that grows).
+fn pass_reads_at_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(&dir.path().join("h.redb")).unwrap();
+    let mut records = Vec::new();
+    let mut deposits = Vec::new();
+    for i in 0..10_000u64 {
+        let trid = reconciler::TokenizationRequestId::parse(&format!("h-{i}")).unwrap();
+        let irid = reconciler::IssuerRequestId::for_mint(&trid);
+        let tx_hash = alloy::primitives::B256::from(alloy::primitives::U256::from(i + 1));
+        deposits.push(reconciler::ObservedDeposit {
+            vault: alloy::primitives::Address::ZERO,
+            issuer_request_id: irid.clone(),
+            tokenization_request_id: trid.clone(),
+            owner: alloy::primitives::Address::ZERO,
+            assets: alloy::primitives::U256::from(1u64),
+            receipt_id: alloy::primitives::U256::from(i + 1),
+            block_number: i,
+            block_hash: tx_hash,
+            tx_hash,
+            log_index: 0,
+        });
+        records.push(issuer::store::MintRecord {
+            intent: reconciler::MintIntent {
+                issuer_request_id: irid,
+                tokenization_request_id: trid,
+                client_id: reconciler::ClientId::parse("c").unwrap(),
+                wallet: AP_WALLET.parse().unwrap(),
+                underlying: reconciler::Symbol::parse("AAPL").unwrap(),
+                token: reconciler::Symbol::parse("tAAPL").unwrap(),
+                network: reconciler::Network::parse("anvil").unwrap(),
+                qty: reconciler::Qty::parse("1").unwrap(),
+                vault: alloy::primitives::Address::ZERO,
+                journal: reconciler::Journal::Completed,
+                callback: reconciler::Callback::Acked { tx_hash },
+                failed_attempts: 0,
+                accepted_at: 0,
+            },
+            fingerprint: String::new(),
+            reject_reason: None,
+            problem: None,
+        });
+    }
+    store.put_mints(records).unwrap();
+    store.put_deposits(deposits).unwrap();
+    let started = Instant::now();
+    let rounds = 10;
+    for _ in 0..rounds {
+        let mints = store.all_mints().unwrap();
+        let deposits = store.deposits().unwrap();
+        assert_eq!((mints.len(), deposits.len()), (10_000, 10_000));
+    }
+    println!(
+        "cache reads of one pass with 10,000 finished mints in history: {:.1} ms",
+        started.elapsed().as_secs_f64() * 1000.0 / f64::from(rounds)
+    );
+}
+
 fn main() {
     // `cargo test --all-targets` runs this binary too, without `--bench`: do nothing then.
     if !std::env::args().any(|a| a == "--bench") {
@@ -267,6 +326,7 @@ fn main() {
         return;
     }
     store_only();
+    pass_reads_at_history();
     if std::env::var("BENCH_ONLY").as_deref() == Ok("store") {
         return;
     }

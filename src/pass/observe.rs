@@ -4,8 +4,8 @@ use super::crash::{maybe_crash, CrashPoint};
 use super::{PassError, Reconciler};
 use crate::alpaca::{Broker, RequestStatus, RequestType, TokenizationRequest};
 use crate::chain::{Chain, ChainError};
-use crate::store::Scan;
 use crate::store::Store;
+use crate::store::{MintRecord, Scan};
 use alloy::primitives::U256;
 use reconciler::{
     AlpacaView, IssuerRequestId, JournalStatus, Qty, ReceiptBalance, Redemption, RedemptionState,
@@ -198,9 +198,10 @@ pub async fn observe<B: Broker>(r: &Reconciler<B>) -> Result<World, PassError> {
         .iter()
         .map(|m| m.intent.issuer_request_id.clone())
         .collect();
-    let mints: Vec<_> = store
-        .active_mints()?
+    // One read of the mints serves both sets (each pass decodes them all: O(history)).
+    let mints: Vec<_> = all
         .into_iter()
+        .filter(MintRecord::is_active)
         .map(|m| m.intent)
         .collect();
     let active: BTreeSet<_> = mints.iter().map(|m| m.issuer_request_id.clone()).collect();

@@ -53,6 +53,14 @@ pub struct MintRecord {
     pub problem: Option<String>,
 }
 
+impl MintRecord {
+    /// Still needs the reconciler: not rejected and not yet acknowledged by Alpaca.
+    pub fn is_active(&self) -> bool {
+        self.intent.journal != reconciler::Journal::Rejected
+            && !matches!(self.intent.callback, reconciler::Callback::Acked { .. })
+    }
+}
+
 /// Result of recording an issuance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IssuanceOutcome {

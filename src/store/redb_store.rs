@@ -8,8 +8,8 @@ use super::writer::Writer;
 use super::{Store, StoreError};
 use alloy::primitives::{Address, B256};
 use reconciler::{
-    Callback, ClientId, IssuerRequestId, Journal, Network, ObservedBurn, ObservedDeposit,
-    Redemption, RedemptionState, Symbol, TokenizationRequestId,
+    ClientId, IssuerRequestId, Journal, Network, ObservedBurn, ObservedDeposit, Redemption,
+    RedemptionState, Symbol, TokenizationRequestId,
 };
 use redb::{
     Database, DatabaseError, ReadOnlyDatabase, ReadableDatabase, ReadableTable, TableDefinition,
@@ -500,10 +500,7 @@ impl Store for RedbStore {
         Ok(self
             .all_mints()?
             .into_iter()
-            .filter(|m| {
-                m.intent.journal != Journal::Rejected
-                    && !matches!(m.intent.callback, Callback::Acked { .. })
-            })
+            .filter(MintRecord::is_active)
             .collect())
     }
 
