@@ -188,6 +188,11 @@ impl BrokerClient {
             let (failure, last) = match self.attempt(request).await {
                 Ok(answer) => match classify(&answer) {
                     None => return Ok(answer),
+                    // A 5xx may come from a gateway after Alpaca acted: as ambiguous as no
+                    // answer, so a call that must not repeat returns it instead of retrying.
+                    Some(AttemptFailure::ServerError) if !retry_transport => {
+                        return Err(answer.status_error());
+                    }
                     Some(failure) => {
                         let last = format!("{} {}", answer.status, snippet(&answer.body));
                         (failure, last)

@@ -292,27 +292,29 @@ impl Chain {
         Ok(out)
     }
 
-    /// Where `log` stands among the logs of its own transaction.
+    /// Where `log` stands among the logs of its own transaction: the number of that
+    /// transaction's logs before it in the block. Read from the block's logs (every node keeps
+    /// them), not from a receipt lookup that pruned nodes refuse for old transactions.
     pub async fn index_in_transaction(&self, log: &Log, tx_hash: B256) -> Result<u64, ChainError> {
-        let receipt = timed(
-            "eth_getTransactionReceipt",
-            self.provider.get_transaction_receipt(tx_hash).into_future(),
+        let missing = |what: &str| ChainError::Rpc {
+            call: "eth_getLogs",
+            detail: format!("log of {tx_hash} without its {what}"),
+        };
+        let block_hash = log.block_hash.ok_or_else(|| missing("block hash"))?;
+        let index = log.log_index.ok_or_else(|| missing("log index"))?;
+        let block_logs = timed(
+            "eth_getLogs",
+            self.provider
+                .get_logs(&Filter::new().at_block_hash(block_hash)),
         )
-        .await?
-        .ok_or(ChainError::Rpc {
-            call: "eth_getTransactionReceipt",
-            detail: format!("no receipt for {tx_hash} although it has logs"),
-        })?;
-        let position = receipt
-            .inner
-            .logs()
+        .await?;
+        let before = block_logs
             .iter()
-            .position(|l| l.log_index == log.log_index)
-            .ok_or(ChainError::Rpc {
-                call: "eth_getTransactionReceipt",
-                detail: format!("log not found in the receipt of {tx_hash}"),
-            })?;
-        Ok(u64::try_from(position).unwrap_or(u64::MAX))
+            .filter(|l| {
+                l.transaction_hash == Some(tx_hash) && l.log_index.is_some_and(|i| i < index)
+            })
+            .count();
+        Ok(u64::try_from(before).unwrap_or(u64::MAX))
     }
 
     /// The bot's balances of receipt `ids` of `receipt`, in the same order.

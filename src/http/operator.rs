@@ -388,10 +388,19 @@ pub(super) async fn retry_redemption(req: Request<AppState>) -> Result<Response,
         Ok(store.update_redemption(
             &asked,
             Box::new(move |r| {
-                r.failed_attempts = 0;
-                r.state = reconciler::RedemptionState::Journaled {
-                    tokenization_request_id: trid,
-                };
+                // Re-checked inside the write: only a redemption still flagged for failed burns.
+                if matches!(
+                    r.state,
+                    reconciler::RedemptionState::Flagged {
+                        anomaly: reconciler::Anomaly::BurnFailed { .. },
+                        ..
+                    }
+                ) {
+                    r.failed_attempts = 0;
+                    r.state = reconciler::RedemptionState::Journaled {
+                        tokenization_request_id: trid,
+                    };
+                }
             }),
         )?)
     })

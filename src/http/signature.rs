@@ -93,8 +93,9 @@ struct Input<'a> {
 
 fn parse_input(header: &str) -> Result<Input<'_>, SignatureError> {
     let bad = SignatureError::Malformed("Signature-Input");
-    // One signature is expected; take the first member (labels cannot contain commas).
-    let member = header.split(",sig").next().unwrap_or(header).trim();
+    // A dictionary of signatures: verify the first member (split at commas outside quotes and
+    // parentheses, so `sig1=(...), sig2=(...)` is read right).
+    let member = first_member(header).trim();
     let (label, raw) = member.split_once('=').ok_or(bad.clone())?;
     let raw = raw.trim();
     let list_end = raw.find(')').ok_or(bad.clone())?;
@@ -135,6 +136,22 @@ fn parse_input(header: &str) -> Result<Input<'_>, SignatureError> {
         }
     }
     Ok(input)
+}
+
+/// The first member of a structured-field dictionary.
+fn first_member(header: &str) -> &str {
+    let mut depth = 0u32;
+    let mut quoted = false;
+    for (i, c) in header.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            '(' if !quoted => depth += 1,
+            ')' if !quoted => depth = depth.saturating_sub(1),
+            ',' if !quoted && depth == 0 => return &header[..i],
+            _ => {}
+        }
+    }
+    header
 }
 
 /// The RFC 9421 signature base for the covered components.
@@ -401,6 +418,27 @@ mod tests {
             verify(&config(), &missing, 1_000),
             Err(SignatureError::Missing("Signature"))
         );
+    }
+
+    #[test]
+    fn the_first_of_several_signatures_is_the_one_checked() {
+        let body = b"{}";
+        let mut headers = sign(
+            &key(),
+            "alpaca-1",
+            "POST",
+            "https://x/a",
+            "application/json",
+            body,
+            1_000,
+        );
+        headers[1]
+            .1
+            .push_str(", sig2=(\"@method\");created=1;keyid=\"other, with comma\"");
+        headers[2].1.push_str(", sig2=:AAAA:");
+        let mut req = request(&headers, body);
+        req.target_uri = "https://x/a";
+        assert_eq!(verify(&config(), &req, 1_000), Ok(()));
     }
 
     #[test]

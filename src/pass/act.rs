@@ -68,6 +68,10 @@ pub async fn act<B: Broker>(
             Action::RedeemCall {
                 redemption_id,
                 ask_first,
+            } if ask_first && !r.polls.due(&redemption_id) => {}
+            Action::RedeemCall {
+                redemption_id,
+                ask_first,
             } => {
                 if let Err(e) = redeem_call(r, &redemption_id, ask_first).await {
                     tracing::warn!(redemption = %redemption_id, error = %e, "redeem call not answered; retried next pass");
@@ -136,7 +140,18 @@ pub async fn act<B: Broker>(
                 }
                 let flagged = matches!(state, RedemptionState::Flagged { .. });
                 let shown = format!("{state:?}");
-                let updated = r.store.update_redemption(&redemption_id, Box::new(move |r| r.state = state))?;
+                // Attempts count per phase: refused calls before the journal do not shorten the
+                // burns after it.
+                let journaled = matches!(state, RedemptionState::Journaled { .. });
+                let updated = r.store.update_redemption(
+                    &redemption_id,
+                    Box::new(move |r| {
+                        r.state = state;
+                        if journaled {
+                            r.failed_attempts = 0;
+                        }
+                    }),
+                )?;
                 if let Some(redemption) = updated {
                     if flagged {
                         tracing::error!(redemption = %redemption_id, state = %shown, sender = %redemption.sender,
@@ -413,16 +428,16 @@ async fn redeem_call<B: Broker>(
     let answer = match r.broker.redeem(&request, id.as_str()).await {
         Ok(answer) => answer,
         Err(BrokerError::AlreadyExists { message, .. }) => {
-            match r.broker.request_by_issuer_id(id).await? {
-                Some(found) => found,
-                None => {
-                    return count_refusal(
-                        r,
-                        id,
-                        &format!("422 {message}, and no request under our id"),
-                    )
-                }
-            }
+            let Some(found) = r.broker.request_by_issuer_id(id).await? else {
+                // Alpaca has it but cannot show it yet (a 404 right after creation can be
+                // transient). Not a refusal: it may still journal, so nothing may be returned;
+                // ask again later, with backoff.
+                r.polls.wait_more(id);
+                tracing::warn!(redemption = %id, answer = %message,
+                    "Alpaca says the redeem request exists but cannot show it yet");
+                return Ok(());
+            };
+            found
         }
         Err(BrokerError::Status {
             status, message, ..
@@ -463,6 +478,20 @@ async fn replace<B: Broker>(r: &Reconciler<B>, head: u64, nonce: u64) -> Result<
         return Ok(r.chain.broadcast(&last.raw).await?);
     }
     let max_fee_per_gas = bump(last.max_fee_per_gas).max(now.max_fee_per_gas).min(cap);
+    // Nodes take a replacement only 10% above the fee it replaces: below that (squeezed by the
+    // cap) a new variant would be refused and could strand the nonce; re-send the last instead.
+    if max_fee_per_gas
+        < last
+            .max_fee_per_gas
+            .saturating_add(last.max_fee_per_gas / 10)
+    {
+        tracing::error!(
+            nonce,
+            cap,
+            "a replacement under the fee cap would not be accepted; re-sending"
+        );
+        return Ok(r.chain.broadcast(&last.raw).await?);
+    }
     let fees = Fees {
         max_fee_per_gas,
         max_priority_fee_per_gas: bump(last.max_priority_fee_per_gas)
@@ -584,6 +613,11 @@ async fn callback<B: Broker>(
         status, message, ..
     }) = &sent
     {
+        if *status >= 500 {
+            // Ambiguous (a gateway may answer after Alpaca acted): the next pass asks first.
+            sent?;
+            return Ok(false);
+        }
         // A final refusal: retried every pass (Alpaca may fix its side), and shown to operators.
         let text = format!("mint callback refused: {status} {message}");
         r.store

@@ -41,6 +41,12 @@ pub async fn observe<B: Broker>(r: &Reconciler<B>) -> Result<World, PassError> {
             let mut status = None;
             for variant in tx.variants.iter().rev() {
                 if let Some(mined) = chain.mined(variant.hash).await? {
+                    if mined.block_number > head {
+                        // Mined after the head was read: its block's hash is not checked this
+                        // pass, so neither it nor its logs count yet.
+                        status = Some(TxStatus::Pending { age_blocks: 0 });
+                        break;
+                    }
                     status = Some(TxStatus::Mined {
                         block_number: mined.block_number,
                         success: mined.success,
