@@ -7,69 +7,20 @@
 mod common;
 
 use alloy::primitives::U256;
-use common::stack::{eventually, World, SIM_ACCOUNT, SIM_KEY, SIM_SECRET};
+use common::process::{spawn_issuer, wait_healthy};
+use common::stack::{eventually, World};
 use issuer::sim::FaultsPatch;
 use reconciler::IssuerRequestId;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 const E18: u128 = 1_000_000_000_000_000_000;
-
-struct Process {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn(world: &World) -> Process {
-    let port = common::loopback_listener().local_addr().unwrap().port();
-    let child = Command::new(env!("CARGO_BIN_EXE_issuer"))
-        .arg("serve")
-        .args(["--db", world.db_path.to_str().unwrap()])
-        .args(["--rpc-url", &world.rpc()])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--alpaca-base-url", &world.sim_url])
-        .args(["--alpaca-account-id", SIM_ACCOUNT])
-        .args(["--alpaca-api-key", SIM_KEY])
-        .args(["--alpaca-api-secret", SIM_SECRET])
-        .args(["--reconcile-interval-ms", "150"])
-        .env_remove("ISSUER_CRASH_AT")
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    Process {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-    }
-}
-
-async fn healthy(p: &Process) {
-    let url = format!("{}/health", p.url);
-    eventually(Duration::from_secs(30), "issuer /health", || {
-        let url = url.clone();
-        async move {
-            reqwest::get(&url)
-                .await
-                .is_ok_and(|r| r.status().is_success())
-        }
-    })
-    .await;
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mints_and_redemptions_converge_exactly_once_through_faults_and_kills() {
     let world = World::start(None).await;
     let bot = common::bot().address();
-    let mut issuer = spawn(&world);
-    healthy(&issuer).await;
+    let mut issuer = spawn_issuer(&world, None);
+    wait_healthy(&issuer).await;
 
     // Alpaca turns unreliable; the simulator's own side of the mints is never faulted.
     world
@@ -97,8 +48,8 @@ async fn mints_and_redemptions_converge_exactly_once_through_faults_and_kills() 
             redemptions.push(IssuerRequestId::for_redemption(tx, 0));
         }
         drop(issuer);
-        issuer = spawn(&world);
-        healthy(&issuer).await;
+        issuer = spawn_issuer(&world, None);
+        wait_healthy(&issuer).await;
     }
     assert_eq!(
         redemptions.len(),

@@ -7,64 +7,9 @@
 mod common;
 
 use alloy::primitives::U256;
-use common::stack::{eventually, World, SIM_ACCOUNT, SIM_KEY, SIM_SECRET};
-use std::process::{Child, Command, Stdio};
+use common::process::{spawn_issuer, wait_healthy, Process};
+use common::stack::{eventually, World};
 use std::time::{Duration, Instant};
-
-struct Process {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn_issuer(world: &World, crash_at: Option<&str>) -> Process {
-    let port = common::loopback_listener().local_addr().unwrap().port();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_issuer"));
-    cmd.arg("serve")
-        .args(["--db", world.db_path.to_str().unwrap()])
-        .args(["--rpc-url", &world.rpc()])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--alpaca-base-url", &world.sim_url])
-        .args(["--alpaca-account-id", SIM_ACCOUNT])
-        .args(["--alpaca-api-key", SIM_KEY])
-        .args(["--alpaca-api-secret", SIM_SECRET])
-        .args(["--reconcile-interval-ms", "200"])
-        .env_remove("ISSUER_CRASH_AT")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    if let Some(point) = crash_at {
-        cmd.env("ISSUER_CRASH_AT", point);
-    }
-    let child = cmd.spawn().unwrap();
-    Process {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-    }
-}
-
-async fn wait_healthy(process: &Process) {
-    let client = reqwest::Client::new();
-    let url = format!("{}/health", process.url);
-    eventually(Duration::from_secs(30), "issuer /health", || {
-        let client = client.clone();
-        let url = url.clone();
-        async move {
-            client
-                .get(&url)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-        }
-    })
-    .await;
-}
 
 async fn wait_exit(process: &mut Process, limit: Duration) -> std::process::ExitStatus {
     let start = Instant::now();

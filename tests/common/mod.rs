@@ -63,4 +63,5 @@ pub fn loopback_listener() -> std::net::TcpListener {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap()
 }
 
+pub mod process;
 pub mod stack;
