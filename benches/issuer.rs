@@ -213,6 +213,34 @@ async fn mints(label: &str, count: usize, policy: Policy) {
     issuer.stop().await;
 }
 
+/// A mint record of 1 share for `trid`, in the given journal and callback states.
+fn mint_record(
+    trid: reconciler::TokenizationRequestId,
+    journal: reconciler::Journal,
+    callback: reconciler::Callback,
+) -> issuer::store::MintRecord {
+    issuer::store::MintRecord {
+        intent: reconciler::MintIntent {
+            issuer_request_id: reconciler::IssuerRequestId::for_mint(&trid),
+            tokenization_request_id: trid,
+            client_id: reconciler::ClientId::parse("c").unwrap(),
+            wallet: AP_WALLET.parse().unwrap(),
+            underlying: reconciler::Symbol::parse("AAPL").unwrap(),
+            token: reconciler::Symbol::parse("tAAPL").unwrap(),
+            network: reconciler::Network::parse("anvil").unwrap(),
+            qty: reconciler::Qty::parse("1").unwrap(),
+            vault: alloy::primitives::Address::ZERO,
+            journal,
+            callback,
+            failed_attempts: 0,
+            accepted_at: 0,
+        },
+        fingerprint: String::new(),
+        reject_reason: None,
+        problem: None,
+    }
+}
+
 /// The store alone: 64 threads submitting issuances, to tell commit cost from HTTP cost.
 fn store_only() {
     let dir = tempfile::tempdir().unwrap();
@@ -225,26 +253,11 @@ fn store_only() {
                 for i in 0..100 {
                     let trid =
                         reconciler::TokenizationRequestId::parse(&format!("s-{t}-{i}")).unwrap();
-                    let record = issuer::store::MintRecord {
-                        intent: reconciler::MintIntent {
-                            issuer_request_id: reconciler::IssuerRequestId::for_mint(&trid),
-                            tokenization_request_id: trid,
-                            client_id: reconciler::ClientId::parse("c").unwrap(),
-                            wallet: AP_WALLET.parse().unwrap(),
-                            underlying: reconciler::Symbol::parse("AAPL").unwrap(),
-                            token: reconciler::Symbol::parse("tAAPL").unwrap(),
-                            network: reconciler::Network::parse("anvil").unwrap(),
-                            qty: reconciler::Qty::parse("1").unwrap(),
-                            vault: alloy::primitives::Address::ZERO,
-                            journal: reconciler::Journal::Pending,
-                            callback: reconciler::Callback::NotSent,
-                            failed_attempts: 0,
-                            accepted_at: 0,
-                        },
-                        fingerprint: String::new(),
-                        reject_reason: None,
-                        problem: None,
-                    };
+                    let record = mint_record(
+                        trid,
+                        reconciler::Journal::Pending,
+                        reconciler::Callback::NotSent,
+                    );
                     store.submit_issuance(record).unwrap();
                 }
             })
@@ -283,26 +296,11 @@ fn pass_reads_at_history() {
             tx_hash,
             log_index: 0,
         });
-        records.push(issuer::store::MintRecord {
-            intent: reconciler::MintIntent {
-                issuer_request_id: irid,
-                tokenization_request_id: trid,
-                client_id: reconciler::ClientId::parse("c").unwrap(),
-                wallet: AP_WALLET.parse().unwrap(),
-                underlying: reconciler::Symbol::parse("AAPL").unwrap(),
-                token: reconciler::Symbol::parse("tAAPL").unwrap(),
-                network: reconciler::Network::parse("anvil").unwrap(),
-                qty: reconciler::Qty::parse("1").unwrap(),
-                vault: alloy::primitives::Address::ZERO,
-                journal: reconciler::Journal::Completed,
-                callback: reconciler::Callback::Acked { tx_hash },
-                failed_attempts: 0,
-                accepted_at: 0,
-            },
-            fingerprint: String::new(),
-            reject_reason: None,
-            problem: None,
-        });
+        records.push(mint_record(
+            trid,
+            reconciler::Journal::Completed,
+            reconciler::Callback::Acked { tx_hash },
+        ));
     }
     store.put_mints(records).unwrap();
     store.put_deposits(deposits).unwrap();
