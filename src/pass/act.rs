@@ -28,171 +28,170 @@ pub async fn act<B: Broker>(
         .collect();
     let mut callbacks = Vec::new();
     for action in actions {
-        let what = action_label(&action);
+        if let Action::MintCallback {
+            issuer_request_id,
+            tx_hash,
+            ask_first,
+        } = action
+        {
+            callbacks.push((issuer_request_id, tx_hash, ask_first));
+            continue;
+        }
         // Each action stands alone: one that fails (a node refusing a broadcast, Alpaca down)
-        // is logged and planned again next pass, and never keeps the others from running.
-        let outcome: Result<(), PassError> = async {
-        match action {
-            Action::Mint { vault, items } => {
-                match send_mint(r, world.head_block, vault, &items, &intents).await {
-                    Ok(()) => summary.mints_sent += items.len(),
-                    // One failing batch (a revert in estimation, a node error) must not stop the
-                    // rest of the plan; it is planned again next pass.
-                    Err(e) => {
-                        tracing::warn!(error = %e, %vault, mints = items.len(), "mint not sent");
-                    }
-                }
-            }
-            Action::Rebroadcast { nonce } => {
-                if let Some(tx) = r.store.tx(nonce)? {
-                    if let Some(v) = tx.variants.last() {
-                        r.chain.broadcast(&v.raw).await?;
-                    }
-                }
-            }
-            Action::Replace { nonce } => replace(r, world.head_block, nonce).await?,
-            Action::Settle { nonce, failed } => settle(r, nonce, &failed, world)?,
-            Action::MintCallback {
-                issuer_request_id,
-                tx_hash,
-                ask_first,
-            } => {
-                callbacks.push((issuer_request_id, tx_hash, ask_first));
-            }
-            Action::RecoverMint { deposit } => {
-                // Asked with backoff: a deposit Alpaca does not know stays unknown for a while.
-                if r.polls.due(&deposit.issuer_request_id) {
-                    recover(r, &deposit).await?;
-                }
-            }
-            Action::RedeemCall {
-                redemption_id,
-                ask_first,
-            } if ask_first && !r.polls.due(&redemption_id) => {}
-            Action::RedeemCall {
-                redemption_id,
-                ask_first,
-            } => {
-                if let Err(e) = redeem_call(r, &redemption_id, ask_first).await {
-                    tracing::warn!(redemption = %redemption_id, error = %e, "redeem call not answered; retried next pass");
-                }
-            }
-            Action::Burn {
-                vault,
-                redemption_id,
-                receiver,
-                allocations,
-                dust,
-            } => {
-                if let Err(e) = send_burn(
-                    r,
-                    world.head_block,
-                    vault,
-                    &redemption_id,
-                    receiver,
-                    &allocations,
-                    dust,
-                )
-                .await
-                {
-                    tracing::warn!(redemption = %redemption_id, error = %e, "burn not sent; planned again next pass");
-                }
-            }
-            Action::Return {
-                vault,
-                redemption_id,
-                to,
-                qty,
-            } => {
-                let purpose = TxPurpose::Return {
-                    vault,
-                    redemption_id: redemption_id.clone(),
-                };
-                tracing::warn!(redemption = %redemption_id, %to, %qty, "returning a flagged redemption's tokens to its sender");
-                if let Err(e) = send_tx(
-                    r,
-                    world.head_block,
-                    vault,
-                    return_calldata(to, qty.units()),
-                    purpose,
-                )
-                .await
-                {
-                    tracing::warn!(redemption = %redemption_id, error = %e, "return not sent; planned again next pass");
-                }
-            }
-            Action::RedemptionTxFailed { redemption_id } => {
-                let updated = r.store.update_redemption(
-                    &redemption_id,
-                    Box::new(|r| r.failed_attempts = r.failed_attempts.saturating_add(1)),
-                )?;
-                if let Some(redemption) = updated {
-                    tracing::warn!(redemption = %redemption_id, attempts = redemption.failed_attempts,
-                        "burn or return transaction settled without doing it");
-                }
-            }
-            Action::SetRedemption {
-                redemption_id,
-                state,
-            } => {
-                if matches!(state, RedemptionState::Journaled { .. }) {
-                    maybe_crash(r.config.crash_at, CrashPoint::AfterJournalSeen);
-                }
-                let flagged = matches!(state, RedemptionState::Flagged { .. });
-                let shown = format!("{state:?}");
-                // Attempts count per phase: refused calls before the journal do not shorten the
-                // burns after it.
-                let journaled = matches!(state, RedemptionState::Journaled { .. });
-                let updated = r.store.update_redemption(
-                    &redemption_id,
-                    Box::new(move |r| {
-                        r.state = state;
-                        if journaled {
-                            r.failed_attempts = 0;
-                        }
-                    }),
-                )?;
-                if let Some(redemption) = updated {
-                    if flagged {
-                        tracing::error!(redemption = %redemption_id, state = %shown, sender = %redemption.sender,
-                            qty = %redemption.qty, "redemption needs an operator (issuer redemption return ID)");
-                    } else {
-                        tracing::info!(redemption = %redemption_id, state = %shown, "redemption");
-                    }
-                }
-            }
-            Action::Flag {
-                issuer_request_id,
-                problem,
-            } => {
-                let text = format!("{problem:?}");
-                let known = r.store.mint(&issuer_request_id)?.and_then(|m| m.problem);
-                if known.as_deref() != Some(text.as_str()) {
-                    tracing::error!(%issuer_request_id, problem = %text, "mint needs an operator");
-                    r.store.update_mint(&issuer_request_id, Box::new(move |m| m.problem = Some(text)))?;
-                }
-            }
-        }
-        Ok(())
-        }
-        .await;
-        if let Err(e) = outcome {
+        // is logged with its ids and planned again next pass; it never stops the others.
+        let what = action_label(&action);
+        if let Err(e) = act_one(r, world, action, &intents, summary).await {
             tracing::warn!(action = what, error = %e, "action failed; the next pass plans it again");
         }
     }
     // Callbacks are independent of each other: send them concurrently.
-    let results = futures::future::join_all(
-        callbacks
-            .into_iter()
-            .map(|(id, tx_hash, ask_first)| callback(r, id, tx_hash, ask_first)),
-    )
+    let results = futures::future::join_all(callbacks.into_iter().map(
+        |(id, tx_hash, ask_first)| async move {
+            let outcome = callback(r, id.clone(), tx_hash, ask_first).await;
+            (id, outcome)
+        },
+    ))
     .await;
-    for result in results {
+    for (id, result) in results {
         match result {
             Ok(true) => summary.callbacks_acked += 1,
             Ok(false) => {}
             Err(e) => {
-                tracing::warn!(error = %e, "mint callback not acknowledged; retried next pass");
+                tracing::warn!(issuer_request_id = %id, error = %e, "mint callback not acknowledged; retried next pass");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Carries out one action of the plan.
+async fn act_one<B: Broker>(
+    r: &Reconciler<B>,
+    world: &World,
+    action: Action,
+    intents: &BTreeMap<&IssuerRequestId, &MintIntent>,
+    summary: &mut PassSummary,
+) -> Result<(), PassError> {
+    match action {
+        Action::Mint { vault, items } => {
+            send_mint(r, world.head_block, vault, &items, intents).await?;
+            summary.mints_sent += items.len();
+        }
+        Action::Rebroadcast { nonce } => {
+            if let Some(tx) = r.store.tx(nonce)? {
+                if let Some(v) = tx.variants.last() {
+                    r.chain.broadcast(&v.raw).await?;
+                }
+            }
+        }
+        Action::Replace { nonce } => replace(r, world.head_block, nonce).await?,
+        Action::Settle { nonce, failed } => settle(r, nonce, &failed, world)?,
+        // Gathered by `act` and sent together.
+        Action::MintCallback { .. } => {}
+        Action::RecoverMint { deposit } => {
+            // Asked with backoff: a deposit Alpaca does not know stays unknown for a while.
+            if r.polls.due(&deposit.issuer_request_id) {
+                recover(r, &deposit).await?;
+            }
+        }
+        Action::RedeemCall {
+            redemption_id,
+            ask_first,
+        } if ask_first && !r.polls.due(&redemption_id) => {}
+        Action::RedeemCall {
+            redemption_id,
+            ask_first,
+        } => redeem_call(r, &redemption_id, ask_first).await?,
+        Action::Burn {
+            vault,
+            redemption_id,
+            receiver,
+            allocations,
+            dust,
+        } => {
+            send_burn(
+                r,
+                world.head_block,
+                vault,
+                &redemption_id,
+                receiver,
+                &allocations,
+                dust,
+            )
+            .await?;
+        }
+        Action::Return {
+            vault,
+            redemption_id,
+            to,
+            qty,
+        } => {
+            let purpose = TxPurpose::Return {
+                vault,
+                redemption_id: redemption_id.clone(),
+            };
+            tracing::warn!(redemption = %redemption_id, %to, %qty, "returning a flagged redemption's tokens to its sender");
+            send_tx(
+                r,
+                world.head_block,
+                vault,
+                return_calldata(to, qty.units()),
+                purpose,
+            )
+            .await?;
+        }
+        Action::RedemptionTxFailed { redemption_id } => {
+            let updated = r.store.update_redemption(
+                &redemption_id,
+                Box::new(|r| r.failed_attempts = r.failed_attempts.saturating_add(1)),
+            )?;
+            if let Some(redemption) = updated {
+                tracing::warn!(redemption = %redemption_id, attempts = redemption.failed_attempts,
+                        "burn or return transaction settled without doing it");
+            }
+        }
+        Action::SetRedemption {
+            redemption_id,
+            state,
+        } => {
+            if matches!(state, RedemptionState::Journaled { .. }) {
+                maybe_crash(r.config.crash_at, CrashPoint::AfterJournalSeen);
+            }
+            let flagged = matches!(state, RedemptionState::Flagged { .. });
+            let shown = format!("{state:?}");
+            // Attempts count per phase: refused calls before the journal do not shorten the
+            // burns after it.
+            let journaled = matches!(state, RedemptionState::Journaled { .. });
+            let updated = r.store.update_redemption(
+                &redemption_id,
+                Box::new(move |r| {
+                    r.state = state;
+                    if journaled {
+                        r.failed_attempts = 0;
+                    }
+                }),
+            )?;
+            if let Some(redemption) = updated {
+                if flagged {
+                    tracing::error!(redemption = %redemption_id, state = %shown, sender = %redemption.sender,
+                            qty = %redemption.qty, "redemption needs an operator (issuer redemption return ID)");
+                } else {
+                    tracing::info!(redemption = %redemption_id, state = %shown, "redemption");
+                }
+            }
+        }
+        Action::Flag {
+            issuer_request_id,
+            problem,
+        } => {
+            let text = format!("{problem:?}");
+            let known = r.store.mint(&issuer_request_id)?.and_then(|m| m.problem);
+            if known.as_deref() != Some(text.as_str()) {
+                tracing::error!(%issuer_request_id, problem = %text, "mint needs an operator");
+                r.store.update_mint(
+                    &issuer_request_id,
+                    Box::new(move |m| m.problem = Some(text)),
+                )?;
             }
         }
     }
