@@ -21,6 +21,30 @@ fn step(what: &'static str) -> impl Fn(alloy::contract::Error) -> ChainError {
     move |e| ChainError::Deploy(format!("{what}: {e}"))
 }
 
+/// Waits for a sent transaction's receipt and insists it succeeded: a reverted step is an error
+/// naming it, not something only the read-back notices.
+async fn mined(
+    what: &'static str,
+    sent: Result<
+        alloy::providers::PendingTransactionBuilder<alloy::network::Ethereum>,
+        alloy::contract::Error,
+    >,
+) -> Result<(), ChainError> {
+    let receipt = sent
+        .map_err(step(what))?
+        .get_receipt()
+        .await
+        .map_err(pending(what))?;
+    if receipt.status() {
+        Ok(())
+    } else {
+        Err(ChainError::Deploy(format!(
+            "{what}: transaction {} reverted",
+            receipt.transaction_hash
+        )))
+    }
+}
+
 fn pending(what: &'static str) -> impl Fn(alloy::providers::PendingTransactionError) -> ChainError {
     move |e| ChainError::Deploy(format!("{what}: {e}"))
 }
@@ -64,22 +88,16 @@ pub async fn deploy(
         .await
         .map_err(step("deploy Authorizer"))?;
 
-    receipt
-        .transferManager(*vault.address())
-        .send()
-        .await
-        .map_err(step("transferManager"))?
-        .get_receipt()
-        .await
-        .map_err(pending("transferManager"))?;
-    vault
-        .setAuthorizer(*authorizer.address())
-        .send()
-        .await
-        .map_err(step("setAuthorizer"))?
-        .get_receipt()
-        .await
-        .map_err(pending("setAuthorizer"))?;
+    mined(
+        "transferManager",
+        receipt.transferManager(*vault.address()).send().await,
+    )
+    .await?;
+    mined(
+        "setAuthorizer",
+        vault.setAuthorizer(*authorizer.address()).send().await,
+    )
+    .await?;
 
     let deployed = Deployed {
         vault: *vault.address(),
@@ -164,14 +182,7 @@ pub async fn ensure_ready(
             .await
             .map_err(step("read role"))?
         {
-            authorizer
-                .grantRole(role, bot)
-                .send()
-                .await
-                .map_err(step("grantRole"))?
-                .get_receipt()
-                .await
-                .map_err(pending("grantRole"))?;
+            mined("grantRole", authorizer.grantRole(role, bot).send().await).await?;
             if !authorizer
                 .hasRole(role, bot)
                 .call()
@@ -191,14 +202,14 @@ pub async fn ensure_ready(
         .await
         .map_err(step("read certifiedUntil"))?;
     if until < U256::from(certify_until) {
-        vault
-            .certify(U256::from(certify_until), false, Bytes::new())
-            .send()
-            .await
-            .map_err(step("certify"))?
-            .get_receipt()
-            .await
-            .map_err(pending("certify"))?;
+        mined(
+            "certify",
+            vault
+                .certify(U256::from(certify_until), false, Bytes::new())
+                .send()
+                .await,
+        )
+        .await?;
     }
     if vault
         .isCertificationExpired()
