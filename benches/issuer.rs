@@ -90,7 +90,7 @@ async fn intake() {
                     "underlying_symbol": "AAPL",
                     "token_symbol": "tAAPL",
                     "network": "anvil",
-                    "client_id": client_id,
+                    "client_external_account_id": client_id,
                     "wallet_address": AP_WALLET,
                 });
                 let t = Instant::now();
@@ -159,7 +159,7 @@ async fn mints(label: &str, count: usize, policy: Policy) {
             "underlying_symbol": "AAPL",
             "token_symbol": "tAAPL",
             "network": "anvil",
-            "client_id": world.client_id.as_str(),
+            "client": { "client_external_account_id": world.client_id.as_str() },
             "wallet_address": AP_WALLET,
         });
         confirms.push(tokio::spawn(async move {
@@ -223,7 +223,9 @@ fn mint_record(
         intent: reconciler::MintIntent {
             issuer_request_id: reconciler::IssuerRequestId::for_mint(&trid),
             tokenization_request_id: trid,
-            client_id: reconciler::ClientId::parse("c").unwrap(),
+            client: reconciler::ClientRef::ClientExternalAccountId(
+                reconciler::ClientId::parse("c").unwrap(),
+            ),
             wallet: AP_WALLET.parse().unwrap(),
             underlying: reconciler::Symbol::parse("AAPL").unwrap(),
             token: reconciler::Symbol::parse("tAAPL").unwrap(),

@@ -36,14 +36,14 @@ BEFORE=$(balance "$AP")
 TRID="demo-$(date +%s)"
 echo "== mint 1.5 AAPL -> tAAPL (tokenization_request_id $TRID); AP balance before: $BEFORE"
 $ISSUER alpaca-sim mint --sim-url "$SIM" --issuer-url "$URL" --issuer-api-key "$KEY" \
-  --qty 1.5 --wallet "$AP" --client-id "$CLIENT" --tokenization-request-id "$TRID"
+  --qty 1.5 --wallet "$AP" --client-external-account-id "$CLIENT" --tokenization-request-id "$TRID"
 for _ in $(seq 1 100); do
   n=$(curl -sf "$SIM/sim/state" | python3 -c "import json,sys; print(json.load(sys.stdin)['mint_callback_counts'].get('$TRID',0))")
   [ "$n" -ge 1 ] && break
   sleep 0.2
 done
 echo "AP balance after the mint: $(balance "$AP") tAAPL"
-echo "callback Alpaca received:"
+echo "callback Alpaca received (the client as client_external_account_id, never the deprecated client_id):"
 curl -sf "$SIM/sim/state" | python3 -c "
 import json,sys
 s=json.load(sys.stdin)

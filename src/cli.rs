@@ -159,13 +159,24 @@ pub struct ServeArgs {
         default_value = "127.0.0.1/32,::1/128"
     )]
     pub operator_cidrs: String,
-    /// Ed25519 keys whose RFC 9421 signatures Alpaca's requests must carry, as
-    /// `keyid:base64-public-key`, comma-separated. Empty: signatures are not required.
+    /// How Alpaca authenticates to us, one scheme per issuer: `api-key` (X-API-KEY) or
+    /// `signatures` (RFC 9421 Ed25519 signatures instead of the key; needs ALPACA_SIGNATURE_KEYS
+    /// and ISSUER_PUBLIC_URL).
+    #[arg(long, env = "ALPACA_AUTH", value_enum, default_value = "api-key")]
+    pub alpaca_auth: AlpacaAuthScheme,
+    /// Alpaca's Ed25519 public keys for `signatures`, as `keyid:KEY`, comma-separated; KEY is the
+    /// PEM Alpaca hands over (line breaks may be written as \n), or base64.
     #[arg(long, env = "ALPACA_SIGNATURE_KEYS", default_value = "")]
     pub alpaca_signature_keys: String,
-    /// The scheme and host Alpaca signs `@target-uri` with, when a proxy in front of us changes it.
+    /// The URL Alpaca calls us at (`https://issuer.example.com`): `@target-uri` of a signature is
+    /// built from it, never from the Host header. Required with `signatures`.
     #[arg(long, env = "ISSUER_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// Chains besides Alpaca's own networks that mints and assets may name, comma-separated.
+    /// Unset: `anvil` when listening on loopback with a loopback RPC (the local stack), none
+    /// otherwise.
+    #[arg(long, env = "ISSUER_LOCAL_NETWORKS")]
+    pub local_networks: Option<String>,
     /// Oldest signature `created` accepted, in seconds.
     #[arg(long, env = "SIGNATURE_MAX_AGE_SECS", default_value_t = 300)]
     pub signature_max_age_secs: u64,
@@ -193,6 +204,15 @@ pub struct ServeArgs {
     pub crash_at: Option<CrashPoint>,
 }
 
+/// The two ways Alpaca can authenticate its calls to us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AlpacaAuthScheme {
+    /// `X-API-KEY` on every request.
+    ApiKey,
+    /// RFC 9421 Ed25519 message signatures instead of a key.
+    Signatures,
+}
+
 #[derive(Debug, Args)]
 pub struct RedemptionArgs {
     #[arg(long, env = "ISSUER_URL", default_value = "http://127.0.0.1:8000")]
@@ -212,7 +232,8 @@ pub enum RedemptionCommand {
         /// The redemption id (`red-<tx hash>-<log index>`).
         id: String,
     },
-    /// Burn again a redemption whose burns kept failing, after fixing the cause.
+    /// Start again a redemption whose burns kept failing or whose redeem call Alpaca refused,
+    /// after fixing the cause.
     Retry {
         /// The redemption id.
         id: String,
@@ -227,9 +248,13 @@ pub struct DeployArgs {
     /// Token symbol, e.g. tAAPL.
     #[arg(long)]
     pub token: String,
-    /// Network name as Alpaca spells it.
+    /// Network name as Alpaca spells it: one of Alpaca's, or a local one (ISSUER_LOCAL_NETWORKS;
+    /// anvil on a loopback RPC).
     #[arg(long, env = "ISSUER_NETWORK", default_value = "anvil")]
     pub network: String,
+    /// Chains besides Alpaca's networks an asset may be on, comma-separated (as for `serve`).
+    #[arg(long, env = "ISSUER_LOCAL_NETWORKS")]
+    pub local_networks: Option<String>,
     /// Token name (defaults to "<TOKEN> tokenized <ASSET>").
     #[arg(long)]
     pub name: Option<String>,
@@ -342,6 +367,16 @@ async fn deploy_asset(args: DeployArgs) -> anyhow::Result<()> {
     let underlying = Symbol::parse(&args.asset)?;
     let token = Symbol::parse(&args.token)?;
     let network = Network::parse(&args.network)?;
+    let local = local_networks(
+        args.local_networks.as_deref(),
+        is_loopback_url(&args.chain.rpc_url),
+    )?;
+    if !http::ALPACA_NETWORKS.contains(&network.as_str()) && !local.contains(&network) {
+        bail!(
+            "network {network} is neither one of Alpaca's ({}) nor a local network (ISSUER_LOCAL_NETWORKS)",
+            http::ALPACA_NETWORKS.join(", ")
+        );
+    }
     let certify_until = unix_now().saturating_add(args.certify_days.saturating_mul(86_400));
     let chain = Chain::connect(&args.chain.rpc_url, signer.clone()).await?;
 
@@ -406,7 +441,8 @@ fn unix_now() -> u64 {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let local = args.listen.ip().is_loopback() && is_loopback_url(&args.chain.rpc_url);
-    let uses_dev_defaults = args.api_key.expose() == LOCAL_API_KEY
+    let uses_dev_defaults = (args.alpaca_auth == AlpacaAuthScheme::ApiKey
+        && args.api_key.expose() == LOCAL_API_KEY)
         || args.operator_key.expose() == LOCAL_OPERATOR_KEY
         || (args.chain.private_key.is_none() && args.chain.keystore.is_none());
     if uses_dev_defaults && !local {
@@ -418,20 +454,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.mints_per_tx_max == 0 {
         bail!("MINTS_PER_TX_MAX must be at least 1");
     }
-    let signer = args.chain.signer()?;
-    let store: Arc<dyn Store> = Arc::new(open_store(&args.db)?);
-    let chain = Chain::connect(&args.chain.rpc_url, signer).await?;
-    let broker = args.alpaca.broker()?;
+    // Every HTTP setting is checked before anything opens or connects.
     let http_config = HttpConfig {
-        alpaca_api_key: args.api_key.clone(),
+        alpaca_auth: alpaca_auth(&args)?,
         alpaca_allow: parse_cidrs(&args.allowed_cidrs).map_err(anyhow::Error::msg)?,
         operator_api_key: args.operator_key.clone(),
         operator_allow: parse_cidrs(&args.operator_cidrs).map_err(anyhow::Error::msg)?,
         body_limit_bytes: 64 * 1024,
-        signatures: signature_config(&args)?,
         failed_auth_per_minute_max: 10,
         custody_account_id: args.custody_account_id.clone(),
+        local_networks: local_networks(args.local_networks.as_deref(), local)?,
     };
+    let signer = args.chain.signer()?;
+    let store: Arc<dyn Store> = Arc::new(open_store(&args.db)?);
+    let chain = Chain::connect(&args.chain.rpc_url, signer).await?;
+    let broker = args.alpaca.broker()?;
     let listener = std::net::TcpListener::bind(args.listen)
         .with_context(|| format!("binding {}", args.listen))?;
     let wake = Arc::new(tokio::sync::Notify::new());
@@ -480,9 +517,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
 }
 
-fn signature_config(
-    args: &ServeArgs,
-) -> anyhow::Result<Option<crate::http::signature::SignatureConfig>> {
+/// The one scheme Alpaca authenticates with. Keys configured for the other scheme are refused
+/// rather than ignored, so a configuration never silently means less than it says.
+fn alpaca_auth(args: &ServeArgs) -> anyhow::Result<http::AlpacaAuth> {
     let keys = args
         .alpaca_signature_keys
         .split(',')
@@ -490,15 +527,45 @@ fn signature_config(
         .filter(|k| !k.is_empty())
         .map(crate::http::signature::parse_key)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(anyhow::Error::msg)?;
-    if keys.is_empty() {
-        return Ok(None);
+        .map_err(|e| anyhow::anyhow!("ALPACA_SIGNATURE_KEYS: {e}"))?;
+    match args.alpaca_auth {
+        AlpacaAuthScheme::ApiKey if keys.is_empty() => {
+            Ok(http::AlpacaAuth::ApiKey(args.api_key.clone()))
+        }
+        AlpacaAuthScheme::ApiKey => bail!(
+            "ALPACA_SIGNATURE_KEYS is set but ALPACA_AUTH is api-key: Alpaca uses one scheme; set ALPACA_AUTH=signatures or remove the keys"
+        ),
+        AlpacaAuthScheme::Signatures => {
+            if keys.is_empty() {
+                bail!("ALPACA_AUTH=signatures needs Alpaca's public key in ALPACA_SIGNATURE_KEYS (keyid:PEM)");
+            }
+            let Some(public_url) = args.public_url.clone().filter(|u| !u.trim().is_empty()) else {
+                bail!("ALPACA_AUTH=signatures needs ISSUER_PUBLIC_URL, the URL Alpaca calls us at: signatures cover it, and the Host header cannot be trusted for it");
+            };
+            let config = crate::http::signature::SignatureConfig {
+                keys,
+                public_base_url: public_url,
+                max_age_secs: args.signature_max_age_secs,
+            };
+            crate::http::signature::check_config(&config).map_err(anyhow::Error::msg)?;
+            Ok(http::AlpacaAuth::Signatures(config))
+        }
     }
-    Ok(Some(crate::http::signature::SignatureConfig {
-        keys,
-        public_base_url: args.public_url.clone(),
-        max_age_secs: args.signature_max_age_secs,
-    }))
+}
+
+/// The local networks this issuer accepts besides Alpaca's: as configured, else `anvil` on the
+/// local stack only.
+pub fn local_networks(configured: Option<&str>, local: bool) -> anyhow::Result<Vec<Network>> {
+    match configured {
+        Some(list) => list
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(|n| Network::parse(n).map_err(|e| anyhow::anyhow!("ISSUER_LOCAL_NETWORKS: {e}")))
+            .collect(),
+        None if local => Ok(vec![Network::parse("anvil")?]),
+        None => Ok(Vec::new()),
+    }
 }
 
 #[cfg(unix)]

@@ -1,7 +1,8 @@
 //! The Broker API client against the Alpaca simulator, over real HTTP on 127.0.0.1.
 //!
 //! Guards: a redeem is created once per Idempotency-Key and once per issuer_request_id (a reuse is
-//! `AlreadyExists`, a lost answer replays the same request); lookups by either id; the journal
+//! a final 422, a lost answer replays the same request); the simulator speaks only Alpaca's
+//! current API (no `client_id`, keys of at most 36 characters, `tokenization_request_id`); lookups by either id; the journal
 //! moves pending -> completed/rejected as the issuer polls; every spelling of an empty `tx_hash`
 //! decodes; retries happen exactly on transport errors, 5xx and 429 (honouring Retry-After) and
 //! never on other 4xx; `/sim/mint` plays Alpaca's side of a mint against an issuer and the mint
@@ -15,8 +16,11 @@ use issuer::alpaca::{
     Broker, BrokerClient, BrokerConfig, BrokerError, MintCallback, RedeemRequest, RequestFilter,
     RequestStatus, RequestType, RetryPolicy, TokenizationRequest,
 };
-use issuer::sim::{self, Faults, NewMint, PendingTxHash, RedeemOutcome, Sim, SimConfig};
-use reconciler::{ClientId, IssuerRequestId, Network, Qty, Symbol, TokenizationRequestId};
+use issuer::sim::{self, Faults, NewMint, PendingTxHash, RedeemOutcome, Sim, SimClient, SimConfig};
+use reconciler::{
+    AlpacaAccountId, ClientId, ClientRef, IssuerRequestId, Network, Qty, Symbol,
+    TokenizationRequestId,
+};
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -86,7 +90,7 @@ fn redeem_request(issuer_request_id: &str, qty: &str) -> RedeemRequest {
         issuer_request_id: IssuerRequestId::parse(issuer_request_id).unwrap(),
         underlying_symbol: Symbol::parse("AAPL").unwrap(),
         token_symbol: Symbol::parse("tAAPL").unwrap(),
-        client_id: ClientId::parse("client-42").unwrap(),
+        client: client_42(),
         qty: Qty::parse(qty).unwrap(),
         network: Network::parse("anvil").unwrap(),
         wallet_address: WALLET.parse().unwrap(),
@@ -102,9 +106,13 @@ fn new_mint(id: Option<&str>) -> NewMint {
         underlying_symbol: "AAPL".to_owned(),
         token_symbol: "tAAPL".to_owned(),
         network: "anvil".to_owned(),
-        client_id: "client-42".to_owned(),
+        client: SimClient::ClientExternalAccountId("client-42".to_owned()),
         wallet_address: WALLET.to_owned(),
     }
+}
+
+fn client_42() -> ClientRef {
+    ClientRef::ClientExternalAccountId(ClientId::parse("client-42").unwrap())
 }
 
 fn trid(id: &str) -> TokenizationRequestId {
@@ -137,7 +145,7 @@ async fn redeem_creates_one_request_and_the_same_key_replays_it() {
     assert_eq!(first.qty, request.qty);
     assert_eq!(first.wallet_address, request.wallet_address);
     assert_eq!(first.tx_hash, Some(request.tx_hash));
-    assert_eq!(first.client().map(ClientId::as_str), Some("client-42"));
+    assert_eq!(first.client(), Some(client_42()));
 
     let again = broker.redeem(&request, "key-red-1").await.unwrap();
     assert_eq!(again.id, first.id);
@@ -148,14 +156,17 @@ async fn redeem_creates_one_request_and_the_same_key_replays_it() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_reused_issuer_request_id_under_another_key_is_already_exists() {
+async fn a_reused_issuer_request_id_under_another_key_is_a_final_422() {
     let running = start_sim();
     let broker = client(&running);
     let request = redeem_request("red-2", "1");
     broker.redeem(&request, "key-a").await.unwrap();
 
     let err = broker.redeem(&request, "key-b").await.unwrap_err();
-    assert!(matches!(err, BrokerError::AlreadyExists { .. }), "{err:?}");
+    assert!(
+        matches!(&err, BrokerError::Status { status: 422, message, .. } if message.contains("already exists")),
+        "{err:?}"
+    );
     assert_eq!(
         running.sim.hits("POST callback/redeem"),
         2,
@@ -179,7 +190,7 @@ async fn a_reused_issuer_request_id_under_another_key_is_already_exists() {
 async fn the_client_refuses_what_alpaca_would_refuse_without_sending_it() {
     let running = start_sim();
     let broker = client(&running);
-    let long_key = "k".repeat(129);
+    let long_key = "k".repeat(37);
     let err = broker
         .redeem(&redeem_request("red-3", "1"), &long_key)
         .await
@@ -192,9 +203,72 @@ async fn the_client_refuses_what_alpaca_would_refuse_without_sending_it() {
     assert!(matches!(err, BrokerError::InvalidRequest(_)), "{err:?}");
     assert_eq!(running.sim.snapshot().hits_total, 0);
     assert!(broker
-        .redeem(&redeem_request("red-3", "1.000000001"), &"k".repeat(128))
+        .redeem(&redeem_request("red-3", "1.000000001"), &"k".repeat(36))
         .await
         .is_ok());
+}
+
+/// The simulator is Alpaca as it is now: a body naming its client by the deprecated `client_id`,
+/// or an Idempotency-Key longer than 36 characters, is refused with 422, so a regression in the
+/// issuer's calls fails the tests instead of passing against a lenient fake.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_simulator_refuses_the_deprecated_client_id_and_long_keys() {
+    let running = start_sim();
+    let http = reqwest::Client::new();
+    let url = format!(
+        "{}/v1/accounts/{ACCOUNT}/tokenization/callback/redeem",
+        running.url
+    );
+    let mut body = serde_json::to_value(redeem_request("red-9", "1")).unwrap();
+    let send = |body: Value, key: String| {
+        http.post(&url)
+            .basic_auth(KEY, Some(SECRET))
+            .header("Idempotency-Key", key)
+            .json(&body)
+            .send()
+    };
+    let answer = send(body.clone(), "k".repeat(37)).await.unwrap();
+    assert_eq!(answer.status(), 422);
+    let text = answer.text().await.unwrap();
+    assert!(text.contains("36"), "{text}");
+
+    body["client_id"] = json!("client-42");
+    let answer = send(body.clone(), "k".repeat(36)).await.unwrap();
+    assert_eq!(answer.status(), 422);
+    let text = answer.text().await.unwrap();
+    assert!(text.contains("client_id"), "{text}");
+    assert!(
+        running.sim.snapshot().requests.is_empty(),
+        "nothing created"
+    );
+
+    // The same for the mint callback.
+    running
+        .sim
+        .add_mint_request(new_mint(Some("tr-cb")))
+        .unwrap();
+    let answer = http
+        .post(format!(
+            "{}/v1/accounts/{ACCOUNT}/tokenization/callback/mint",
+            running.url
+        ))
+        .basic_auth(KEY, Some(SECRET))
+        .json(&json!({
+            "tokenization_request_id": "tr-cb",
+            "client_id": "client-42",
+            "wallet_address": WALLET,
+            "tx_hash": format!("{:#x}", B256::repeat_byte(1)),
+            "network": "anvil",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 422);
+    assert_eq!(
+        running.sim.request("tr-cb").unwrap().status,
+        RequestStatus::Pending,
+        "not completed by a deprecated callback"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -392,7 +466,7 @@ async fn other_client_errors_are_final_and_not_retried() {
     let broker = client_with(&running.url, SECRET, 5);
     let callback = MintCallback {
         tokenization_request_id: trid("never-created"),
-        client_id: ClientId::parse("client-42").unwrap(),
+        client: client_42(),
         wallet_address: WALLET.parse().unwrap(),
         tx_hash: B256::repeat_byte(1),
         network: Network::parse("anvil").unwrap(),
@@ -500,7 +574,7 @@ async fn record(mut req: tide::Request<Received>) -> tide::Result<Value> {
 fn start_fake_issuer() -> (String, Received) {
     let received: Received = Arc::default();
     let mut app = tide::with_state(received.clone());
-    app.at("/inkind/issuance")
+    app.at("/tokenization/mint")
         .post(|req: tide::Request<Received>| async move {
             let body = record(req).await?;
             if body["qty"] == "0" {
@@ -512,7 +586,7 @@ fn start_fake_issuer() -> (String, Received) {
             ok.set_body(json!({"issuer_request_id": "irid-1", "status": "created"}));
             Ok(ok)
         });
-    app.at("/inkind/issuance/confirm")
+    app.at("/tokenization/mint/confirm")
         .post(|req: tide::Request<Received>| async move {
             record(req).await?;
             Ok(tide::Response::new(200))
@@ -539,7 +613,7 @@ async fn sim_mint_drives_the_issuer_and_the_mint_callback_completes_it_once() {
             "underlying_symbol": "AAPL",
             "token_symbol": "tAAPL",
             "network": "anvil",
-            "client_id": "client-42",
+            "client": {"client_external_account_id": "client-42"},
             "wallet_address": WALLET,
             "confirm": "completed"
         }))
@@ -556,14 +630,19 @@ async fn sim_mint_drives_the_issuer_and_the_mint_callback_completes_it_once() {
     {
         let calls = received.lock().unwrap();
         assert_eq!(calls.len(), 2);
-        assert_eq!(calls[0].0, "/inkind/issuance");
+        assert_eq!(calls[0].0, "/tokenization/mint");
+        assert_eq!(calls[0].2["client_external_account_id"], "client-42");
+        assert!(
+            calls[0].2.get("client_id").is_none(),
+            "never the deprecated field"
+        );
         assert_eq!(
             calls[0].1.as_deref(),
             Some("issuer-key-0123456789-0123456789-0123")
         );
         assert_eq!(calls[0].2["tokenization_request_id"], "tr-mint-1");
         assert_eq!(calls[0].2["qty"], "3.5");
-        assert_eq!(calls[1].0, "/inkind/issuance/confirm");
+        assert_eq!(calls[1].0, "/tokenization/mint/confirm");
         assert_eq!(
             calls[1].2,
             json!({"tokenization_request_id": "tr-mint-1", "issuer_request_id": "irid-1", "status": "completed"})
@@ -577,7 +656,7 @@ async fn sim_mint_drives_the_issuer_and_the_mint_callback_completes_it_once() {
     let tx_hash = B256::repeat_byte(0x5a);
     let callback = MintCallback {
         tokenization_request_id: trid("tr-mint-1"),
-        client_id: ClientId::parse("client-42").unwrap(),
+        client: client_42(),
         wallet_address: WALLET.parse::<Address>().unwrap(),
         tx_hash,
         network: Network::parse("anvil").unwrap(),
@@ -610,7 +689,7 @@ async fn sim_mint_passes_an_issuer_refusal_through_and_rejects_the_request() {
             "underlying_symbol": "AAPL",
             "token_symbol": "tAAPL",
             "network": "anvil",
-            "client_id": "client-42",
+            "client": {"client_external_account_id": "client-42"},
             "wallet_address": WALLET,
         }))
         .send()
@@ -647,12 +726,17 @@ fn alpacas_bodies_decode() {
     assert_eq!(pending.tx_hash, None);
     assert_eq!(pending.issuer_request_id, None);
     assert_eq!(pending.qty, Qty::parse("1.23").unwrap());
-    assert_eq!(pending.client().map(ClientId::as_str), Some("client-42"));
+    assert_eq!(pending.client(), Some(client_42()));
+    assert_eq!(
+        pending.client_account_id,
+        Some(AlpacaAccountId::parse("9a1f3e52-2d5b-4c1a-8f0e-7b6c5d4e3f21").unwrap())
+    );
 
     let completed: TokenizationRequest =
         serde_json::from_str(&fixture("mint_request_completed.json")).unwrap();
     assert_eq!(completed.status, RequestStatus::Completed);
     assert!(completed.tx_hash.is_some());
+    assert_eq!(completed.transfer_status.as_deref(), Some("settled"));
     assert_eq!(
         completed.wallet_address, pending.wallet_address,
         "address case does not matter"
@@ -664,14 +748,40 @@ fn alpacas_bodies_decode() {
     assert_eq!(redeem.kind, RequestType::Redeem);
     assert_eq!(redeem.tx_hash, None);
 
-    let body: RedeemRequest = serde_json::from_str(&fixture("redeem_request_body.json")).unwrap();
-    assert_eq!(body.qty, Qty::parse("2.5").unwrap());
-    let round_trip: Value = serde_json::to_value(&body).unwrap();
+    let body = RedeemRequest {
+        issuer_request_id: IssuerRequestId::parse(
+            "red-8f3b2a1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a-3",
+        )
+        .unwrap(),
+        underlying_symbol: Symbol::parse("AAPL").unwrap(),
+        token_symbol: Symbol::parse("tAAPL").unwrap(),
+        client: client_42(),
+        qty: Qty::parse("2.5").unwrap(),
+        network: Network::parse("base").unwrap(),
+        wallet_address: WALLET.parse().unwrap(),
+        tx_hash: "0x8f3b2a1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a"
+            .parse()
+            .unwrap(),
+    };
+    let sent: Value = serde_json::to_value(&body).unwrap();
     let original: Value = serde_json::from_str(&fixture("redeem_request_body.json")).unwrap();
     assert_eq!(
-        round_trip, original,
+        sent, original,
         "we send the body exactly as Alpaca spells it"
     );
+    let by_account = RedeemRequest {
+        client: ClientRef::ClientAccountId(
+            AlpacaAccountId::parse("9a1f3e52-2d5b-4c1a-8f0e-7b6c5d4e3f21").unwrap(),
+        ),
+        ..body
+    };
+    let sent = serde_json::to_value(&by_account).unwrap();
+    assert_eq!(
+        sent["client_account_id"],
+        "9a1f3e52-2d5b-4c1a-8f0e-7b6c5d4e3f21"
+    );
+    assert!(sent.get("client_external_account_id").is_none());
+    assert!(sent.get("client_id").is_none());
 
     let error: issuer::alpaca::ApiError = serde_json::from_str(&fixture("error_422.json")).unwrap();
     assert_eq!(error.code.as_deref(), Some("42210000"));
@@ -680,7 +790,7 @@ fn alpacas_bodies_decode() {
 #[test]
 fn ids_that_disagree_or_are_missing_do_not_decode() {
     let mut body: Value = serde_json::from_str(&fixture("mint_request_completed.json")).unwrap();
-    body["tokenization_request_id"] = json!("another-id");
+    body["id"] = json!("another-id");
     assert!(serde_json::from_value::<TokenizationRequest>(body.clone()).is_err());
     body.as_object_mut().unwrap().remove("id");
     body.as_object_mut()

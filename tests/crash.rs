@@ -200,7 +200,7 @@ async fn killing_the_process_loses_no_answered_issuance() {
             "underlying_symbol": "AAPL",
             "token_symbol": "tAAPL",
             "network": "anvil",
-            "client_id": world.client_id.as_str(),
+            "client_external_account_id": world.client_id.as_str(),
             "wallet_address": common::stack::AP_WALLET,
         });
         tokio::spawn(async move {

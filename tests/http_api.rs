@@ -6,9 +6,9 @@
 
 use issuer::config::Secret;
 use issuer::http::operator_cli::{self, OperatorArgs, OperatorCommand};
-use issuer::http::{serve, HttpConfig, HttpError};
+use issuer::http::{serve, AlpacaAuth, HttpConfig, HttpError};
 use issuer::store::{RedbStore, Store};
-use reconciler::{IssuerRequestId, Journal, TokenizationRequestId};
+use reconciler::{ClientId, ClientRef, IssuerRequestId, Journal, TokenizationRequestId};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -50,14 +50,14 @@ fn with(mut body: Value, changes: &[(&str, Value)]) -> Value {
 
 fn config(alpaca_allow: &str) -> HttpConfig {
     HttpConfig {
-        alpaca_api_key: Secret::new(ALPACA_KEY),
+        alpaca_auth: AlpacaAuth::ApiKey(Secret::new(ALPACA_KEY)),
         alpaca_allow: issuer::config::parse_cidrs(alpaca_allow).unwrap(),
         operator_api_key: Secret::new(OPERATOR_KEY),
         operator_allow: issuer::config::parse_cidrs("127.0.0.1/32,::1/128").unwrap(),
         body_limit_bytes: BODY_LIMIT,
-        signatures: None,
         failed_auth_per_minute_max: 10,
         custody_account_id: "issuer-custody-0001".into(),
+        local_networks: vec![reconciler::Network::parse("anvil").unwrap()],
     }
 }
 
@@ -487,41 +487,41 @@ async fn every_row_of_the_refusal_table_answers_its_status_and_message_and_write
             .await;
         assert_eq!(
             answer,
-            (StatusCode::UNPROCESSABLE_ENTITY, error(INVALID_PAYLOAD)),
+            (StatusCode::BAD_REQUEST, error(INVALID_PAYLOAD)),
             "{what}"
         );
     }
 
     let cases: Vec<(&str, Value, StatusCode, &str)> = vec![
-        // 1. Malformed: 422.
+        // 1. Malformed: 400, as every mint refusal (Alpaca's issuer guide).
         (
             "qty missing",
             with(base.clone(), &[("qty", Value::Null)]),
-            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::BAD_REQUEST,
             INVALID_PAYLOAD,
         ),
         (
             "network missing",
             with(base.clone(), &[("network", Value::Null)]),
-            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::BAD_REQUEST,
             INVALID_PAYLOAD,
         ),
         (
             "qty a JSON number",
             with(base.clone(), &[("qty", json!(1.5))]),
-            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::BAD_REQUEST,
             INVALID_PAYLOAD,
         ),
         (
             "trid a number",
             with(base.clone(), &[("tokenization_request_id", json!(7))]),
-            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::BAD_REQUEST,
             INVALID_PAYLOAD,
         ),
         (
             "trid with a space",
             with(base.clone(), &[("tokenization_request_id", json!("a b"))]),
-            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::BAD_REQUEST,
             INVALID_PAYLOAD,
         ),
         (
@@ -533,7 +533,7 @@ async fn every_row_of_the_refusal_table_answers_its_status_and_message_and_write
                     json!("0x70997970C51812dc3A010C7d01b50e0d17dc79"),
                 )],
             ),
-            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::BAD_REQUEST,
             INVALID_PAYLOAD,
         ),
         (
@@ -545,22 +545,46 @@ async fn every_row_of_the_refusal_table_answers_its_status_and_message_and_write
                     json!("70997970C51812dc3A010C7d01b50e0d17dc79C8"),
                 )],
             ),
-            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::BAD_REQUEST,
             INVALID_PAYLOAD,
         ),
         (
             "no client",
             with(base.clone(), &[("client_id", Value::Null)]),
-            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::BAD_REQUEST,
             INVALID_PAYLOAD,
         ),
         (
             "two different clients",
             with(
                 base.clone(),
-                &[("client_account_id", json!("someone-else"))],
+                &[(
+                    "client_account_id",
+                    json!("9a1f3e52-2d5b-4c1a-8f0e-7b6c5d4e3f21"),
+                )],
             ),
-            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::BAD_REQUEST,
+            INVALID_PAYLOAD,
+        ),
+        (
+            "client_account_id not a UUID",
+            with(
+                base.clone(),
+                &[
+                    ("client_id", Value::Null),
+                    ("client_account_id", json!("someone-else")),
+                ],
+            ),
+            StatusCode::BAD_REQUEST,
+            INVALID_PAYLOAD,
+        ),
+        (
+            "the deprecated alias disagreeing with the current field",
+            with(
+                base.clone(),
+                &[("client_external_account_id", json!("somebody-else"))],
+            ),
+            StatusCode::BAD_REQUEST,
             INVALID_PAYLOAD,
         ),
         // Malformed wins over every later check.
@@ -570,7 +594,7 @@ async fn every_row_of_the_refusal_table_answers_its_status_and_message_and_write
                 base.clone(),
                 &[("qty", json!("0")), ("wallet_address", json!("0x12"))],
             ),
-            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::BAD_REQUEST,
             INVALID_PAYLOAD,
         ),
         // 2. Quantity: 400.
@@ -639,6 +663,12 @@ async fn every_row_of_the_refusal_table_answers_its_status_and_message_and_write
             INVALID_TOKEN,
         ),
         (
+            "a network Alpaca does not know",
+            with(base.clone(), &[("network", json!("polygon"))]),
+            StatusCode::BAD_REQUEST,
+            INVALID_TOKEN,
+        ),
+        (
             "not on that network",
             with(base.clone(), &[("network", json!("base"))]),
             StatusCode::BAD_REQUEST,
@@ -657,6 +687,21 @@ async fn every_row_of_the_refusal_table_answers_its_status_and_message_and_write
         (
             "unknown client",
             with(base.clone(), &[("client_id", json!("nobody"))]),
+            StatusCode::BAD_REQUEST,
+            NOT_ELIGIBLE,
+        ),
+        (
+            "an Alpaca account attached to no client",
+            with(
+                base.clone(),
+                &[
+                    ("client_id", Value::Null),
+                    (
+                        "client_account_id",
+                        json!("9a1f3e52-2d5b-4c1a-8f0e-7b6c5d4e3f21"),
+                    ),
+                ],
+            ),
             StatusCode::BAD_REQUEST,
             NOT_ELIGIBLE,
         ),
@@ -794,7 +839,10 @@ async fn issuance_is_idempotent_per_tokenization_request_id() {
     assert_eq!(intent.issuer_request_id, expected_id);
     assert_eq!(intent.qty.to_decimal(), "1.23");
     assert_eq!(intent.journal, Journal::Pending);
-    assert_eq!(intent.client_id.as_str(), f.client_id);
+    assert_eq!(
+        intent.client,
+        ClientRef::ClientExternalAccountId(ClientId::parse(&f.client_id).unwrap())
+    );
     assert_eq!(format!("{:#x}", intent.wallet), WALLET);
     assert_eq!(
         format!("{:#x}", intent.vault),
@@ -915,7 +963,7 @@ async fn confirm_is_idempotent_and_final() {
     ] {
         assert_eq!(
             s.post("/inkind/issuance/confirm", &bad).await,
-            (StatusCode::UNPROCESSABLE_ENTITY, error(INVALID_PAYLOAD))
+            (StatusCode::BAD_REQUEST, error(INVALID_PAYLOAD))
         );
     }
 
@@ -1144,7 +1192,7 @@ async fn operator_routes_manage_accounts_wallets_assets_and_show_stuck_work() {
     assert_eq!(
         accounts,
         json!({ "accounts": [{ "client_id": f.client_id, "email": "ap.desk@example.com", "linked": true,
-                               "account_number": "910532871", "wallets": [WALLET] }] })
+                               "account_number": "910532871", "alpaca_account_id": null, "wallets": [WALLET] }] })
     );
     assert_eq!(
         s.operator(
@@ -1368,7 +1416,7 @@ async fn serve_refuses_a_short_key() {
     let store: Arc<dyn Store> = Arc::new(RedbStore::open(&dir.path().join("issuer.redb")).unwrap());
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let short = HttpConfig {
-        alpaca_api_key: Secret::new("short"),
+        alpaca_auth: AlpacaAuth::ApiKey(Secret::new("short")),
         ..config("127.0.0.1/32")
     };
     let result = serve(listener, store, Arc::new(Notify::new()), short, async {}).await;

@@ -1,12 +1,16 @@
-//! With signature keys configured, Alpaca's requests pass only with a valid RFC 9421 Ed25519
-//! signature over method, target URI, content type and an RFC 9530 content digest of the exact
-//! body: an unsigned, altered, replayed-late or foreign-signed request is 401 and changes nothing.
+//! With `signatures` chosen, Alpaca's requests pass only with a valid RFC 9421 Ed25519 signature
+//! over method, target URI, content type and an RFC 9530 content digest of the exact body,
+//! *instead of* an API key (Alpaca's guide, one scheme per issuer): an unsigned request (even one
+//! with the right key), an altered, replayed-late, foreign-signed one, or one signed for another
+//! host than the configured public URL is 401 and changes nothing. Alpaca's key is configured as
+//! the PEM it hands over; a start without the public URL is refused with a clear error.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use common::stack::http_config;
-use issuer::http::signature::{sign, SignatureConfig};
+use issuer::http::signature::{parse_key, public_key_pem, sign, SignatureConfig};
+use issuer::http::AlpacaAuth;
 use issuer::store::{RedbStore, Store};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -21,7 +25,6 @@ fn now() -> u64 {
 async fn post(url: &str, body: &[u8], headers: &[(String, String)]) -> (u16, Value) {
     let mut request = reqwest::Client::new()
         .post(url)
-        .header("X-API-KEY", issuer::cli::LOCAL_API_KEY)
         .header("content-type", "application/json")
         .body(body.to_vec());
     for (name, value) in headers {
@@ -39,9 +42,11 @@ async fn only_requests_signed_by_alpacas_key_get_through() {
     store.register_account("ap@example.com").unwrap();
     let alpaca = ed25519_dalek::SigningKey::from_bytes(&[42u8; 32]);
     let mut config = http_config();
-    config.signatures = Some(SignatureConfig {
-        keys: vec![("alpaca-prod".into(), alpaca.verifying_key())],
-        public_base_url: Some("https://issuer.example.com".into()),
+    // The key as Alpaca hands it over: PEM (SPKI).
+    let pem = public_key_pem(&alpaca.verifying_key());
+    config.alpaca_auth = AlpacaAuth::Signatures(SignatureConfig {
+        keys: vec![parse_key(&format!("alpaca-prod:{pem}")).unwrap()],
+        public_base_url: "https://issuer.example.com".into(),
         max_age_secs: 300,
     });
     let listener = common::loopback_listener();
@@ -63,6 +68,13 @@ async fn only_requests_signed_by_alpacas_key_get_through() {
     let target = "https://issuer.example.com/accounts/connect";
     let body = serde_json::to_vec(&json!({"email": "ap@example.com", "account": "ALP-9"})).unwrap();
 
+    // The API key is not an alternative once signatures are chosen: refused.
+    let key = [(
+        "X-API-KEY".to_owned(),
+        issuer::cli::LOCAL_API_KEY.to_owned(),
+    )];
+    let (status, answer) = post(&url, &body, &key).await;
+    assert_eq!(status, 401, "{answer}");
     // Unsigned: refused, nothing linked.
     let (status, answer) = post(&url, &body, &[]).await;
     assert_eq!(status, 401, "{answer}");
@@ -109,6 +121,18 @@ async fn only_requests_signed_by_alpacas_key_get_through() {
         now() - 3600,
     );
     assert_eq!(post(&url, &body, &old).await.0, 401);
+    // Signed for the address this server sees (what a Host header says), not the public URL
+    // Alpaca calls: refused, the target URI is never taken from the request.
+    let local_target = sign(
+        &alpaca,
+        "alpaca-prod",
+        "POST",
+        &url,
+        "application/json",
+        &body,
+        now(),
+    );
+    assert_eq!(post(&url, &body, &local_target).await.0, 401);
     assert!(
         !store
             .account_by_email("ap@example.com")
@@ -118,7 +142,7 @@ async fn only_requests_signed_by_alpacas_key_get_through() {
         "nothing changed"
     );
 
-    // Properly signed: through, and linked.
+    // Properly signed, without any key: through, and linked.
     let (status, answer) = post(&url, &body, &signed).await;
     assert_eq!(status, 200, "{answer}");
     assert!(store
@@ -127,4 +151,47 @@ async fn only_requests_signed_by_alpacas_key_get_through() {
         .unwrap()
         .linked());
     let _ = stop.send(true);
+}
+
+/// `issuer serve` with signatures chosen but no public URL does not start, and says why.
+#[test]
+fn signatures_without_the_public_url_refuse_to_start() {
+    let alpaca = ed25519_dalek::SigningKey::from_bytes(&[42u8; 32]);
+    let pem = public_key_pem(&alpaca.verifying_key()).replace('\n', "\\n");
+    let dir = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_issuer"))
+        .arg("serve")
+        .args(["--db", dir.path().join("s.redb").to_str().unwrap()])
+        .args(["--listen", "127.0.0.1:0"])
+        .env("ALPACA_AUTH", "signatures")
+        .env("ALPACA_SIGNATURE_KEYS", format!("alpaca-prod:{pem}"))
+        .env_remove("ISSUER_PUBLIC_URL")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("ISSUER_PUBLIC_URL"), "{stderr}");
+    assert!(
+        !dir.path().join("s.redb").exists(),
+        "nothing started: {stderr}"
+    );
+}
+
+/// Keys configured while the scheme is the API key are refused, not silently ignored.
+#[test]
+fn signature_keys_with_the_api_key_scheme_refuse_to_start() {
+    let alpaca = ed25519_dalek::SigningKey::from_bytes(&[42u8; 32]);
+    let pem = public_key_pem(&alpaca.verifying_key()).replace('\n', "\\n");
+    let dir = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_issuer"))
+        .arg("serve")
+        .args(["--db", dir.path().join("s.redb").to_str().unwrap()])
+        .args(["--listen", "127.0.0.1:0"])
+        .env_remove("ALPACA_AUTH")
+        .env("ALPACA_SIGNATURE_KEYS", format!("alpaca-prod:{pem}"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("ALPACA_AUTH"), "{stderr}");
 }

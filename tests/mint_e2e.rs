@@ -89,7 +89,7 @@ async fn rejected_journal_mints_nothing() {
         "underlying_symbol": "AAPL",
         "token_symbol": "tAAPL",
         "network": "anvil",
-        "client_id": world.client_id.as_str(),
+        "client": { "client_external_account_id": world.client_id.as_str() },
         "wallet_address": common::stack::AP_WALLET,
         "confirm": "rejected",
     });

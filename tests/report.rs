@@ -389,7 +389,9 @@ async fn report_over_many_mints() {
                     underlying_symbol: "AAPL".into(),
                     token_symbol: "tAAPL".into(),
                     network: "anvil".into(),
-                    client_id: world.client_id.to_string(),
+                    client: issuer::sim::SimClient::ClientExternalAccountId(
+                        world.client_id.to_string(),
+                    ),
                     wallet_address: common::stack::AP_WALLET.into(),
                 })
                 .unwrap();
@@ -397,7 +399,7 @@ async fn report_over_many_mints() {
                 .mint_callback(&MintCallback {
                     tokenization_request_id: reconciler::TokenizationRequestId::parse(&trid)
                         .unwrap(),
-                    client_id: world.client_id.clone(),
+                    client: reconciler::ClientRef::ClientExternalAccountId(world.client_id.clone()),
                     wallet_address: world.ap_wallet,
                     tx_hash: receipt.transaction_hash,
                     network: reconciler::Network::parse("anvil").unwrap(),

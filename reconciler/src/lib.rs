@@ -12,9 +12,11 @@ pub mod mint;
 pub mod plan;
 pub mod qty;
 pub mod redeem;
+pub mod refusal;
 
 pub use ids::{
-    parse_address, ClientId, IdError, IssuerRequestId, Network, Symbol, TokenizationRequestId,
+    parse_address, AlpacaAccountId, ClientId, ClientRef, IdError, IssuerRequestId, Network, Symbol,
+    TokenizationRequestId,
 };
 pub use mint::{Callback, Journal, MintIntent, ObservedDeposit, TrackedTx, TxPurpose, TxStatus};
 pub use plan::{plan, Action, MintItem, Policy, Problem, World};

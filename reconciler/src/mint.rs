@@ -1,6 +1,6 @@
 //! What we know of a mint, and what the chain and our own transactions say about it.
 
-use crate::ids::{ClientId, IssuerRequestId, Network, Symbol, TokenizationRequestId};
+use crate::ids::{ClientId, ClientRef, IssuerRequestId, Network, Symbol, TokenizationRequestId};
 use crate::qty::Qty;
 use alloy_primitives::{Address, B256, U256};
 use serde::{Deserialize, Serialize};
@@ -28,6 +28,13 @@ pub enum Callback {
     Attempted,
     /// Alpaca answered 200 (or already shows the mint): done.
     Acked { tx_hash: B256 },
+    /// Alpaca refused it with a final status (a 4xx other than 429): not sent again until an
+    /// operator retries it (then Alpaca is asked first). Kept with Alpaca's code and message.
+    Refused {
+        status: u16,
+        code: Option<String>,
+        message: String,
+    },
 }
 
 /// An accepted mint request: what Alpaca asked for, and its journal and callback states.
@@ -35,7 +42,10 @@ pub enum Callback {
 pub struct MintIntent {
     pub issuer_request_id: IssuerRequestId,
     pub tokenization_request_id: TokenizationRequestId,
-    pub client_id: ClientId,
+    /// The client as the mint request named it; the callback names it the same way. Records
+    /// written before the field existed held a bare `client_id` (our external id).
+    #[serde(alias = "client_id", deserialize_with = "client_ref_or_legacy_id")]
+    pub client: ClientRef,
     pub wallet: Address,
     pub underlying: Symbol,
     pub token: Symbol,
@@ -61,10 +71,24 @@ impl MintIntent {
             &self.underlying,
             &self.token,
             &self.network,
-            &self.client_id,
+            &self.client,
             self.wallet,
         )
     }
+}
+
+/// A [`ClientRef`], or the bare client id older records stored (which was always ours).
+fn client_ref_or_legacy_id<'de, D: serde::Deserializer<'de>>(de: D) -> Result<ClientRef, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Stored {
+        Ref(ClientRef),
+        Legacy(ClientId),
+    }
+    Ok(match Stored::deserialize(de)? {
+        Stored::Ref(client) => client,
+        Stored::Legacy(id) => ClientRef::ClientExternalAccountId(id),
+    })
 }
 
 /// [`MintIntent::fingerprint`] from the parts of an issuance request, before an intent exists.
@@ -74,11 +98,17 @@ pub fn fingerprint(
     underlying: &Symbol,
     token: &Symbol,
     network: &Network,
-    client_id: &ClientId,
+    client: &ClientRef,
     wallet: Address,
 ) -> String {
+    // `client=` for our own id keeps the fingerprints of records written before Alpaca's
+    // account ids were accepted.
+    let client = match client {
+        ClientRef::ClientExternalAccountId(id) => format!("client={id}"),
+        ClientRef::ClientAccountId(id) => format!("client_account_id={id}"),
+    };
     format!(
-        "trid={tokenization_request_id}|qty={}|underlying={underlying}|token={token}|network={network}|client={client_id}|wallet={wallet:#x}",
+        "trid={tokenization_request_id}|qty={}|underlying={underlying}|token={token}|network={network}|{client}|wallet={wallet:#x}",
         qty.to_decimal(),
     )
 }

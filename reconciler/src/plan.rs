@@ -283,7 +283,8 @@ pub fn plan(world: &World, policy: &Policy) -> Vec<Action> {
             let confirmed =
                 confirmations(world.head_block, first.block_number) >= policy.confirmations_min;
             match &intent.callback {
-                Callback::Acked { .. } => {}
+                // Refused: Alpaca's final word; an operator retries it, the plan does not.
+                Callback::Acked { .. } | Callback::Refused { .. } => {}
                 _ if !confirmed => {}
                 Callback::NotSent | Callback::Attempted => actions.push(Action::MintCallback {
                     issuer_request_id: id.clone(),
@@ -470,15 +471,6 @@ fn plan_redemptions(world: &World, policy: &Policy, actions: &mut Vec<Action>) {
             .saturating_add(u32::try_from(failed_now).unwrap_or(u32::MAX));
         let exhausted = attempts >= policy.mint_attempts_max;
         match &r.state {
-            RedemptionState::Detected | RedemptionState::Requesting if exhausted => {
-                // Alpaca keeps refusing the redeem call (counted by the shell): an operator must
-                // settle it with Alpaca; the tokens wait in the bot wallet.
-                actions.push(set(RedemptionState::Flagged {
-                    anomaly: Anomaly::RedeemRefused { attempts },
-                    return_requested: false,
-                    tokenization_request_id: None,
-                }));
-            }
             RedemptionState::Detected | RedemptionState::Requesting => {
                 if r.client_id.is_none() {
                     actions.push(set(RedemptionState::Flagged {

@@ -1,7 +1,9 @@
 //! What we know of a redemption: a transfer of shares to the bot, Alpaca's journal of the shares
 //! back, and the burn (or, for what is not a clean redemption, the return to the sender).
 
-use crate::ids::{ClientId, IssuerRequestId, Network, Symbol, TokenizationRequestId};
+use crate::ids::{
+    AlpacaAccountId, ClientId, ClientRef, IssuerRequestId, Network, Symbol, TokenizationRequestId,
+};
 use crate::qty::Qty;
 use alloy_primitives::{Address, B256, U256};
 use serde::{Deserialize, Serialize};
@@ -21,8 +23,16 @@ pub enum Anomaly {
     Mismatch { detail: String },
     /// Our burn transactions for it reverted or did nothing `attempts` times; none is sent again.
     BurnFailed { attempts: u32 },
-    /// Alpaca refused the redeem call `attempts` times and does not know the request.
-    RedeemRefused { attempts: u32 },
+    /// Alpaca refused the redeem call with a final status and does not know the request: not
+    /// called again until an operator retries it. Alpaca's status, code and message are kept.
+    RedeemRefused {
+        #[serde(default)]
+        status: u16,
+        #[serde(default)]
+        code: Option<String>,
+        #[serde(default)]
+        message: String,
+    },
 }
 
 /// Where a redemption stands.
@@ -89,6 +99,11 @@ pub struct Redemption {
     pub sender: Address,
     /// The linked client whitelisted for `sender`, when there is one.
     pub client_id: Option<ClientId>,
+    /// The client's Alpaca account, when an operator attached one before the transfer was seen:
+    /// then the redeem call names the client by `client_account_id`. Fixed at detection, so
+    /// every retry of the call carries the same body under the same Idempotency-Key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_account_id: Option<AlpacaAccountId>,
     /// Everything the sender transferred.
     pub qty: Qty,
     pub tx_hash: B256,
@@ -102,6 +117,15 @@ pub struct Redemption {
 }
 
 impl Redemption {
+    /// How the redeem call names the client, `None` for an unknown sender.
+    pub fn client_ref(&self) -> Option<ClientRef> {
+        match (&self.client_account_id, &self.client_id) {
+            (Some(account), _) => Some(ClientRef::ClientAccountId(account.clone())),
+            (None, Some(id)) => Some(ClientRef::ClientExternalAccountId(id.clone())),
+            (None, None) => None,
+        }
+    }
+
     /// What Alpaca journals (at most 9 decimals) and what goes back to the sender as dust.
     pub fn split(&self) -> (Qty, Qty) {
         self.qty.truncate_to(crate::qty::ALPACA_DECIMALS)

@@ -6,10 +6,10 @@
 use alloy_primitives::{Address, B256, U256};
 use insta::assert_json_snapshot;
 use reconciler::{
-    plan, Action, AlpacaView, Anomaly, Callback, ClientId, IssuerRequestId, Journal, JournalStatus,
-    MintIntent, Network, ObservedBurn, ObservedDeposit, Policy, Problem, Qty, ReceiptBalance,
-    Redemption, RedemptionState, Symbol, TokenizationRequestId, TrackedTx, TxPurpose, TxStatus,
-    World,
+    plan, Action, AlpacaView, Anomaly, Callback, ClientId, ClientRef, IssuerRequestId, Journal,
+    JournalStatus, MintIntent, Network, ObservedBurn, ObservedDeposit, Policy, Problem, Qty,
+    ReceiptBalance, Redemption, RedemptionState, Symbol, TokenizationRequestId, TrackedTx,
+    TxPurpose, TxStatus, World,
 };
 use std::collections::BTreeSet;
 
@@ -69,7 +69,7 @@ fn mint_intent(issuer_request_id: &str, journal: Journal, callback: Callback) ->
     MintIntent {
         issuer_request_id: id(issuer_request_id),
         tokenization_request_id: trid(&format!("tr-{issuer_request_id}")),
-        client_id: ClientId::parse("client-1").unwrap(),
+        client: ClientRef::ClientExternalAccountId(ClientId::parse("client-1").unwrap()),
         wallet: AP,
         underlying: Symbol::parse("AAPL").unwrap(),
         token: Symbol::parse("tAAPL").unwrap(),
@@ -160,6 +160,7 @@ fn redemption(n: u64, state: RedemptionState, client: Option<&str>) -> Redemptio
         network: Network::parse("anvil").unwrap(),
         sender: if client.is_some() { AP } else { STRANGER },
         client_id: client.map(|c| ClientId::parse(c).unwrap()),
+        client_account_id: None,
         qty: qty("5"),
         tx_hash: hash(0xe000 + n),
         log_index: n,
@@ -1518,26 +1519,27 @@ fn only_the_lowest_stuck_nonce_is_repriced_the_ones_behind_it_are_resent() {
 }
 
 #[test]
-fn a_redeem_call_alpaca_keeps_refusing_is_flagged() {
-    let mut r = redemption(1, RedemptionState::Requesting, Some("client-1"));
-    r.failed_attempts = 3;
+fn a_redemption_stopped_by_a_refusal_is_not_called_again_and_can_be_returned() {
+    // Given a redemption the shell flagged after Alpaca's final refusal of the redeem call,
+    let refused = Anomaly::RedeemRefused {
+        status: 422,
+        code: Some("42210000".into()),
+        message: "wallet_address is invalid".into(),
+    };
+    let flagged = RedemptionState::Flagged {
+        anomaly: refused.clone(),
+        return_requested: false,
+        tokenization_request_id: None,
+    };
     let world = World {
         head_block: HEAD,
-        redemptions: vec![r],
+        redemptions: vec![redemption(1, flagged, Some("client-1"))],
         ..World::default()
     };
-    assert_eq!(
-        plan(&world, &policy()),
-        vec![Action::SetRedemption {
-            redemption_id: id("red-1"),
-            state: RedemptionState::Flagged {
-                anomaly: Anomaly::RedeemRefused { attempts: 3 },
-                return_requested: false,
-                tokenization_request_id: None,
-            },
-        }]
-    );
-    assert!(Anomaly::RedeemRefused { attempts: 3 }.returnable());
+    // when planned, then nothing is sent to Alpaca again: it waits for an operator,
+    assert_eq!(plan(&world, &policy()), vec![]);
+    // who may return the tokens (Alpaca never took the request).
+    assert!(refused.returnable());
     assert!(
         !Anomaly::BurnFailed { attempts: 3 }.returnable(),
         "Alpaca may have journaled"
@@ -1546,4 +1548,22 @@ fn a_redeem_call_alpaca_keeps_refusing_is_flagged() {
         detail: String::new()
     }
     .returnable());
+}
+
+#[test]
+fn a_refused_mint_callback_is_not_sent_again() {
+    // Given a confirmed deposit whose callback Alpaca refused with a final status,
+    let refused = Callback::Refused {
+        status: 404,
+        code: Some("40410000".into()),
+        message: "tokenization request not found".into(),
+    };
+    let world = World {
+        head_block: HEAD,
+        mints: vec![mint_intent("m1", Journal::Completed, refused)],
+        deposits: vec![deposit("m1", CONFIRMED)],
+        ..World::default()
+    };
+    // then the plan sends nothing: neither a callback nor a second mint.
+    assert_eq!(plan(&world, &policy()), vec![]);
 }

@@ -11,8 +11,9 @@ use serde::de::DeserializeOwned;
 use std::fmt;
 use std::time::Duration;
 
-/// Longest `Idempotency-Key` Alpaca accepts.
-pub const IDEMPOTENCY_KEY_LEN_MAX: usize = 128;
+/// Longest `Idempotency-Key` Alpaca accepts: it announced a 36-character maximum (a UUID), down
+/// from 128.
+pub const IDEMPOTENCY_KEY_LEN_MAX: usize = 36;
 
 /// Where and as whom the client talks to Alpaca.
 #[derive(Clone)]
@@ -329,12 +330,9 @@ impl Broker for BrokerClient {
             .await?;
         if answer.status.is_success() {
             answer.decode()
-        } else if answer.status == StatusCode::UNPROCESSABLE_ENTITY {
-            // Every field is typed and the qty checked above, so a 422 for a body we built means
-            // the id is taken; the caller confirms with `request_by_issuer_id`.
-            let ApiError { code, message } = answer.api_error();
-            Err(BrokerError::AlreadyExists { code, message })
         } else {
+            // Every final refusal goes back with Alpaca's code and message: the caller looks the
+            // request up and decides (`reconciler::refusal::redeem_refusal`).
             Err(answer.status_error())
         }
     }

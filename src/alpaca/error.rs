@@ -8,7 +8,7 @@ pub enum BrokerError {
     #[error("bad Broker API configuration: {0}")]
     BadConfig(String),
     /// The caller asked for something Alpaca would refuse, so it was not sent: an
-    /// `Idempotency-Key` longer than 128 characters, a redeem `qty` with more than 9 decimals.
+    /// `Idempotency-Key` longer than 36 characters, a redeem `qty` with more than 9 decimals.
     #[error("invalid Broker API request: {0}")]
     InvalidRequest(String),
     /// The request could not be sent for a reason a retry cannot fix (reqwest refused to build it).
@@ -27,14 +27,6 @@ pub enum BrokerError {
     /// describes the final one. The request may or may not have taken effect at Alpaca.
     #[error("Broker API still failing after {attempts} attempts; last: {last}")]
     RetriesExhausted { attempts: u32, last: String },
-    /// The redeem call answered 422: this `issuer_request_id` is already used at Alpaca (our earlier
-    /// call went through but its answer was lost, or another key sent it). The caller recovers
-    /// with [`super::Broker::request_by_issuer_id`]; the client does not look it up itself.
-    #[error("issuer_request_id already used at Alpaca: {message} (code {code:?})")]
-    AlreadyExists {
-        code: Option<String>,
-        message: String,
-    },
     /// A success answer whose body is not the JSON we expect.
     #[error("cannot decode Broker API answer: {0}")]
     Decode(String),

@@ -34,8 +34,8 @@ pub trait Broker: Send + Sync {
     ) -> impl Future<Output = Result<(), BrokerError>> + Send;
 
     /// Asks Alpaca to journal shares back for a redemption. The same `idempotency_key` and body
-    /// give the same answer; an `issuer_request_id` already used gives
-    /// [`BrokerError::AlreadyExists`].
+    /// give the same answer; every final refusal (an `issuer_request_id` already used among
+    /// them) is [`BrokerError::Status`] with Alpaca's code and message.
     fn redeem(
         &self,
         request: &RedeemRequest,

@@ -1,13 +1,18 @@
 //! The Broker API's JSON bodies, spelled exactly as Alpaca spells them.
 //!
 //! Decoding is lenient where Alpaca is known to vary (`tx_hash` is `""`, `null` or absent while a
-//! request is pending; the client id comes under three names; unknown fields are ignored) and strict
-//! where a wrong value would be acted on (ids, symbols, quantities, addresses are parsed into types).
+//! request is pending; unknown fields are ignored) and strict where a wrong value would be acted
+//! on (ids, symbols, quantities, addresses are parsed into types). We send only Alpaca's current
+//! names: the client as `client_external_account_id` or `client_account_id`, never the
+//! deprecated `client_id`.
 
 use alloy::primitives::{Address, B256};
-use reconciler::ids::{ClientId, IssuerRequestId, Network, Symbol, TokenizationRequestId};
+use reconciler::ids::{
+    AlpacaAccountId, ClientId, ClientRef, IssuerRequestId, Network, Symbol, TokenizationRequestId,
+};
 use reconciler::Qty;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt::Display;
 
 /// Whether a tokenization request moves shares into tokens or back.
@@ -54,8 +59,9 @@ impl RequestStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "RawTokenizationRequest")]
 pub struct TokenizationRequest {
-    /// Alpaca's `tokenization_request_id`. Decoded from `id` or, where an answer spells it so,
-    /// `tokenization_request_id` (if both come they must agree).
+    /// Alpaca's `tokenization_request_id`, as the current schema names it; the older `id` is
+    /// still read (if both come they must agree).
+    #[serde(rename = "tokenization_request_id")]
     pub id: TokenizationRequestId,
     /// Ours; absent on a mint Alpaca has not yet had an answer for.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -74,10 +80,12 @@ pub struct TokenizationRequest {
     /// `""`, `null` or absent while pending all decode to `None`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tx_hash: Option<B256>,
+    /// Where the journal's securities transfer stands, when Alpaca reports it (free text, shown
+    /// to operators, never acted on).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub client_id: Option<ClientId>,
+    pub transfer_status: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub client_account_id: Option<ClientId>,
+    pub client_account_id: Option<AlpacaAccountId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_external_account_id: Option<ClientId>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -87,13 +95,17 @@ pub struct TokenizationRequest {
 }
 
 impl TokenizationRequest {
-    /// The client, under whichever of Alpaca's three spellings it came (`client_id` first, then the
-    /// names Alpaca's newer schema uses).
-    pub fn client(&self) -> Option<&ClientId> {
-        self.client_id
-            .as_ref()
-            .or(self.client_external_account_id.as_ref())
-            .or(self.client_account_id.as_ref())
+    /// The client as Alpaca names it: our external id when Alpaca shows one (the id the AP is
+    /// linked under), else the AP's Alpaca account.
+    pub fn client(&self) -> Option<ClientRef> {
+        self.client_external_account_id
+            .clone()
+            .map(ClientRef::ClientExternalAccountId)
+            .or_else(|| {
+                self.client_account_id
+                    .clone()
+                    .map(ClientRef::ClientAccountId)
+            })
     }
 }
 
@@ -118,10 +130,10 @@ struct RawTokenizationRequest {
     wallet_address: Address,
     #[serde(default, deserialize_with = "empty_as_none_hash")]
     tx_hash: Option<B256>,
+    #[serde(default)]
+    transfer_status: Option<String>,
     #[serde(default, deserialize_with = "empty_as_none")]
-    client_id: Option<ClientId>,
-    #[serde(default, deserialize_with = "empty_as_none")]
-    client_account_id: Option<ClientId>,
+    client_account_id: Option<AlpacaAccountId>,
     #[serde(default, deserialize_with = "empty_as_none")]
     client_external_account_id: Option<ClientId>,
     #[serde(default)]
@@ -139,7 +151,7 @@ impl TryFrom<RawTokenizationRequest> for TokenizationRequest {
                 return Err(format!("id {a} and tokenization_request_id {b} disagree"));
             }
             (Some(id), _) | (None, Some(id)) => id,
-            (None, None) => return Err("missing field `id`".to_owned()),
+            (None, None) => return Err("missing field `tokenization_request_id`".to_owned()),
         };
         Ok(Self {
             id,
@@ -153,7 +165,7 @@ impl TryFrom<RawTokenizationRequest> for TokenizationRequest {
             network: raw.network,
             wallet_address: raw.wallet_address,
             tx_hash: raw.tx_hash,
-            client_id: raw.client_id,
+            transfer_status: raw.transfer_status,
             client_account_id: raw.client_account_id,
             client_external_account_id: raw.client_external_account_id,
             created_at: raw.created_at,
@@ -162,11 +174,13 @@ impl TryFrom<RawTokenizationRequest> for TokenizationRequest {
     }
 }
 
-/// Body of `POST .../tokenization/callback/mint`: the tokens are on chain at `tx_hash`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Body of `POST .../tokenization/callback/mint`: the tokens are on chain at `tx_hash`. The client
+/// goes out under the field the mint request used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MintCallback {
     pub tokenization_request_id: TokenizationRequestId,
-    pub client_id: ClientId,
+    #[serde(flatten, serialize_with = "client_field")]
+    pub client: ClientRef,
     pub wallet_address: Address,
     pub tx_hash: B256,
     pub network: Network,
@@ -174,18 +188,27 @@ pub struct MintCallback {
 
 /// Body of `POST .../tokenization/callback/redeem`: the AP sent `qty` tokens to our redemption
 /// wallet in `tx_hash`; journal the shares back.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RedeemRequest {
     /// Derived from the transfer log, so a retry after a crash reuses it.
     pub issuer_request_id: IssuerRequestId,
     pub underlying_symbol: Symbol,
     pub token_symbol: Symbol,
-    pub client_id: ClientId,
+    #[serde(flatten, serialize_with = "client_field")]
+    pub client: ClientRef,
     /// At most 9 decimals (Alpaca's limit); the client refuses more before sending.
     pub qty: Qty,
     pub network: Network,
     pub wallet_address: Address,
     pub tx_hash: B256,
+}
+
+/// A [`ClientRef`] as the one field it names: `{"client_account_id": "..."}` or
+/// `{"client_external_account_id": "..."}`.
+fn client_field<S: Serializer>(client: &ClientRef, ser: S) -> Result<S::Ok, S::Error> {
+    let mut map = ser.serialize_map(Some(1))?;
+    map.serialize_entry(client.field(), client.value())?;
+    map.end()
 }
 
 /// Filter of `GET .../tokenization/requests`; `None` fields are left out of the query.

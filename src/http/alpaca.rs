@@ -1,14 +1,16 @@
 //! Alpaca's routes (DESIGN §5 "Issuer endpoints"), in both spellings Alpaca uses.
 //!
-//! Each handler parses (422 on anything malformed), checks in the documented order, records
-//! through the store, and answers. A refused request writes nothing.
+//! Each handler parses, checks in the documented order, records through the store, and answers.
+//! A refused request writes nothing. The mint routes answer every refusal 400 with the message
+//! Alpaca's guide lists, malformed bodies included (`Failed Validation: Invalid data payload`);
+//! the account routes keep 422 for a malformed body.
 
 use super::{blocking, body, json, AppState, HttpError, INVALID_PAYLOAD};
 use crate::store::{Asset, ConfirmOutcome, IssuanceOutcome, MintRecord, Store};
 use alloy::primitives::Address;
 use reconciler::{
-    parse_address, Callback, ClientId, IssuerRequestId, Journal, MintIntent, Network, Qty, Symbol,
-    TokenizationRequestId,
+    parse_address, AlpacaAccountId, Callback, ClientId, ClientRef, IssuerRequestId, Journal,
+    MintIntent, Network, Qty, Symbol, TokenizationRequestId,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -25,6 +27,22 @@ const TEXT_LEN_MAX: usize = 254;
 
 fn invalid() -> HttpError {
     HttpError::Unprocessable(INVALID_PAYLOAD.into())
+}
+
+/// A malformed mint or confirm body: 400 with Alpaca's message (its guide lists 400 for every
+/// mint refusal).
+fn malformed() -> HttpError {
+    HttpError::Refused(INVALID_PAYLOAD.into())
+}
+
+/// The body of a mint route; anything that does not parse is [`malformed`].
+async fn mint_body<T: serde::de::DeserializeOwned>(
+    req: &mut Request<AppState>,
+) -> Result<T, HttpError> {
+    body(req).await.map_err(|e| match e {
+        HttpError::Unprocessable(_) => malformed(),
+        other => other,
+    })
 }
 
 /// Shared with the operator routes: a trimmed email with one `@` and something on both sides.
@@ -204,6 +222,7 @@ struct IssuanceBody {
     token_symbol: String,
     network: String,
     wallet_address: String,
+    /// Deprecated by Alpaca (2026-07-15) as an alias of `client_external_account_id`.
     client_id: Option<String>,
     client_external_account_id: Option<String>,
     client_account_id: Option<String>,
@@ -215,37 +234,51 @@ struct Issuance {
     underlying: Symbol,
     token: Symbol,
     network: Network,
-    client: ClientId,
+    client: ClientRef,
     wallet: Address,
 }
 
 impl IssuanceBody {
     /// Check 1 of the refusal table: every field present, of the right type and well formed.
     ///
-    /// The client may be named by any of the three fields; each carries the id we answered at
-    /// link time. Two of them naming different clients is malformed.
+    /// The client is named by exactly one of `client_external_account_id` (the id our connect
+    /// endpoint answered; `client_id` is its deprecated alias and may come beside it only with
+    /// the same value) or `client_account_id` (the AP's Alpaca account UUID).
     fn parse(&self) -> Result<Issuance, HttpError> {
-        let named: BTreeSet<&str> = [
-            &self.client_id,
-            &self.client_external_account_id,
-            &self.client_account_id,
-        ]
-        .into_iter()
-        .flatten()
-        .map(String::as_str)
-        .collect();
-        let client = match named.into_iter().collect::<Vec<_>>().as_slice() {
-            [one] => ClientId::parse(one).map_err(|_| invalid())?,
-            _ => return Err(invalid()),
+        fn given(field: Option<&String>) -> Option<&str> {
+            field.map(String::as_str).filter(|v| !v.is_empty())
+        }
+        let external = match (
+            given(self.client_external_account_id.as_ref()),
+            given(self.client_id.as_ref()),
+        ) {
+            (Some(a), Some(b)) if a != b => return Err(malformed()),
+            (Some(id), _) => Some(id),
+            (None, Some(id)) => {
+                tracing::warn!(
+                    "http: mint names its client by the deprecated client_id; echoing it as client_external_account_id"
+                );
+                Some(id)
+            }
+            (None, None) => None,
+        };
+        let client = match (external, given(self.client_account_id.as_ref())) {
+            (Some(id), None) => {
+                ClientRef::ClientExternalAccountId(ClientId::parse(id).map_err(|_| malformed())?)
+            }
+            (None, Some(id)) => {
+                ClientRef::ClientAccountId(AlpacaAccountId::parse(id).map_err(|_| malformed())?)
+            }
+            _ => return Err(malformed()),
         };
         Ok(Issuance {
             trid: TokenizationRequestId::parse(&self.tokenization_request_id)
-                .map_err(|_| invalid())?,
-            underlying: Symbol::parse(&self.underlying_symbol).map_err(|_| invalid())?,
-            token: Symbol::parse(&self.token_symbol).map_err(|_| invalid())?,
-            network: Network::parse(&self.network).map_err(|_| invalid())?,
+                .map_err(|_| malformed())?,
+            underlying: Symbol::parse(&self.underlying_symbol).map_err(|_| malformed())?,
+            token: Symbol::parse(&self.token_symbol).map_err(|_| malformed())?,
+            network: Network::parse(&self.network).map_err(|_| malformed())?,
             client,
-            wallet: parse_address(&self.wallet_address).map_err(|_| invalid())?,
+            wallet: parse_address(&self.wallet_address).map_err(|_| malformed())?,
         })
     }
 }
@@ -268,12 +301,12 @@ impl Issuance {
 
 /// `POST /inkind/issuance` and `POST /tokenization/mint`: accepts a mint intent.
 ///
-/// Checks run in the documented order (malformed 422, qty 400, token, eligibility, wallet,
-/// frozen). A repeat of an accepted request (same id, same body) answers as the first time before
+/// Checks run in the documented order (malformed, qty, token, eligibility, wallet, frozen), each
+/// refusal a 400. A repeat of an accepted request (same id, same body) answers as the first time before
 /// the rule checks, so a wallet removed or an asset frozen since cannot turn Alpaca's retry of an
 /// accepted request into a final refusal.
 pub(super) async fn issuance(mut req: Request<AppState>) -> Result<Response, HttpError> {
-    let raw: IssuanceBody = body(&mut req).await?;
+    let raw: IssuanceBody = mint_body(&mut req).await?;
     let issuance = raw.parse()?;
     let qty =
         Qty::parse_positive(&raw.qty).map_err(|_| HttpError::Refused(INVALID_PAYLOAD.into()))?;
@@ -293,12 +326,12 @@ pub(super) async fn issuance(mut req: Request<AppState>) -> Result<Response, Htt
                 "tokenization_request_id already used with a different request".into(),
             ));
         }
-        let asset = check_rules(store.as_ref(), &issuance)?;
+        let asset = check_rules(store.as_ref(), req.state().config(), &issuance)?;
         let record = MintRecord {
             intent: MintIntent {
                 issuer_request_id: irid,
                 tokenization_request_id: issuance.trid,
-                client_id: issuance.client,
+                client: issuance.client,
                 wallet: issuance.wallet,
                 underlying: issuance.underlying,
                 token: issuance.token,
@@ -337,17 +370,28 @@ fn created(issuer_request_id: &IssuerRequestId) -> Response {
     )
 }
 
-/// Checks 3 to 6 of the refusal table, in order; the asset to mint on if all pass.
-fn check_rules(store: &dyn Store, issuance: &Issuance) -> Result<Asset, HttpError> {
+/// Checks 3 to 6 of the refusal table, in order; the asset to mint on if all pass. A network
+/// outside Alpaca's enum and the configured local ones is an unknown token there.
+fn check_rules(
+    store: &dyn Store,
+    config: &super::HttpConfig,
+    issuance: &Issuance,
+) -> Result<Asset, HttpError> {
+    if !config.network_allowed(&issuance.network) {
+        return Err(HttpError::Refused(INVALID_TOKEN.into()));
+    }
     let asset = store
         .asset(&issuance.underlying, &issuance.network)?
         .filter(|a| a.token == issuance.token)
         .ok_or_else(|| HttpError::Refused(INVALID_TOKEN.into()))?;
-    let linked = store.account(&issuance.client)?.is_some_and(|a| a.linked());
-    if !linked {
+    let account = match &issuance.client {
+        ClientRef::ClientExternalAccountId(id) => store.account(id)?,
+        ClientRef::ClientAccountId(id) => store.account_by_alpaca_id(id)?,
+    };
+    let Some(account) = account.filter(crate::store::Account::linked) else {
         return Err(HttpError::Refused(NOT_ELIGIBLE.into()));
-    }
-    if store.wallet_owner(issuance.wallet)?.as_ref() != Some(&issuance.client) {
+    };
+    if store.wallet_owner(issuance.wallet)?.as_ref() != Some(&account.client_id) {
         return Err(HttpError::Refused(INVALID_WALLET.into()));
     }
     if asset.frozen {
@@ -368,13 +412,14 @@ struct ConfirmBody {
 /// journal outcome. The same confirmation always gets the same answer (Alpaca retries it); the
 /// opposite final status is 409. `completed` wakes the reconciler, which mints.
 pub(super) async fn confirm(mut req: Request<AppState>) -> Result<Response, HttpError> {
-    let raw: ConfirmBody = body(&mut req).await?;
-    let trid = TokenizationRequestId::parse(&raw.tokenization_request_id).map_err(|_| invalid())?;
-    let irid = IssuerRequestId::parse(&raw.issuer_request_id).map_err(|_| invalid())?;
+    let raw: ConfirmBody = mint_body(&mut req).await?;
+    let trid =
+        TokenizationRequestId::parse(&raw.tokenization_request_id).map_err(|_| malformed())?;
+    let irid = IssuerRequestId::parse(&raw.issuer_request_id).map_err(|_| malformed())?;
     let journal = match raw.status.as_str() {
         "completed" => Journal::Completed,
         "rejected" => Journal::Rejected,
-        _ => return Err(invalid()),
+        _ => return Err(malformed()),
     };
     let answer = json!({
         "tokenization_request_id": trid.as_str(),

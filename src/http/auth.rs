@@ -1,7 +1,7 @@
 //! Who may call a route: the peer address allowlist, the key header (constant-time), the
 //! failed-attempt limit, and the body size limit, checked in that order before any handler runs.
 
-use super::{AppState, HttpError, INVALID_PAYLOAD};
+use super::{AlpacaAuth, AppState, HttpError, INVALID_PAYLOAD};
 use async_std::io::ReadExt;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -45,15 +45,24 @@ impl Guard {
             .and_then(|p| p.parse::<SocketAddr>().ok())
             .map(|p| p.ip().to_canonical())
             .ok_or(HttpError::Forbidden)?;
-        let (allow, key, limiter) = match self.kind {
-            RouteKind::Alpaca => (
+        // One scheme per route: a key, or (Alpaca's routes, when configured) a signature instead.
+        let (allow, key, signatures, limiter) = match (self.kind, &config.alpaca_auth) {
+            (RouteKind::Alpaca, AlpacaAuth::ApiKey(key)) => (
                 &config.alpaca_allow,
-                &config.alpaca_api_key,
+                Some(key),
+                None,
                 &state.inner.alpaca_failures,
             ),
-            RouteKind::Operator => (
+            (RouteKind::Alpaca, AlpacaAuth::Signatures(signatures)) => (
+                &config.alpaca_allow,
+                None,
+                Some(signatures),
+                &state.inner.alpaca_failures,
+            ),
+            (RouteKind::Operator, _) => (
                 &config.operator_allow,
-                &config.operator_api_key,
+                Some(&config.operator_api_key),
+                None,
                 &state.inner.operator_failures,
             ),
         };
@@ -62,15 +71,17 @@ impl Guard {
         }
         let now = Instant::now();
         limiter.check(ip, now)?;
-        let given = req
-            .header(self.kind.header())
-            .map(|v| v.last().as_str().to_owned());
-        let matches =
-            given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(key.expose().as_bytes())));
-        if !matches {
-            limiter.record_failure(ip, now);
-            tracing::warn!(%ip, route = %req.url().path(), "http: failed authentication");
-            return Err(HttpError::Unauthorized);
+        if let Some(key) = key {
+            let given = req
+                .header(self.kind.header())
+                .map(|v| v.last().as_str().to_owned());
+            let matches =
+                given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(key.expose().as_bytes())));
+            if !matches {
+                limiter.record_failure(ip, now);
+                tracing::warn!(%ip, route = %req.url().path(), "http: failed authentication");
+                return Err(HttpError::Unauthorized);
+            }
         }
         let limit_bytes = config.body_limit_bytes;
         if req.len().is_some_and(|len| len > limit_bytes) {
@@ -89,15 +100,10 @@ impl Guard {
         if bytes.len() > limit_bytes {
             return Err(HttpError::BodyTooLarge { limit_bytes });
         }
-        if let (RouteKind::Alpaca, Some(signatures)) = (self.kind, &config.signatures) {
-            let target = match &signatures.public_base_url {
-                Some(base) => {
-                    let url = req.url();
-                    let query = url.query().map(|q| format!("?{q}")).unwrap_or_default();
-                    format!("{}{}{query}", base.trim_end_matches('/'), url.path())
-                }
-                None => req.url().to_string(),
-            };
+        if let Some(signatures) = signatures {
+            // `@target-uri` as Alpaca addressed us: the configured public URL with this path and
+            // query, never the Host header (whatever the caller wants it to be).
+            let target = signatures.target_uri(req.url().path(), req.url().query());
             let header = |name: &str| req.header(name).map(|v| v.last().as_str().to_owned());
             let (content_type, digest, input, signature) = (
                 header("content-type"),

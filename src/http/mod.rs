@@ -24,6 +24,7 @@ use crate::store::{Store, StoreError};
 use auth::{FailureLimiter, Guard, RouteKind};
 use futures::future::{select, Either};
 use ipnet::IpNet;
+use reconciler::Network;
 use std::future::Future;
 use std::sync::Arc;
 use tide::http::mime;
@@ -33,14 +34,25 @@ use tide::{Request, Response, StatusCode};
 /// the failed-attempt limit's lifetime.
 pub const API_KEY_LEN_MIN: usize = 32;
 
-/// The message Alpaca knows for a body it sent wrong (422) or a quantity we refuse (400).
+/// The message Alpaca knows for a body it sent wrong or a quantity we refuse (400 on the mint
+/// routes, 422 on the others).
 pub const INVALID_PAYLOAD: &str = "Failed Validation: Invalid data payload";
+
+/// How Alpaca authenticates to us: one scheme per issuer, as Alpaca's guide offers them.
+#[derive(Debug, Clone)]
+pub enum AlpacaAuth {
+    /// `X-API-KEY`; at least [`API_KEY_LEN_MIN`] characters, checked by [`serve`].
+    ApiKey(Secret),
+    /// RFC 9421 Ed25519 message signatures instead of a key: a request carries no key, and one
+    /// without a valid signature is refused.
+    Signatures(signature::SignatureConfig),
+}
 
 /// What the server needs besides the store. Secrets are [`Secret`]s so `Debug` never prints them.
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
-    /// Alpaca's `X-API-KEY`; at least [`API_KEY_LEN_MIN`] characters, checked by [`serve`].
-    pub alpaca_api_key: Secret,
+    /// How Alpaca's requests are authenticated.
+    pub alpaca_auth: AlpacaAuth,
     /// Client IPs (the TCP peer, never a forwarding header) allowed on Alpaca's routes.
     pub alpaca_allow: Vec<IpNet>,
     /// `X-OPERATOR-KEY` for `/operator/...`; separate from Alpaca's so a leak of one does not open
@@ -50,13 +62,37 @@ pub struct HttpConfig {
     pub operator_allow: Vec<IpNet>,
     /// Largest request body read; a larger one is answered 413 before it is parsed.
     pub body_limit_bytes: usize,
-    /// When set, Alpaca's requests must also carry a valid RFC 9421 Ed25519 signature.
-    pub signatures: Option<signature::SignatureConfig>,
     /// Failed authentications per client IP per minute; further requests from that IP are 429
     /// until the minute is over, even with the right key.
     pub failed_auth_per_minute_max: u32,
     /// The issuer's custody account at Alpaca, answered by `/tokenization/custody-accounts/{sym}`.
     pub custody_account_id: String,
+    /// Chains besides Alpaca's own networks ([`ALPACA_NETWORKS`]) this issuer serves, such as
+    /// `anvil` on the local stack. A mint or an asset on any other network is refused.
+    pub local_networks: Vec<Network>,
+}
+
+/// The `network` values Alpaca's API knows (its TokenizationNetwork enum, November 2026).
+pub const ALPACA_NETWORKS: [&str; 12] = [
+    "arbitrum",
+    "base",
+    "binance",
+    "cronos",
+    "ethereum",
+    "hypercore",
+    "hyperevm",
+    "mantle",
+    "robinhood",
+    "solana",
+    "ton",
+    "tron",
+];
+
+impl HttpConfig {
+    /// Whether mints and assets may name `network`: one of Alpaca's, or a configured local one.
+    pub fn network_allowed(&self, network: &Network) -> bool {
+        ALPACA_NETWORKS.contains(&network.as_str()) || self.local_networks.contains(network)
+    }
 }
 
 /// Why the server could not start, or why a request was refused. Each request variant maps to
@@ -202,20 +238,30 @@ pub async fn serve(
 }
 
 fn check_config(config: &HttpConfig) -> Result<(), HttpError> {
-    for (which, key) in [
-        ("alpaca api key", &config.alpaca_api_key),
-        ("operator api key", &config.operator_api_key),
-    ] {
-        if key.expose().chars().count() < API_KEY_LEN_MIN {
-            return Err(HttpError::Config(format!(
+    let short = |which: &str, key: &Secret| {
+        (key.expose().chars().count() < API_KEY_LEN_MIN).then(|| {
+            HttpError::Config(format!(
                 "{which} must be at least {API_KEY_LEN_MIN} characters"
-            )));
-        }
+            ))
+        })
+    };
+    if let Some(e) = short("operator api key", &config.operator_api_key) {
+        return Err(e);
     }
-    if config.alpaca_api_key == config.operator_api_key {
-        return Err(HttpError::Config(
-            "the operator key must differ from Alpaca's key".into(),
-        ));
+    match &config.alpaca_auth {
+        AlpacaAuth::ApiKey(key) => {
+            if let Some(e) = short("alpaca api key", key) {
+                return Err(e);
+            }
+            if *key == config.operator_api_key {
+                return Err(HttpError::Config(
+                    "the operator key must differ from Alpaca's key".into(),
+                ));
+            }
+        }
+        AlpacaAuth::Signatures(signatures) => {
+            signature::check_config(signatures).map_err(HttpError::Config)?;
+        }
     }
     if config.body_limit_bytes == 0 {
         return Err(HttpError::Config("body limit must be positive".into()));
@@ -294,6 +340,9 @@ fn app(
         .with(op())
         .post(endpoint(operator::register_account))
         .get(endpoint(operator::accounts));
+    app.at("/operator/accounts/:client_id/alpaca-account")
+        .with(op())
+        .post(endpoint(operator::attach_alpaca_account));
     app.at("/operator/wallets")
         .with(op())
         .post(endpoint(operator::add_wallet))
@@ -415,6 +464,7 @@ mod tests {
             "/operator/assets/{underlying}/freeze",
             "/operator/assets/{underlying}/unfreeze",
             "/operator/stuck",
+            "/operator/accounts/{client_id}/alpaca-account",
         ] {
             assert!(paths.contains_key(path), "{path} missing from openapi.json");
         }
@@ -423,23 +473,23 @@ mod tests {
     #[test]
     fn short_or_shared_keys_are_refused() {
         let good = HttpConfig {
-            alpaca_api_key: Secret::new("a".repeat(32)),
+            alpaca_auth: AlpacaAuth::ApiKey(Secret::new("a".repeat(32))),
             alpaca_allow: vec![],
             operator_api_key: Secret::new("o".repeat(32)),
             operator_allow: vec![],
             body_limit_bytes: 1024,
-            signatures: None,
             failed_auth_per_minute_max: 10,
             custody_account_id: "custody".into(),
+            local_networks: vec![],
         };
         assert!(check_config(&good).is_ok());
         let short = HttpConfig {
-            alpaca_api_key: Secret::new("a".repeat(31)),
+            alpaca_auth: AlpacaAuth::ApiKey(Secret::new("a".repeat(31))),
             ..good.clone()
         };
         assert!(matches!(check_config(&short), Err(HttpError::Config(_))));
         let shared = HttpConfig {
-            operator_api_key: good.alpaca_api_key.clone(),
+            operator_api_key: Secret::new("a".repeat(32)),
             ..good.clone()
         };
         assert!(matches!(check_config(&shared), Err(HttpError::Config(_))));

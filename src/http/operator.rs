@@ -3,10 +3,11 @@
 
 use super::alpaca::{address_text, checked_email, whitelist};
 use super::{blocking, body, json, AppState, HttpError, INVALID_PAYLOAD};
-use crate::store::{Account, Asset, ReturnOutcome};
+use crate::store::{Account, Asset, AttachOutcome, ReturnOutcome};
 use alloy::primitives::Address;
 use reconciler::{
-    parse_address, Callback, ClientId, IssuerRequestId, Journal, Network, Symbol, TxPurpose,
+    parse_address, AlpacaAccountId, Callback, ClientId, IssuerRequestId, Journal, Network, Symbol,
+    TxPurpose,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -34,6 +35,7 @@ fn account_json(account: &Account, wallets: &BTreeMap<&str, Vec<String>>) -> ser
         "email": account.email,
         "linked": account.linked(),
         "account_number": account.account_number,
+        "alpaca_account_id": account.alpaca_account_id.as_ref().map(AlpacaAccountId::as_str),
         "wallets": wallets.get(account.client_id.as_str()).cloned().unwrap_or_default(),
     })
 }
@@ -77,6 +79,50 @@ pub(super) async fn accounts(req: Request<AppState>) -> Result<Response, HttpErr
         .map(|a| account_json(a, &by_client))
         .collect();
     Ok(json(StatusCode::Ok, &json!({ "accounts": list })))
+}
+
+#[derive(Deserialize)]
+struct AlpacaAccountBody {
+    alpaca_account_id: String,
+}
+
+/// `POST /operator/accounts/{client_id}/alpaca-account {alpaca_account_id}`: attaches the AP's
+/// Alpaca account UUID to a registered client, so a mint naming `client_account_id` resolves to
+/// it and its redemptions are requested under that field. Idempotent; 404 unknown client, 409
+/// when the UUID belongs to another client or the client already has another UUID.
+pub(super) async fn attach_alpaca_account(
+    mut req: Request<AppState>,
+) -> Result<Response, HttpError> {
+    let AlpacaAccountBody { alpaca_account_id } = body(&mut req).await?;
+    let uuid = AlpacaAccountId::parse(&alpaca_account_id).map_err(|_| invalid())?;
+    let unknown = || HttpError::NotFound("unknown client".into());
+    let client =
+        ClientId::parse(req.param("client_id").unwrap_or_default()).map_err(|_| unknown())?;
+    let (c, u) = (client.clone(), uuid.clone());
+    let outcome = blocking(req.state(), move |store| {
+        Ok(store.attach_alpaca_account(&c, &u)?)
+    })
+    .await?;
+    match outcome {
+        AttachOutcome::Attached(account) => {
+            tracing::info!(client_id = %client, alpaca_account_id = %uuid, "http: Alpaca account attached");
+            Ok(json(
+                StatusCode::Ok,
+                &json!({
+                    "client_id": account.client_id.as_str(),
+                    "alpaca_account_id": uuid.as_str(),
+                    "linked": account.linked(),
+                }),
+            ))
+        }
+        AttachOutcome::UnknownClient => Err(unknown()),
+        AttachOutcome::TakenBy(owner) => Err(HttpError::Conflict(format!(
+            "alpaca_account_id is attached to another client ({owner})"
+        ))),
+        AttachOutcome::HasOther(other) => Err(HttpError::Conflict(format!(
+            "client already has alpaca_account_id {other}"
+        ))),
+    }
 }
 
 #[derive(Deserialize)]
@@ -141,6 +187,12 @@ pub(super) async fn put_asset(mut req: Request<AppState>) -> Result<Response, Ht
     let underlying = Symbol::parse(&raw.underlying).map_err(|_| invalid())?;
     let token = Symbol::parse(&raw.token).map_err(|_| invalid())?;
     let network = Network::parse(&raw.network).map_err(|_| invalid())?;
+    if !req.state().config().network_allowed(&network) {
+        return Err(HttpError::Unprocessable(format!(
+            "network {network} is neither one of Alpaca's ({}) nor a configured local network",
+            super::ALPACA_NETWORKS.join(", ")
+        )));
+    }
     let vault = nonzero_address(&raw.vault)?;
     let receipt = nonzero_address(&raw.receipt)?;
     let authorizer = nonzero_address(&raw.authorizer)?;
@@ -339,7 +391,8 @@ pub(super) async fn return_redemption(req: Request<AppState>) -> Result<Response
 }
 
 /// `POST /operator/mints/{id}/retry`: after an operator fixed what made a mint's transactions
-/// fail (an expired certification, a missing role), its attempts start again. Nothing is sent
+/// fail (an expired certification, a missing role) or what made Alpaca refuse its callback, its
+/// attempts start again. Nothing is sent
 /// here; the reconciler still looks for the tagged deposit before minting.
 pub(super) async fn retry_mint(req: Request<AppState>) -> Result<Response, HttpError> {
     let unknown = || HttpError::NotFound("unknown mint".into());
@@ -351,6 +404,10 @@ pub(super) async fn retry_mint(req: Request<AppState>) -> Result<Response, HttpE
             Box::new(|m| {
                 m.intent.failed_attempts = 0;
                 m.problem = None;
+                // A callback Alpaca refused is sent again, after asking Alpaca whether it has it.
+                if matches!(m.intent.callback, Callback::Refused { .. }) {
+                    m.intent.callback = Callback::Attempted;
+                }
             }),
         )?)
     })
@@ -365,50 +422,64 @@ pub(super) async fn retry_mint(req: Request<AppState>) -> Result<Response, HttpE
 }
 
 /// `POST /operator/redemptions/{id}/retry`: a redemption flagged because its burns kept failing
-/// goes back to burning (Alpaca has journaled it), with its attempts reset.
+/// goes back to burning (Alpaca has journaled it), with its attempts reset; one whose redeem call
+/// Alpaca refused goes back to asking (Alpaca is looked up first, then called again).
 pub(super) async fn retry_redemption(req: Request<AppState>) -> Result<Response, HttpError> {
+    use reconciler::{Anomaly, RedemptionState};
     let unknown = || HttpError::NotFound("unknown redemption".into());
     let id = IssuerRequestId::parse(req.param("id").unwrap_or_default()).map_err(|_| unknown())?;
     let asked = id.clone();
     let current = blocking(req.state(), move |store| Ok(store.redemption(&asked)?))
         .await?
         .ok_or_else(unknown)?;
-    let reconciler::RedemptionState::Flagged {
-        anomaly: reconciler::Anomaly::BurnFailed { .. },
-        tokenization_request_id: Some(trid),
-        ..
-    } = current.state
-    else {
-        return Err(HttpError::Conflict(
-            "only a redemption whose burns failed can be retried".into(),
-        ));
+    let next = match &current.state {
+        RedemptionState::Flagged {
+            anomaly: Anomaly::BurnFailed { .. },
+            tokenization_request_id: Some(trid),
+            ..
+        } => RedemptionState::Journaled {
+            tokenization_request_id: trid.clone(),
+        },
+        RedemptionState::Flagged {
+            anomaly: Anomaly::RedeemRefused { .. },
+            return_requested: false,
+            ..
+        } => RedemptionState::Requesting,
+        _ => {
+            return Err(HttpError::Conflict(
+                "only a redemption whose burns failed or whose redeem call Alpaca refused can be retried".into(),
+            ))
+        }
+    };
+    let shown = match next {
+        RedemptionState::Requesting => "requesting",
+        _ => "journaled",
     };
     let asked = id.clone();
-    blocking(req.state(), move |store| {
+    let expected = current.state.clone();
+    let updated = blocking(req.state(), move |store| {
         Ok(store.update_redemption(
             &asked,
             Box::new(move |r| {
-                // Re-checked inside the write: only a redemption still flagged for failed burns.
-                if matches!(
-                    r.state,
-                    reconciler::RedemptionState::Flagged {
-                        anomaly: reconciler::Anomaly::BurnFailed { .. },
-                        ..
-                    }
-                ) {
+                // Re-checked inside the write: only if nothing changed it meanwhile.
+                if r.state == expected {
                     r.failed_attempts = 0;
-                    r.state = reconciler::RedemptionState::Journaled {
-                        tokenization_request_id: trid,
-                    };
+                    r.state = next;
                 }
             }),
         )?)
     })
-    .await?;
+    .await?
+    .ok_or_else(unknown)?;
+    if updated.state == current.state {
+        return Err(HttpError::Conflict(
+            "the redemption changed meanwhile; look again".into(),
+        ));
+    }
     req.state().wake();
-    tracing::warn!(redemption = %id, "http: operator retries a redemption's burn");
+    tracing::warn!(redemption = %id, state = shown, "http: operator retries a redemption");
     Ok(json(
         StatusCode::Ok,
-        &json!({ "id": id.as_str(), "state": "journaled" }),
+        &json!({ "id": id.as_str(), "state": shown }),
     ))
 }

@@ -43,6 +43,16 @@ pub enum OperatorCommand {
         #[arg(long)]
         email: String,
     },
+    /// Attach the AP's Alpaca account UUID to a registered client: mints naming
+    /// `client_account_id` then resolve to it, and its redemptions are requested with that field.
+    SetAlpacaAccount {
+        /// The client_id our connect endpoint answered for the AP.
+        #[arg(long)]
+        client_id: String,
+        /// The AP's account id at Alpaca (a UUID).
+        #[arg(long)]
+        alpaca_account_id: String,
+    },
     /// Whitelist a wallet for a client.
     AddWallet {
         #[arg(long)]
@@ -97,12 +107,14 @@ pub enum OperatorCommand {
         /// The redemption id (`red-<tx hash>-<log index>`).
         id: String,
     },
-    /// Burn again a redemption whose burns kept failing (after fixing the cause).
+    /// Start again a redemption whose burns kept failing or whose redeem call Alpaca refused
+    /// (after fixing the cause).
     RetryRedemption {
         /// The redemption id.
         id: String,
     },
-    /// Reset a mint's failed attempts (after fixing the cause); the reconciler tries again.
+    /// Start a stopped mint again (failed attempts, or a callback Alpaca refused) after fixing the
+    /// cause; the reconciler asks Alpaca first, then tries again.
     RetryMint {
         /// The issuer_request_id.
         id: String,
@@ -117,6 +129,14 @@ impl OperatorCommand {
                 Method::POST,
                 "/operator/accounts".into(),
                 Some(json!({ "email": email })),
+            ),
+            OperatorCommand::SetAlpacaAccount {
+                client_id,
+                alpaca_account_id,
+            } => (
+                Method::POST,
+                format!("/operator/accounts/{client_id}/alpaca-account"),
+                Some(json!({ "alpaca_account_id": alpaca_account_id })),
             ),
             OperatorCommand::AddWallet { client_id, wallet } => (
                 Method::POST,

@@ -1,10 +1,12 @@
 //! RFC 9421 HTTP message signatures with Ed25519, as Alpaca can sign its calls to us, over
 //! `@method`, `@target-uri`, `content-type` and an RFC 9530 `content-digest` of the body.
 //!
-//! When keys are configured, an Alpaca request must carry a valid signature by one of them (in
-//! addition to the API key): the digest must match the body exactly, the signature must cover
-//! those four components, and `created` must be recent, so a captured request cannot be replayed
-//! later or altered on the way.
+//! When the issuer is configured for signatures, an Alpaca request must carry a valid signature by
+//! one of the configured keys *instead of* an API key (Alpaca's guide offers the two as
+//! alternatives): the digest must match the body exactly, the signature must cover those four
+//! components, `created` must be recent and `expires` (when given) not passed, so a captured
+//! request cannot be replayed later or altered on the way. `@target-uri` is rebuilt from the
+//! configured public URL, never from the request's Host header.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
@@ -23,9 +25,10 @@ pub const REQUIRED_WITHOUT_BODY: [&str; 2] = ["@method", "@target-uri"];
 pub struct SignatureConfig {
     /// Public keys by `keyid`.
     pub keys: Vec<(String, VerifyingKey)>,
-    /// Scheme and host Alpaca addresses us by (`https://issuer.example.com`) when a proxy in front
-    /// changes what this server sees; `None`: the URL as received.
-    pub public_base_url: Option<String>,
+    /// Scheme, host and optional path prefix Alpaca addresses us by
+    /// (`https://issuer.example.com`): the start of every `@target-uri`. Required: the Host
+    /// header a request carries is the caller's choice, so it cannot be what a signature binds.
+    pub public_base_url: String,
     /// Oldest (and furthest in the future) `created` accepted, in seconds.
     pub max_age_secs: u64,
 }
@@ -40,6 +43,41 @@ impl fmt::Debug for SignatureConfig {
             .field("public_base_url", &self.public_base_url)
             .field("max_age_secs", &self.max_age_secs)
             .finish()
+    }
+}
+
+impl SignatureConfig {
+    /// The `@target-uri` of a request for `path` and `query` under the public URL.
+    pub fn target_uri(&self, path: &str, query: Option<&str>) -> String {
+        let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+        format!(
+            "{}{path}{query}",
+            self.public_base_url.trim_end_matches('/')
+        )
+    }
+}
+
+/// Refuses a configuration that could not check a signature as Alpaca makes it: no key, or a
+/// public URL that is not an absolute http(s) URL without query or fragment.
+pub fn check_config(config: &SignatureConfig) -> Result<(), String> {
+    if config.keys.is_empty() {
+        return Err(
+            "signatures need at least one Alpaca public key (ALPACA_SIGNATURE_KEYS)".into(),
+        );
+    }
+    let url = &config.public_base_url;
+    let parsed = tide::http::Url::parse(url)
+        .map_err(|e| format!("ISSUER_PUBLIC_URL {url:?} is not an absolute URL: {e}"))?;
+    let ok = matches!(parsed.scheme(), "http" | "https")
+        && parsed.host_str().is_some()
+        && parsed.query().is_none()
+        && parsed.fragment().is_none();
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "ISSUER_PUBLIC_URL {url:?} must be http(s)://host[:port][/prefix] without query or fragment"
+        ))
     }
 }
 
@@ -58,7 +96,7 @@ pub enum SignatureError {
     /// `keyid` names no configured key, or `alg` is not ed25519.
     #[error("unknown key or algorithm")]
     UnknownKey,
-    /// `created` is missing, too old or in the future.
+    /// `created` is missing, too old or in the future, or `expires` has passed.
     #[error("signature is not fresh")]
     Stale,
     /// The body does not hash to the declared digest.
@@ -89,6 +127,7 @@ struct Input<'a> {
     keyid: Option<&'a str>,
     alg: Option<&'a str>,
     created: Option<u64>,
+    expires: Option<u64>,
 }
 
 fn parse_input(header: &str) -> Result<Input<'_>, SignatureError> {
@@ -119,6 +158,7 @@ fn parse_input(header: &str) -> Result<Input<'_>, SignatureError> {
         keyid: None,
         alg: None,
         created: None,
+        expires: None,
     };
     for param in raw
         .get(list_end + 1..)
@@ -132,6 +172,7 @@ fn parse_input(header: &str) -> Result<Input<'_>, SignatureError> {
             "keyid" => input.keyid = text,
             "alg" => input.alg = text,
             "created" => input.created = Some(value.parse().map_err(|_| bad.clone())?),
+            "expires" => input.expires = Some(value.parse().map_err(|_| bad.clone())?),
             _ => {}
         }
     }
@@ -243,6 +284,9 @@ pub fn verify(config: &SignatureConfig, req: &Signed<'_>, now: u64) -> Result<()
     if now.abs_diff(created) > config.max_age_secs {
         return Err(SignatureError::Stale);
     }
+    if input.expires.is_some_and(|expires| now > expires) {
+        return Err(SignatureError::Stale);
+    }
     if input.components.contains(&"content-digest") {
         let digest = req
             .content_digest
@@ -265,19 +309,61 @@ pub fn verify(config: &SignatureConfig, req: &Signed<'_>, now: u64) -> Result<()
         .map_err(|_| SignatureError::BadSignature)
 }
 
-/// Parses a configured key: `keyid:base64-of-32-bytes`.
+/// The DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410): SEQUENCE, AlgorithmIdentifier
+/// 1.3.101.112, BIT STRING of 33 bytes; the 32 key bytes follow.
+const ED25519_SPKI_PREFIX: [u8; 12] = [
+    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+];
+
+/// Parses a configured key: `keyid:KEY`, where KEY is the PEM Alpaca hands over
+/// (`-----BEGIN PUBLIC KEY-----`, an Ed25519 SubjectPublicKeyInfo; its line breaks may be written
+/// as `\n`), the same SPKI as bare base64, or the raw 32 key bytes in base64.
 pub fn parse_key(text: &str) -> Result<(String, VerifyingKey), String> {
     let (id, encoded) = text
         .split_once(':')
-        .ok_or_else(|| format!("expected keyid:base64, got {text:?}"))?;
-    let bytes = B64
-        .decode(encoded.trim())
-        .map_err(|e| format!("key {id}: {e}"))?;
-    let array: [u8; 32] = bytes
+        .ok_or_else(|| format!("expected keyid:public-key, got {text:?}"))?;
+    let id = id.trim();
+    if id.is_empty() {
+        return Err("empty keyid".into());
+    }
+    let unescaped = encoded.replace("\\n", "\n");
+    let body: String = if unescaped.contains("-----BEGIN") {
+        let inner = unescaped
+            .split("-----BEGIN PUBLIC KEY-----")
+            .nth(1)
+            .and_then(|rest| rest.split("-----END PUBLIC KEY-----").next())
+            .ok_or_else(|| format!("key {id}: PEM must be a PUBLIC KEY block"))?;
+        inner.chars().filter(|c| !c.is_whitespace()).collect()
+    } else {
+        encoded.chars().filter(|c| !c.is_whitespace()).collect()
+    };
+    let bytes = B64.decode(body).map_err(|e| format!("key {id}: {e}"))?;
+    let raw: &[u8] = match bytes.len() {
+        32 => &bytes,
+        44 if bytes.starts_with(&ED25519_SPKI_PREFIX) => &bytes[ED25519_SPKI_PREFIX.len()..],
+        44 => return Err(format!("key {id}: not an Ed25519 SubjectPublicKeyInfo")),
+        n => {
+            return Err(format!(
+                "key {id}: {n} bytes is neither a raw Ed25519 key (32) nor its SPKI (44)"
+            ))
+        }
+    };
+    let array: [u8; 32] = raw
         .try_into()
         .map_err(|_| format!("key {id}: not 32 bytes"))?;
     let key = VerifyingKey::from_bytes(&array).map_err(|e| format!("key {id}: {e}"))?;
-    Ok((id.trim().to_owned(), key))
+    Ok((id.to_owned(), key))
+}
+
+/// The PEM (SPKI) form of an Ed25519 public key, as Alpaca hands its key over. For tests, docs
+/// and the simulator.
+pub fn public_key_pem(key: &VerifyingKey) -> String {
+    let mut der = ED25519_SPKI_PREFIX.to_vec();
+    der.extend_from_slice(key.as_bytes());
+    format!(
+        "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+        B64.encode(der)
+    )
 }
 
 /// Signs a request the way Alpaca does: headers `Content-Digest`, `Signature-Input`, `Signature`.
@@ -322,7 +408,7 @@ mod tests {
     fn config() -> SignatureConfig {
         SignatureConfig {
             keys: vec![("alpaca-1".into(), key().verifying_key())],
-            public_base_url: None,
+            public_base_url: "https://issuer.example.com".into(),
             max_age_secs: 300,
         }
     }
@@ -439,6 +525,75 @@ mod tests {
         let mut req = request(&headers, body);
         req.target_uri = "https://x/a";
         assert_eq!(verify(&config(), &req, 1_000), Ok(()));
+    }
+
+    #[test]
+    fn keys_parse_from_the_pem_alpaca_hands_over() {
+        let pem = public_key_pem(&key().verifying_key());
+        let (id, parsed) = parse_key(&format!("alpaca-1:{pem}")).unwrap();
+        assert_eq!((id.as_str(), parsed), ("alpaca-1", key().verifying_key()));
+        // In an environment variable the line breaks are often written as \n.
+        let one_line = pem.replace('\n', "\\n");
+        assert_eq!(
+            parse_key(&format!("alpaca-1:{one_line}")).unwrap().1,
+            key().verifying_key()
+        );
+        // A P-256 or RSA key in the PEM is refused, not misread.
+        let mut other = ED25519_SPKI_PREFIX.to_vec();
+        other[8] = 0x71;
+        other.extend_from_slice(&[1u8; 32]);
+        let wrong = format!(
+            "k:-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----",
+            B64.encode(other)
+        );
+        assert!(parse_key(&wrong).is_err());
+    }
+
+    #[test]
+    fn an_expired_signature_is_refused() {
+        use ed25519_dalek::Signer as _;
+        let body = b"{}";
+        let digest = format!("sha-256=:{}:", B64.encode(Sha256::digest(body)));
+        let params = "(\"@method\" \"@target-uri\" \"content-type\" \"content-digest\");created=1000;expires=1005;keyid=\"alpaca-1\";alg=\"ed25519\"";
+        let target = "https://issuer.example.com/inkind/issuance";
+        let base = format!("\"@method\": POST\n\"@target-uri\": {target}\n\"content-type\": application/json\n\"content-digest\": {digest}\n\"@signature-params\": {params}");
+        let signature = format!(
+            "sig1=:{}:",
+            B64.encode(key().sign(base.as_bytes()).to_bytes())
+        );
+        let input = format!("sig1={params}");
+        let req = Signed {
+            method: "POST",
+            target_uri: target,
+            content_type: Some("application/json"),
+            content_digest: Some(&digest),
+            signature_input: Some(&input),
+            signature: Some(&signature),
+            body,
+        };
+        assert_eq!(verify(&config(), &req, 1_004), Ok(()));
+        assert_eq!(verify(&config(), &req, 1_006), Err(SignatureError::Stale));
+    }
+
+    #[test]
+    fn the_public_url_is_required_and_checked() {
+        let mut c = config();
+        assert!(check_config(&c).is_ok());
+        assert_eq!(
+            c.target_uri("/tokenization/mint", Some("a=1")),
+            "https://issuer.example.com/tokenization/mint?a=1"
+        );
+        c.public_base_url = String::new();
+        assert!(check_config(&c).is_err());
+        c.public_base_url = "issuer.example.com".into();
+        assert!(check_config(&c).is_err());
+        c.public_base_url = "https://issuer.example.com/?x=1".into();
+        assert!(check_config(&c).is_err());
+        c.public_base_url = "https://issuer.example.com/prefix/".into();
+        assert_eq!(
+            c.target_uri("/tokenization/mint", None),
+            "https://issuer.example.com/prefix/tokenization/mint"
+        );
     }
 
     #[test]

@@ -9,9 +9,10 @@ use crate::chain::{burn_calldata, mint_calldata, return_calldata, Chain, Fees};
 use crate::store::{MintRecord, Settled, Store, TxRecord, TxVariant};
 use alloy::primitives::{B256, U256};
 use reconciler::meta::{self, ReceiptInfo};
+use reconciler::refusal::{callback_outcome, redeem_refusal, CallbackOutcome, RedeemRefusal};
 use reconciler::{
-    Action, Callback, IssuerRequestId, Journal, MintIntent, MintItem, RedemptionState, TxPurpose,
-    World,
+    Action, Anomaly, Callback, IssuerRequestId, Journal, MintIntent, MintItem, RedemptionState,
+    TxPurpose, World,
 };
 use std::collections::BTreeMap;
 
@@ -395,7 +396,7 @@ async fn redeem_call<B: Broker>(
     let Some(mut redemption) = r.store.redemption(id)? else {
         return Ok(());
     };
-    let Some(client_id) = redemption.client_id.clone() else {
+    let Some(client) = redemption.client_ref() else {
         return Ok(());
     };
     if ask_first {
@@ -418,30 +419,37 @@ async fn redeem_call<B: Broker>(
         issuer_request_id: id.clone(),
         underlying_symbol: redemption.underlying.clone(),
         token_symbol: redemption.token.clone(),
-        client_id,
+        client,
         qty: kept,
         network: redemption.network.clone(),
         wallet_address: redemption.sender,
         tx_hash: redemption.tx_hash,
     };
-    let answer = match r.broker.redeem(&request, id.as_str()).await {
+    let answer = match r.broker.redeem(&request, &id.idempotency_key()).await {
         Ok(answer) => answer,
-        Err(BrokerError::AlreadyExists { message, .. }) => {
-            let Some(found) = r.broker.request_by_issuer_id(id).await? else {
-                // Alpaca has it but cannot show it yet (a 404 right after creation can be
-                // transient). Not a refusal: it may still journal, so nothing may be returned;
-                // ask again later, with backoff.
-                r.polls.wait_more(id);
-                tracing::warn!(redemption = %id, answer = %message,
-                    "Alpaca says the redeem request exists but cannot show it yet");
-                return Ok(());
-            };
-            found
-        }
         Err(BrokerError::Status {
-            status, message, ..
-        }) if (400..500).contains(&status) => {
-            return count_refusal(r, id, &format!("{status} {message}"));
+            status,
+            code,
+            message,
+        }) if (400..500).contains(&status) && status != 429 => {
+            // A final refusal: Alpaca may hold the request anyway (our earlier call went through,
+            // or this was a replay), so it is looked up before anything is decided.
+            let found = r.broker.request_by_issuer_id(id).await?;
+            match (redeem_refusal(status, &message, found.is_some()), found) {
+                (RedeemRefusal::Adopt, Some(found)) => found,
+                (RedeemRefusal::AskLater, _) | (RedeemRefusal::Adopt, None) => {
+                    // Alpaca has it but cannot show it yet (a 404 right after creation can be
+                    // transient). Not a refusal: it may still journal, so nothing may be
+                    // returned; ask again later, with backoff.
+                    r.polls.wait_more(id);
+                    tracing::warn!(redemption = %id, answer = %message,
+                        "Alpaca says the redeem request exists but cannot show it yet");
+                    return Ok(());
+                }
+                (RedeemRefusal::Stop, _) => {
+                    return stop_redemption(r, id, status, code.as_deref(), &message);
+                }
+            }
         }
         Err(e) => return Err(e.into()),
     };
@@ -602,25 +610,47 @@ async fn callback<B: Broker>(
         .broker
         .mint_callback(&MintCallback {
             tokenization_request_id: intent.tokenization_request_id.clone(),
-            client_id: intent.client_id.clone(),
+            client: intent.client.clone(),
             wallet_address: intent.wallet,
             tx_hash,
             network: intent.network.clone(),
         })
         .await;
     if let Err(BrokerError::Status {
-        status, message, ..
+        status,
+        code,
+        message,
     }) = &sent
     {
-        if *status >= 500 {
+        match callback_outcome(*status) {
             // Ambiguous (a gateway may answer after Alpaca acted): the next pass asks first.
-            sent?;
-            return Ok(false);
+            // Busy: nothing happened; the next pass tries again.
+            CallbackOutcome::Ambiguous | CallbackOutcome::Later => {
+                sent?;
+                return Ok(false);
+            }
+            CallbackOutcome::Refused => {
+                let text = format!("mint callback refused: {status} {message}");
+                let refused = Callback::Refused {
+                    status: *status,
+                    code: code.clone(),
+                    message: message.clone(),
+                };
+                r.store.update_mint(
+                    &id,
+                    Box::new(move |m| {
+                        // An acknowledgement recorded meanwhile stands.
+                        if !matches!(m.intent.callback, Callback::Acked { .. }) {
+                            m.intent.callback = refused;
+                            m.problem = Some(text);
+                        }
+                    }),
+                )?;
+                tracing::error!(issuer_request_id = %id, status, code = code.as_deref().unwrap_or(""), message = %message,
+                    "Alpaca refused the mint callback; stopped until an operator retries it (issuer operator retry-mint ID)");
+                return Ok(false);
+            }
         }
-        // A final refusal: retried every pass (Alpaca may fix its side), and shown to operators.
-        let text = format!("mint callback refused: {status} {message}");
-        r.store
-            .update_mint(&id, Box::new(move |m| m.problem = Some(text)))?;
     }
     sent?;
     maybe_crash(r.config.crash_at, CrashPoint::AfterCallback);
@@ -635,21 +665,38 @@ async fn callback<B: Broker>(
     Ok(true)
 }
 
-/// Alpaca answered the redeem call with a final refusal: counted, so the plan flags the
-/// redemption for an operator after a few, instead of asking forever.
-fn count_refusal<B: Broker>(
+/// Alpaca refused the redeem call for good: the redemption stops, flagged with Alpaca's status,
+/// code and message, and is not called again until an operator retries it.
+fn stop_redemption<B: Broker>(
     r: &Reconciler<B>,
     id: &IssuerRequestId,
-    why: &str,
+    status: u16,
+    code: Option<&str>,
+    message: &str,
 ) -> Result<(), PassError> {
-    let updated = r.store.update_redemption(
+    let anomaly = Anomaly::RedeemRefused {
+        status,
+        code: code.map(str::to_owned),
+        message: message.to_owned(),
+    };
+    r.store.update_redemption(
         id,
-        Box::new(|r| r.failed_attempts = r.failed_attempts.saturating_add(1)),
+        Box::new(move |r| {
+            // Only a redemption still waiting for the call: a concurrent operator action wins.
+            if matches!(
+                r.state,
+                RedemptionState::Detected | RedemptionState::Requesting
+            ) {
+                r.state = RedemptionState::Flagged {
+                    anomaly,
+                    return_requested: false,
+                    tokenization_request_id: None,
+                };
+            }
+        }),
     )?;
-    if let Some(redemption) = updated {
-        tracing::error!(redemption = %id, attempts = redemption.failed_attempts, refusal = why,
-            "Alpaca refused the redeem call");
-    }
+    tracing::error!(redemption = %id, status, code = code.unwrap_or(""), message = %message,
+        "Alpaca refused the redeem call; stopped until an operator retries it (issuer redemption retry ID)");
     Ok(())
 }
 
@@ -672,7 +719,7 @@ async fn recover<B: Broker>(
     let intent = MintIntent {
         issuer_request_id: id.clone(),
         tokenization_request_id: request.id.clone(),
-        client_id: client.clone(),
+        client,
         wallet: request.wallet_address,
         underlying: request.underlying_symbol.clone(),
         token: request.token_symbol.clone(),

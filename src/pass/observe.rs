@@ -101,10 +101,14 @@ pub async fn observe<B: Broker>(r: &Reconciler<B>) -> Result<World, PassError> {
         for (sender, value, block_number, tx_hash, log_index) in
             chain.scan_transfers_to_bot(asset.vault, from, head).await?
         {
-            let client_id = match store.wallet_owner(sender)? {
-                Some(client) if store.account(&client)?.is_some_and(|a| a.linked()) => Some(client),
-                _ => None,
+            let account = match store.wallet_owner(sender)? {
+                Some(client) => store
+                    .account(&client)?
+                    .filter(crate::store::Account::linked),
+                None => None,
             };
+            let client_id = account.as_ref().map(|a| a.client_id.clone());
+            let client_account_id = account.and_then(|a| a.alpaca_account_id);
             redemptions.push(Redemption {
                 id: IssuerRequestId::for_redemption(tx_hash, log_index),
                 vault: asset.vault,
@@ -113,6 +117,7 @@ pub async fn observe<B: Broker>(r: &Reconciler<B>) -> Result<World, PassError> {
                 network: asset.network.clone(),
                 sender,
                 client_id,
+                client_account_id,
                 qty: Qty::from_units(value),
                 tx_hash,
                 log_index,

@@ -1,7 +1,7 @@
 //! `issuer alpaca-sim ...`: serve the simulator, or drive a running one.
 
 use super::mint::{Confirm, MintScript};
-use super::{serve, Sim, SimConfig};
+use super::{serve, Sim, SimClient, SimConfig};
 use anyhow::{bail, Context};
 use std::fmt;
 use std::net::SocketAddr;
@@ -74,8 +74,17 @@ pub struct MintArgs {
     pub qty: String,
     #[arg(long)]
     pub wallet: String,
+    /// The client as the id the issuer's connect endpoint answered (`client_external_account_id`).
+    #[arg(
+        long,
+        visible_alias = "client-id",
+        required_unless_present = "client_account_id",
+        conflicts_with = "client_account_id"
+    )]
+    pub client_external_account_id: Option<String>,
+    /// The client as the AP's Alpaca account UUID (`client_account_id`).
     #[arg(long)]
-    pub client_id: String,
+    pub client_account_id: Option<String>,
     #[arg(long, default_value = "AAPL")]
     pub underlying: String,
     #[arg(long, default_value = "tAAPL")]
@@ -101,7 +110,11 @@ impl fmt::Debug for MintArgs {
             .field("issuer_api_key", &"<redacted>")
             .field("qty", &self.qty)
             .field("wallet", &self.wallet)
-            .field("client_id", &self.client_id)
+            .field(
+                "client_external_account_id",
+                &self.client_external_account_id,
+            )
+            .field("client_account_id", &self.client_account_id)
             .field("underlying", &self.underlying)
             .field("token", &self.token)
             .field("network", &self.network)
@@ -177,7 +190,13 @@ async fn run_mint(args: MintArgs) -> anyhow::Result<()> {
         underlying_symbol: args.underlying,
         token_symbol: args.token,
         network: args.network,
-        client_id: args.client_id,
+        client: match (args.client_external_account_id, args.client_account_id) {
+            (_, Some(id)) => SimClient::ClientAccountId(id),
+            (Some(id), None) => SimClient::ClientExternalAccountId(id),
+            (None, None) => {
+                bail!("--client-external-account-id or --client-account-id is required")
+            }
+        },
         wallet_address: args.wallet,
         confirm,
     };

@@ -1,7 +1,7 @@
 //! Alpaca's side of a mint, played against the issuer's endpoints: record the request, ask the
 //! issuer to issue, then confirm (or reject) the journal.
 
-use super::state::{NewMint, Reply};
+use super::state::{NewMint, Reply, SimClient};
 use super::Sim;
 use crate::alpaca::wire::RequestStatus;
 use serde::{Deserialize, Serialize};
@@ -35,7 +35,8 @@ pub struct MintScript {
     pub underlying_symbol: String,
     pub token_symbol: String,
     pub network: String,
-    pub client_id: String,
+    /// How Alpaca names the client in the mint request (exactly one of its two current fields).
+    pub client: SimClient,
     pub wallet_address: String,
     /// Absent: `completed`. `null`: no confirm call at all (the issuer is left waiting).
     #[serde(default = "confirm_completed")]
@@ -89,7 +90,7 @@ pub(super) async fn play_mint(sim: Sim, http: reqwest::Client, script: MintScrip
         underlying_symbol: script.underlying_symbol.clone(),
         token_symbol: script.token_symbol.clone(),
         network: script.network.clone(),
-        client_id: script.client_id.clone(),
+        client: script.client.clone(),
         wallet_address: script.wallet_address.clone(),
     });
     let request = match recorded {
@@ -97,18 +98,23 @@ pub(super) async fn play_mint(sim: Sim, http: reqwest::Client, script: MintScrip
         Err(message) => return Reply::error(409, message),
     };
     let base = script.issuer_url.trim_end_matches('/');
-    let issuance = json!({
+    let mut issuance = json!({
         "tokenization_request_id": request.id,
         "qty": script.qty,
         "underlying_symbol": script.underlying_symbol,
         "token_symbol": script.token_symbol,
         "network": script.network,
-        "client_id": script.client_id,
         "wallet_address": script.wallet_address,
     });
+    if let Some(fields) = issuance.as_object_mut() {
+        fields.insert(
+            script.client.field().to_owned(),
+            Value::String(script.client.value().to_owned()),
+        );
+    }
     let answer = post(
         &http,
-        &format!("{base}/inkind/issuance"),
+        &format!("{base}/tokenization/mint"),
         &script.issuer_api_key,
         &issuance,
     )
@@ -156,7 +162,7 @@ pub(super) async fn play_mint(sim: Sim, http: reqwest::Client, script: MintScrip
             "issuer_request_id": issuer_request_id,
             "status": confirm,
         });
-        let url = format!("{base}/inkind/issuance/confirm");
+        let url = format!("{base}/tokenization/mint/confirm");
         loop {
             confirm_attempts += 1;
             let answer = post(&http, &url, &script.issuer_api_key, &body).await;

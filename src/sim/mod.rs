@@ -22,7 +22,7 @@ pub use mint::{Confirm, MintScript};
 pub use server::serve;
 pub use state::{
     Faults, FaultsPatch, NewMint, PendingTxHash, ReceivedMintCallback, ReceivedRedeemCall,
-    RedeemOutcome, SimConfig, SimRequest, SimSnapshot,
+    RedeemOutcome, Refusal, SimClient, SimConfig, SimRequest, SimSnapshot, IDEMPOTENCY_KEY_LEN_MAX,
 };
 
 use crate::alpaca::wire::RequestStatus;

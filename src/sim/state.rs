@@ -79,6 +79,17 @@ pub struct Faults {
     /// GETs of a redeem request that still see `pending` before the outcome applies.
     pub redeem_complete_after_polls: u32,
     pub pending_tx_hash: PendingTxHash,
+    /// Answer every mint callback with this final refusal (nothing recorded as completed).
+    pub refuse_mint_callback: Option<Refusal>,
+    /// Answer every redeem call with this final refusal (no request created).
+    pub refuse_redeem: Option<Refusal>,
+}
+
+/// A final refusal the simulator answers instead of serving a call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    pub status: u16,
+    pub message: String,
 }
 
 impl Default for Faults {
@@ -92,6 +103,8 @@ impl Default for Faults {
             redeem_outcome: RedeemOutcome::Completed,
             redeem_complete_after_polls: 1,
             pending_tx_hash: PendingTxHash::Empty,
+            refuse_mint_callback: None,
+            refuse_redeem: None,
         }
     }
 }
@@ -108,6 +121,25 @@ pub struct FaultsPatch {
     pub redeem_outcome: Option<RedeemOutcome>,
     pub redeem_complete_after_polls: Option<u32>,
     pub pending_tx_hash: Option<PendingTxHash>,
+    /// Absent: unchanged; `null`: cleared; a refusal: set.
+    #[allow(clippy::option_option)]
+    #[serde(default, deserialize_with = "some_or_null")]
+    pub refuse_mint_callback: Option<Option<Refusal>>,
+    /// Absent: unchanged; `null`: cleared; a refusal: set.
+    #[allow(clippy::option_option)]
+    #[serde(default, deserialize_with = "some_or_null")]
+    pub refuse_redeem: Option<Option<Refusal>>,
+}
+
+/// A patch field that may be absent (unchanged), `null` (cleared) or a value (set): the three
+/// cases are exactly what `Option<Option<T>>` spells.
+#[allow(clippy::option_option)]
+fn some_or_null<'de, D, T>(de: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(de).map(Some)
 }
 
 impl Faults {
@@ -133,6 +165,14 @@ impl Faults {
                 .redeem_complete_after_polls
                 .unwrap_or(self.redeem_complete_after_polls),
             pending_tx_hash: patch.pending_tx_hash.unwrap_or(self.pending_tx_hash),
+            refuse_mint_callback: patch
+                .refuse_mint_callback
+                .clone()
+                .unwrap_or_else(|| self.refuse_mint_callback.clone()),
+            refuse_redeem: patch
+                .refuse_redeem
+                .clone()
+                .unwrap_or_else(|| self.refuse_redeem.clone()),
         })
     }
 }
@@ -141,6 +181,7 @@ impl Faults {
 /// so the client's parsing is tested against text it did not produce itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SimRequest {
+    /// Alpaca's `tokenization_request_id`.
     pub id: String,
     pub issuer_request_id: Option<String>,
     #[serde(rename = "type")]
@@ -153,11 +194,57 @@ pub struct SimRequest {
     pub network: String,
     pub wallet_address: String,
     pub tx_hash: Option<String>,
-    pub client_id: String,
+    /// The client, under exactly one of Alpaca's two current fields.
+    pub client: SimClient,
     pub created_at: String,
     pub updated_at: String,
     /// GETs of this request so far (drives `redeem_complete_after_polls`).
     pub polls: u32,
+}
+
+/// How a request names its client: Alpaca's two current fields, exactly one of them. The
+/// deprecated `client_id` is neither accepted nor sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SimClient {
+    /// `client_external_account_id`: the id the issuer's connect endpoint answered.
+    ClientExternalAccountId(String),
+    /// `client_account_id`: the AP's Alpaca account UUID.
+    ClientAccountId(String),
+}
+
+impl SimClient {
+    pub fn field(&self) -> &'static str {
+        match self {
+            Self::ClientExternalAccountId(_) => "client_external_account_id",
+            Self::ClientAccountId(_) => "client_account_id",
+        }
+    }
+    pub fn value(&self) -> &str {
+        match self {
+            Self::ClientExternalAccountId(v) | Self::ClientAccountId(v) => v,
+        }
+    }
+    /// The client a body names, `Err` with Alpaca's 422 message when it names none, both, or uses
+    /// the deprecated `client_id`.
+    pub fn from_body(body: &Value) -> Result<SimClient, String> {
+        if body.get("client_id").is_some() {
+            return Err("client_id is no longer supported: use client_external_account_id or client_account_id".into());
+        }
+        match (
+            text_field(body, "client_external_account_id"),
+            text_field(body, "client_account_id"),
+        ) {
+            (Some(id), None) => Ok(Self::ClientExternalAccountId(id.to_owned())),
+            (None, Some(id)) => Ok(Self::ClientAccountId(id.to_owned())),
+            (Some(_), Some(_)) => {
+                Err("give one of client_external_account_id or client_account_id, not both".into())
+            }
+            (None, None) => {
+                Err("client_external_account_id or client_account_id is required".into())
+            }
+        }
+    }
 }
 
 impl SimRequest {
@@ -167,7 +254,7 @@ impl SimRequest {
         let mut put = |key: &str, value: Value| {
             body.insert(key.to_owned(), value);
         };
-        put("id", json!(self.id));
+        put("tokenization_request_id", json!(self.id));
         put(
             "issuer_request_id",
             json!(self.issuer_request_id.clone().unwrap_or_default()),
@@ -186,8 +273,7 @@ impl SimRequest {
             (None, PendingTxHash::Null) => put("tx_hash", Value::Null),
             (None, PendingTxHash::Absent) => {}
         }
-        put("client_id", json!(self.client_id));
-        put("client_external_account_id", json!(self.client_id));
+        put(self.client.field(), json!(self.client.value()));
         put("created_at", json!(self.created_at));
         put("updated_at", json!(self.updated_at));
         Value::Object(body)
@@ -281,7 +367,7 @@ pub struct NewMint {
     pub underlying_symbol: String,
     pub token_symbol: String,
     pub network: String,
-    pub client_id: String,
+    pub client: SimClient,
     pub wallet_address: String,
 }
 
@@ -307,21 +393,14 @@ const REDEEM_REQUIRED: [&str; 7] = [
     "wallet_address",
     "tx_hash",
 ];
-const CLIENT_FIELDS: [&str; 3] = [
-    "client_id",
-    "client_account_id",
-    "client_external_account_id",
-];
+/// Longest `Idempotency-Key` Alpaca accepts (announced: 36, a UUID).
+pub const IDEMPOTENCY_KEY_LEN_MAX: usize = 36;
 
 /// A non-empty string field of a JSON object.
 fn text_field<'a>(body: &'a Value, key: &str) -> Option<&'a str> {
     body.get(key)
         .and_then(Value::as_str)
         .filter(|text| !text.is_empty())
-}
-
-fn client_field(body: &Value) -> Option<&str> {
-    CLIENT_FIELDS.iter().find_map(|key| text_field(body, key))
 }
 
 impl State {
@@ -433,7 +512,7 @@ impl State {
             network: mint.network,
             wallet_address: mint.wallet_address,
             tx_hash: None,
-            client_id: mint.client_id,
+            client: mint.client,
             created_at: now.clone(),
             updated_at: now,
             polls: 0,
@@ -475,7 +554,10 @@ impl State {
         let trid = text_field(&body, "tokenization_request_id")
             .unwrap_or_default()
             .to_owned();
-        let reply = self.mint_callback_reply(&trid, &body);
+        let reply = match &self.faults.refuse_mint_callback {
+            Some(refusal) => Reply::error(refusal.status, refusal.message.clone()),
+            None => self.mint_callback_reply(&trid, &body),
+        };
         self.mint_callbacks.push(ReceivedMintCallback {
             tokenization_request_id: trid,
             body,
@@ -495,8 +577,9 @@ impl State {
                 return Reply::error(422, format!("{key} is required"));
             }
         }
-        let Some(client) = client_field(body).map(str::to_owned) else {
-            return Reply::error(422, "client_id is required");
+        let client = match SimClient::from_body(body) {
+            Ok(client) => client,
+            Err(message) => return Reply::error(422, message),
         };
         let pending_tx_hash = self.faults.pending_tx_hash;
         let Some(request) = self.request_mut(trid) else {
@@ -514,8 +597,15 @@ impl State {
         if !same("wallet_address", &request.wallet_address) || !same("network", &request.network) {
             return Reply::error(422, "wallet_address or network does not match the request");
         }
-        if client != request.client_id {
-            return Reply::error(422, "client_id does not match the request");
+        if client != request.client {
+            return Reply::error(
+                422,
+                format!(
+                    "{} does not match the request (it named its client by {})",
+                    client.field(),
+                    request.client.field()
+                ),
+            );
         }
         if request.status == RequestStatus::Pending {
             request.tx_hash = text_field(body, "tx_hash").map(str::to_owned);
@@ -528,7 +618,10 @@ impl State {
     /// `POST .../callback/redeem`.
     pub(super) fn redeem(&mut self, idempotency_key: Option<&str>, raw: &[u8]) -> Reply {
         let body = serde_json::from_slice::<Value>(raw).unwrap_or(Value::Null);
-        let (reply, trid) = self.redeem_reply(idempotency_key, &body);
+        let (reply, trid) = match &self.faults.refuse_redeem {
+            Some(refusal) => (Reply::error(refusal.status, refusal.message.clone()), None),
+            None => self.redeem_reply(idempotency_key, &body),
+        };
         self.redeem_calls.push(ReceivedRedeemCall {
             idempotency_key: idempotency_key.map(str::to_owned),
             issuer_request_id: text_field(&body, "issuer_request_id").map(str::to_owned),
@@ -546,9 +639,15 @@ impl State {
                 None,
             );
         };
-        if key.len() > 128 {
+        if !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return (Reply::error(400, "malformed Idempotency-Key"), None);
+        }
+        if key.len() > IDEMPOTENCY_KEY_LEN_MAX {
             return (
-                Reply::error(400, "Idempotency-Key longer than 128 characters"),
+                Reply::error(
+                    422,
+                    format!("Idempotency-Key longer than {IDEMPOTENCY_KEY_LEN_MAX} characters"),
+                ),
                 None,
             );
         }
@@ -557,6 +656,17 @@ impl State {
         }
         if let Some(earlier) = self.idempotency.get(key) {
             if earlier.body == *body {
+                let rejected = earlier
+                    .tokenization_request_id
+                    .as_deref()
+                    .and_then(|id| self.request(id))
+                    .is_some_and(|r| r.status == RequestStatus::Rejected);
+                if rejected {
+                    return (
+                        Reply::error(400, "replay of a request that was rejected"),
+                        None,
+                    );
+                }
                 return (
                     earlier.reply.clone(),
                     earlier.tokenization_request_id.clone(),
@@ -572,8 +682,9 @@ impl State {
                 return (Reply::error(422, format!("{field} is required")), None);
             }
         }
-        let Some(client) = client_field(body).map(str::to_owned) else {
-            return (Reply::error(422, "client_id is required"), None);
+        let client = match SimClient::from_body(body) {
+            Ok(client) => client,
+            Err(message) => return (Reply::error(422, message), None),
         };
         let field = |key: &str| text_field(body, key).unwrap_or_default().to_owned();
         let qty = field("qty");
@@ -614,7 +725,7 @@ impl State {
             network: field("network"),
             wallet_address: field("wallet_address"),
             tx_hash: Some(field("tx_hash")),
-            client_id: client,
+            client,
             created_at: now.clone(),
             updated_at: now,
             polls: 0,

@@ -10,15 +10,15 @@ mod redb_store;
 mod writer;
 
 pub use records::{
-    Account, Asset, ConfirmOutcome, IssuanceOutcome, MintRecord, ReturnOutcome, Scan, Settled,
-    TxRecord, TxVariant, SCHEMA_VERSION,
+    Account, Asset, AttachOutcome, ConfirmOutcome, IssuanceOutcome, MintRecord, ReturnOutcome,
+    Scan, Settled, TxRecord, TxVariant, SCHEMA_VERSION,
 };
 pub use redb_store::RedbStore;
 
 use alloy::primitives::{Address, B256};
 use reconciler::{
-    ClientId, IssuerRequestId, Journal, Network, ObservedBurn, ObservedDeposit, Redemption, Symbol,
-    TokenizationRequestId,
+    AlpacaAccountId, ClientId, IssuerRequestId, Journal, Network, ObservedBurn, ObservedDeposit,
+    Redemption, Symbol, TokenizationRequestId,
 };
 
 /// Why the store could not answer.
@@ -100,6 +100,17 @@ pub trait Store: Send + Sync {
         email: &str,
         account_number: &str,
     ) -> Result<Option<(Account, bool)>, StoreError>;
+    /// Attaches the AP's Alpaca account UUID to a registered client. Idempotent.
+    fn attach_alpaca_account(
+        &self,
+        client_id: &ClientId,
+        alpaca_account_id: &AlpacaAccountId,
+    ) -> Result<AttachOutcome, StoreError>;
+    /// The client an Alpaca account UUID is attached to.
+    fn account_by_alpaca_id(
+        &self,
+        alpaca_account_id: &AlpacaAccountId,
+    ) -> Result<Option<Account>, StoreError>;
     /// Whitelists `wallet` for `client_id`; `false` if the wallet belongs to another client.
     fn add_wallet(&self, client_id: &ClientId, wallet: Address) -> Result<bool, StoreError>;
     fn remove_wallet(&self, client_id: &ClientId, wallet: Address) -> Result<bool, StoreError>;

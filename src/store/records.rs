@@ -2,8 +2,8 @@
 
 use alloy::primitives::{Address, Bytes, B256};
 use reconciler::{
-    ClientId, IssuerRequestId, MintIntent, Network, ObservedBurn, ObservedDeposit, Redemption,
-    RedemptionState, Symbol, TxPurpose,
+    AlpacaAccountId, ClientId, IssuerRequestId, MintIntent, Network, ObservedBurn, ObservedDeposit,
+    Redemption, RedemptionState, Symbol, TxPurpose,
 };
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +18,10 @@ pub struct Account {
     pub email: String,
     /// Alpaca's account number, once Alpaca linked the account.
     pub account_number: Option<String>,
+    /// The AP's Alpaca account UUID, attached by an operator: mints naming `client_account_id`
+    /// resolve to this client, and its redemptions are requested under that field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpaca_account_id: Option<AlpacaAccountId>,
 }
 
 impl Account {
@@ -70,6 +74,20 @@ pub enum IssuanceOutcome {
     Repeat(IssuerRequestId),
     /// The id was accepted before with a different body.
     Conflict,
+}
+
+/// Result of attaching an Alpaca account UUID to a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttachOutcome {
+    /// Attached now, or attached before to the same client.
+    Attached(Account),
+    /// No such client.
+    UnknownClient,
+    /// The UUID belongs to another client (one Alpaca account, one AP).
+    TakenBy(ClientId),
+    /// The client already has another UUID; detach is not offered, so a typo cannot silently
+    /// move an AP's mints.
+    HasOther(AlpacaAccountId),
 }
 
 /// Result of recording a journal confirmation.

@@ -1,15 +1,15 @@
 //! [`Store`] on a redb file.
 
 use super::records::{
-    Account, Asset, ConfirmOutcome, IssuanceOutcome, MintRecord, ReturnOutcome, Scan, TxRecord,
-    SCHEMA_VERSION,
+    Account, Asset, AttachOutcome, ConfirmOutcome, IssuanceOutcome, MintRecord, ReturnOutcome,
+    Scan, TxRecord, SCHEMA_VERSION,
 };
 use super::writer::Writer;
 use super::{Store, StoreError};
 use alloy::primitives::{Address, B256};
 use reconciler::{
-    ClientId, IssuerRequestId, Journal, Network, ObservedBurn, ObservedDeposit, Redemption,
-    RedemptionState, Symbol, TokenizationRequestId,
+    AlpacaAccountId, ClientId, IssuerRequestId, Journal, Network, ObservedBurn, ObservedDeposit,
+    Redemption, RedemptionState, Symbol, TokenizationRequestId,
 };
 use redb::{
     Database, DatabaseError, ReadOnlyDatabase, ReadableDatabase, ReadableTable, TableDefinition,
@@ -299,6 +299,7 @@ impl Store for RedbStore {
                 client_id,
                 email: email.clone(),
                 account_number: None,
+                alpaca_account_id: None,
             };
             put_json(txn, ACCOUNTS, account.client_id.as_str(), &account)?;
             txn.open_table(ACCOUNT_BY_EMAIL)?
@@ -353,6 +354,55 @@ impl Store for RedbStore {
             put_json(txn, ACCOUNTS, &id, &account)?;
             Ok(Some((account, true)))
         })
+    }
+
+    fn attach_alpaca_account(
+        &self,
+        client_id: &ClientId,
+        alpaca_account_id: &AlpacaAccountId,
+    ) -> Result<AttachOutcome, StoreError> {
+        let (client_id, wanted) = (client_id.clone(), alpaca_account_id.clone());
+        self.write(move |txn| {
+            // Accounts are few (one per AP): a scan inside the write keeps the UUID unique
+            // without an index table older files lack.
+            let accounts: Vec<Account> = {
+                let table = txn.open_table(ACCOUNTS)?;
+                let mut all = Vec::new();
+                for entry in table.iter()? {
+                    let (k, v) = entry?;
+                    all.push(decode(k.value(), v.value())?);
+                }
+                all
+            };
+            if let Some(owner) = accounts
+                .iter()
+                .find(|a| a.alpaca_account_id.as_ref() == Some(&wanted) && a.client_id != client_id)
+            {
+                return Ok(AttachOutcome::TakenBy(owner.client_id.clone()));
+            }
+            let Some(mut account) = accounts.into_iter().find(|a| a.client_id == client_id) else {
+                return Ok(AttachOutcome::UnknownClient);
+            };
+            match &account.alpaca_account_id {
+                Some(existing) if *existing == wanted => Ok(AttachOutcome::Attached(account)),
+                Some(other) => Ok(AttachOutcome::HasOther(other.clone())),
+                None => {
+                    account.alpaca_account_id = Some(wanted);
+                    put_json(txn, ACCOUNTS, account.client_id.as_str(), &account)?;
+                    Ok(AttachOutcome::Attached(account))
+                }
+            }
+        })
+    }
+
+    fn account_by_alpaca_id(
+        &self,
+        alpaca_account_id: &AlpacaAccountId,
+    ) -> Result<Option<Account>, StoreError> {
+        Ok(self
+            .accounts()?
+            .into_iter()
+            .find(|a| a.alpaca_account_id.as_ref() == Some(alpaca_account_id)))
     }
 
     fn add_wallet(&self, client_id: &ClientId, wallet: Address) -> Result<bool, StoreError> {

@@ -10,7 +10,7 @@ use issuer::alpaca::{BrokerClient, BrokerConfig, RetryPolicy};
 use issuer::chain::{deploy::Deployed, Chain, Vault};
 use issuer::cli::{LOCAL_API_KEY, LOCAL_OPERATOR_KEY};
 use issuer::config::{parse_cidrs, Secret};
-use issuer::http::HttpConfig;
+use issuer::http::{AlpacaAuth, HttpConfig};
 use issuer::pass::{PassConfig, Reconciler};
 use issuer::sim::{Sim, SimConfig};
 use issuer::store::{Asset, RedbStore, Store};
@@ -115,6 +115,13 @@ impl World {
 
     /// Plays Alpaca's side of a mint against `issuer_url`: issuance, then confirm (completed).
     pub async fn mint(&self, issuer_url: &str, trid: &str, qty: &str) -> Value {
+        let client = json!({ "client_external_account_id": self.client_id.as_str() });
+        self.mint_as(issuer_url, trid, qty, client).await
+    }
+
+    /// [`Self::mint`] naming the client as `client` (`{"client_account_id": "..."}` or
+    /// `{"client_external_account_id": "..."}`).
+    pub async fn mint_as(&self, issuer_url: &str, trid: &str, qty: &str, client: Value) -> Value {
         let body = json!({
             "issuer_url": issuer_url,
             "issuer_api_key": LOCAL_API_KEY,
@@ -123,7 +130,7 @@ impl World {
             "underlying_symbol": "AAPL",
             "token_symbol": "tAAPL",
             "network": "anvil",
-            "client_id": self.client_id.as_str(),
+            "client": client,
             "wallet_address": AP_WALLET,
         });
         let reply = reqwest::Client::new()
@@ -154,14 +161,14 @@ pub fn asset(deployed: &Deployed) -> Asset {
 
 pub fn http_config() -> HttpConfig {
     HttpConfig {
-        alpaca_api_key: Secret::new(LOCAL_API_KEY),
+        alpaca_auth: AlpacaAuth::ApiKey(Secret::new(LOCAL_API_KEY)),
         alpaca_allow: parse_cidrs("127.0.0.1/32").unwrap(),
         operator_api_key: Secret::new(LOCAL_OPERATOR_KEY),
         operator_allow: parse_cidrs("127.0.0.1/32").unwrap(),
         body_limit_bytes: 64 * 1024,
-        signatures: None,
         failed_auth_per_minute_max: 10,
         custody_account_id: "custody-test".into(),
+        local_networks: vec![Network::parse("anvil").unwrap()],
     }
 }
 
