@@ -61,15 +61,31 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct ChainArgs {
     /// JSON-RPC endpoint of the chain.
-    #[arg(long, env = "RPC_URL", default_value = "http://127.0.0.1:8545")]
+    #[arg(
+        long,
+        env = "RPC_URL",
+        hide_env_values = true,
+        default_value = "http://127.0.0.1:8545"
+    )]
     pub rpc_url: String,
     /// The bot's private key (hex). Defaults to anvil's first dev key, accepted only on a loopback RPC.
-    #[arg(long, env = "BOT_PRIVATE_KEY", conflicts_with = "keystore")]
+    #[arg(
+        long,
+        env = "BOT_PRIVATE_KEY",
+        hide_env_values = true,
+        conflicts_with = "keystore"
+    )]
     pub private_key: Option<Secret>,
     /// An encrypted JSON keystore instead of a raw key.
     #[arg(long, env = "BOT_KEYSTORE")]
     pub keystore: Option<PathBuf>,
-    #[arg(long, env = "BOT_KEYSTORE_PASSWORD", default_value = "")]
+    /// Password of --keystore.
+    #[arg(
+        long,
+        env = "BOT_KEYSTORE_PASSWORD",
+        hide_env_values = true,
+        default_value = ""
+    )]
     pub keystore_password: Secret,
 }
 
@@ -108,9 +124,21 @@ pub struct AlpacaArgs {
     /// The issuer's tokenization account id at Alpaca.
     #[arg(long, env = "ALPACA_ACCOUNT_ID", default_value = "issuer-local")]
     pub alpaca_account_id: String,
-    #[arg(long, env = "ALPACA_API_KEY", default_value = "sim-key")]
+    /// Alpaca Broker API key id (HTTP Basic user).
+    #[arg(
+        long,
+        env = "ALPACA_API_KEY",
+        hide_env_values = true,
+        default_value = "sim-key"
+    )]
     pub alpaca_api_key: String,
-    #[arg(long, env = "ALPACA_API_SECRET", default_value = "sim-secret")]
+    /// Alpaca Broker API secret (HTTP Basic password).
+    #[arg(
+        long,
+        env = "ALPACA_API_SECRET",
+        hide_env_values = true,
+        default_value = "sim-secret"
+    )]
     pub alpaca_api_secret: Secret,
 }
 
@@ -140,7 +168,7 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub alpaca: AlpacaArgs,
     /// Key Alpaca sends in X-API-KEY (at least 32 characters).
-    #[arg(long, env = "ISSUER_API_KEY", default_value = LOCAL_API_KEY)]
+    #[arg(long, env = "ISSUER_API_KEY", hide_env_values = true, default_value = LOCAL_API_KEY)]
     pub api_key: Secret,
     /// Client addresses allowed on Alpaca's routes (comma-separated CIDRs).
     #[arg(
@@ -150,7 +178,7 @@ pub struct ServeArgs {
     )]
     pub allowed_cidrs: String,
     /// Key operators send in X-OPERATOR-KEY (at least 32 characters).
-    #[arg(long, env = "ISSUER_OPERATOR_KEY", default_value = LOCAL_OPERATOR_KEY)]
+    #[arg(long, env = "ISSUER_OPERATOR_KEY", hide_env_values = true, default_value = LOCAL_OPERATOR_KEY)]
     pub operator_key: Secret,
     /// Client addresses allowed on operator routes.
     #[arg(
@@ -197,7 +225,7 @@ pub struct ServeArgs {
 pub struct RedemptionArgs {
     #[arg(long, env = "ISSUER_URL", default_value = "http://127.0.0.1:8000")]
     pub issuer_url: String,
-    #[arg(long, env = "ISSUER_OPERATOR_KEY", default_value = LOCAL_OPERATOR_KEY, hide_default_value = true)]
+    #[arg(long, env = "ISSUER_OPERATOR_KEY", hide_env_values = true, default_value = LOCAL_OPERATOR_KEY, hide_default_value = true)]
     pub operator_key: Secret,
     #[command(subcommand)]
     pub command: RedemptionCommand,
