@@ -86,6 +86,12 @@ pub trait Store: Send + Sync {
     /// [`StoreError::Closed`].
     fn close(&self);
 
+    /// `Err` while the store cannot write (a disk error it has not yet recovered from): what
+    /// `/readyz` reports. A store that cannot fail this way is always healthy.
+    fn health(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     // Accounts and wallets.
     /// Registers an AP by email (normalised: trimmed, lower case). Idempotent per email.
     fn register_account(&self, email: &str) -> Result<Account, StoreError>;
