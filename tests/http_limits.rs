@@ -35,7 +35,7 @@ struct Running {
     _stop: oneshot::Sender<()>,
 }
 
-async fn start(alpaca_allow: &str, limits: Option<ConnectionLimits>) -> Running {
+fn start(alpaca_allow: &str, limits: Option<ConnectionLimits>) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(RedbStore::open(&dir.path().join("issuer.redb")).unwrap());
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -85,13 +85,15 @@ async fn read_until_closed(stream: &mut TcpStream, within: Duration) -> String {
     let mut buf = [0u8; 4096];
     loop {
         let left = within.saturating_sub(started.elapsed());
-        match tokio::time::timeout(left, stream.read(&mut buf)).await {
-            Ok(Ok(0) | Err(_)) => return String::from_utf8_lossy(&seen).into_owned(),
-            Ok(Ok(n)) => seen.extend_from_slice(&buf[..n]),
-            Err(_) => panic!(
+        let Ok(read) = tokio::time::timeout(left, stream.read(&mut buf)).await else {
+            panic!(
                 "connection still open after {within:?}; received so far: {:?}",
                 String::from_utf8_lossy(&seen)
-            ),
+            )
+        };
+        match read {
+            Ok(0) | Err(_) => return String::from_utf8_lossy(&seen).into_owned(),
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
         }
     }
 }
@@ -113,7 +115,7 @@ async fn health(addr: std::net::SocketAddr) -> reqwest::StatusCode {
 #[tokio::test]
 async fn a_refused_request_closes_its_connection_without_waiting_for_the_body() {
     // 127.0.0.1 is not allowed on Alpaca's routes: 403 before the body is read.
-    let server = start("10.0.0.0/8", None).await;
+    let server = start("10.0.0.0/8", None);
     let mut stream = TcpStream::connect(server.addr).await.unwrap();
     stream
         .write_all(issuance_head(1_000_000_000).as_bytes())
@@ -123,7 +125,7 @@ async fn a_refused_request_closes_its_connection_without_waiting_for_the_body() 
     assert!(seen.starts_with("HTTP/1.1 403"), "{seen:?}");
 
     // Allowed, but the body is larger than the limit: 413, and closed.
-    let server = start("127.0.0.1/32", None).await;
+    let server = start("127.0.0.1/32", None);
     let mut stream = TcpStream::connect(server.addr).await.unwrap();
     stream
         .write_all(issuance_head(1_000_000_000).as_bytes())
@@ -140,7 +142,7 @@ async fn a_body_never_sent_and_a_head_never_ended_lose_their_connections() {
         head_timeout: Duration::from_millis(400),
         body_timeout: Duration::from_millis(400),
     };
-    let server = start("127.0.0.1/32", Some(limits)).await;
+    let server = start("127.0.0.1/32", Some(limits));
 
     // A body announced within the limit and never sent.
     let mut body_never_sent = TcpStream::connect(server.addr).await.unwrap();
@@ -175,7 +177,7 @@ async fn at_the_connection_bound_health_is_still_answered() {
         head_timeout: Duration::from_secs(60),
         body_timeout: Duration::from_secs(60),
     };
-    let server = start("127.0.0.1/32", Some(limits)).await;
+    let server = start("127.0.0.1/32", Some(limits));
     let mut held = Vec::new();
     for _ in 0..48 {
         let mut stream = TcpStream::connect(server.addr).await.unwrap();
