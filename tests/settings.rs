@@ -438,3 +438,49 @@ fn post_operator(base: &str, path: &str, body: &str) -> (u16, String) {
     let status = text.split(' ').nth(1).unwrap().parse().unwrap();
     (status, text)
 }
+
+#[test]
+fn bytes_from_the_rpc_node_are_escaped_in_human_logs() {
+    // A node that answers every call with an error whose text carries newlines and an escape.
+    let node = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let rpc = format!("http://{}", node.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in node.incoming().take(64) {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let body = "node trouble\nFORGED-LINE INFO issuer: all good\x1b[2J";
+            let _ = write!(
+                stream,
+                "HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let mut serve = Serve::start(&rpc, |cmd| {
+        cmd.env("LOG_FORMAT", "human");
+    });
+    let started = Instant::now();
+    while !serve.stderr().contains("FORGED-LINE") {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the node's answer never reached the log:\n{}",
+            serve.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    serve.sigterm();
+    serve.exit_within(Duration::from_secs(5));
+    let stderr = serve.stderr();
+    for line in stderr.lines() {
+        assert!(
+            !line.starts_with("FORGED-LINE"),
+            "a forged log line:\n{stderr}"
+        );
+    }
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "a raw escape character:\n{stderr}"
+    );
+}
