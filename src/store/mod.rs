@@ -30,6 +30,9 @@ pub enum StoreError {
         path: String,
         source: redb::DatabaseError,
     },
+    /// The path cannot be a store at all: a directory, no permission to read or write it.
+    #[error("cannot use {path} as the store: {reason}")]
+    Unusable { path: String, reason: String },
     /// The file is not a redb file of ours, or redb found it damaged. It was not modified.
     #[error("store {path} is corrupt or not an issuer store: {detail}")]
     Corrupt { path: String, detail: String },
