@@ -142,10 +142,33 @@ impl Drop for Serve {
 
 impl Serve {
     fn start(rpc_url: &str, configure: impl FnOnce(&mut Command)) -> Serve {
+        Serve::spawn(rpc_url, None, configure)
+    }
+
+    /// `open_files_max`: run under `ulimit -n` (through sh).
+    fn spawn(
+        rpc_url: &str,
+        open_files_max: Option<u32>,
+        configure: impl FnOnce(&mut Command),
+    ) -> Serve {
         let dir = tempfile::tempdir().unwrap();
         let port = common::loopback_listener().local_addr().unwrap().port();
         let stderr = dir.path().join("stderr.log");
-        let mut cmd = issuer();
+        let mut cmd = match open_files_max {
+            None => issuer(),
+            Some(max) => {
+                let mut sh = Command::new("sh");
+                for var in VARS {
+                    sh.env_remove(var);
+                }
+                sh.stdin(Stdio::null()).args([
+                    "-c",
+                    &format!("ulimit -n {max} && exec \"$0\" \"$@\""),
+                    env!("CARGO_BIN_EXE_issuer"),
+                ]);
+                sh
+            }
+        };
         cmd.arg("serve")
             .args(["--db", dir.path().join("issuer.redb").to_str().unwrap()])
             .env("ISSUER_LISTEN", format!("127.0.0.1:{port}"))
@@ -483,4 +506,29 @@ fn bytes_from_the_rpc_node_are_escaped_in_human_logs() {
         !stderr.contains('\u{1b}'),
         "a raw escape character:\n{stderr}"
     );
+}
+
+#[test]
+fn half_sent_requests_under_a_small_open_file_limit_do_not_stop_health() {
+    let rpc = format!("http://127.0.0.1:{}", dead_port());
+    let serve = Serve::spawn(&rpc, Some(256), |_| {});
+    serve.wait_for("/health", 200, Duration::from_secs(10));
+    let host = serve.url.strip_prefix("http://").unwrap().to_owned();
+    let mut held = Vec::new();
+    for _ in 0..300 {
+        let Ok(mut stream) = std::net::TcpStream::connect(&host) else {
+            continue;
+        };
+        let _ = write!(
+            stream,
+            "POST /operator/accounts HTTP/1.1\r\nHost: issuer\r\nX-OPERATOR-KEY: {}\r\n\
+             Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n",
+            issuer::cli::LOCAL_OPERATOR_KEY
+        );
+        held.push(stream);
+    }
+    let started = Instant::now();
+    serve.wait_for("/health", 200, Duration::from_secs(3));
+    assert!(started.elapsed() < Duration::from_secs(3));
+    drop(held);
 }
