@@ -3,14 +3,17 @@
 
 use crate::alpaca::{BrokerClient, BrokerConfig, RetryPolicy};
 use crate::chain::{deploy, Chain, EthersSigner};
-use crate::config::{parse_cidrs, Secret, ANVIL_DEV_KEY};
-use crate::http::{self, HttpConfig};
+use crate::config::{
+    is_anvil_dev_account, is_loopback_url, parse_cidrs, redact_url, Secret, ANVIL_DEV_KEY,
+};
+use crate::http::{self, ConnectionLimits, HttpConfig, Readiness, ServeOptions};
 use crate::pass::{CrashPoint, PassConfig, Reconciler};
 use crate::store::{Asset, RedbStore, Store};
 use crate::telemetry::LogFormat;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use reconciler::{Network, Policy, Symbol};
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -57,46 +60,76 @@ pub enum Command {
     Report(ReportArgs),
 }
 
-/// Where the chain is and who signs.
-#[derive(Debug, Clone, Args)]
+/// Where the chain is and who signs. `Debug` shows the RPC URL redacted (it can carry keys).
+#[derive(Clone, Args)]
 pub struct ChainArgs {
     /// JSON-RPC endpoint of the chain.
-    #[arg(long, env = "RPC_URL", default_value = "http://127.0.0.1:8545")]
+    #[arg(
+        long,
+        env = "RPC_URL",
+        hide_env_values = true,
+        default_value = "http://127.0.0.1:8545"
+    )]
     pub rpc_url: String,
     /// The bot's private key (hex). Defaults to anvil's first dev key, accepted only on a loopback RPC.
-    #[arg(long, env = "BOT_PRIVATE_KEY", conflicts_with = "keystore")]
+    #[arg(
+        long,
+        env = "BOT_PRIVATE_KEY",
+        hide_env_values = true,
+        conflicts_with = "keystore"
+    )]
     pub private_key: Option<Secret>,
     /// An encrypted JSON keystore instead of a raw key.
     #[arg(long, env = "BOT_KEYSTORE")]
     pub keystore: Option<PathBuf>,
-    #[arg(long, env = "BOT_KEYSTORE_PASSWORD", default_value = "")]
+    /// Password of --keystore.
+    #[arg(
+        long,
+        env = "BOT_KEYSTORE_PASSWORD",
+        hide_env_values = true,
+        default_value = ""
+    )]
     pub keystore_password: Secret,
 }
 
-impl ChainArgs {
-    pub fn signer(&self) -> anyhow::Result<EthersSigner> {
-        if let Some(path) = &self.keystore {
-            return Ok(EthersSigner::from_keystore(
-                path,
-                self.keystore_password.expose(),
-            )?);
-        }
-        match &self.private_key {
-            Some(key) => Ok(EthersSigner::from_private_key(key.expose())?),
-            None if is_loopback_url(&self.rpc_url) => {
-                Ok(EthersSigner::from_private_key(ANVIL_DEV_KEY)?)
-            }
-            None => bail!(
-                "BOT_PRIVATE_KEY or BOT_KEYSTORE is required for a non-local RPC ({})",
-                self.rpc_url
-            ),
-        }
+impl fmt::Debug for ChainArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChainArgs")
+            .field("rpc_url", &redact_url(&self.rpc_url))
+            .field("private_key", &self.private_key)
+            .field("keystore", &self.keystore)
+            .field("keystore_password", &self.keystore_password)
+            .finish()
     }
 }
 
-fn is_loopback_url(url: &str) -> bool {
-    let rest = url.split("://").nth(1).unwrap_or(url);
-    rest.starts_with("127.") || rest.starts_with("localhost") || rest.starts_with("[::1]")
+impl ChainArgs {
+    /// The bot's signer. Anvil's dev keys (the default, or one set explicitly) are refused unless
+    /// the RPC is on loopback: their private keys are public.
+    pub fn signer(&self) -> anyhow::Result<EthersSigner> {
+        let signer = if let Some(path) = &self.keystore {
+            EthersSigner::from_keystore(path, self.keystore_password.expose())?
+        } else {
+            match &self.private_key {
+                Some(key) => EthersSigner::from_private_key(key.expose())?,
+                None if is_loopback_url(&self.rpc_url) => {
+                    EthersSigner::from_private_key(ANVIL_DEV_KEY)?
+                }
+                None => bail!(
+                    "BOT_PRIVATE_KEY or BOT_KEYSTORE is required for a non-local RPC ({})",
+                    redact_url(&self.rpc_url)
+                ),
+            }
+        };
+        if is_anvil_dev_account(signer.address()) && !is_loopback_url(&self.rpc_url) {
+            bail!(
+                "the bot key is one of anvil's public dev keys ({:#x}); it is only accepted with a loopback RPC, not {}",
+                signer.address(),
+                redact_url(&self.rpc_url)
+            );
+        }
+        Ok(signer)
+    }
 }
 
 /// Where Alpaca's Broker API is and how we authenticate (HTTP Basic).
@@ -108,9 +141,21 @@ pub struct AlpacaArgs {
     /// The issuer's tokenization account id at Alpaca.
     #[arg(long, env = "ALPACA_ACCOUNT_ID", default_value = "issuer-local")]
     pub alpaca_account_id: String,
-    #[arg(long, env = "ALPACA_API_KEY", default_value = "sim-key")]
+    /// Alpaca Broker API key id (HTTP Basic user).
+    #[arg(
+        long,
+        env = "ALPACA_API_KEY",
+        hide_env_values = true,
+        default_value = "sim-key"
+    )]
     pub alpaca_api_key: String,
-    #[arg(long, env = "ALPACA_API_SECRET", default_value = "sim-secret")]
+    /// Alpaca Broker API secret (HTTP Basic password).
+    #[arg(
+        long,
+        env = "ALPACA_API_SECRET",
+        hide_env_values = true,
+        default_value = "sim-secret"
+    )]
     pub alpaca_api_secret: Secret,
 }
 
@@ -140,7 +185,7 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub alpaca: AlpacaArgs,
     /// Key Alpaca sends in X-API-KEY (at least 32 characters).
-    #[arg(long, env = "ISSUER_API_KEY", default_value = LOCAL_API_KEY)]
+    #[arg(long, env = "ISSUER_API_KEY", hide_env_values = true, default_value = LOCAL_API_KEY)]
     pub api_key: Secret,
     /// Client addresses allowed on Alpaca's routes (comma-separated CIDRs).
     #[arg(
@@ -150,7 +195,7 @@ pub struct ServeArgs {
     )]
     pub allowed_cidrs: String,
     /// Key operators send in X-OPERATOR-KEY (at least 32 characters).
-    #[arg(long, env = "ISSUER_OPERATOR_KEY", default_value = LOCAL_OPERATOR_KEY)]
+    #[arg(long, env = "ISSUER_OPERATOR_KEY", hide_env_values = true, default_value = LOCAL_OPERATOR_KEY)]
     pub operator_key: Secret,
     /// Client addresses allowed on operator routes.
     #[arg(
@@ -199,6 +244,16 @@ pub struct ServeArgs {
     /// Highest fee per gas (gwei) a replacement of a stuck transaction may bid.
     #[arg(long, env = "MAX_FEE_PER_GAS_GWEI", default_value_t = 500)]
     pub max_fee_per_gas_gwei: u64,
+    /// Most HTTP connections open at once; beyond it the oldest is closed.
+    #[arg(long, env = "ISSUER_HTTP_CONNECTIONS_MAX", default_value_t = 200)]
+    pub http_connections_max: usize,
+    /// Milliseconds a connection may take to send a request head (and may sit idle between
+    /// requests).
+    #[arg(long, env = "ISSUER_HTTP_HEAD_TIMEOUT_MS", default_value_t = 10_000)]
+    pub http_head_timeout_ms: u64,
+    /// Milliseconds from the end of a request head to the end of the answer (body included).
+    #[arg(long, env = "ISSUER_HTTP_BODY_TIMEOUT_MS", default_value_t = 10_000)]
+    pub http_body_timeout_ms: u64,
     /// Test hook for crash tests: abort at a named point.
     #[arg(long, env = "ISSUER_CRASH_AT", hide = true)]
     pub crash_at: Option<CrashPoint>,
@@ -217,7 +272,7 @@ pub enum AlpacaAuthScheme {
 pub struct RedemptionArgs {
     #[arg(long, env = "ISSUER_URL", default_value = "http://127.0.0.1:8000")]
     pub issuer_url: String,
-    #[arg(long, env = "ISSUER_OPERATOR_KEY", default_value = LOCAL_OPERATOR_KEY, hide_default_value = true)]
+    #[arg(long, env = "ISSUER_OPERATOR_KEY", hide_env_values = true, default_value = LOCAL_OPERATOR_KEY, hide_default_value = true)]
     pub operator_key: Secret,
     #[command(subcommand)]
     pub command: RedemptionCommand,
@@ -439,14 +494,42 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+/// Longest wait at shutdown for a reconcile pass to finish; then it is abandoned. Safe: a pass is
+/// built to survive being killed at any point (the crash tests), and outside calls (a hung RPC,
+/// a slow Alpaca) must not hold the process.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// Waits between attempts to reach the RPC: doubling from the first, capped at the second.
+const RPC_RETRY_FIRST: Duration = Duration::from_millis(250);
+const RPC_RETRY_MAX: Duration = Duration::from_secs(10);
+/// How often a connected RPC is probed for `/readyz`, and how long a probe may take.
+const RPC_PROBE_EVERY: Duration = Duration::from_secs(5);
+
+/// What `serve` runs with, every setting checked before anything starts.
+struct ServePlan {
+    http_config: HttpConfig,
+    limits: ConnectionLimits,
+    signer: EthersSigner,
+    broker: BrokerClient,
+    pass: PassConfig,
+}
+
+/// Checks every setting of `serve`; the first unusable one is the error, before a file is opened,
+/// a port bound or a connection made.
+fn plan_serve(args: &ServeArgs) -> anyhow::Result<ServePlan> {
+    reqwest::Url::parse(&args.chain.rpc_url).map_err(|e| {
+        anyhow::anyhow!(
+            "RPC_URL is not a URL ({e}): {}",
+            redact_url(&args.chain.rpc_url)
+        )
+    })?;
     let local = args.listen.ip().is_loopback() && is_loopback_url(&args.chain.rpc_url);
+    let signer = args.chain.signer()?;
     let uses_dev_defaults = (args.alpaca_auth == AlpacaAuthScheme::ApiKey
         && args.api_key.expose() == LOCAL_API_KEY)
         || args.operator_key.expose() == LOCAL_OPERATOR_KEY
-        || (args.chain.private_key.is_none() && args.chain.keystore.is_none());
+        || is_anvil_dev_account(signer.address());
     if uses_dev_defaults && !local {
-        bail!("the built-in local keys are only accepted when listening on loopback with a loopback RPC; set ISSUER_API_KEY, ISSUER_OPERATOR_KEY and BOT_PRIVATE_KEY/BOT_KEYSTORE");
+        bail!("the built-in local keys and anvil's dev keys are only accepted when listening on loopback with a loopback RPC; set ISSUER_API_KEY, ISSUER_OPERATOR_KEY and BOT_PRIVATE_KEY/BOT_KEYSTORE");
     }
     if args.confirmations == 0 {
         bail!("CONFIRMATIONS must be at least 1 (the block of the log itself)");
@@ -454,34 +537,59 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.mints_per_tx_max == 0 {
         bail!("MINTS_PER_TX_MAX must be at least 1");
     }
-    // Every HTTP setting is checked before anything opens or connects.
+    if args.reconcile_interval_ms == 0 {
+        bail!("RECONCILE_INTERVAL_MS must be at least 1");
+    }
+    if args.max_fee_per_gas_gwei == 0 {
+        bail!("MAX_FEE_PER_GAS_GWEI must be at least 1");
+    }
+    if args.custody_account_id.trim().is_empty() {
+        bail!("ISSUER_CUSTODY_ACCOUNT_ID must not be empty");
+    }
+    let cidrs = |name: &str, text: &str| -> anyhow::Result<Vec<ipnet::IpNet>> {
+        let nets = parse_cidrs(text).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        if nets.is_empty() {
+            bail!("{name} is empty: nobody could call those routes");
+        }
+        Ok(nets)
+    };
     let http_config = HttpConfig {
-        alpaca_auth: alpaca_auth(&args)?,
-        alpaca_allow: parse_cidrs(&args.allowed_cidrs).map_err(anyhow::Error::msg)?,
+        alpaca_auth: alpaca_auth(args)?,
+        alpaca_allow: cidrs("ISSUER_ALLOWED_CIDRS", &args.allowed_cidrs)?,
         operator_api_key: args.operator_key.clone(),
-        operator_allow: parse_cidrs(&args.operator_cidrs).map_err(anyhow::Error::msg)?,
+        operator_allow: cidrs("ISSUER_OPERATOR_CIDRS", &args.operator_cidrs)?,
         body_limit_bytes: 64 * 1024,
         failed_auth_per_minute_max: 10,
         custody_account_id: args.custody_account_id.clone(),
         local_networks: local_networks(args.local_networks.as_deref(), local)?,
     };
-    let signer = args.chain.signer()?;
-    let store: Arc<dyn Store> = Arc::new(open_store(&args.db)?);
-    let chain = Chain::connect(&args.chain.rpc_url, signer).await?;
-    let broker = args.alpaca.broker()?;
-    let listener = std::net::TcpListener::bind(args.listen)
-        .with_context(|| format!("binding {}", args.listen))?;
-    let wake = Arc::new(tokio::sync::Notify::new());
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let shutdown = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
+    http_config
+        .check()
+        .map_err(|e| anyhow::anyhow!("{e} (ISSUER_API_KEY, ISSUER_OPERATOR_KEY)"))?;
+    let limits = ConnectionLimits {
+        connections_max: args.http_connections_max,
+        head_timeout: Duration::from_millis(args.http_head_timeout_ms),
+        body_timeout: Duration::from_millis(args.http_body_timeout_ms),
     };
-
-    let reconciler = Reconciler {
-        store: store.clone(),
-        chain,
+    limits.check().map_err(|e| {
+        anyhow::anyhow!("{e} (ISSUER_HTTP_CONNECTIONS_MAX, ISSUER_HTTP_*_TIMEOUT_MS)")
+    })?;
+    if let Some(public_url) = &args.public_url {
+        reqwest::Url::parse(public_url)
+            .map_err(|e| anyhow::anyhow!("ISSUER_PUBLIC_URL is not a URL ({e})"))?;
+    }
+    if matches!(http_config.alpaca_auth, http::AlpacaAuth::Signatures(_))
+        && args.signature_max_age_secs == 0
+    {
+        bail!("SIGNATURE_MAX_AGE_SECS must be at least 1");
+    }
+    let broker = args.alpaca.broker()?;
+    Ok(ServePlan {
+        http_config,
+        limits,
+        signer,
         broker,
-        config: PassConfig {
+        pass: PassConfig {
             interval: Duration::from_millis(args.reconcile_interval_ms),
             backoff_max: Duration::from_secs(30),
             policy: Policy {
@@ -493,27 +601,135 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_fee_per_gas_wei: u128::from(args.max_fee_per_gas_gwei)
                 .saturating_mul(1_000_000_000),
         },
-        polls: crate::pass::PollSchedule::default(),
+    })
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let plan = plan_serve(&args)?;
+    let store: Arc<dyn Store> = Arc::new(open_store(&args.db)?);
+    let listener = std::net::TcpListener::bind(args.listen)
+        .with_context(|| format!("binding {}", args.listen))?;
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let shutdown = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
     };
-    tracing::info!(listen = %args.listen, rpc = %args.chain.rpc_url, bot = %reconciler.chain.bot(), db = %args.db.display(), "issuer serving");
-    let loop_task = tokio::spawn(reconciler.run(wake.clone(), shutdown(stop_rx.clone())));
-    let server = tokio::spawn(http::serve(
+    let readiness = Readiness::default();
+    readiness.fail("rpc", "connecting");
+    let rpc_url = args.chain.rpc_url.clone();
+    tracing::info!(listen = %args.listen, rpc = %redact_url(&rpc_url), bot = %plan.signer.address(), db = %args.db.display(), "issuer serving");
+
+    let mut server = tokio::spawn(http::serve_with(
         listener,
-        store,
+        store.clone(),
+        wake.clone(),
+        plan.http_config,
+        ServeOptions {
+            limits: plan.limits,
+            readiness: readiness.clone(),
+        },
+        shutdown(stop_rx.clone()),
+    ));
+    let mut work = tokio::spawn(reconcile_when_connected(
+        rpc_url,
+        plan.signer,
+        Unconnected {
+            store,
+            broker: plan.broker,
+            config: plan.pass,
+        },
+        readiness,
         wake,
-        http_config,
         shutdown(stop_rx),
     ));
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: shutting down"),
-        () = terminate() => tracing::info!("terminate: shutting down"),
-    }
+    let ended = tokio::select! {
+        _ = tokio::signal::ctrl_c() => { tracing::info!("interrupt: shutting down"); None }
+        () = terminate() => { tracing::info!("terminate: shutting down"); None }
+        result = &mut server => Some(result),
+    };
     let _ = stop_tx.send(true);
-    let _ = loop_task.await;
-    match server.await {
+    if tokio::time::timeout(SHUTDOWN_GRACE, &mut work)
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown: abandoning an unfinished pass; the next start redoes it");
+        work.abort();
+    }
+    let outcome = match ended {
+        Some(result) => result,
+        None => {
+            if let Ok(result) = tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
+                result
+            } else {
+                server.abort();
+                Ok(Ok(()))
+            }
+        }
+    };
+    match outcome {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(e.into()),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// A reconciler still without its chain.
+struct Unconnected {
+    store: Arc<dyn Store>,
+    broker: BrokerClient,
+    config: PassConfig,
+}
+
+/// The reconciler half of `serve`: connects to the RPC,
+/// retrying with capped backoff and jitter while `/readyz` says why (intake is served all along),
+/// then runs passes until `shutdown`, probing the RPC for `/readyz` beside them.
+async fn reconcile_when_connected(
+    rpc_url: String,
+    signer: EthersSigner,
+    pending: Unconnected,
+    readiness: Readiness,
+    wake: Arc<tokio::sync::Notify>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) {
+    let mut delay = RPC_RETRY_FIRST;
+    let chain = loop {
+        match Chain::connect(&rpc_url, signer.clone()).await {
+            Ok(chain) => break chain,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis(), "rpc: not reachable; intake is served, the reconciler waits");
+                readiness.fail("rpc", e.to_string());
+                let jitter = Duration::from_millis(rand::random::<u64>() % 100);
+                tokio::time::sleep(delay + jitter).await;
+                delay = delay.saturating_mul(2).min(RPC_RETRY_MAX);
+            }
+        }
+    };
+    readiness.pass("rpc");
+    tracing::info!(
+        chain_id = chain.chain_id(),
+        "rpc: connected; reconciler starting"
+    );
+    let probe = tokio::spawn(probe_rpc(chain.clone(), readiness));
+    let reconciler = Reconciler {
+        store: pending.store,
+        chain,
+        broker: pending.broker,
+        config: pending.config,
+        polls: crate::pass::PollSchedule::default(),
+    };
+    reconciler.run(wake, shutdown).await;
+    probe.abort();
+}
+
+/// Keeps the `rpc` check of `/readyz` current while the reconciler runs.
+async fn probe_rpc(chain: Chain, readiness: Readiness) {
+    loop {
+        tokio::time::sleep(RPC_PROBE_EVERY).await;
+        match tokio::time::timeout(RPC_PROBE_EVERY, chain.head()).await {
+            Ok(Ok(_)) => readiness.pass("rpc"),
+            Ok(Err(e)) => readiness.fail("rpc", e.to_string()),
+            Err(_) => readiness.fail("rpc", "eth_blockNumber: timed out"),
+        }
     }
 }
 

@@ -18,7 +18,7 @@ pub struct Deployed {
 }
 
 fn step(what: &'static str) -> impl Fn(alloy::contract::Error) -> ChainError {
-    move |e| ChainError::Deploy(format!("{what}: {e}"))
+    move |e| ChainError::Deploy(crate::config::sanitise_for_log(&format!("{what}: {e}")))
 }
 
 /// Waits for a sent transaction's receipt and insists it succeeded: a reverted step is an error
@@ -46,7 +46,7 @@ async fn mined(
 }
 
 fn pending(what: &'static str) -> impl Fn(alloy::providers::PendingTransactionError) -> ChainError {
-    move |e| ChainError::Deploy(format!("{what}: {e}"))
+    move |e| ChainError::Deploy(crate::config::sanitise_for_log(&format!("{what}: {e}")))
 }
 
 /// Deploys a fresh set of contracts for one asset and makes the bot able to mint and burn.
@@ -59,7 +59,7 @@ pub async fn deploy(
 ) -> Result<Deployed, ChainError> {
     let url = rpc_url
         .parse()
-        .map_err(|_| ChainError::BadUrl(rpc_url.to_owned()))?;
+        .map_err(|_| ChainError::BadUrl(crate::config::redact_url(rpc_url)))?;
     let bot = signer.address();
     let provider = ProviderBuilder::new()
         .wallet(EthereumWallet::new(signer.clone()))
@@ -82,7 +82,7 @@ pub async fn deploy(
         .await
         .map_err(|e| ChainError::Rpc {
             call: "eth_blockNumber",
-            detail: e.to_string(),
+            detail: crate::config::sanitise_for_log(&e.to_string()),
         })?;
     let authorizer = Authorizer::deploy(&provider, bot)
         .await
@@ -119,7 +119,7 @@ pub async fn ensure_ready(
 ) -> Result<(), ChainError> {
     let url = rpc_url
         .parse()
-        .map_err(|_| ChainError::BadUrl(rpc_url.to_owned()))?;
+        .map_err(|_| ChainError::BadUrl(crate::config::redact_url(rpc_url)))?;
     let bot = signer.address();
     let provider = ProviderBuilder::new()
         .wallet(EthereumWallet::new(signer.clone()))

@@ -47,10 +47,11 @@ const RPC_TIMEOUT: Duration = Duration::from_secs(20);
 /// Why a chain call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ChainError {
-    /// The RPC URL does not parse.
+    /// The RPC URL does not parse. Holds the URL as [`crate::config::redact_url`] shows it.
     #[error("bad RPC URL {0:?}")]
     BadUrl(String),
-    /// The node answered with an error or could not be reached.
+    /// The node answered with an error or could not be reached. `detail` went through
+    /// [`crate::config::sanitise_for_log`]: no URL credentials, no raw control characters.
     #[error("RPC {call}: {detail}")]
     Rpc { call: &'static str, detail: String },
     /// The node did not answer in time.
@@ -72,7 +73,7 @@ async fn timed<T, E: std::fmt::Display>(
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(ChainError::Rpc {
             call,
-            detail: e.to_string(),
+            detail: crate::config::sanitise_for_log(&e.to_string()),
         }),
         Err(_) => Err(ChainError::Timeout(call)),
     }
@@ -109,7 +110,7 @@ impl Chain {
     pub async fn connect(rpc_url: &str, signer: EthersSigner) -> Result<Chain, ChainError> {
         let url = rpc_url
             .parse()
-            .map_err(|_| ChainError::BadUrl(rpc_url.to_owned()))?;
+            .map_err(|_| ChainError::BadUrl(crate::config::redact_url(rpc_url)))?;
         let provider = RootProvider::<Ethereum>::new_http(url);
         let chain_id = timed("eth_chainId", provider.get_chain_id()).await?;
         Ok(Chain {

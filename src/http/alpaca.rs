@@ -48,8 +48,12 @@ async fn mint_body<T: serde::de::DeserializeOwned>(
 /// Shared with the operator routes: a trimmed email with one `@` and something on both sides.
 pub(super) fn checked_email(email: &str) -> Result<String, HttpError> {
     let email = email.trim();
+    // Control characters (NUL, ESC, ...) and invisible format characters (zero-width spaces,
+    // direction marks, BOM) would make two different stored emails look the same.
     let ok = email.len() <= TEXT_LEN_MAX
-        && !email.chars().any(char::is_whitespace)
+        && !email
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || crate::config::is_invisible(c))
         && email.split_once('@').is_some_and(|(user, host)| {
             !user.is_empty() && !host.is_empty() && !host.contains('@')
         });

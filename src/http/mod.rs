@@ -7,7 +7,8 @@
 //! - operators' (`/operator/...`, `X-OPERATOR-KEY`, `operator_allow`): accounts, wallets, assets,
 //!   freeze, stuck work. The running server holds the redb lock, so the operator CLI
 //!   ([`operator_cli`]) goes through these routes.
-//! - public: `/health` and `/openapi.json`.
+//! - public: `/health` (liveness: the process answers), `/readyz` (readiness: the store can write
+//!   and the RPC answers, [`ready`]) and `/openapi.json`.
 //!
 //! Status codes are part of the contract: Alpaca retries 5xx and treats every 4xx as final, so a
 //! 5xx is only ever a real fault of ours (the store failed) and a 4xx is only ever a final answer.
@@ -17,7 +18,11 @@ mod auth;
 pub(crate) mod listen;
 mod operator;
 pub mod operator_cli;
+pub mod ready;
 pub mod signature;
+
+pub use listen::ConnectionLimits;
+pub use ready::Readiness;
 
 use crate::config::Secret;
 use crate::store::{Store, StoreError};
@@ -189,6 +194,7 @@ struct Shared {
     store: Arc<dyn Store>,
     wake: Arc<tokio::sync::Notify>,
     config: HttpConfig,
+    readiness: Readiness,
     alpaca_failures: FailureLimiter,
     operator_failures: FailureLimiter,
 }
@@ -208,11 +214,16 @@ impl AppState {
     }
 }
 
-/// Serves Alpaca's and the operators' routes on `listener` until `shutdown` completes.
-///
-/// Refuses to start (`HttpError::Config`) with a key shorter than [`API_KEY_LEN_MIN`], a zero
-/// body limit or a zero failed-attempt limit. Connections already open when `shutdown` fires
-/// finish their current request; every answer given was already durable.
+/// How the server runs besides its routes' settings: connection limits and readiness checks.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    pub limits: ConnectionLimits,
+    /// Checks beyond the store that `/readyz` reports (the RPC, set by the caller).
+    pub readiness: Readiness,
+}
+
+/// Serves Alpaca's and the operators' routes on `listener` until `shutdown` completes, with the
+/// default [`ServeOptions`].
 pub async fn serve(
     listener: std::net::TcpListener,
     store: Arc<dyn Store>,
@@ -220,13 +231,38 @@ pub async fn serve(
     config: HttpConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), HttpError> {
-    check_config(&config)?;
+    serve_with(
+        listener,
+        store,
+        wake,
+        config,
+        ServeOptions::default(),
+        shutdown,
+    )
+    .await
+}
+
+/// Serves Alpaca's and the operators' routes on `listener` until `shutdown` completes.
+///
+/// Refuses to start (`HttpError::Config`) with a key shorter than [`API_KEY_LEN_MIN`], a zero
+/// body limit or a zero failed-attempt limit. Connections already open when `shutdown` fires
+/// finish their current request; every answer given was already durable.
+pub async fn serve_with(
+    listener: std::net::TcpListener,
+    store: Arc<dyn Store>,
+    wake: Arc<tokio::sync::Notify>,
+    config: HttpConfig,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), HttpError> {
+    config.check()?;
+    options.limits.check().map_err(HttpError::Config)?;
     listener.set_nonblocking(true)?;
     let local = listener.local_addr()?;
-    let app = app(store, wake, config);
+    let app = app(store, wake, config, options.readiness);
     let listener = async_std::net::TcpListener::from(listener);
     tracing::info!(address = %local, "http: listening");
-    let listening = Box::pin(listen::serve_app(listener, app));
+    let listening = Box::pin(listen::serve_app_with(listener, app, options.limits));
     let shutdown = Box::pin(shutdown);
     match select(listening, shutdown).await {
         Either::Left((result, _)) => result.map_err(HttpError::Listen),
@@ -237,7 +273,21 @@ pub async fn serve(
     }
 }
 
+impl HttpConfig {
+    /// `Err(HttpError::Config)` naming the first unusable setting: a key shorter than
+    /// [`API_KEY_LEN_MIN`], the same key for Alpaca and operators, an empty allowlist, a zero
+    /// limit.
+    pub fn check(&self) -> Result<(), HttpError> {
+        check_config(self)
+    }
+}
+
 fn check_config(config: &HttpConfig) -> Result<(), HttpError> {
+    if config.alpaca_allow.is_empty() || config.operator_allow.is_empty() {
+        return Err(HttpError::Config(
+            "an allowlist of client addresses is empty: nobody could call those routes".into(),
+        ));
+    }
     let short = |which: &str, key: &Secret| {
         (key.expose().chars().count() < API_KEY_LEN_MIN).then(|| {
             HttpError::Config(format!(
@@ -278,6 +328,7 @@ fn app(
     store: Arc<dyn Store>,
     wake: Arc<tokio::sync::Notify>,
     config: HttpConfig,
+    readiness: Readiness,
 ) -> tide::Server<AppState> {
     let limit = config.failed_auth_per_minute_max;
     let state = AppState {
@@ -285,6 +336,7 @@ fn app(
             store,
             wake,
             config,
+            readiness,
             alpaca_failures: FailureLimiter::per_minute(limit),
             operator_failures: FailureLimiter::per_minute(limit),
         }),
@@ -294,6 +346,18 @@ fn app(
 
     app.at("/health").get(|_req: Request<AppState>| async {
         Ok(json(StatusCode::Ok, &serde_json::json!({ "status": "ok" })))
+    });
+    app.at("/readyz").get(|req: Request<AppState>| async move {
+        let state = req.state().clone();
+        let store = state.store();
+        let checked = async_std::task::spawn_blocking(move || store.health()).await;
+        let (ready, body) = ready::answer(checked, &state.inner.readiness);
+        let status = if ready {
+            StatusCode::Ok
+        } else {
+            StatusCode::ServiceUnavailable
+        };
+        Ok(json(status, &body))
     });
     app.at("/openapi.json")
         .get(|_req: Request<AppState>| async {
@@ -474,9 +538,9 @@ mod tests {
     fn short_or_shared_keys_are_refused() {
         let good = HttpConfig {
             alpaca_auth: AlpacaAuth::ApiKey(Secret::new("a".repeat(32))),
-            alpaca_allow: vec![],
+            alpaca_allow: crate::config::parse_cidrs("127.0.0.1").unwrap(),
             operator_api_key: Secret::new("o".repeat(32)),
-            operator_allow: vec![],
+            operator_allow: crate::config::parse_cidrs("127.0.0.1").unwrap(),
             body_limit_bytes: 1024,
             failed_auth_per_minute_max: 10,
             custody_account_id: "custody".into(),
@@ -493,6 +557,11 @@ mod tests {
             ..good.clone()
         };
         assert!(matches!(check_config(&shared), Err(HttpError::Config(_))));
+        let nobody = HttpConfig {
+            alpaca_allow: vec![],
+            ..good.clone()
+        };
+        assert!(matches!(check_config(&nobody), Err(HttpError::Config(_))));
         let no_limit = HttpConfig {
             failed_auth_per_minute_max: 0,
             ..good

@@ -30,6 +30,9 @@ pub enum StoreError {
         path: String,
         source: redb::DatabaseError,
     },
+    /// The path cannot be a store at all: a directory, no permission to read or write it.
+    #[error("cannot use {path} as the store: {reason}")]
+    Unusable { path: String, reason: String },
     /// The file is not a redb file of ours, or redb found it damaged. It was not modified.
     #[error("store {path} is corrupt or not an issuer store: {detail}")]
     Corrupt { path: String, detail: String },
@@ -85,6 +88,12 @@ pub trait Store: Send + Sync {
     /// Releases the file for every handle (in-process restarts, tests). Later calls fail with
     /// [`StoreError::Closed`].
     fn close(&self);
+
+    /// `Err` while the store cannot write (a disk error it has not yet recovered from): what
+    /// `/readyz` reports. A store that cannot fail this way is always healthy.
+    fn health(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     // Accounts and wallets.
     /// Registers an AP by email (normalised: trimmed, lower case). Idempotent per email.

@@ -4,16 +4,17 @@ use super::records::{
     Account, Asset, AttachOutcome, ConfirmOutcome, IssuanceOutcome, MintRecord, ReturnOutcome,
     Scan, TxRecord, SCHEMA_VERSION,
 };
-use super::writer::Writer;
+use super::writer::{DbCell, Writer};
 use super::{Store, StoreError};
 use alloy::primitives::{Address, B256};
 use reconciler::{
     AlpacaAccountId, ClientId, IssuerRequestId, Journal, Network, ObservedBurn, ObservedDeposit,
     Redemption, RedemptionState, Symbol, TokenizationRequestId,
 };
+use redb::backends::FileBackend;
 use redb::{
-    Database, DatabaseError, ReadOnlyDatabase, ReadableDatabase, ReadableTable, TableDefinition,
-    WriteTransaction,
+    Builder, Database, DatabaseError, ReadableDatabase, ReadableTable, StorageBackend,
+    TableDefinition, WriteTransaction,
 };
 use serde::{de::DeserializeOwned, Serialize};
 use std::path::Path;
@@ -45,7 +46,7 @@ pub struct RedbStore {
 }
 
 struct Open {
-    db: Arc<Database>,
+    cell: Arc<DbCell>,
     writer: Writer,
 }
 
@@ -84,72 +85,51 @@ pub fn normalise_email(email: &str) -> String {
 
 impl RedbStore {
     /// Opens (or creates) the store at `path`. A corrupt file, a file that is not ours, or one
-    /// written by a newer schema is refused with a clear error and left untouched.
+    /// written by a newer schema is refused with a clear error and left untouched; a path that
+    /// cannot be a store (a directory, no permission) is refused saying so. A new file is created
+    /// readable and writable by its owner only (0600): it holds account links and signed
+    /// transactions.
     pub fn open(path: &Path) -> Result<RedbStore, StoreError> {
-        let shown = path.display().to_string();
-        if path.exists() {
-            match ReadOnlyDatabase::open(path) {
-                Ok(ro) => {
-                    check_schema(&shown, &ro, true)?;
-                    drop(ro);
-                }
-                // Needs recovery after a crash: only a writable open can repair; the schema is
-                // checked right after, before anything is written.
-                Err(DatabaseError::RepairAborted) => {}
-                Err(DatabaseError::Storage(e)) => {
-                    return Err(StoreError::Corrupt {
-                        path: shown,
-                        detail: e.to_string(),
-                    })
-                }
-                Err(e) => {
-                    return Err(StoreError::Open {
-                        path: shown,
-                        source: e,
-                    })
-                }
-            }
-            let db = Database::open(path).map_err(|e| match e {
-                DatabaseError::Storage(s) => StoreError::Corrupt {
-                    path: shown.clone(),
-                    detail: s.to_string(),
-                },
-                other => StoreError::Open {
-                    path: shown.clone(),
-                    source: other,
-                },
-            })?;
-            check_schema(&shown, &db, true)?;
-            return Ok(Self::started(db));
-        }
-        let db = Database::create(path).map_err(|e| StoreError::Open {
-            path: shown.clone(),
-            source: e,
-        })?;
-        let mut txn = db.begin_write()?;
-        txn.set_two_phase_commit(true);
-        {
-            let mut meta = txn.open_table(META)?;
-            meta.insert("schema_version", SCHEMA_VERSION)?;
-            for table in [ACCOUNTS, ASSETS, MINTS, DEPOSITS, REDEMPTIONS, BURNS] {
-                txn.open_table(table)?;
-            }
-            for table in [ACCOUNT_BY_EMAIL, WALLETS, MINT_BY_TRID] {
-                txn.open_table(table)?;
-            }
-            txn.open_table(CURSORS)?;
-            txn.open_table(BLOCKS)?;
-            txn.open_table(TXS)?;
-        }
-        txn.commit()?;
-        Ok(Self::started(db))
+        Self::open_with(path, |file| file)
     }
 
-    fn started(db: Database) -> RedbStore {
-        let db = Arc::new(db);
-        let writer = Writer::start(db.clone());
+    /// [`RedbStore::open`] with the file behind a backend of the caller's (tests wrap the file
+    /// backend to fail writes as a full disk would). Every reopen after an I/O error uses it too.
+    pub fn open_with<B, W>(path: &Path, wrap: W) -> Result<RedbStore, StoreError>
+    where
+        B: StorageBackend,
+        W: Fn(FileBackend) -> B + Send + Sync + 'static,
+    {
+        let shown = path.display().to_string();
+        let wrap = Arc::new(wrap);
+        let existing = match std::fs::metadata(path) {
+            Ok(meta) if meta.is_dir() => {
+                return Err(StoreError::Unusable {
+                    path: shown,
+                    reason: "is a directory".into(),
+                })
+            }
+            Ok(_) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => return Err(unusable(&shown, &e)),
+        };
+        let db = if existing {
+            check_before_open(path, &shown)?;
+            open_existing(path, &shown, wrap.as_ref())?
+        } else {
+            create_new(path, &shown, wrap.as_ref())?
+        };
+        let reopen_path = path.to_path_buf();
+        let reopen: super::writer::Reopen =
+            Box::new(move || open_existing(&reopen_path, &shown, wrap.as_ref()));
+        Ok(Self::started(db, reopen))
+    }
+
+    fn started(db: Database, reopen: super::writer::Reopen) -> RedbStore {
+        let cell = Arc::new(DbCell::new(db, reopen));
+        let writer = Writer::start(cell.clone());
         RedbStore {
-            open: Arc::new(RwLock::new(Some(Open { db, writer }))),
+            open: Arc::new(RwLock::new(Some(Open { cell, writer }))),
         }
     }
 
@@ -158,9 +138,7 @@ impl RedbStore {
             .open
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        open.as_ref()
-            .map(|o| o.db.clone())
-            .ok_or(StoreError::Closed)
+        open.as_ref().ok_or(StoreError::Closed)?.cell.get()
     }
 
     fn write<R, F>(&self, job: F) -> Result<R, StoreError>
@@ -198,6 +176,115 @@ impl RedbStore {
         }
         Ok(out)
     }
+}
+
+/// A path that cannot be opened, said plainly ("permission denied", "is a directory").
+fn unusable(path: &str, e: &std::io::Error) -> StoreError {
+    let reason = match e.kind() {
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+        std::io::ErrorKind::IsADirectory => "is a directory".to_owned(),
+        _ => e.to_string(),
+    };
+    StoreError::Unusable {
+        path: path.to_owned(),
+        reason,
+    }
+}
+
+/// An I/O failure about the path (permissions, not a file) says so; anything else redb finds in
+/// the file (not redb, damaged) is corruption.
+fn open_error(path: &str, e: DatabaseError) -> StoreError {
+    match e {
+        DatabaseError::Storage(redb::StorageError::Io(io))
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::PermissionDenied
+                    | std::io::ErrorKind::IsADirectory
+                    | std::io::ErrorKind::NotADirectory
+                    | std::io::ErrorKind::NotFound
+                    | std::io::ErrorKind::ReadOnlyFilesystem
+            ) =>
+        {
+            unusable(path, &io)
+        }
+        DatabaseError::Storage(s) => StoreError::Corrupt {
+            path: path.to_owned(),
+            detail: s.to_string(),
+        },
+        other => StoreError::Open {
+            path: path.to_owned(),
+            source: other,
+        },
+    }
+}
+
+/// Checks an existing file read-only first, so a file that is not ours (or is newer) is refused
+/// before a writable open could repair or change anything in it.
+fn check_before_open(path: &Path, shown: &str) -> Result<(), StoreError> {
+    let file = std::fs::File::open(path).map_err(|e| unusable(shown, &e))?;
+    let backend = FileBackend::new(file).map_err(|e| open_error(shown, e))?;
+    match Builder::new().open_read_only_with_backend(backend) {
+        Ok(ro) => {
+            check_schema(shown, &ro, true)?;
+            drop(ro);
+            Ok(())
+        }
+        // Needs recovery after a crash: only a writable open can repair; the schema is checked
+        // right after, before anything is written.
+        Err(DatabaseError::RepairAborted) => Ok(()),
+        Err(e) => Err(open_error(shown, e)),
+    }
+}
+
+fn open_existing<B: StorageBackend>(
+    path: &Path,
+    shown: &str,
+    wrap: &(dyn Fn(FileBackend) -> B + Send + Sync),
+) -> Result<Database, StoreError> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| unusable(shown, &e))?;
+    let backend = FileBackend::new(file).map_err(|e| open_error(shown, e))?;
+    let db = Builder::new()
+        .create_with_backend(wrap(backend))
+        .map_err(|e| open_error(shown, e))?;
+    check_schema(shown, &db, true)?;
+    Ok(db)
+}
+
+fn create_new<B: StorageBackend>(
+    path: &Path,
+    shown: &str,
+    wrap: &(dyn Fn(FileBackend) -> B + Send + Sync),
+) -> Result<Database, StoreError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(path).map_err(|e| unusable(shown, &e))?;
+    let backend = FileBackend::new(file).map_err(|e| open_error(shown, e))?;
+    let db = Builder::new()
+        .create_with_backend(wrap(backend))
+        .map_err(|e| open_error(shown, e))?;
+    let mut txn = db.begin_write()?;
+    txn.set_two_phase_commit(true);
+    {
+        let mut meta = txn.open_table(META)?;
+        meta.insert("schema_version", SCHEMA_VERSION)?;
+        for table in [ACCOUNTS, ASSETS, MINTS, DEPOSITS, REDEMPTIONS, BURNS] {
+            txn.open_table(table)?;
+        }
+        for table in [ACCOUNT_BY_EMAIL, WALLETS, MINT_BY_TRID] {
+            txn.open_table(table)?;
+        }
+        txn.open_table(CURSORS)?;
+        txn.open_table(BLOCKS)?;
+        txn.open_table(TXS)?;
+    }
+    txn.commit()?;
+    Ok(db)
 }
 
 fn check_schema(
@@ -275,6 +362,17 @@ impl Store for RedbStore {
             .take();
         // Dropping the writer finishes queued jobs and joins its thread; then the file closes.
         drop(taken);
+    }
+
+    fn health(&self) -> Result<(), StoreError> {
+        let open = self
+            .open
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match open.as_ref().ok_or(StoreError::Closed)?.cell.broken() {
+            Some(reason) => Err(StoreError::Storage(reason)),
+            None => Ok(()),
+        }
     }
 
     fn register_account(&self, email: &str) -> Result<Account, StoreError> {

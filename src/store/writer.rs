@@ -1,11 +1,115 @@
 //! Group commit: one thread owns writing. Each job runs inside the current batch's transaction;
 //! the batch commits (two-phase, fsynced) and only then is every job in it answered. Under load
 //! many jobs share one fsync; alone, a job waits for exactly one commit.
+//!
+//! After an I/O error (a full disk) redb refuses every later write until the database is
+//! reopened. The writer thread does that itself ([`DbCell::recover`]): it closes the database and
+//! opens the file again, which rolls back to the last commit (two-phase: a failed commit leaves
+//! nothing half-written, and its callers were answered with the error, never with success). Until
+//! a reopen succeeds, [`DbCell::broken`] says why and `/readyz` reports it.
 
 use super::StoreError;
 use redb::{Database, WriteTransaction};
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+/// How often a broken store tries to reopen while no write asks it to.
+const RECOVER_EVERY: Duration = Duration::from_millis(500);
+/// Longest wait for readers to let go of the database before a reopen (they hold it only while
+/// beginning a read transaction).
+const READERS_RELEASE_MAX: Duration = Duration::from_secs(2);
+
+/// Opens the database file again (with the same backend and the schema checked).
+pub type Reopen = Box<dyn Fn() -> Result<Database, StoreError> + Send + Sync>;
+
+/// The database, replaceable by a reopen, and why writes fail when they do.
+pub struct DbCell {
+    db: RwLock<Option<Arc<Database>>>,
+    /// `Some(reason)` from a write's I/O error until a reopen succeeds.
+    broken: Mutex<Option<String>>,
+    reopen: Reopen,
+}
+
+impl DbCell {
+    pub fn new(db: Database, reopen: Reopen) -> DbCell {
+        DbCell {
+            db: RwLock::new(Some(Arc::new(db))),
+            broken: Mutex::new(None),
+            reopen,
+        }
+    }
+
+    /// The current database; an error while a failed reopen left none.
+    pub fn get(&self) -> Result<Arc<Database>, StoreError> {
+        self.db
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| {
+                StoreError::Storage(format!(
+                    "store unavailable: {}",
+                    self.broken().unwrap_or_else(|| "reopening".into())
+                ))
+            })
+    }
+
+    /// Why writes fail, while they do.
+    pub fn broken(&self) -> Option<String> {
+        self.broken
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn mark_broken(&self, reason: &str) {
+        tracing::error!(error = %reason, "store: I/O error; writes fail until the file can be reopened");
+        *self.broken.lock().unwrap_or_else(PoisonError::into_inner) = Some(reason.to_owned());
+    }
+
+    /// Closes the database and opens the file again. On success the store is writable again.
+    fn recover(&self) {
+        let mut slot = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(mut old) = slot.take() {
+            let waited = Instant::now();
+            loop {
+                match Arc::try_unwrap(old) {
+                    Ok(db) => {
+                        // Its error is the one we already know; closing releases the file lock.
+                        let _ = db.close();
+                        break;
+                    }
+                    Err(still_shared) if waited.elapsed() < READERS_RELEASE_MAX => {
+                        old = still_shared;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err(still_shared) => {
+                        *slot = Some(still_shared);
+                        return;
+                    }
+                }
+            }
+        }
+        match (self.reopen)() {
+            Ok(db) => {
+                *slot = Some(Arc::new(db));
+                *self.broken.lock().unwrap_or_else(PoisonError::into_inner) = None;
+                tracing::info!("store: reopened after an I/O error; writes work again");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "store: reopen failed; retrying");
+                *self.broken.lock().unwrap_or_else(PoisonError::into_inner) =
+                    Some(format!("cannot write: {e}"));
+            }
+        }
+    }
+}
+
+/// Whether a failure means the file could not be written (and redb wants a reopen), as opposed
+/// to a job refusing on its own terms.
+fn is_io(detail: &str) -> bool {
+    detail.contains("I/O") || detail.contains("store unavailable")
+}
 
 /// Most jobs in one transaction: bounds how long the first of them waits.
 const JOBS_PER_COMMIT_MAX: usize = 512;
@@ -30,11 +134,11 @@ impl Drop for Writer {
 }
 
 impl Writer {
-    pub fn start(db: Arc<Database>) -> Writer {
+    pub fn start(cell: Arc<DbCell>) -> Writer {
         let (jobs, rx) = mpsc::channel::<Job>();
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || run(&db, &rx))
+            .spawn(move || run(&cell, &rx))
             .map_err(|e| {
                 // Without the thread every write fails with WriterGone: loud, never silent.
                 tracing::error!(error = %e, "cannot start the store writer thread");
@@ -87,8 +191,24 @@ impl Writer {
     }
 }
 
-fn run(db: &Database, rx: &mpsc::Receiver<Job>) {
-    while let Ok(first) = rx.recv() {
+fn run(cell: &DbCell, rx: &mpsc::Receiver<Job>) {
+    loop {
+        let first = if cell.broken().is_some() {
+            match rx.recv_timeout(RECOVER_EVERY) {
+                Ok(job) => Some(job),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+        } else {
+            match rx.recv() {
+                Ok(job) => Some(job),
+                Err(_) => return,
+            }
+        };
+        if cell.broken().is_some() {
+            cell.recover();
+        }
+        let Some(first) = first else { continue };
         let mut batch = vec![first];
         while batch.len() < JOBS_PER_COMMIT_MAX {
             match rx.try_recv() {
@@ -96,18 +216,25 @@ fn run(db: &Database, rx: &mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        commit_batch(db, batch);
+        if let Err(detail) = commit_batch(cell, batch) {
+            if is_io(&detail) {
+                cell.mark_broken(&detail);
+            }
+        }
     }
 }
 
-fn commit_batch(db: &Database, batch: Vec<Job>) {
-    let mut txn = match db.begin_write() {
+fn commit_batch(cell: &DbCell, batch: Vec<Job>) -> Result<(), String> {
+    let began = cell
+        .get()
+        .and_then(|db| db.begin_write().map_err(StoreError::from));
+    let mut txn = match began {
         Ok(txn) => txn,
         Err(e) => {
             tracing::error!(error = %e, "store: cannot begin a write transaction");
-            // Dropping the jobs drops their reply senders: callers see WriterGone-free errors.
+            // Dropping the jobs drops their reply senders: callers see an error, never success.
             drop(batch);
-            return;
+            return Err(e.to_string());
         }
     };
     txn.set_two_phase_commit(true);
@@ -137,4 +264,5 @@ fn commit_batch(db: &Database, batch: Vec<Job>) {
     for done in completions {
         done(outcome.clone().map_err(StoreError::Storage));
     }
+    outcome
 }

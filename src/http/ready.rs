@@ -1,0 +1,69 @@
+//! Readiness (`GET /readyz`), apart from liveness (`GET /health`): whether this process can do
+//! its work now. The store is asked on every call; other checks (the RPC) are set by whoever
+//! watches them.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// Checks other parts of the process keep up to date. Cheap to clone; clones share the checks.
+#[derive(Debug, Clone, Default)]
+pub struct Readiness {
+    /// Check name to `None` (passing) or `Some(reason)` (failing).
+    checks: Arc<Mutex<BTreeMap<&'static str, Option<String>>>>,
+}
+
+impl Readiness {
+    /// Marks `check` as failing for `reason` (the reason is shown by `/readyz`).
+    pub fn fail(&self, check: &'static str, reason: impl Into<String>) {
+        self.lock().insert(check, Some(reason.into()));
+    }
+
+    /// Marks `check` as passing.
+    pub fn pass(&self, check: &'static str) {
+        self.lock().insert(check, None);
+    }
+
+    /// Every check and its reason when failing.
+    pub fn snapshot(&self) -> BTreeMap<&'static str, Option<String>> {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<&'static str, Option<String>>> {
+        self.checks.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The `/readyz` answer: 200 `{"status":"ready","checks":{..}}` when every check passes, else
+/// 503 `{"status":"not ready","failing":[..],"checks":{..}}`; each check is `"ok"` or its reason.
+pub(super) fn answer(
+    store: Result<(), crate::store::StoreError>,
+    readiness: &Readiness,
+) -> (bool, serde_json::Value) {
+    let mut checks = readiness.snapshot();
+    checks.insert("store", store.err().map(|e| e.to_string()));
+    let failing: Vec<&str> = checks
+        .iter()
+        .filter(|(_, reason)| reason.is_some())
+        .map(|(name, _)| *name)
+        .collect();
+    let shown: serde_json::Map<String, serde_json::Value> = checks
+        .iter()
+        .map(|(name, reason)| {
+            (
+                (*name).to_owned(),
+                serde_json::Value::String(reason.clone().unwrap_or_else(|| "ok".to_owned())),
+            )
+        })
+        .collect();
+    if failing.is_empty() {
+        (
+            true,
+            serde_json::json!({ "status": "ready", "checks": shown }),
+        )
+    } else {
+        (
+            false,
+            serde_json::json!({ "status": "not ready", "failing": failing, "checks": shown }),
+        )
+    }
+}
