@@ -48,6 +48,7 @@ async fn intake() {
         authorizer: alloy::primitives::Address::repeat_byte(3),
         deploy_block: 0,
         frozen: false,
+        mint_qty_max: None,
     };
     store.put_asset(&asset).unwrap();
     let account = store.register_account("bench@example.com").unwrap();

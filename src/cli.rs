@@ -162,12 +162,20 @@ pub struct AlpacaArgs {
 impl AlpacaArgs {
     /// The Broker API client these settings describe, with the default retry policy.
     pub fn broker(&self) -> Result<BrokerClient, crate::alpaca::BrokerError> {
+        self.broker_with(RetryPolicy::default())
+    }
+
+    /// The Broker API client these settings describe, with `retry`.
+    pub fn broker_with(
+        &self,
+        retry: RetryPolicy,
+    ) -> Result<BrokerClient, crate::alpaca::BrokerError> {
         BrokerClient::new(BrokerConfig {
             base_url: self.alpaca_base_url.clone(),
             account_id: self.alpaca_account_id.clone(),
             api_key: self.alpaca_api_key.clone(),
             api_secret: self.alpaca_api_secret.expose().to_owned(),
-            retry: RetryPolicy::default(),
+            retry,
         })
     }
 }
@@ -469,6 +477,7 @@ async fn deploy_asset(args: DeployArgs) -> anyhow::Result<()> {
         authorizer: deployed.authorizer,
         deploy_block: deployed.deploy_block,
         frozen: false,
+        mint_qty_max: None,
     };
     store.put_asset(&asset)?;
     println!("{}", asset_json(&asset, "deployed"));
@@ -562,6 +571,7 @@ fn plan_serve(args: &ServeArgs) -> anyhow::Result<ServePlan> {
         failed_auth_per_minute_max: 10,
         custody_account_id: args.custody_account_id.clone(),
         local_networks: local_networks(args.local_networks.as_deref(), local)?,
+        issuer_addresses: vec![signer.address()],
     };
     http_config
         .check()
@@ -583,7 +593,8 @@ fn plan_serve(args: &ServeArgs) -> anyhow::Result<ServePlan> {
     {
         bail!("SIGNATURE_MAX_AGE_SECS must be at least 1");
     }
-    let broker = args.alpaca.broker()?;
+    // The reconciler's Alpaca calls honour rate limits by scheduling, never by sleeping.
+    let broker = args.alpaca.broker_with(RetryPolicy::for_reconciler())?;
     Ok(ServePlan {
         http_config,
         limits,
@@ -716,6 +727,7 @@ async fn reconcile_when_connected(
         broker: pending.broker,
         config: pending.config,
         polls: crate::pass::PollSchedule::default(),
+        alpaca: crate::pass::AlpacaWork::default(),
     };
     reconciler.run(wake, shutdown).await;
     probe.abort();

@@ -66,6 +66,7 @@ fn policy(attempts_max: u32) -> RetryPolicy {
         backoff_cap: Duration::from_millis(50),
         jitter_percent: 0,
         retry_after_cap: Duration::from_secs(5),
+        defer_rate_limits: false,
         attempt_timeout: Duration::from_secs(5),
     }
 }

@@ -28,6 +28,8 @@ const ASSET_FROZEN: &str = "Asset Frozen: Minting is suspended for this asset";
 /// The wallet of `fixtures/issuer/wallet.json`.
 const WALLET: &str = "0x70997970c51812dc3a010c7d01b50e0d17dc79c8";
 const OTHER_WALLET: &str = "0x3c44cdddb6a900fa2b585dd299e03d12fa4293bc";
+/// The issuer's bot in these tests (anvil's first dev account): never an AP's wallet.
+const BOT: &str = "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266";
 
 fn fixture(name: &str) -> Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -58,6 +60,7 @@ fn config(alpaca_allow: &str) -> HttpConfig {
         failed_auth_per_minute_max: 10,
         custody_account_id: "issuer-custody-0001".into(),
         local_networks: vec![reconciler::Network::parse("anvil").unwrap()],
+        issuer_addresses: vec![BOT.parse().unwrap()],
     }
 }
 
@@ -1453,4 +1456,167 @@ async fn an_operator_retries_a_mint_that_stopped() {
         .operator(Method::POST, "/operator/redemptions/red-nope-0/retry", None)
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// Addresses that can never receive an AP's tokens (the zero address, the issuer's bot, its
+/// vault, receipt and authorizer) are refused as wallets with a clear 422 and written nowhere;
+/// one whitelisted before this rule existed is refused at intake as not the client's wallet.
+#[tokio::test(flavor = "multi_thread")]
+async fn wallets_that_are_the_issuers_own_or_zero_are_refused() {
+    let f = seeded().await;
+    let s = &f.server;
+    let asset = fixture("operator_asset.json");
+    let before = s.store.wallets().unwrap();
+    let zero = "0x0000000000000000000000000000000000000000";
+    for (wallet, what) in [
+        (zero, "the zero address"),
+        (BOT, "the issuer's bot"),
+        (
+            asset["vault"].as_str().unwrap(),
+            "a vault, receipt or authorizer",
+        ),
+        (
+            asset["receipt"].as_str().unwrap(),
+            "a vault, receipt or authorizer",
+        ),
+        (
+            asset["authorizer"].as_str().unwrap(),
+            "a vault, receipt or authorizer",
+        ),
+    ] {
+        let (status, answer) = s
+            .post(
+                &format!("/accounts/{}/wallets", f.client_id),
+                &json!({ "wallet": wallet }),
+            )
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{wallet}: {answer}"
+        );
+        assert!(
+            answer["error"].as_str().unwrap().contains(what),
+            "{wallet}: {answer}"
+        );
+        let (status, _) = s
+            .operator(
+                Method::POST,
+                "/operator/wallets",
+                Some(&json!({ "client_id": f.client_id, "wallet": wallet })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{wallet}");
+    }
+    assert_eq!(s.store.wallets().unwrap(), before, "nothing whitelisted");
+
+    // Whitelisted before the rule (straight into the store): refused at intake, nothing written.
+    let client = ClientId::parse(&f.client_id).unwrap();
+    assert!(s.store.add_wallet(&client, BOT.parse().unwrap()).unwrap());
+    let body = with(
+        issuance(&f.client_id, "to-the-bot"),
+        &[("wallet_address", json!(BOT))],
+    );
+    assert_eq!(
+        s.post("/tokenization/mint", &body).await,
+        (StatusCode::BAD_REQUEST, error(INVALID_WALLET))
+    );
+    assert!(s.store.all_mints().unwrap().is_empty());
+}
+
+/// A body that does not say it is JSON is refused with 415 before it is parsed; JSON with a
+/// charset parameter is JSON.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_without_a_json_content_type_is_415() {
+    let f = seeded().await;
+    let s = &f.server;
+    let body = issuance(&f.client_id, "ct-1").to_string();
+    for content_type in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+    ] {
+        let mut request = s
+            .http
+            .post(format!("{}/tokenization/mint", s.base))
+            .header("X-API-KEY", ALPACA_KEY)
+            .body(body.clone());
+        if let Some(ct) = content_type {
+            request = request.header("content-type", ct);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{content_type:?}"
+        );
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer, error("Content-Type must be application/json"));
+    }
+    assert!(s.store.all_mints().unwrap().is_empty(), "nothing written");
+    let response = s
+        .http
+        .post(format!("{}/tokenization/mint", s.base))
+        .header("X-API-KEY", ALPACA_KEY)
+        .header("content-type", "Application/JSON; charset=utf-8")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+/// A quantity above the asset's limit (by default a billion shares; an operator can set it per
+/// asset) is an invalid payload: `1` followed by 58 zeros never reaches the vault.
+#[tokio::test(flavor = "multi_thread")]
+async fn quantities_above_the_assets_limit_are_refused() {
+    let f = seeded().await;
+    let s = &f.server;
+    let huge = format!("1{}", "0".repeat(58));
+    for (trid, qty) in [("q-1", huge.as_str()), ("q-2", "1000000000.000000001")] {
+        let body = with(issuance(&f.client_id, trid), &[("qty", json!(qty))]);
+        assert_eq!(
+            s.post("/tokenization/mint", &body).await,
+            (StatusCode::BAD_REQUEST, error(INVALID_PAYLOAD)),
+            "{qty}"
+        );
+    }
+    assert!(s.store.all_mints().unwrap().is_empty());
+    let at_limit = with(
+        issuance(&f.client_id, "q-3"),
+        &[("qty", json!("1000000000"))],
+    );
+    assert_eq!(
+        s.post("/tokenization/mint", &at_limit).await.0,
+        StatusCode::OK
+    );
+
+    // The operator lowers AAPL's limit to 100 shares.
+    let lowered = with(
+        fixture("operator_asset.json"),
+        &[("mint_qty_max", json!("100"))],
+    );
+    assert_eq!(
+        s.operator(Method::POST, "/operator/assets", Some(&lowered))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let over = with(issuance(&f.client_id, "q-4"), &[("qty", json!("100.5"))]);
+    assert_eq!(
+        s.post("/tokenization/mint", &over).await,
+        (StatusCode::BAD_REQUEST, error(INVALID_PAYLOAD))
+    );
+    let under = with(issuance(&f.client_id, "q-5"), &[("qty", json!("100"))]);
+    assert_eq!(s.post("/tokenization/mint", &under).await.0, StatusCode::OK);
+    let bad = with(
+        fixture("operator_asset.json"),
+        &[("mint_qty_max", json!("-1"))],
+    );
+    assert_eq!(
+        s.operator(Method::POST, "/operator/assets", Some(&bad))
+            .await
+            .0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
 }

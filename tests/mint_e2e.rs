@@ -190,3 +190,94 @@ async fn callbacks_get_through_a_flaky_alpaca() {
     );
     issuer.stop().await;
 }
+
+/// One confirmed mint that cannot be estimated (its receiver reverts: here the zero address,
+/// whitelisted before intake refused it) waits with a readable problem for an operator, and the
+/// five mints planned in the same batch still go out together as one transaction.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mint_that_does_not_estimate_neither_blocks_nor_splits_its_batch() {
+    use issuer::store::{MintRecord, RedbStore, Store};
+    use reconciler::{
+        Callback, ClientRef, IssuerRequestId, Journal, MintIntent, Network, Qty, Symbol,
+        TokenizationRequestId,
+    };
+    let world = World::start(None).await;
+    let record = |trid: &str, wallet: alloy::primitives::Address| {
+        let trid = TokenizationRequestId::parse(trid).unwrap();
+        MintRecord {
+            intent: MintIntent {
+                issuer_request_id: IssuerRequestId::for_mint(&trid),
+                tokenization_request_id: trid,
+                client: ClientRef::ClientExternalAccountId(world.client_id.clone()),
+                wallet,
+                underlying: Symbol::parse("AAPL").unwrap(),
+                token: Symbol::parse("tAAPL").unwrap(),
+                network: Network::parse("anvil").unwrap(),
+                qty: Qty::parse("1").unwrap(),
+                vault: world.deployed.vault,
+                journal: Journal::Completed,
+                callback: Callback::NotSent,
+                failed_attempts: 0,
+                accepted_at: 0,
+            },
+            fingerprint: String::new(),
+            reject_reason: None,
+            problem: None,
+        }
+    };
+    // Six confirmed intents before the issuer starts, so its first pass plans them as one batch.
+    {
+        let store = RedbStore::open(&world.db_path).unwrap();
+        store
+            .submit_issuance(record("tr-zero", alloy::primitives::Address::ZERO))
+            .unwrap();
+        for i in 0..5 {
+            let trid = format!("tr-batch-{i}");
+            store
+                .submit_issuance(record(&trid, world.ap_wallet))
+                .unwrap();
+            world
+                .sim
+                .add_mint_request(issuer::sim::NewMint {
+                    tokenization_request_id: Some(trid),
+                    issuer_request_id: None,
+                    qty: "1".into(),
+                    underlying_symbol: "AAPL".into(),
+                    token_symbol: "tAAPL".into(),
+                    network: "anvil".into(),
+                    client: issuer::sim::SimClient::ClientExternalAccountId(
+                        world.client_id.to_string(),
+                    ),
+                    wallet_address: common::stack::AP_WALLET.into(),
+                })
+                .unwrap();
+        }
+        store.close();
+    }
+    let issuer = Issuer::start(&world, Policy::default()).await;
+    eventually(Duration::from_secs(30), "five mints on chain", || async {
+        world.balance(world.ap_wallet).await == units(5, 0)
+    })
+    .await;
+    let chain = issuer::chain::Chain::connect(&world.rpc(), common::bot())
+        .await
+        .unwrap();
+    let head = chain.head().await.unwrap();
+    let (deposits, _) = chain
+        .scan_deposits(world.deployed.vault, 0, head)
+        .await
+        .unwrap();
+    let txs: std::collections::BTreeSet<_> = deposits.iter().map(|d| d.tx_hash).collect();
+    assert_eq!(deposits.len(), 5, "{deposits:?}");
+    assert_eq!(txs.len(), 1, "the five mints went out as one transaction");
+
+    let zero = IssuerRequestId::for_mint(&TokenizationRequestId::parse("tr-zero").unwrap());
+    let problem = issuer.store.mint(&zero).unwrap().unwrap().problem.unwrap();
+    assert!(problem.contains("does not estimate"), "{problem}");
+    assert!(
+        !problem.chars().any(char::is_control),
+        "readable problem text: {problem:?}"
+    );
+    assert_eq!(world.deposits_for(zero.as_str()).await, 0);
+    issuer.stop().await;
+}

@@ -126,3 +126,97 @@ fn what_is_written_survives_close_and_reopen() {
     let reopened = RedbStore::open(&path).unwrap();
     assert_eq!(reopened.account(&account.client_id).unwrap(), Some(account));
 }
+
+/// The refusal-table rules are checked again inside the issuance's own write transaction: a
+/// wallet removed or an asset frozen after the handler's checks (a race with an operator) refuses
+/// the issuance instead of writing it; the checks passing writes it.
+#[tokio::test]
+async fn issuance_rules_hold_inside_the_write_transaction() {
+    use issuer::store::{Asset, IssuanceCheck, IssuanceOutcome, IssuanceRefusal, MintRecord};
+    use reconciler::{
+        Callback, ClientRef, IssuerRequestId, Journal, MintIntent, Network, Qty, Symbol,
+        TokenizationRequestId,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(&dir.path().join("issuer.redb")).unwrap();
+    let vault = alloy::primitives::Address::repeat_byte(0x11);
+    let wallet = alloy::primitives::Address::repeat_byte(0x22);
+    let asset = Asset {
+        underlying: Symbol::parse("AAPL").unwrap(),
+        token: Symbol::parse("tAAPL").unwrap(),
+        network: Network::parse("base").unwrap(),
+        vault,
+        receipt: alloy::primitives::Address::repeat_byte(0x12),
+        authorizer: alloy::primitives::Address::repeat_byte(0x13),
+        deploy_block: 1,
+        frozen: false,
+        mint_qty_max: None,
+    };
+    store.put_asset(&asset).unwrap();
+    let account = store.register_account("ap@example.com").unwrap();
+    store.link_account("ap@example.com", "ALP-1").unwrap();
+    assert!(store.add_wallet(&account.client_id, wallet).unwrap());
+    let record = |trid: &str| {
+        let trid = TokenizationRequestId::parse(trid).unwrap();
+        MintRecord {
+            intent: MintIntent {
+                issuer_request_id: IssuerRequestId::for_mint(&trid),
+                tokenization_request_id: trid,
+                client: ClientRef::ClientExternalAccountId(account.client_id.clone()),
+                wallet,
+                underlying: asset.underlying.clone(),
+                token: asset.token.clone(),
+                network: asset.network.clone(),
+                qty: Qty::parse("1").unwrap(),
+                vault,
+                journal: Journal::Pending,
+                callback: Callback::NotSent,
+                failed_attempts: 0,
+                accepted_at: 0,
+            },
+            fingerprint: "f".into(),
+            reject_reason: None,
+            problem: None,
+        }
+    };
+    let check = IssuanceCheck {
+        client_id: account.client_id.clone(),
+        wallet,
+        underlying: asset.underlying.clone(),
+        token: asset.token.clone(),
+        network: asset.network.clone(),
+        vault,
+    };
+
+    // The operator removed the wallet after the handler looked: refused, nothing written.
+    assert!(store.remove_wallet(&account.client_id, wallet).unwrap());
+    let outcome = store
+        .submit_issuance_async(record("t-1"), check.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        IssuanceOutcome::Refused(IssuanceRefusal::InvalidWallet)
+    );
+    // The operator froze the asset: refused.
+    assert!(store.add_wallet(&account.client_id, wallet).unwrap());
+    assert_eq!(store.set_frozen(&asset.underlying, true).unwrap(), 1);
+    let outcome = store
+        .submit_issuance_async(record("t-2"), check.clone())
+        .await
+        .unwrap();
+    assert_eq!(outcome, IssuanceOutcome::Refused(IssuanceRefusal::Frozen));
+    assert!(store.all_mints().unwrap().is_empty(), "nothing written");
+
+    // Everything holds: written.
+    assert_eq!(store.set_frozen(&asset.underlying, false).unwrap(), 1);
+    let outcome = store
+        .submit_issuance_async(record("t-3"), check)
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, IssuanceOutcome::Created(_)),
+        "{outcome:?}"
+    );
+    assert_eq!(store.all_mints().unwrap().len(), 1);
+}

@@ -9,7 +9,8 @@ use reconciler::qty::ALPACA_DECIMALS;
 use reqwest::{header, Method, StatusCode};
 use serde::de::DeserializeOwned;
 use std::fmt;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 /// Longest `Idempotency-Key` Alpaca accepts: it announced a 36-character maximum (a UUID), down
 /// from 128.
@@ -51,6 +52,9 @@ pub struct BrokerClient {
     api_key: String,
     api_secret: String,
     retry: RetryPolicy,
+    /// With [`RetryPolicy::defer_rate_limits`]: no call is sent before this instant (Alpaca's
+    /// last `Retry-After`). Shared by every clone, as the limit is Alpaca's for the whole account.
+    gate: Arc<Mutex<Option<Instant>>>,
 }
 
 impl fmt::Debug for BrokerClient {
@@ -133,6 +137,7 @@ impl BrokerClient {
             api_key: config.api_key,
             api_secret: config.api_secret,
             retry: config.retry,
+            gate: Arc::new(Mutex::new(None)),
         })
     }
 
@@ -164,6 +169,11 @@ impl BrokerClient {
     ) -> Result<Answer, BrokerError> {
         let url = format!("{}/{path}", self.prefix);
         let mut attempt: u32 = 0;
+        if let Some(wait) = self.gate_closed_for() {
+            return Err(BrokerError::RateLimited {
+                retry_after_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+            });
+        }
         loop {
             attempt = attempt.saturating_add(1);
             let mut builder = self
@@ -205,6 +215,19 @@ impl BrokerClient {
                 Err(description) => (AttemptFailure::Transport, description),
             };
             let draw: u8 = rand::thread_rng().gen_range(0..=100);
+            if let (AttemptFailure::TooManyRequests { retry_after }, true) =
+                (failure, self.retry.defer_rate_limits)
+            {
+                let wait = retry_after
+                    .unwrap_or_else(|| self.retry.backoff(attempt, draw))
+                    .min(self.retry.retry_after_cap);
+                self.close_gate(wait);
+                tracing::warn!(%method, path, wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                    "Broker API rate limit: calls wait instead of sleeping");
+                return Err(BrokerError::RateLimited {
+                    retry_after_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                });
+            }
             let Some(delay) = self.retry.next_delay(attempt, failure, draw) else {
                 return Err(BrokerError::RetriesExhausted {
                     attempts: attempt,
@@ -216,6 +239,21 @@ impl BrokerClient {
                 last = %last, "Broker API call failed, retrying"
             );
             tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// How long the rate-limit gate stays closed, if it is.
+    fn gate_closed_for(&self) -> Option<Duration> {
+        let gate = self.gate.lock().unwrap_or_else(PoisonError::into_inner);
+        gate.and_then(|until| until.checked_duration_since(Instant::now()))
+            .filter(|left| !left.is_zero())
+    }
+
+    fn close_gate(&self, wait: Duration) {
+        let until = Instant::now() + wait;
+        let mut gate = self.gate.lock().unwrap_or_else(PoisonError::into_inner);
+        if gate.is_none_or(|current| current < until) {
+            *gate = Some(until);
         }
     }
 

@@ -27,6 +27,11 @@ pub enum BrokerError {
     /// describes the final one. The request may or may not have taken effect at Alpaca.
     #[error("Broker API still failing after {attempts} attempts; last: {last}")]
     RetriesExhausted { attempts: u32, last: String },
+    /// Alpaca asked us to slow down (429) and the client schedules rather than sleeps
+    /// ([`super::RetryPolicy::defer_rate_limits`]): not sent (or answered 429); try again after
+    /// `retry_after_ms`. Nothing happened at Alpaca.
+    #[error("Broker API rate limit: not before {retry_after_ms} ms from now")]
+    RateLimited { retry_after_ms: u64 },
     /// A success answer whose body is not the JSON we expect.
     #[error("cannot decode Broker API answer: {0}")]
     Decode(String),

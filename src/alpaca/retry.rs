@@ -22,6 +22,12 @@ pub struct RetryPolicy {
     pub retry_after_cap: Duration,
     /// Limit on one attempt, from sending to the last byte of the answer.
     pub attempt_timeout: Duration,
+    /// How a 429 is honoured. `false`: by sleeping inside the call (a report, a one-off command).
+    /// `true`: by scheduling, for the reconciler, whose Alpaca calls must never sleep for minutes:
+    /// the client closes its gate for `Retry-After` (capped by `retry_after_cap`) and answers
+    /// [`super::BrokerError::RateLimited`] at once, and every call while the gate is closed gets
+    /// the same answer without being sent.
+    pub defer_rate_limits: bool,
 }
 
 impl Default for RetryPolicy {
@@ -33,6 +39,7 @@ impl Default for RetryPolicy {
             jitter_percent: 50,
             retry_after_cap: Duration::from_secs(60),
             attempt_timeout: Duration::from_secs(15),
+            defer_rate_limits: false,
         }
     }
 }
@@ -49,6 +56,17 @@ pub enum AttemptFailure {
 }
 
 impl RetryPolicy {
+    /// The reconciler's policy: rate limits scheduled, not slept; short attempts, few retries,
+    /// so one call never holds an Alpaca job for long.
+    pub fn for_reconciler() -> Self {
+        Self {
+            attempts_max: 3,
+            attempt_timeout: Duration::from_secs(10),
+            defer_rate_limits: true,
+            ..Self::default()
+        }
+    }
+
     /// Tries in total, never less than one.
     pub fn attempts(&self) -> u32 {
         self.attempts_max.max(1)
@@ -106,6 +124,7 @@ mod tests {
             jitter_percent: 50,
             retry_after_cap: Duration::from_secs(5),
             attempt_timeout: Duration::from_secs(1),
+            defer_rate_limits: false,
         }
     }
 

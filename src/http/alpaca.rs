@@ -6,7 +6,9 @@
 //! the account routes keep 422 for a malformed body.
 
 use super::{blocking, body, json, AppState, HttpError, INVALID_PAYLOAD};
-use crate::store::{Asset, ConfirmOutcome, IssuanceOutcome, MintRecord, Store};
+use crate::store::{
+    Asset, ConfirmOutcome, IssuanceCheck, IssuanceOutcome, IssuanceRefusal, MintRecord, Store,
+};
 use alloy::primitives::Address;
 use reconciler::{
     parse_address, AlpacaAccountId, Callback, ClientId, ClientRef, IssuerRequestId, Journal,
@@ -148,19 +150,28 @@ pub(super) async fn add_wallet(mut req: Request<AppState>) -> Result<Response, H
     let client_id = ClientId::parse(req.param("client_id").unwrap_or_default())
         .map_err(|_| HttpError::NotFound("unknown client".into()))?;
     let answer = json!({ "client_id": client_id.as_str(), "wallet": address_text(wallet) });
+    let config = req.state().config().clone();
     blocking(req.state(), move |store| {
-        whitelist(store, &client_id, wallet)
+        whitelist(store, &config, &client_id, wallet)
     })
     .await?;
     Ok(json(StatusCode::Ok, &answer))
 }
 
-/// Shared with the operator route: 404 unknown client, 409 wallet owned by another client.
+/// Shared with the operator route: 404 unknown client, 409 wallet owned by another client, 422
+/// an address of the issuer's own that tokens must never be minted to.
 pub(super) fn whitelist(
     store: &dyn Store,
+    config: &super::HttpConfig,
     client_id: &ClientId,
     wallet: Address,
 ) -> Result<(), HttpError> {
+    if let Some(what) = issuer_address(store, config, wallet)? {
+        return Err(HttpError::Unprocessable(format!(
+            "wallet {} is {what}: it can never be an AP's wallet",
+            address_text(wallet)
+        )));
+    }
     if store.account(client_id)?.is_none() {
         return Err(HttpError::NotFound("unknown client".into()));
     }
@@ -171,6 +182,27 @@ pub(super) fn whitelist(
             "wallet belongs to another client".into(),
         ))
     }
+}
+
+/// What `wallet` is if it is the zero address or one of the issuer's own (the bot, a vault, a
+/// receipt, an authorizer): shares minted there could never reach an AP, or would come back as a
+/// redemption nobody made.
+pub(super) fn issuer_address(
+    store: &dyn Store,
+    config: &super::HttpConfig,
+    wallet: Address,
+) -> Result<Option<&'static str>, HttpError> {
+    if wallet.is_zero() {
+        return Ok(Some("the zero address"));
+    }
+    if config.issuer_addresses.contains(&wallet) {
+        return Ok(Some("the issuer's bot"));
+    }
+    let ours = store
+        .assets()?
+        .iter()
+        .any(|a| [a.vault, a.receipt, a.authorizer].contains(&wallet));
+    Ok(ours.then_some("a vault, receipt or authorizer contract of the issuer"))
 }
 
 /// `GET /tokenized-assets` and `GET /tokenization/tokens`: every (underlying, token) pair with
@@ -330,7 +362,15 @@ pub(super) async fn issuance(mut req: Request<AppState>) -> Result<Response, Htt
                 "tokenization_request_id already used with a different request".into(),
             ));
         }
-        let asset = check_rules(store.as_ref(), req.state().config(), &issuance)?;
+        let (asset, client_id) = check_rules(store.as_ref(), req.state().config(), &issuance, qty)?;
+        let check = IssuanceCheck {
+            client_id,
+            wallet: issuance.wallet,
+            underlying: issuance.underlying.clone(),
+            token: issuance.token.clone(),
+            network: issuance.network.clone(),
+            vault: asset.vault,
+        };
         let record = MintRecord {
             intent: MintIntent {
                 issuer_request_id: irid,
@@ -351,7 +391,7 @@ pub(super) async fn issuance(mut req: Request<AppState>) -> Result<Response, Htt
             reject_reason: None,
             problem: None,
         };
-        store.submit_issuance_async(record)
+        store.submit_issuance_async(record, check)
     };
     let outcome = pending.await?;
     match outcome {
@@ -362,6 +402,16 @@ pub(super) async fn issuance(mut req: Request<AppState>) -> Result<Response, Htt
         IssuanceOutcome::Repeat(id) => Ok(created(&id)),
         IssuanceOutcome::Conflict => Err(HttpError::Conflict(
             "tokenization_request_id already used with a different request".into(),
+        )),
+        // A freeze or a wallet removal committed between the checks above and the write.
+        IssuanceOutcome::Refused(refusal) => Err(HttpError::Refused(
+            match refusal {
+                IssuanceRefusal::InvalidToken => INVALID_TOKEN,
+                IssuanceRefusal::NotEligible => NOT_ELIGIBLE,
+                IssuanceRefusal::InvalidWallet => INVALID_WALLET,
+                IssuanceRefusal::Frozen => ASSET_FROZEN,
+            }
+            .into(),
         )),
     }
 }
@@ -374,13 +424,16 @@ fn created(issuer_request_id: &IssuerRequestId) -> Response {
     )
 }
 
-/// Checks 3 to 6 of the refusal table, in order; the asset to mint on if all pass. A network
-/// outside Alpaca's enum and the configured local ones is an unknown token there.
+/// Checks 3 to 6 of the refusal table, in order; the asset to mint on and the client the
+/// request resolved to if all pass. A network outside Alpaca's enum and the configured local ones
+/// is an unknown token there; a quantity above the asset's limit is an invalid payload; a wallet
+/// that is the issuer's own is not the client's.
 fn check_rules(
     store: &dyn Store,
     config: &super::HttpConfig,
     issuance: &Issuance,
-) -> Result<Asset, HttpError> {
+    qty: Qty,
+) -> Result<(Asset, ClientId), HttpError> {
     if !config.network_allowed(&issuance.network) {
         return Err(HttpError::Refused(INVALID_TOKEN.into()));
     }
@@ -388,6 +441,9 @@ fn check_rules(
         .asset(&issuance.underlying, &issuance.network)?
         .filter(|a| a.token == issuance.token)
         .ok_or_else(|| HttpError::Refused(INVALID_TOKEN.into()))?;
+    if qty > asset.mint_qty_max() {
+        return Err(HttpError::Refused(INVALID_PAYLOAD.into()));
+    }
     let account = match &issuance.client {
         ClientRef::ClientExternalAccountId(id) => store.account(id)?,
         ClientRef::ClientAccountId(id) => store.account_by_alpaca_id(id)?,
@@ -395,13 +451,15 @@ fn check_rules(
     let Some(account) = account.filter(crate::store::Account::linked) else {
         return Err(HttpError::Refused(NOT_ELIGIBLE.into()));
     };
-    if store.wallet_owner(issuance.wallet)?.as_ref() != Some(&account.client_id) {
+    if issuer_address(store, config, issuance.wallet)?.is_some()
+        || store.wallet_owner(issuance.wallet)?.as_ref() != Some(&account.client_id)
+    {
         return Err(HttpError::Refused(INVALID_WALLET.into()));
     }
     if asset.frozen {
         return Err(HttpError::Refused(ASSET_FROZEN.into()));
     }
-    Ok(asset)
+    Ok((asset, account.client_id))
 }
 
 #[derive(Deserialize)]

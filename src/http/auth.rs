@@ -100,6 +100,10 @@ impl Guard {
         if bytes.len() > limit_bytes {
             return Err(HttpError::BodyTooLarge { limit_bytes });
         }
+        // Every body we take is JSON, and says so: anything else is refused before it is parsed.
+        if !bytes.is_empty() && !is_json(req.content_type().map(|m| m.essence().to_owned())) {
+            return Err(HttpError::UnsupportedMediaType);
+        }
         if let Some(signatures) = signatures {
             // `@target-uri` as Alpaca addressed us: the configured public URL with this path and
             // query, never the Host header (whatever the caller wants it to be).
@@ -140,6 +144,11 @@ impl Middleware<AppState> for Guard {
             Err(refusal) => Ok(refusal.into_response()),
         }
     }
+}
+
+/// `application/json`, with or without parameters (`; charset=utf-8`), any case.
+fn is_json(essence: Option<String>) -> bool {
+    essence.is_some_and(|e| e.eq_ignore_ascii_case("application/json"))
 }
 
 /// Gives tide's own empty 404 (unknown route) and 405 (known route, other method) a JSON body,

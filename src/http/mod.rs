@@ -72,6 +72,9 @@ pub struct HttpConfig {
     pub failed_auth_per_minute_max: u32,
     /// The issuer's custody account at Alpaca, answered by `/tokenization/custody-accounts/{sym}`.
     pub custody_account_id: String,
+    /// The issuer's own addresses besides its contracts (the bot): never accepted as an AP's
+    /// wallet (the contracts' addresses are read from the asset list).
+    pub issuer_addresses: Vec<alloy::primitives::Address>,
     /// Chains besides Alpaca's own networks ([`ALPACA_NETWORKS`]) this issuer serves, such as
     /// `anvil` on the local stack. A mint or an asset on any other network is refused.
     pub local_networks: Vec<Network>,
@@ -126,6 +129,9 @@ pub enum HttpError {
     /// 413: the body is larger than `body_limit_bytes`; it was not parsed.
     #[error("request body larger than {limit_bytes} bytes")]
     BodyTooLarge { limit_bytes: usize },
+    /// 415: a body that does not declare `Content-Type: application/json`; it was not parsed.
+    #[error("Content-Type must be application/json")]
+    UnsupportedMediaType,
     /// 422: the body is not JSON, a field is missing or of the wrong type, an id or address is
     /// malformed. The message is the one Alpaca knows ([`INVALID_PAYLOAD`]).
     #[error("{0}")]
@@ -154,6 +160,7 @@ impl HttpError {
             HttpError::Forbidden => StatusCode::Forbidden,
             HttpError::TooManyFailures { .. } => StatusCode::TooManyRequests,
             HttpError::BodyTooLarge { .. } => StatusCode::PayloadTooLarge,
+            HttpError::UnsupportedMediaType => StatusCode::UnsupportedMediaType,
             HttpError::Unprocessable(_) => StatusCode::UnprocessableEntity,
             HttpError::Refused(_) => StatusCode::BadRequest,
             HttpError::NotFound(_) => StatusCode::NotFound,
@@ -544,6 +551,7 @@ mod tests {
             body_limit_bytes: 1024,
             failed_auth_per_minute_max: 10,
             custody_account_id: "custody".into(),
+            issuer_addresses: vec![],
             local_networks: vec![],
         };
         assert!(check_config(&good).is_ok());

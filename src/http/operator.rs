@@ -143,7 +143,11 @@ pub(super) async fn add_wallet(mut req: Request<AppState>) -> Result<Response, H
     let raw: WalletBody = body(&mut req).await?;
     let (client, wallet) = parse_wallet_body(&raw)?;
     let answer = json!({ "client_id": client.as_str(), "wallet": address_text(wallet), "whitelisted": true });
-    blocking(req.state(), move |store| whitelist(store, &client, wallet)).await?;
+    let config = req.state().config().clone();
+    blocking(req.state(), move |store| {
+        whitelist(store, &config, &client, wallet)
+    })
+    .await?;
     Ok(json(StatusCode::Ok, &answer))
 }
 
@@ -179,6 +183,9 @@ struct AssetBody {
     /// Absent: a new asset starts unfrozen and a replaced one keeps its state, so redeploying a
     /// frozen asset's vault does not silently resume minting.
     frozen: Option<bool>,
+    /// Largest quantity one mint may ask for (a positive decimal string). Absent: a new asset
+    /// takes the default, a replaced one keeps its limit.
+    mint_qty_max: Option<String>,
 }
 
 /// `POST /operator/assets`: adds or replaces the asset for (underlying, network).
@@ -196,11 +203,17 @@ pub(super) async fn put_asset(mut req: Request<AppState>) -> Result<Response, Ht
     let vault = nonzero_address(&raw.vault)?;
     let receipt = nonzero_address(&raw.receipt)?;
     let authorizer = nonzero_address(&raw.authorizer)?;
+    let mint_qty_max = raw
+        .mint_qty_max
+        .as_deref()
+        .map(reconciler::Qty::parse_positive)
+        .transpose()
+        .map_err(|e| HttpError::Unprocessable(format!("mint_qty_max: {e}")))?;
     let (deploy_block, frozen) = (raw.deploy_block, raw.frozen);
     let asset = blocking(req.state(), move |store| {
-        let kept = store
-            .asset(&underlying, &network)?
-            .is_some_and(|a| a.frozen);
+        let existing = store.asset(&underlying, &network)?;
+        let kept = existing.as_ref().is_some_and(|a| a.frozen);
+        let kept_max = existing.and_then(|a| a.mint_qty_max);
         let asset = Asset {
             underlying,
             token,
@@ -210,6 +223,7 @@ pub(super) async fn put_asset(mut req: Request<AppState>) -> Result<Response, Ht
             authorizer,
             deploy_block,
             frozen: frozen.unwrap_or(kept),
+            mint_qty_max: mint_qty_max.or(kept_max),
         };
         store.put_asset(&asset)?;
         Ok(asset)

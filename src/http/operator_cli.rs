@@ -69,21 +69,32 @@ pub enum OperatorCommand {
     },
     /// Add or replace the asset of an underlying on a network.
     AddAsset {
+        /// Underlying equity symbol, e.g. AAPL.
         #[arg(long)]
         underlying: String,
+        /// Token symbol, e.g. tAAPL.
         #[arg(long)]
         token: String,
+        /// Network as Alpaca names it (base, ethereum, ...), or a configured local one (anvil).
         #[arg(long)]
         network: String,
+        /// The OffchainAssetReceiptVault's address.
         #[arg(long)]
         vault: String,
+        /// The vault's receipt (ERC-1155) address.
         #[arg(long)]
         receipt: String,
+        /// The vault's authorizer address.
         #[arg(long)]
         authorizer: String,
+        /// Block the vault was deployed in: log scans start there.
         #[arg(long)]
         deploy_block: u64,
+        /// Largest quantity one mint may ask for (default: 1,000,000,000 shares).
+        #[arg(long)]
+        mint_qty_max: Option<String>,
     },
+
     /// Suspend minting of an underlying on every network.
     Freeze {
         #[arg(long)]
@@ -135,7 +146,10 @@ impl OperatorCommand {
                 alpaca_account_id,
             } => (
                 Method::POST,
-                format!("/operator/accounts/{client_id}/alpaca-account"),
+                format!(
+                    "/operator/accounts/{}/alpaca-account",
+                    path_segment(client_id)
+                ),
                 Some(json!({ "alpaca_account_id": alpaca_account_id })),
             ),
             OperatorCommand::AddWallet { client_id, wallet } => (
@@ -156,12 +170,14 @@ impl OperatorCommand {
                 receipt,
                 authorizer,
                 deploy_block,
+                mint_qty_max,
             } => (
                 Method::POST,
                 "/operator/assets".into(),
                 Some(json!({
                     "underlying": underlying, "token": token, "network": network, "vault": vault,
                     "receipt": receipt, "authorizer": authorizer, "deploy_block": deploy_block,
+                    "mint_qty_max": mint_qty_max,
                 })),
             ),
             OperatorCommand::Freeze { underlying } => (

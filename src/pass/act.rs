@@ -3,20 +3,18 @@
 //! attempted before it is sent).
 
 use super::crash::{maybe_crash, CrashPoint};
-use super::{PassError, PassSummary, Reconciler};
-use crate::alpaca::{Broker, BrokerError, MintCallback, RedeemRequest, RequestType};
+use super::{alpaca_jobs, PassError, PassSummary, Reconciler};
+use crate::alpaca::Broker;
 use crate::chain::{burn_calldata, mint_calldata, return_calldata, Chain, Fees};
-use crate::store::{MintRecord, Settled, Store, TxRecord, TxVariant};
-use alloy::primitives::{B256, U256};
+use crate::store::{Settled, Store, TxRecord, TxVariant};
+use alloy::primitives::U256;
 use reconciler::meta::{self, ReceiptInfo};
-use reconciler::refusal::{callback_outcome, redeem_refusal, CallbackOutcome, RedeemRefusal};
 use reconciler::{
-    Action, Anomaly, Callback, IssuerRequestId, Journal, MintIntent, MintItem, RedemptionState,
-    TxPurpose, World,
+    Action, IssuerRequestId, MintIntent, MintItem, RedemptionState, TxPurpose, World,
 };
 use std::collections::BTreeMap;
 
-pub async fn act<B: Broker>(
+pub async fn act<B: Broker + Clone + 'static>(
     r: &Reconciler<B>,
     world: &World,
     actions: Vec<Action>,
@@ -27,46 +25,19 @@ pub async fn act<B: Broker>(
         .iter()
         .map(|m| (&m.issuer_request_id, m))
         .collect();
-    let mut callbacks = Vec::new();
     for action in actions {
-        if let Action::MintCallback {
-            issuer_request_id,
-            tx_hash,
-            ask_first,
-        } = action
-        {
-            callbacks.push((issuer_request_id, tx_hash, ask_first));
-            continue;
-        }
-        // Each action stands alone: one that fails (a node refusing a broadcast, Alpaca down)
-        // is logged with its ids and planned again next pass; it never stops the others.
+        // Each action stands alone: one that fails (a node refusing a broadcast) is logged with
+        // its ids and planned again next pass; it never stops the others.
         let what = action_label(&action);
         if let Err(e) = act_one(r, world, action, &intents, summary).await {
             tracing::warn!(action = what, error = %e, "action failed; the next pass plans it again");
-        }
-    }
-    // Callbacks are independent of each other: send them concurrently.
-    let results = futures::future::join_all(callbacks.into_iter().map(
-        |(id, tx_hash, ask_first)| async move {
-            let outcome = callback(r, id.clone(), tx_hash, ask_first).await;
-            (id, outcome)
-        },
-    ))
-    .await;
-    for (id, result) in results {
-        match result {
-            Ok(true) => summary.callbacks_acked += 1,
-            Ok(false) => {}
-            Err(e) => {
-                tracing::warn!(issuer_request_id = %id, error = %e, "mint callback not acknowledged; retried next pass");
-            }
         }
     }
     Ok(())
 }
 
 /// Carries out one action of the plan.
-async fn act_one<B: Broker>(
+async fn act_one<B: Broker + Clone + 'static>(
     r: &Reconciler<B>,
     world: &World,
     action: Action,
@@ -87,22 +58,46 @@ async fn act_one<B: Broker>(
         }
         Action::Replace { nonce } => replace(r, world.head_block, nonce).await?,
         Action::Settle { nonce, failed } => settle(r, nonce, &failed, world)?,
-        // Gathered by `act` and sent together.
-        Action::MintCallback { .. } => {}
+        // Alpaca's work runs as jobs beside the pass (never awaited here): a slow or
+        // rate-limited Alpaca must not hold back the chain work after it.
+        Action::MintCallback {
+            issuer_request_id,
+            tx_hash,
+            ask_first,
+        } => {
+            if !ask_first || r.polls.due(&issuer_request_id) {
+                let ctx = r.job_ctx();
+                let id = issuer_request_id.clone();
+                r.alpaca
+                    .submit(&issuer_request_id, "callback", &r.polls, async move {
+                        alpaca_jobs::callback(&ctx, id, tx_hash).await.map(|_| ())
+                    });
+                summary.callbacks_submitted += 1;
+            }
+        }
         Action::RecoverMint { deposit } => {
             // Asked with backoff: a deposit Alpaca does not know stays unknown for a while.
             if r.polls.due(&deposit.issuer_request_id) {
-                recover(r, &deposit).await?;
+                let ctx = r.job_ctx();
+                let id = deposit.issuer_request_id.clone();
+                r.alpaca.submit(&id, "recover", &r.polls, async move {
+                    alpaca_jobs::recover(&ctx, &deposit).await
+                });
             }
         }
         Action::RedeemCall {
             redemption_id,
             ask_first,
-        } if ask_first && !r.polls.due(&redemption_id) => {}
-        Action::RedeemCall {
-            redemption_id,
-            ask_first,
-        } => redeem_call(r, &redemption_id, ask_first).await?,
+        } => {
+            if !ask_first || r.polls.due(&redemption_id) {
+                let ctx = r.job_ctx();
+                let id = redemption_id.clone();
+                r.alpaca
+                    .submit(&redemption_id, "redeem", &r.polls, async move {
+                        alpaca_jobs::redeem_call(&ctx, &id).await
+                    });
+            }
+        }
         Action::Burn {
             vault,
             redemption_id,
@@ -233,13 +228,76 @@ async fn next_nonce(store: &dyn Store, chain: &Chain) -> Result<u64, PassError> 
     Ok(chain_nonce.max(stored))
 }
 
-async fn send_mint<B: Broker>(
+async fn send_mint<B: Broker + Clone + 'static>(
     r: &Reconciler<B>,
     head: u64,
     vault: alloy::primitives::Address,
     items: &[MintItem],
     intents: &BTreeMap<&IssuerRequestId, &MintIntent>,
 ) -> Result<(), PassError> {
+    let input = mint_input(r, items, intents);
+    // Estimated here, before a nonce is taken. One item that cannot be estimated (a receiver
+    // that reverts) must neither hold back the others in its batch nor break them up: each item
+    // is estimated alone, the ones that fail wait (shown to operators), and the rest go out
+    // together as one transaction.
+    let gas_limit = match r.chain.estimate_gas(vault, &input).await {
+        Ok(gas) => gas,
+        Err(e) if items.len() > 1 => {
+            tracing::warn!(error = %e, %vault, mints = items.len(), "batch estimation failed; estimating its mints one by one");
+            let alone = futures::future::join_all(items.iter().map(|item| async move {
+                let one = mint_input(r, std::slice::from_ref(item), intents);
+                (item, r.chain.estimate_gas(vault, &one).await)
+            }))
+            .await;
+            let mut good = Vec::with_capacity(items.len());
+            for (item, estimate) in alone {
+                match estimate {
+                    Ok(_) => good.push(item.clone()),
+                    Err(e) => flag_unestimable(r, item, &e)?,
+                }
+            }
+            if good.len() == items.len() {
+                // Each fits alone but not together (the batch's gas): send them one by one.
+                for item in items {
+                    let sent = Box::pin(send_mint(
+                        r,
+                        head,
+                        vault,
+                        std::slice::from_ref(item),
+                        intents,
+                    ))
+                    .await;
+                    if let Err(e) = sent {
+                        tracing::warn!(issuer_request_id = %item.issuer_request_id, error = %e, "mint not sent");
+                    }
+                }
+                return Ok(());
+            }
+            if good.is_empty() {
+                return Ok(());
+            }
+            return Box::pin(send_mint(r, head, vault, &good, intents)).await;
+        }
+        Err(e) => {
+            if let Some(item) = items.first() {
+                flag_unestimable(r, item, &e)?;
+            }
+            return Err(e.into());
+        }
+    };
+    let purpose = TxPurpose::Mint {
+        vault,
+        issuer_request_ids: items.iter().map(|i| i.issuer_request_id.clone()).collect(),
+    };
+    send_estimated(r, head, vault, input, purpose, gas_limit).await
+}
+
+/// The multicall of `[deposit, transfer]` pairs for `items`, each tagged with its ids.
+fn mint_input<B: Broker + Clone + 'static>(
+    r: &Reconciler<B>,
+    items: &[MintItem],
+    intents: &BTreeMap<&IssuerRequestId, &MintIntent>,
+) -> alloy::primitives::Bytes {
     let now = unix_now();
     let mut calls = Vec::with_capacity(items.len());
     for item in items {
@@ -256,49 +314,33 @@ async fn send_mint<B: Broker>(
         });
         calls.push((item.receiver, item.qty.units(), info));
     }
-    let input = mint_calldata(r.chain.bot(), &calls);
-    // Estimated here, before a nonce is taken: one item that reverts must not hold back the
-    // others in its batch, so a reverting batch is sent again item by item.
-    let gas_limit = match r.chain.estimate_gas(vault, &input).await {
-        Ok(gas) => gas,
-        Err(e) if items.len() > 1 => {
-            tracing::warn!(error = %e, %vault, mints = items.len(), "batch estimation failed; sending its mints one by one");
-            for item in items {
-                if let Err(e) = Box::pin(send_mint(
-                    r,
-                    head,
-                    vault,
-                    std::slice::from_ref(item),
-                    intents,
-                ))
-                .await
-                {
-                    tracing::warn!(issuer_request_id = %item.issuer_request_id, error = %e, "mint not sent");
-                }
+    mint_calldata(r.chain.bot(), &calls)
+}
+
+/// Shows operators why a mint waits: its transaction does not estimate. Tried again every pass
+/// (nothing is spent until it estimates). The node's text is escaped: it may carry raw bytes.
+fn flag_unestimable<B: Broker + Clone + 'static>(
+    r: &Reconciler<B>,
+    item: &MintItem,
+    e: &crate::chain::ChainError,
+) -> Result<(), PassError> {
+    let text = crate::config::sanitise_for_log(&format!("mint transaction does not estimate: {e}"));
+    let changed = r.store.update_mint(
+        &item.issuer_request_id,
+        Box::new(move |m| {
+            if m.problem.as_deref() != Some(text.as_str()) {
+                m.problem = Some(text);
             }
-            return Ok(());
-        }
-        Err(e) => {
-            // Shown to operators; tried again every pass (nothing is spent until it estimates).
-            let text = format!("mint transaction does not estimate: {e}");
-            if let Some(item) = items.first() {
-                r.store.update_mint(
-                    &item.issuer_request_id,
-                    Box::new(move |m| m.problem = Some(text)),
-                )?;
-            }
-            return Err(e.into());
-        }
-    };
-    let purpose = TxPurpose::Mint {
-        vault,
-        issuer_request_ids: items.iter().map(|i| i.issuer_request_id.clone()).collect(),
-    };
-    send_estimated(r, head, vault, input, purpose, gas_limit).await
+        }),
+    )?;
+    if let Some(record) = changed {
+        tracing::warn!(issuer_request_id = %item.issuer_request_id, problem = ?record.problem, "mint waits: it does not estimate");
+    }
+    Ok(())
 }
 
 /// Estimates, signs, stores, then broadcasts one transaction from the bot.
-async fn send_tx<B: Broker>(
+async fn send_tx<B: Broker + Clone + 'static>(
     r: &Reconciler<B>,
     head: u64,
     to: alloy::primitives::Address,
@@ -310,7 +352,7 @@ async fn send_tx<B: Broker>(
 }
 
 /// Signs, stores, then broadcasts one transaction whose gas is known.
-async fn send_estimated<B: Broker>(
+async fn send_estimated<B: Broker + Clone + 'static>(
     r: &Reconciler<B>,
     head: u64,
     to: alloy::primitives::Address,
@@ -349,7 +391,7 @@ async fn send_estimated<B: Broker>(
     Ok(())
 }
 
-async fn send_burn<B: Broker>(
+async fn send_burn<B: Broker + Clone + 'static>(
     r: &Reconciler<B>,
     head: u64,
     vault: alloy::primitives::Address,
@@ -385,86 +427,12 @@ async fn send_burn<B: Broker>(
     send_tx(r, head, vault, input, purpose).await
 }
 
-/// Asks Alpaca to journal a redemption's shares back, exactly once: the call is marked before it
-/// goes out, carries an Idempotency-Key derived from the redemption id, and a "this
-/// issuer_request_id exists" answer is resolved by looking the request up.
-async fn redeem_call<B: Broker>(
-    r: &Reconciler<B>,
-    id: &IssuerRequestId,
-    ask_first: bool,
-) -> Result<(), PassError> {
-    let Some(mut redemption) = r.store.redemption(id)? else {
-        return Ok(());
-    };
-    let Some(client) = redemption.client_ref() else {
-        return Ok(());
-    };
-    if ask_first {
-        if let Some(request) = r.broker.request_by_issuer_id(id).await? {
-            let state = RedemptionState::Requested {
-                tokenization_request_id: request.id,
-            };
-            r.store
-                .update_redemption(id, Box::new(move |r| r.state = state))?;
-            return Ok(());
-        }
-    }
-    if redemption.state == RedemptionState::Detected {
-        redemption.state = RedemptionState::Requesting;
-        r.store
-            .update_redemption(id, Box::new(|r| r.state = RedemptionState::Requesting))?;
-    }
-    let (kept, _) = redemption.split();
-    let request = RedeemRequest {
-        issuer_request_id: id.clone(),
-        underlying_symbol: redemption.underlying.clone(),
-        token_symbol: redemption.token.clone(),
-        client,
-        qty: kept,
-        network: redemption.network.clone(),
-        wallet_address: redemption.sender,
-        tx_hash: redemption.tx_hash,
-    };
-    let answer = match r.broker.redeem(&request, &id.idempotency_key()).await {
-        Ok(answer) => answer,
-        Err(BrokerError::Status {
-            status,
-            code,
-            message,
-        }) if (400..500).contains(&status) && status != 429 => {
-            // A final refusal: Alpaca may hold the request anyway (our earlier call went through,
-            // or this was a replay), so it is looked up before anything is decided.
-            let found = r.broker.request_by_issuer_id(id).await?;
-            match (redeem_refusal(status, &message, found.is_some()), found) {
-                (RedeemRefusal::Adopt, Some(found)) => found,
-                (RedeemRefusal::AskLater, _) | (RedeemRefusal::Adopt, None) => {
-                    // Alpaca has it but cannot show it yet (a 404 right after creation can be
-                    // transient). Not a refusal: it may still journal, so nothing may be
-                    // returned; ask again later, with backoff.
-                    r.polls.wait_more(id);
-                    tracing::warn!(redemption = %id, answer = %message,
-                        "Alpaca says the redeem request exists but cannot show it yet");
-                    return Ok(());
-                }
-                (RedeemRefusal::Stop, _) => {
-                    return stop_redemption(r, id, status, code.as_deref(), &message);
-                }
-            }
-        }
-        Err(e) => return Err(e.into()),
-    };
-    maybe_crash(r.config.crash_at, CrashPoint::AfterRedeemCall);
-    tracing::info!(redemption = %id, tokenization_request_id = %answer.id, qty = %kept, "Alpaca has the redeem request");
-    let state = RedemptionState::Requested {
-        tokenization_request_id: answer.id,
-    };
-    r.store
-        .update_redemption(id, Box::new(move |r| r.state = state))?;
-    Ok(())
-}
-
 /// Re-signs a stuck nonce with fees at least 25% higher (nodes want 10%), same calldata.
-async fn replace<B: Broker>(r: &Reconciler<B>, head: u64, nonce: u64) -> Result<(), PassError> {
+async fn replace<B: Broker + Clone + 'static>(
+    r: &Reconciler<B>,
+    head: u64,
+    nonce: u64,
+) -> Result<(), PassError> {
     let Some(mut tx) = r.store.tx(nonce)? else {
         return Ok(());
     };
@@ -521,7 +489,7 @@ async fn replace<B: Broker>(r: &Reconciler<B>, head: u64, nonce: u64) -> Result<
     Ok(())
 }
 
-fn settle<B: Broker>(
+fn settle<B: Broker + Clone + 'static>(
     r: &Reconciler<B>,
     nonce: u64,
     failed: &[IssuerRequestId],
@@ -568,180 +536,6 @@ fn settle<B: Broker>(
             tracing::warn!(issuer_request_id = %id, nonce, attempts = record.intent.failed_attempts,
                 "mint transaction settled without a Deposit for this request; it will be planned again");
         }
-    }
-    Ok(())
-}
-
-/// Sends one mint callback; `Ok(true)` once Alpaca has it.
-async fn callback<B: Broker>(
-    r: &Reconciler<B>,
-    id: IssuerRequestId,
-    tx_hash: B256,
-    ask_first: bool,
-) -> Result<bool, PassError> {
-    let Some(record) = r.store.mint(&id)? else {
-        return Ok(false);
-    };
-    if ask_first {
-        if let Some(request) = r.broker.request_by_issuer_id(&id).await? {
-            if let Some(known) = request.tx_hash {
-                r.store.update_mint(
-                    &id,
-                    Box::new(move |m| m.intent.callback = Callback::Acked { tx_hash: known }),
-                )?;
-                tracing::info!(issuer_request_id = %id, "Alpaca already has the mint callback; recorded");
-                return Ok(true);
-            }
-        }
-    }
-    if record.intent.callback == Callback::NotSent {
-        // Marked before it goes out: after a crash the next attempt asks Alpaca first.
-        r.store.update_mint(
-            &id,
-            Box::new(|m| {
-                if m.intent.callback == Callback::NotSent {
-                    m.intent.callback = Callback::Attempted;
-                }
-            }),
-        )?;
-    }
-    let intent = &record.intent;
-    let sent = r
-        .broker
-        .mint_callback(&MintCallback {
-            tokenization_request_id: intent.tokenization_request_id.clone(),
-            client: intent.client.clone(),
-            wallet_address: intent.wallet,
-            tx_hash,
-            network: intent.network.clone(),
-        })
-        .await;
-    if let Err(BrokerError::Status {
-        status,
-        code,
-        message,
-    }) = &sent
-    {
-        match callback_outcome(*status) {
-            // Ambiguous (a gateway may answer after Alpaca acted): the next pass asks first.
-            // Busy: nothing happened; the next pass tries again.
-            CallbackOutcome::Ambiguous | CallbackOutcome::Later => {
-                sent?;
-                return Ok(false);
-            }
-            CallbackOutcome::Refused => {
-                let text = format!("mint callback refused: {status} {message}");
-                let refused = Callback::Refused {
-                    status: *status,
-                    code: code.clone(),
-                    message: message.clone(),
-                };
-                r.store.update_mint(
-                    &id,
-                    Box::new(move |m| {
-                        // An acknowledgement recorded meanwhile stands.
-                        if !matches!(m.intent.callback, Callback::Acked { .. }) {
-                            m.intent.callback = refused;
-                            m.problem = Some(text);
-                        }
-                    }),
-                )?;
-                tracing::error!(issuer_request_id = %id, status, code = code.as_deref().unwrap_or(""), message = %message,
-                    "Alpaca refused the mint callback; stopped until an operator retries it (issuer operator retry-mint ID)");
-                return Ok(false);
-            }
-        }
-    }
-    sent?;
-    maybe_crash(r.config.crash_at, CrashPoint::AfterCallback);
-    r.store.update_mint(
-        &id,
-        Box::new(move |m| {
-            m.intent.callback = Callback::Acked { tx_hash };
-            m.problem = None;
-        }),
-    )?;
-    tracing::info!(issuer_request_id = %id, %tx_hash, "mint callback acknowledged");
-    Ok(true)
-}
-
-/// Alpaca refused the redeem call for good: the redemption stops, flagged with Alpaca's status,
-/// code and message, and is not called again until an operator retries it.
-fn stop_redemption<B: Broker>(
-    r: &Reconciler<B>,
-    id: &IssuerRequestId,
-    status: u16,
-    code: Option<&str>,
-    message: &str,
-) -> Result<(), PassError> {
-    let anomaly = Anomaly::RedeemRefused {
-        status,
-        code: code.map(str::to_owned),
-        message: message.to_owned(),
-    };
-    r.store.update_redemption(
-        id,
-        Box::new(move |r| {
-            // Only a redemption still waiting for the call: a concurrent operator action wins.
-            if matches!(
-                r.state,
-                RedemptionState::Detected | RedemptionState::Requesting
-            ) {
-                r.state = RedemptionState::Flagged {
-                    anomaly,
-                    return_requested: false,
-                    tokenization_request_id: None,
-                };
-            }
-        }),
-    )?;
-    tracing::error!(redemption = %id, status, code = code.unwrap_or(""), message = %message,
-        "Alpaca refused the redeem call; stopped until an operator retries it (issuer redemption retry ID)");
-    Ok(())
-}
-
-/// Rebuilds a mint intent from Alpaca for a tagged deposit the cache does not know.
-async fn recover<B: Broker>(
-    r: &Reconciler<B>,
-    deposit: &reconciler::ObservedDeposit,
-) -> Result<(), PassError> {
-    let id = &deposit.issuer_request_id;
-    let Some(request) = r.broker.request_by_issuer_id(id).await? else {
-        r.polls.wait_more(id);
-        tracing::error!(issuer_request_id = %id, tx = %deposit.tx_hash, vault = %deposit.vault,
-            "tagged deposit unknown to the cache and to Alpaca: anomaly, nothing done");
-        return Ok(());
-    };
-    let (Some(client), RequestType::Mint) = (request.client(), request.kind) else {
-        tracing::error!(issuer_request_id = %id, "Alpaca's request for a tagged deposit is not a mint with a client");
-        return Ok(());
-    };
-    let intent = MintIntent {
-        issuer_request_id: id.clone(),
-        tokenization_request_id: request.id.clone(),
-        client,
-        wallet: request.wallet_address,
-        underlying: request.underlying_symbol.clone(),
-        token: request.token_symbol.clone(),
-        network: request.network.clone(),
-        qty: request.qty,
-        vault: deposit.vault,
-        journal: Journal::Completed,
-        // Whether a callback was sent is unknown: the next one asks Alpaca first.
-        callback: Callback::Attempted,
-        failed_attempts: 0,
-        accepted_at: unix_now(),
-    };
-    // The same fingerprint the HTTP intake computes: an identical retry from Alpaca is a repeat.
-    let fingerprint = intent.fingerprint();
-    let inserted = r.store.insert_mint_if_absent(MintRecord {
-        intent,
-        fingerprint,
-        reject_reason: None,
-        problem: None,
-    })?;
-    if inserted {
-        tracing::warn!(issuer_request_id = %id, tx = %deposit.tx_hash, "rebuilt a mint intent from the chain and Alpaca");
     }
     Ok(())
 }

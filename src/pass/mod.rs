@@ -3,9 +3,11 @@
 //! at once, and does not know which of those woke it: the same world gives the same plan.
 
 mod act;
+mod alpaca_jobs;
 mod crash;
 mod observe;
 
+pub use alpaca_jobs::{echo_mismatches, AlpacaWork};
 pub use crash::CrashPoint;
 
 use crate::alpaca::Broker;
@@ -50,7 +52,8 @@ pub struct PassSummary {
     pub head_block: u64,
     pub actions: usize,
     pub mints_sent: usize,
-    pub callbacks_acked: usize,
+    /// Mint callbacks handed to Alpaca jobs (acknowledged later, beside the passes).
+    pub callbacks_submitted: usize,
 }
 
 /// Everything a pass needs.
@@ -59,16 +62,20 @@ pub struct Reconciler<B> {
     pub chain: Chain,
     pub broker: B,
     pub config: PassConfig,
-    /// When each pending redemption is next polled at Alpaca.
+    /// When each item is next due at Alpaca (polls, and calls that failed).
     pub polls: PollSchedule,
+    /// Alpaca calls running beside the passes.
+    pub alpaca: AlpacaWork,
 }
 
-/// Capped exponential backoff of Alpaca polls, per redemption. In memory on purpose: after a
-/// restart every pending request is simply polled at once.
-#[derive(Debug, Default)]
+/// Capped exponential backoff of Alpaca calls, per item. In memory on purpose: after a restart
+/// every pending request is simply asked at once. Cheap to clone (shared with Alpaca jobs).
+#[derive(Debug, Default, Clone)]
 pub struct PollSchedule {
-    next: std::sync::Mutex<
-        std::collections::HashMap<reconciler::IssuerRequestId, (std::time::Instant, u32)>,
+    next: Arc<
+        std::sync::Mutex<
+            std::collections::HashMap<reconciler::IssuerRequestId, (std::time::Instant, u32)>,
+        >,
     >,
 }
 
@@ -107,7 +114,17 @@ impl PollSchedule {
     }
 }
 
-impl<B: Broker> Reconciler<B> {
+impl<B: Broker + Clone + 'static> Reconciler<B> {
+    /// What an Alpaca job needs, owned.
+    fn job_ctx(&self) -> alpaca_jobs::JobCtx<B> {
+        alpaca_jobs::JobCtx {
+            store: self.store.clone(),
+            broker: self.broker.clone(),
+            polls: self.polls.clone(),
+            crash_at: self.config.crash_at,
+        }
+    }
+
     /// One pass: observe, plan, act, record.
     pub async fn pass(&self) -> Result<PassSummary, PassError> {
         let world = observe::observe(self).await?;
@@ -142,6 +159,7 @@ impl<B: Broker> Reconciler<B> {
             tokio::select! {
                 () = &mut shutdown => break,
                 () = wake.notified() => {}
+                () = self.alpaca.changed() => {}
                 () = tokio::time::sleep(wait) => {}
             }
             match self.pass().await {
@@ -152,7 +170,7 @@ impl<B: Broker> Reconciler<B> {
                             head = summary.head_block,
                             actions = summary.actions,
                             mints_sent = summary.mints_sent,
-                            callbacks_acked = summary.callbacks_acked,
+                            callbacks_submitted = summary.callbacks_submitted,
                             "pass"
                         );
                     }

@@ -1,19 +1,19 @@
 //! Observe: the head, reorgs, our transactions, tagged deposits; then the world the plan sees.
 
 use super::crash::{maybe_crash, CrashPoint};
-use super::{PassError, Reconciler};
-use crate::alpaca::{Broker, RequestStatus, RequestType, TokenizationRequest};
+use super::{alpaca_jobs, PassError, Reconciler};
+use crate::alpaca::Broker;
 use crate::chain::{Chain, ChainError};
 use crate::store::Store;
 use crate::store::{MintRecord, Scan};
 use alloy::primitives::U256;
 use reconciler::{
-    AlpacaView, IssuerRequestId, JournalStatus, Qty, ReceiptBalance, Redemption, RedemptionState,
-    TrackedTx, TxStatus, World,
+    AlpacaView, IssuerRequestId, Qty, ReceiptBalance, Redemption, RedemptionState, TrackedTx,
+    TxStatus, World,
 };
 use std::collections::BTreeSet;
 
-pub async fn observe<B: Broker>(r: &Reconciler<B>) -> Result<World, PassError> {
+pub async fn observe<B: Broker + Clone + 'static>(r: &Reconciler<B>) -> Result<World, PassError> {
     let store = r.store.as_ref();
     let chain = &r.chain;
     let head = chain.head().await?;
@@ -164,7 +164,7 @@ pub async fn observe<B: Broker>(r: &Reconciler<B>) -> Result<World, PassError> {
         .into_iter()
         .filter(|b| live.contains(&b.redemption_id))
         .collect();
-    let alpaca = poll_alpaca(r, &redemptions).await;
+    let alpaca = alpaca_views(r, &redemptions);
     // Receipt balances after our transactions' statuses: a burn mined in between is counted both
     // as in flight and as spent, which can only make the plan wait, never over-spend.
     // Only a journaled redemption needs them; reading every receipt id each pass would not scale.
@@ -233,10 +233,19 @@ pub async fn observe<B: Broker>(r: &Reconciler<B>) -> Result<World, PassError> {
     })
 }
 
-/// Polls Alpaca for each requested redemption that is due (capped backoff per request). A poll
-/// that fails or finds nothing is simply absent this pass: the plan waits.
-async fn poll_alpaca<B: Broker>(r: &Reconciler<B>, redemptions: &[Redemption]) -> Vec<AlpacaView> {
-    let mut views = Vec::new();
+/// The poll answers Alpaca jobs gathered since the last pass, for redemptions still waiting on
+/// them; and a poll job started for each requested redemption that is due. Never waits on Alpaca:
+/// an answer that is not in yet is simply absent, and the plan waits.
+fn alpaca_views<B: Broker + Clone + 'static>(
+    r: &Reconciler<B>,
+    redemptions: &[Redemption],
+) -> Vec<AlpacaView> {
+    let mut views = r.alpaca.take_views();
+    views.retain(|v| {
+        redemptions.iter().any(|x| {
+            x.id == v.redemption_id && matches!(x.state, RedemptionState::Requested { .. })
+        })
+    });
     for redemption in redemptions {
         let RedemptionState::Requested {
             tokenization_request_id,
@@ -244,78 +253,18 @@ async fn poll_alpaca<B: Broker>(r: &Reconciler<B>, redemptions: &[Redemption]) -
         else {
             continue;
         };
-        if !r.polls.due(&redemption.id) {
+        if views.iter().any(|v| v.redemption_id == redemption.id) || !r.polls.due(&redemption.id) {
             continue;
         }
-        match r.broker.request(tokenization_request_id).await {
-            Ok(Some(request)) => {
-                let status = match request.status {
-                    RequestStatus::Pending => JournalStatus::Pending,
-                    RequestStatus::Completed => JournalStatus::Completed,
-                    RequestStatus::Rejected => JournalStatus::Rejected,
-                };
-                if status == JournalStatus::Pending {
-                    r.polls.wait_more(&redemption.id);
-                } else {
-                    r.polls.forget(&redemption.id);
-                }
-                views.push(AlpacaView {
-                    redemption_id: redemption.id.clone(),
-                    status,
-                    mismatches: echo_mismatches(redemption, &request),
-                });
-            }
-            Ok(None) => r.polls.wait_more(&redemption.id),
-            Err(e) => {
-                tracing::warn!(redemption = %redemption.id, error = %e, "polling Alpaca failed; retried later");
-                r.polls.wait_more(&redemption.id);
-            }
-        }
+        let ctx = r.job_ctx();
+        let work = r.alpaca.clone();
+        let (redemption, trid) = (redemption.clone(), tokenization_request_id.clone());
+        r.alpaca
+            .submit(&redemption.id.clone(), "poll", &r.polls, async move {
+                alpaca_jobs::poll(&ctx, &work, &redemption, &trid).await
+            });
     }
     views
-}
-
-/// Fields of Alpaca's request that differ from what we sent: each is a reason not to burn.
-pub fn echo_mismatches(redemption: &Redemption, request: &TokenizationRequest) -> Vec<String> {
-    let (kept, _) = redemption.split();
-    let mut out = Vec::new();
-    if request.issuer_request_id.as_ref() != Some(&redemption.id) {
-        out.push(format!(
-            "issuer_request_id {:?} != {}",
-            request.issuer_request_id, redemption.id
-        ));
-    }
-    if request.qty != kept {
-        out.push(format!("qty {} != {}", request.qty, kept));
-    }
-    if request.wallet_address != redemption.sender {
-        out.push(format!(
-            "wallet_address {} != {}",
-            request.wallet_address, redemption.sender
-        ));
-    }
-    if request.underlying_symbol != redemption.underlying {
-        out.push(format!(
-            "underlying_symbol {} != {}",
-            request.underlying_symbol, redemption.underlying
-        ));
-    }
-    if request.token_symbol != redemption.token {
-        out.push(format!(
-            "token_symbol {} != {}",
-            request.token_symbol, redemption.token
-        ));
-    }
-    if request.network != redemption.network {
-        out.push(format!(
-            "network {} != {}",
-            request.network, redemption.network
-        ));
-    }
-    if request.kind != RequestType::Redeem {
-        out.push("type is not redeem".to_owned());
-    }
-    out
 }
 
 /// Compares the newest block hash we recorded with the chain's; on a mismatch walks back to the

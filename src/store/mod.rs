@@ -10,8 +10,9 @@ mod redb_store;
 mod writer;
 
 pub use records::{
-    Account, Asset, AttachOutcome, ConfirmOutcome, IssuanceOutcome, MintRecord, ReturnOutcome,
-    Scan, Settled, TxRecord, TxVariant, SCHEMA_VERSION,
+    Account, Asset, AttachOutcome, ConfirmOutcome, IssuanceCheck, IssuanceOutcome, IssuanceRefusal,
+    MintRecord, ReturnOutcome, Scan, Settled, TxRecord, TxVariant, MINT_QTY_MAX_DEFAULT,
+    SCHEMA_VERSION,
 };
 pub use redb_store::RedbStore;
 
@@ -137,8 +138,14 @@ pub trait Store: Send + Sync {
     // Mint intents.
     /// Records an accepted issuance, or finds the one already under its tokenization_request_id.
     fn submit_issuance(&self, record: MintRecord) -> Result<IssuanceOutcome, StoreError>;
-    /// [`Store::submit_issuance`] for async callers: queued at once, answered when durable.
-    fn submit_issuance_async(&self, record: MintRecord) -> Pending<IssuanceOutcome>;
+    /// [`Store::submit_issuance`] for async callers: queued at once, answered when durable. A new
+    /// intent is written only if `check` still holds inside the write transaction; a repeat of an
+    /// accepted one is answered as before whatever changed since.
+    fn submit_issuance_async(
+        &self,
+        record: MintRecord,
+        check: IssuanceCheck,
+    ) -> Pending<IssuanceOutcome>;
     /// Records Alpaca's journal outcome for a mint.
     fn confirm_issuance(
         &self,

@@ -43,6 +43,27 @@ pub struct Asset {
     pub deploy_block: u64,
     /// Minting suspended by an operator.
     pub frozen: bool,
+    /// Largest quantity one mint may ask for; `None`: [`MINT_QTY_MAX_DEFAULT`]. Bounds what
+    /// could otherwise overflow the vault or be a typo by orders of magnitude.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mint_qty_max: Option<reconciler::Qty>,
+}
+
+/// The largest mint of one asset unless an operator set another: a billion shares, above any
+/// real creation and far below what the vault's 256-bit supply could hold.
+pub const MINT_QTY_MAX_DEFAULT: u64 = 1_000_000_000;
+
+impl Asset {
+    /// The largest quantity one mint of this asset may ask for.
+    pub fn mint_qty_max(&self) -> reconciler::Qty {
+        self.mint_qty_max.unwrap_or_else(|| {
+            reconciler::Qty::from_units(
+                alloy::primitives::U256::from(MINT_QTY_MAX_DEFAULT)
+                    * alloy::primitives::U256::from(10u64)
+                        .pow(alloy::primitives::U256::from(18u64)),
+            )
+        })
+    }
 }
 
 /// A mint as accepted from Alpaca, with what is needed to tell a repeat from a conflict.
@@ -65,6 +86,34 @@ impl MintRecord {
     }
 }
 
+/// What must still hold when an issuance is written: checked again inside its write
+/// transaction, so an operator's freeze or wallet removal committed between the handler's checks
+/// and the write is never missed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuanceCheck {
+    /// The linked client the request resolved to.
+    pub client_id: ClientId,
+    pub wallet: Address,
+    pub underlying: Symbol,
+    pub token: Symbol,
+    pub network: Network,
+    /// The vault the intent mints on: the asset must still be on it.
+    pub vault: Address,
+}
+
+/// Which rule of the refusal table an issuance failed inside its write transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IssuanceRefusal {
+    /// The asset is gone from that network or moved to another vault.
+    InvalidToken,
+    /// The client is unknown or not linked.
+    NotEligible,
+    /// The wallet is not whitelisted for the client.
+    InvalidWallet,
+    /// Minting of the asset is frozen.
+    Frozen,
+}
+
 /// Result of recording an issuance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IssuanceOutcome {
@@ -74,6 +123,8 @@ pub enum IssuanceOutcome {
     Repeat(IssuerRequestId),
     /// The id was accepted before with a different body.
     Conflict,
+    /// A rule no longer holds at the moment of writing: nothing was written.
+    Refused(IssuanceRefusal),
 }
 
 /// Result of attaching an Alpaca account UUID to a client.

@@ -1,8 +1,8 @@
 //! [`Store`] on a redb file.
 
 use super::records::{
-    Account, Asset, AttachOutcome, ConfirmOutcome, IssuanceOutcome, MintRecord, ReturnOutcome,
-    Scan, TxRecord, SCHEMA_VERSION,
+    Account, Asset, AttachOutcome, ConfirmOutcome, IssuanceCheck, IssuanceOutcome, IssuanceRefusal,
+    MintRecord, ReturnOutcome, Scan, TxRecord, SCHEMA_VERSION,
 };
 use super::writer::{DbCell, Writer};
 use super::{Store, StoreError};
@@ -596,10 +596,14 @@ impl Store for RedbStore {
     }
 
     fn submit_issuance(&self, record: MintRecord) -> Result<IssuanceOutcome, StoreError> {
-        self.write(move |txn| issuance_job(txn, &record))
+        self.write(move |txn| issuance_job(txn, &record, None))
     }
 
-    fn submit_issuance_async(&self, record: MintRecord) -> super::Pending<IssuanceOutcome> {
+    fn submit_issuance_async(
+        &self,
+        record: MintRecord,
+        check: IssuanceCheck,
+    ) -> super::Pending<IssuanceOutcome> {
         let open = self
             .open
             .read()
@@ -607,7 +611,9 @@ impl Store for RedbStore {
         let Some(open) = open.as_ref() else {
             return Box::pin(std::future::ready(Err(StoreError::Closed)));
         };
-        let rx = open.writer.submit(move |txn| issuance_job(txn, &record));
+        let rx = open
+            .writer
+            .submit(move |txn| issuance_job(txn, &record, Some(&check)));
         Box::pin(async move { rx.await.map_err(|_| StoreError::WriterGone)? })
     }
 
@@ -992,6 +998,7 @@ fn drop_from(txn: &WriteTransaction, block_number: u64) -> Result<(), StoreError
 fn issuance_job(
     txn: &WriteTransaction,
     record: &MintRecord,
+    check: Option<&IssuanceCheck>,
 ) -> Result<IssuanceOutcome, StoreError> {
     let trid = record.intent.tokenization_request_id.as_str().to_owned();
     let existing = {
@@ -1008,9 +1015,43 @@ fn issuance_job(
             _ => IssuanceOutcome::Conflict,
         });
     }
+    if let Some(refusal) = check.map(|c| refused_in_txn(txn, c)).transpose()?.flatten() {
+        return Ok(IssuanceOutcome::Refused(refusal));
+    }
     let irid = record.intent.issuer_request_id.clone();
     put_json(txn, MINTS, irid.as_str(), record)?;
     txn.open_table(MINT_BY_TRID)?
         .insert(trid.as_str(), irid.as_str())?;
     Ok(IssuanceOutcome::Created(irid))
+}
+
+/// The refusal-table rules (token, eligibility, wallet, frozen) read inside the write
+/// transaction: what the handler checked on its snapshot, now on the state being committed.
+fn refused_in_txn(
+    txn: &WriteTransaction,
+    check: &IssuanceCheck,
+) -> Result<Option<IssuanceRefusal>, StoreError> {
+    let asset: Option<Asset> =
+        get_json(txn, ASSETS, &asset_key(&check.underlying, &check.network))?;
+    let Some(asset) = asset.filter(|a| a.token == check.token && a.vault == check.vault) else {
+        return Ok(Some(IssuanceRefusal::InvalidToken));
+    };
+    let account: Option<Account> = get_json(txn, ACCOUNTS, check.client_id.as_str())?;
+    if !account.is_some_and(|a| a.linked()) {
+        return Ok(Some(IssuanceRefusal::NotEligible));
+    }
+    let owner = {
+        let wallets = txn.open_table(WALLETS)?;
+        let found = wallets
+            .get(addr_key(check.wallet).as_str())?
+            .map(|v| v.value().to_owned());
+        found
+    };
+    if owner.as_deref() != Some(check.client_id.as_str()) {
+        return Ok(Some(IssuanceRefusal::InvalidWallet));
+    }
+    if asset.frozen {
+        return Ok(Some(IssuanceRefusal::Frozen));
+    }
+    Ok(None)
 }

@@ -156,6 +156,7 @@ pub fn asset(deployed: &Deployed) -> Asset {
         authorizer: deployed.authorizer,
         deploy_block: deployed.deploy_block,
         frozen: false,
+        mint_qty_max: None,
     }
 }
 
@@ -169,6 +170,7 @@ pub fn http_config() -> HttpConfig {
         failed_auth_per_minute_max: 10,
         custody_account_id: "custody-test".into(),
         local_networks: vec![Network::parse("anvil").unwrap()],
+        issuer_addresses: vec![bot().address()],
     }
 }
 
@@ -189,7 +191,7 @@ impl Issuer {
             account_id: SIM_ACCOUNT.into(),
             api_key: SIM_KEY.into(),
             api_secret: SIM_SECRET.into(),
-            retry: RetryPolicy::default(),
+            retry: RetryPolicy::for_reconciler(),
         })
         .unwrap();
         let listener = loopback_listener();
@@ -208,6 +210,7 @@ impl Issuer {
                 max_fee_per_gas_wei: 500_000_000_000,
             },
             polls: issuer::pass::PollSchedule::default(),
+            alpaca: issuer::pass::AlpacaWork::default(),
         };
         let looping = tokio::spawn(reconciler.run(wake.clone(), stopper(rx.clone())));
         let serving = tokio::spawn({
