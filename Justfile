@@ -31,8 +31,12 @@ contracts:
 build:
     cargo build
 
+# Install the npm packages (anvil, solc-js) if they are missing: what `up` and `test` need.
+_npm:
+    @test -x {{anvil}} || just setup
+
 # Start a local anvil on 127.0.0.1:8545 (1-second blocks) unless one from `just chain` runs.
-chain:
+chain: _npm
     #!/usr/bin/env bash
     set -euo pipefail
     mkdir -p {{run}}
@@ -96,7 +100,7 @@ down:
     done
 
 # Run every test: the pure reconciler, contract behaviour on anvil, HTTP, end-to-end and crash tests.
-test:
+test: _npm
     cargo test --workspace --all-targets
 
 # Formatting and clippy with warnings denied.
@@ -112,11 +116,7 @@ demo:
 bench:
     cargo bench --bench issuer
 
-# Auditor report of the local stack from chain and simulator only (vault from .run/deploy.json); `just report html`.
+# Auditor report of the local stack from chain and simulator only (the asset list asked of the
+# running issuer); `just report html`.
 report format="markdown": build
-    #!/usr/bin/env bash
-    set -euo pipefail
-    test -f {{run}}/deploy.json || { echo "no {{run}}/deploy.json: run 'just up' first"; exit 1; }
-    read -r vault underlying token block < <(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["vault"], d["underlying"], d["token"], d["deploy_block"])' {{run}}/deploy.json)
-    {{issuer}} report --format {{format}} --rpc-url {{rpc}} --alpaca-base-url {{sim_url}} \
-      --vault "$vault" --underlying "$underlying" --token "$token" --deploy-block "$block"
+    {{issuer}} report --format {{format}}

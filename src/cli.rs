@@ -352,6 +352,10 @@ pub struct ReportArgs {
     /// Sign the canonical JSON with the bot's key (EIP-191): `{report, signature, signer}`.
     #[arg(long)]
     pub sign: bool,
+    /// Exit with the verdict: 0 balanced and nothing needs attention, 1 balanced but items need
+    /// attention, 2 not balanced (the report is written either way).
+    #[arg(long)]
+    pub check: bool,
     /// The vault to audit instead of the store's asset list (needed while an issuer holds the store).
     #[arg(long)]
     pub vault: Option<alloy::primitives::Address>,
@@ -370,6 +374,13 @@ pub struct ReportArgs {
     /// The redb file holding the asset list (default .run/issuer.redb), when --vault is not given.
     #[arg(long, env = "ISSUER_DB")]
     pub db: Option<PathBuf>,
+    /// The running issuer asked for the asset list when its store is in use (as while `serve`
+    /// runs).
+    #[arg(long, env = "ISSUER_URL", default_value = "http://127.0.0.1:8000")]
+    pub issuer_url: String,
+    /// Operator key for that question; defaults to the local stack's key on loopback.
+    #[arg(long, env = "ISSUER_OPERATOR_KEY", hide_env_values = true)]
+    pub operator_key: Option<Secret>,
     #[command(flatten)]
     pub chain: ChainArgs,
     #[command(flatten)]

@@ -183,9 +183,11 @@ async fn converged_mints_balance_and_the_cache_changes_nothing() {
     .await);
     assert_eq!(
         csv.lines().count(),
-        1,
-        "a clean book has only the header: {csv}"
+        2,
+        "a clean book has only the header and the verdict: {csv}"
     );
+    assert!(csv.lines().nth(1).unwrap().contains(",verdict,"), "{csv}");
+    assert!(csv.contains("BALANCED: every token"), "{csv}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -252,7 +254,7 @@ async fn a_deposit_without_a_request_is_an_item() {
         .concat(),
     )
     .await);
-    assert_eq!(csv.lines().count(), 2, "{csv}");
+    assert_eq!(csv.lines().count(), 3, "{csv}");
     assert!(
         csv.lines()
             .nth(1)
@@ -421,4 +423,65 @@ async fn report_over_many_mints() {
         block,
         json.len()
     );
+}
+
+/// While the issuer runs (it holds the store), `issuer report` needs no flags beyond where the
+/// chain and Alpaca are: it asks the running issuer for the asset list. `--check` exits 0 for a
+/// clean balance and 1 when the difference is zero but an item needs attention (an unknown
+/// sender's transfer), and every format says so in the same words.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_report_works_beside_a_running_issuer_and_check_tells_attention_apart() {
+    let world = World::start(None).await;
+    let issuer = Issuer::start(&world, Policy::default()).await;
+    world.minted(&issuer.url, "tr-check-1", "2").await;
+    let running = vec![
+        "--db".to_owned(),
+        world.db_path.display().to_string(),
+        "--issuer-url".to_owned(),
+        issuer.url.clone(),
+        "--check".to_owned(),
+    ];
+    let clean = report(&world, running.clone()).await;
+    let text = ok(&clean);
+    let json: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(json["verdict"], "balanced", "{json:#}");
+    assert_eq!(json["attention"], 0);
+
+    // Someone nobody whitelisted (anvil's third account) gets a token from the AP and sends it to
+    // the bot: flagged, it waits for an operator, an item that needs attention.
+    let outsider_key = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a";
+    let outsider: alloy::primitives::Address = "0x3c44cdddb6a900fa2b585dd299e03d12fa4293bc"
+        .parse()
+        .unwrap();
+    let one = U256::from(10u64).pow(U256::from(18));
+    world.transfer(common::STRANGER_KEY, outsider, one).await;
+    world
+        .transfer(outsider_key, common::bot().address(), one)
+        .await;
+    let attention = report(&world, running.clone()).await;
+    assert_eq!(
+        attention.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&attention.stderr)
+    );
+    let json: Value = serde_json::from_slice(&attention.stdout).unwrap();
+    assert_eq!(json["verdict"], "balanced_with_attention", "{json:#}");
+    let n = json["attention"].as_u64().unwrap();
+    assert!(n >= 1, "{json:#}");
+    let wanted = format!("BALANCED, {n} item(s) need attention");
+    assert!(String::from_utf8_lossy(&attention.stderr).contains(&wanted));
+    for format in ["markdown", "csv", "html"] {
+        let out = report(
+            &world,
+            [running.clone(), vec!["--format".into(), format.into()]].concat(),
+        )
+        .await;
+        assert_eq!(out.status.code(), Some(1), "{format}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(&wanted),
+            "{format} lacks the verdict"
+        );
+    }
+    issuer.stop().await;
 }

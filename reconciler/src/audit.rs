@@ -519,10 +519,38 @@ pub struct AuditReport {
     pub at_block: u64,
     /// True when every asset's difference and unexplained part are zero.
     pub balanced: bool,
+    /// What an auditor reads first: balanced and clean, balanced with items to look at, or not
+    /// balanced. A zero difference with an unknown sender's transfer waiting is not "clean".
+    pub verdict: Verdict,
+    /// Items (per asset and bot-wide) that need someone's attention.
+    pub attention: usize,
     pub in_flight: u64,
     pub assets: Vec<AssetReport>,
     /// Bot-wide items (in-flight transactions).
     pub notices: Vec<Item>,
+}
+
+/// The report's verdict, in one word for machines and the exit code of `issuer report --check`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// The difference is zero and nothing needs attention (exit 0).
+    Balanced,
+    /// The difference is zero but items need attention (exit 1).
+    BalancedWithAttention,
+    /// Supply and journals differ (exit 2).
+    NotBalanced,
+}
+
+impl Verdict {
+    /// `issuer report --check`'s exit code.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Self::Balanced => 0,
+            Self::BalancedWithAttention => 1,
+            Self::NotBalanced => 2,
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -560,10 +588,18 @@ pub fn audit(input: &AuditInput) -> Result<AuditReport, AuditError> {
             ),
         });
     }
+    let attention = assets.iter().map(|a| a.items.len()).sum::<usize>() + notices.len();
+    let verdict = match (balanced, attention) {
+        (true, 0) => Verdict::Balanced,
+        (true, _) => Verdict::BalancedWithAttention,
+        (false, _) => Verdict::NotBalanced,
+    };
     Ok(AuditReport {
         schema_version: AUDIT_SCHEMA_VERSION,
         at_block: input.at_block,
         balanced,
+        verdict,
+        attention,
         in_flight: input.in_flight,
         assets,
         notices,

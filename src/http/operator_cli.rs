@@ -22,8 +22,8 @@ pub struct OperatorArgs {
         global = true
     )]
     pub issuer_url: String,
-    /// The operator key (`X-OPERATOR-KEY`). Optional to clap so it can be global; required by
-    /// [`run`].
+    /// The operator key (`X-OPERATOR-KEY`). Defaults to the local stack's key when the issuer is
+    /// on loopback.
     #[arg(
         long,
         env = "ISSUER_OPERATOR_KEY",
@@ -237,8 +237,14 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
 
 /// [`run`] without the printing: the answer as JSON.
 pub async fn call(args: &OperatorArgs) -> anyhow::Result<Value> {
-    let Some(key) = &args.operator_key else {
-        bail!("the operator key is required: --operator-key or ISSUER_OPERATOR_KEY");
+    let local = Secret::new(crate::cli::LOCAL_OPERATOR_KEY);
+    let key = match &args.operator_key {
+        Some(key) => key,
+        // The local stack (`just up`) serves on loopback with its built-in key.
+        None if crate::config::is_loopback_url(&args.issuer_url) => &local,
+        None => bail!(
+            "the operator key is required for a non-local issuer: --operator-key or ISSUER_OPERATOR_KEY"
+        ),
     };
     let (method, path, body) = args.command.request();
     let url = format!("{}{path}", args.issuer_url.trim_end_matches('/'));

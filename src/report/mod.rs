@@ -113,7 +113,7 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
     if args.sign && args.format != ReportFormat::Json {
         bail!("--sign signs the canonical JSON: use it with --format json");
     }
-    let mut assets = asset_list(&args)?;
+    let mut assets = asset_list(&args).await?;
     if let Some(only) = &args.asset {
         assets.retain(|a| a.underlying.as_str() == only);
         if assets.is_empty() {
@@ -152,12 +152,35 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
     if !report.balanced {
         tracing::warn!("the book is not balanced: see the report's items");
     }
+    if args.check {
+        eprintln!("{}", render::verdict(&report));
+        let code = report.verdict.exit_code();
+        if code != 0 {
+            std::process::exit(code);
+        }
+    }
     Ok(())
+}
+
+/// The asset list of the issuer running at `--issuer-url` (`GET /operator/assets`).
+async fn running_issuer_assets(args: &ReportArgs) -> anyhow::Result<Vec<crate::store::Asset>> {
+    use crate::http::operator_cli::{call, OperatorArgs, OperatorCommand};
+    let operator = OperatorArgs {
+        issuer_url: args.issuer_url.clone(),
+        operator_key: args.operator_key.clone(),
+        command: OperatorCommand::Assets,
+    };
+    let answer = call(&operator).await?;
+    let assets = answer
+        .get("assets")
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("the issuer's answer has no asset list"))?;
+    Ok(serde_json::from_value(assets)?)
 }
 
 /// The assets to audit: from the flags, or else from the store's asset list. Opening the store is
 /// only for that list; the report never reads the cache's observations.
-fn asset_list(args: &ReportArgs) -> anyhow::Result<Vec<AssetSpec>> {
+async fn asset_list(args: &ReportArgs) -> anyhow::Result<Vec<AssetSpec>> {
     if let Some(vault) = args.vault {
         let (Some(underlying), Some(token), Some(deploy_block)) =
             (&args.underlying, &args.token, args.deploy_block)
@@ -179,14 +202,22 @@ fn asset_list(args: &ReportArgs) -> anyhow::Result<Vec<AssetSpec>> {
     if !path.exists() {
         bail!("no asset list: {} does not exist; pass --vault, --underlying, --token and --deploy-block", path.display());
     }
-    let store = RedbStore::open(&path).with_context(|| {
-        format!(
-            "reading the asset list from {} (a running issuer holds it: pass --vault, --underlying, --token and --deploy-block instead)",
-            path.display()
-        )
-    })?;
-    let mut assets: Vec<AssetSpec> = store
-        .assets()?
+    let stored = match RedbStore::open(&path) {
+        Ok(store) => {
+            let assets = store.assets()?;
+            store.close();
+            assets
+        }
+        // A running issuer holds the file: ask it instead (the same list, over its operator API).
+        Err(open_error) => running_issuer_assets(args).await.with_context(|| {
+            format!(
+                "cannot read the asset list from {} ({open_error}) nor from the issuer at {}; pass --vault, --underlying, --token and --deploy-block",
+                path.display(),
+                args.issuer_url
+            )
+        })?,
+    };
+    let mut assets: Vec<AssetSpec> = stored
         .into_iter()
         .map(|a| AssetSpec {
             underlying: a.underlying,

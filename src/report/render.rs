@@ -2,7 +2,7 @@
 //! Markdown, and a self-contained HTML page with an inline SVG chart.
 
 use super::ReportError;
-use reconciler::audit::{AssetReport, AuditReport, Item, Point, SignedQty};
+use reconciler::audit::{AssetReport, AuditReport, Item, Point, SignedQty, Verdict};
 use serde_json::Value;
 use std::fmt::Write as _;
 
@@ -71,6 +71,24 @@ pub fn csv(report: &AuditReport) -> String {
         out.push_str(&line.join(","));
         out.push('\n');
     }
+    // The verdict as the last row, so a spreadsheet shows it without the JSON.
+    let fields = [
+        report.at_block.to_string(),
+        String::new(),
+        "verdict".to_owned(),
+        String::new(),
+        String::new(),
+        String::new(),
+        String::new(),
+        String::new(),
+        String::new(),
+        String::new(),
+        String::new(),
+        verdict(report),
+    ];
+    let row: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+    out.push_str(&row.join(","));
+    out.push('\n');
     out
 }
 
@@ -90,16 +108,18 @@ fn csv_field(text: &str) -> String {
     }
 }
 
-fn verdict(report: &AuditReport) -> String {
-    let attention: usize =
-        report.assets.iter().map(|a| a.items.len()).sum::<usize>() + report.notices.len();
-    match (report.balanced, attention) {
-        (true, 0) => "BALANCED: every token on chain is explained by a completed journal at Alpaca"
-            .to_owned(),
-        (true, n) => {
-            format!("BALANCED: the difference is zero, but {n} item(s) below need attention")
+/// The one line an auditor reads first; the same words in every format.
+pub fn verdict(report: &AuditReport) -> String {
+    match report.verdict {
+        Verdict::Balanced => {
+            "BALANCED: every token on chain is explained by a completed journal at Alpaca"
+                .to_owned()
         }
-        (false, _) => "NOT BALANCED: the items below explain the difference".to_owned(),
+        Verdict::BalancedWithAttention => format!(
+            "BALANCED, {} item(s) need attention: the difference is zero, but see the items below",
+            report.attention
+        ),
+        Verdict::NotBalanced => "NOT BALANCED: the items below explain the difference".to_owned(),
     }
 }
 
