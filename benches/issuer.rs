@@ -33,7 +33,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.min(sorted.len() - 1)]
 }
 
-async fn intake() {
+/// Intake's requests per second.
+async fn intake() -> f64 {
     const CLIENTS: usize = 64;
     const PER_CLIENT: usize = 160;
     let dir = tempfile::tempdir().unwrap();
@@ -135,6 +136,30 @@ async fn intake() {
     );
     println!("  on disk after reopen: {on_disk} of {total}");
     assert_eq!(on_disk, total, "every answered request must be on disk");
+    total as f64 / elapsed.as_secs_f64()
+}
+
+/// Intake with metrics recorded and not, alternately three times each: what `/metrics` costs
+/// (the target: within 5 %).
+async fn metrics_overhead() {
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        issuer::metrics::set_enabled(false);
+        without.push(intake().await);
+        issuer::metrics::set_enabled(true);
+        with.push(intake().await);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (with, without) = (median(&mut with), median(&mut without));
+    println!(
+        "metrics overhead on intake: {:.0} requests/s with metrics, {:.0} without: {:+.1} % (target within 5 %)",
+        with,
+        without,
+        (with / without - 1.0) * 100.0
+    );
 }
 
 fn ms(d: Duration) -> f64 {
@@ -241,6 +266,7 @@ fn mint_record(
         fingerprint: String::new(),
         reject_reason: None,
         problem: None,
+        confirmed_at_ms: None,
     }
 }
 
@@ -336,7 +362,7 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        intake().await;
+        metrics_overhead().await;
         if std::env::var("BENCH_ONLY").as_deref() == Ok("intake") {
             return;
         }

@@ -517,7 +517,7 @@ fn unix_now() -> u64 {
 /// Longest wait at shutdown for a reconcile pass to finish; then it is abandoned. Safe: a pass is
 /// built to survive being killed at any point (the crash tests), and outside calls (a hung RPC,
 /// a slow Alpaca) must not hold the process.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// Waits between attempts to reach the RPC: doubling from the first, capped at the second.
 const RPC_RETRY_FIRST: Duration = Duration::from_millis(250);
 const RPC_RETRY_MAX: Duration = Duration::from_secs(10);
@@ -718,6 +718,7 @@ async fn reconcile_when_connected(
         match Chain::connect(&rpc_url, signer.clone()).await {
             Ok(chain) => break chain,
             Err(e) => {
+                crate::metrics::heartbeat();
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis(), "rpc: not reachable; intake is served, the reconciler waits");
                 readiness.fail("rpc", e.to_string());
                 let jitter = Duration::from_millis(rand::random::<u64>() % 100);
@@ -739,6 +740,7 @@ async fn reconcile_when_connected(
         config: pending.config,
         polls: crate::pass::PollSchedule::default(),
         alpaca: crate::pass::AlpacaWork::default(),
+        stop: crate::pass::StopFlag::default(),
     };
     reconciler.run(wake, shutdown).await;
     probe.abort();

@@ -12,6 +12,7 @@
 //! - [`chain`]: the vault bindings, the signer adapter, deployment, log scans and our transactions.
 //! - [`alpaca`]: the Broker API client (reqwest) behind the [`alpaca::Broker`] trait, with retries.
 //! - [`http`]: the tide server Alpaca and operators call; handlers validate and record intents.
+//! - [`metrics`]: the Prometheus registry `/metrics` serves, recorded into by every part.
 //! - [`pass`]: the reconcile loop: observe, call [`reconciler::plan`], act, record.
 //! - [`sim`]: the Alpaca simulator, a real HTTP server speaking the Broker API, with faults.
 //! - [`report`]: auditor reports rendered from the chain and Alpaca.
@@ -22,6 +23,7 @@ pub mod chain;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod metrics;
 pub mod pass;
 pub mod report;
 pub mod sim;

@@ -223,6 +223,7 @@ async fn a_mint_that_does_not_estimate_neither_blocks_nor_splits_its_batch() {
             fingerprint: String::new(),
             reject_reason: None,
             problem: None,
+            confirmed_at_ms: None,
         }
     };
     // Six confirmed intents before the issuer starts, so its first pass plans them as one batch.

@@ -177,6 +177,7 @@ async fn issuance_rules_hold_inside_the_write_transaction() {
             fingerprint: "f".into(),
             reject_reason: None,
             problem: None,
+            confirmed_at_ms: None,
         }
     };
     let check = IssuanceCheck {

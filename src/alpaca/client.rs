@@ -196,7 +196,10 @@ impl BrokerClient {
                 .build()
                 .map_err(|err| BrokerError::Transport(err.to_string()))?;
 
-            let (failure, last) = match self.attempt(request).await {
+            let started = Instant::now();
+            let tried = self.attempt(request).await;
+            record_call(path, &tried, started.elapsed());
+            let (failure, last) = match tried {
                 Ok(answer) => match classify(&answer) {
                     None => return Ok(answer),
                     // A 5xx may come from a gateway after Alpaca acted: as ambiguous as no
@@ -281,6 +284,25 @@ impl BrokerClient {
             Ok(result) => result,
         }
     }
+}
+
+/// One attempt in the metrics: its route (the path template, not the id in it), what came of it
+/// and how long it took.
+fn record_call(path: &str, tried: &Result<Answer, String>, took: Duration) {
+    let route = if path.starts_with("requests/") {
+        "requests/{id}"
+    } else {
+        path
+    };
+    let outcome = match tried {
+        Err(_) => "transport",
+        Ok(answer) if answer.status.is_success() => "ok",
+        Ok(answer) if answer.status == StatusCode::TOO_MANY_REQUESTS => "429",
+        Ok(answer) if answer.status.is_server_error() => "5xx",
+        Ok(_) => "4xx",
+    };
+    crate::metrics::metrics().alpaca_call(route, outcome, took.as_secs_f64());
+    crate::metrics::alpaca_answered(matches!(outcome, "ok" | "4xx"));
 }
 
 /// `Retry-After` in its seconds form; the HTTP-date form falls back to our own backoff.

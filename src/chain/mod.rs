@@ -339,6 +339,12 @@ impl Chain {
         .await
     }
 
+    /// The vault's total supply of shares (18 decimals).
+    pub async fn total_supply(&self, vault: Address) -> Result<U256, ChainError> {
+        let contract = Vault::new(vault, &self.provider);
+        timed("totalSupply", contract.totalSupply().call().into_future()).await
+    }
+
     pub async fn fees(&self) -> Result<Fees, ChainError> {
         let estimate = timed("eth_feeHistory", self.provider.estimate_eip1559_fees()).await?;
         Ok(Fees {

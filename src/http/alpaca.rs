@@ -341,7 +341,32 @@ impl Issuance {
 /// refusal a 400. A repeat of an accepted request (same id, same body) answers as the first time before
 /// the rule checks, so a wallet removed or an asset frozen since cannot turn Alpaca's retry of an
 /// accepted request into a final refusal.
-pub(super) async fn issuance(mut req: Request<AppState>) -> Result<Response, HttpError> {
+pub(super) async fn issuance(req: Request<AppState>) -> Result<Response, HttpError> {
+    let answered = accept_issuance(req).await;
+    let metrics = crate::metrics::metrics();
+    match &answered {
+        Ok((_, repeat)) => metrics.intent("accepted", if *repeat { "repeat" } else { "created" }),
+        Err(e) => metrics.intent("refused", refusal_reason(e)),
+    }
+    answered.map(|(id, _)| created(&id))
+}
+
+/// The metric label of a refused issuance: which rule, in a word.
+fn refusal_reason(e: &HttpError) -> &'static str {
+    match e {
+        HttpError::Refused(m) if m == INVALID_TOKEN => "invalid_token",
+        HttpError::Refused(m) if m == NOT_ELIGIBLE => "not_eligible",
+        HttpError::Refused(m) if m == INVALID_WALLET => "invalid_wallet",
+        HttpError::Refused(m) if m == ASSET_FROZEN => "asset_frozen",
+        HttpError::Refused(_) | HttpError::Unprocessable(_) => "invalid_payload",
+        HttpError::Conflict(_) => "conflict",
+        HttpError::Store(_) => "store_failure",
+        _ => "other",
+    }
+}
+
+/// [`issuance`] without the answer's shape: the issuer_request_id, and whether it is a repeat.
+async fn accept_issuance(mut req: Request<AppState>) -> Result<(IssuerRequestId, bool), HttpError> {
     let raw: IssuanceBody = mint_body(&mut req).await?;
     let issuance = raw.parse()?;
     let qty =
@@ -356,7 +381,7 @@ pub(super) async fn issuance(mut req: Request<AppState>) -> Result<Response, Htt
     let pending = {
         if let Some(existing) = store.mint(&irid)? {
             if existing.fingerprint == fingerprint {
-                return Ok(created(&existing.intent.issuer_request_id));
+                return Ok((existing.intent.issuer_request_id, true));
             }
             return Err(HttpError::Conflict(
                 "tokenization_request_id already used with a different request".into(),
@@ -390,6 +415,7 @@ pub(super) async fn issuance(mut req: Request<AppState>) -> Result<Response, Htt
             fingerprint,
             reject_reason: None,
             problem: None,
+            confirmed_at_ms: None,
         };
         store.submit_issuance_async(record, check)
     };
@@ -397,9 +423,9 @@ pub(super) async fn issuance(mut req: Request<AppState>) -> Result<Response, Htt
     match outcome {
         IssuanceOutcome::Created(id) => {
             tracing::info!(tokenization_request_id = %trid, issuer_request_id = %id, "http: issuance accepted");
-            Ok(created(&id))
+            Ok((id, false))
         }
-        IssuanceOutcome::Repeat(id) => Ok(created(&id)),
+        IssuanceOutcome::Repeat(id) => Ok((id, true)),
         IssuanceOutcome::Conflict => Err(HttpError::Conflict(
             "tokenization_request_id already used with a different request".into(),
         )),

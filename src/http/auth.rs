@@ -15,13 +15,15 @@ use tide::{Middleware, Next, Request, StatusCode};
 pub(super) enum RouteKind {
     Alpaca,
     Operator,
+    /// `/metrics`: the operators' allowlist and no key, as Prometheus scrapers expect.
+    Scrape,
 }
 
 impl RouteKind {
     fn header(self) -> &'static str {
         match self {
             RouteKind::Alpaca => "X-API-KEY",
-            RouteKind::Operator => "X-OPERATOR-KEY",
+            RouteKind::Operator | RouteKind::Scrape => "X-OPERATOR-KEY",
         }
     }
 }
@@ -62,6 +64,12 @@ impl Guard {
             (RouteKind::Operator, _) => (
                 &config.operator_allow,
                 Some(&config.operator_api_key),
+                None,
+                &state.inner.operator_failures,
+            ),
+            (RouteKind::Scrape, _) => (
+                &config.operator_allow,
+                None,
                 None,
                 &state.inner.operator_failures,
             ),

@@ -351,14 +351,31 @@ fn app(
     let mut app = tide::with_state(state);
     app.with(auth::json_fallback);
 
-    app.at("/health").get(|_req: Request<AppState>| async {
-        Ok(json(StatusCode::Ok, &serde_json::json!({ "status": "ok" })))
-    });
+    // Liveness: the process answers and its reconciler loop turns. `/health` is the older name.
+    app.at("/livez")
+        .get(|_req: Request<AppState>| async { Ok(livez()) });
+    app.at("/health")
+        .get(|_req: Request<AppState>| async { Ok(livez()) });
+    app.at("/metrics")
+        .with(Guard::new(RouteKind::Scrape))
+        .get(|_req: Request<AppState>| async {
+            let mut response = Response::new(StatusCode::Ok);
+            response.set_body(crate::metrics::metrics().render());
+            response.insert_header(
+                "Content-Type",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            );
+            Ok(response)
+        });
     app.at("/readyz").get(|req: Request<AppState>| async move {
         let state = req.state().clone();
         let store = state.store();
         let checked = async_std::task::spawn_blocking(move || store.health()).await;
-        let (ready, body) = ready::answer(checked, &state.inner.readiness);
+        let (ready, body) = ready::answer(
+            checked,
+            &state.inner.readiness,
+            crate::metrics::alpaca_failing_for_secs(),
+        );
         let status = if ready {
             StatusCode::Ok
         } else {
@@ -444,6 +461,25 @@ fn app(
         .with(op())
         .post(endpoint(operator::retry_mint));
     app
+}
+
+/// A reconciler loop that has not turned for this long is not alive (a pass is bounded by its
+/// calls' timeouts, far below this).
+pub const LIVENESS_MAX_SECS: u64 = 120;
+
+/// `/livez`: 200 `{"status":"ok"}`, or 503 naming the loop that stopped turning.
+fn livez() -> Response {
+    match crate::metrics::heartbeat_age_secs() {
+        Some(age) if age > LIVENESS_MAX_SECS => json(
+            StatusCode::ServiceUnavailable,
+            &serde_json::json!({
+                "status": "not alive",
+                "failing": ["reconciler"],
+                "checks": { "reconciler": format!("the reconcile loop has not turned for {age} s") },
+            }),
+        ),
+        _ => json(StatusCode::Ok, &serde_json::json!({ "status": "ok" })),
+    }
 }
 
 /// The hand-written OpenAPI 3.0 description of every route above.

@@ -33,14 +33,25 @@ impl Readiness {
     }
 }
 
+/// Broker API calls failing (no answer, 5xx, 429) for longer than this make the issuer not
+/// ready: callbacks and redemptions cannot progress. Shorter blips are ridden out by retries.
+pub const ALPACA_UNREADY_AFTER_SECS: u64 = 300;
+
 /// The `/readyz` answer: 200 `{"status":"ready","checks":{..}}` when every check passes, else
 /// 503 `{"status":"not ready","failing":[..],"checks":{..}}`; each check is `"ok"` or its reason.
 pub(super) fn answer(
     store: Result<(), crate::store::StoreError>,
     readiness: &Readiness,
+    alpaca_failing_for_secs: Option<u64>,
 ) -> (bool, serde_json::Value) {
     let mut checks = readiness.snapshot();
     checks.insert("store", store.err().map(|e| e.to_string()));
+    checks.insert(
+        "alpaca",
+        alpaca_failing_for_secs
+            .filter(|secs| *secs > ALPACA_UNREADY_AFTER_SECS)
+            .map(|secs| format!("Broker API calls have been failing for {secs} s")),
+    );
     let failing: Vec<&str> = checks
         .iter()
         .filter(|(_, reason)| reason.is_some())

@@ -26,6 +26,10 @@ pub async fn act<B: Broker + Clone + 'static>(
         .map(|m| (&m.issuer_request_id, m))
         .collect();
     for action in actions {
+        if r.stop.is_set() {
+            // Shutting down: the rest is planned again after the restart.
+            break;
+        }
         // Each action stands alone: one that fails (a node refusing a broadcast) is logged with
         // its ids and planned again next pass; it never stops the others.
         let what = action_label(&action);

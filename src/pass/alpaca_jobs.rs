@@ -410,13 +410,23 @@ pub(super) async fn callback<B: Broker>(
     }
     sent?;
     maybe_crash(d.crash_at, CrashPoint::AfterCallback);
-    d.store.update_mint(
+    let acked = d.store.update_mint(
         &id,
         Box::new(move |m| {
             m.intent.callback = Callback::Acked { tx_hash };
             m.problem = None;
         }),
     )?;
+    if let Some(confirmed) = acked.and_then(|m| m.confirmed_at_ms) {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        #[allow(clippy::cast_precision_loss)] // milliseconds to seconds for a histogram
+        let seconds = now_ms.saturating_sub(confirmed) as f64 / 1000.0;
+        crate::metrics::metrics()
+            .confirm_to_callback
+            .observe(seconds);
+    }
     tracing::info!(issuer_request_id = %id, %tx_hash, "mint callback acknowledged");
     Ok(true)
 }
@@ -495,6 +505,7 @@ pub(super) async fn recover<B: Broker>(
         fingerprint,
         reject_reason: None,
         problem: None,
+        confirmed_at_ms: None,
     })?;
     if inserted {
         tracing::warn!(issuer_request_id = %id, tx = %deposit.tx_hash, "rebuilt a mint intent from the chain and Alpaca");

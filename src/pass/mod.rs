@@ -66,6 +66,21 @@ pub struct Reconciler<B> {
     pub polls: PollSchedule,
     /// Alpaca calls running beside the passes.
     pub alpaca: AlpacaWork,
+    /// Set at shutdown: the pass in progress stops at the next action boundary.
+    pub stop: StopFlag,
+}
+
+/// Asks a running pass to stop before its next action. Cheap to clone.
+#[derive(Debug, Default, Clone)]
+pub struct StopFlag(Arc<std::sync::atomic::AtomicBool>);
+
+impl StopFlag {
+    pub fn set(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+    pub fn is_set(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 /// Capped exponential backoff of Alpaca calls, per item. In memory on purpose: after a restart
@@ -156,13 +171,39 @@ impl<B: Broker + Clone + 'static> Reconciler<B> {
                     .saturating_mul(1u32 << failures.min(10));
                 exp.min(self.config.backoff_max)
             };
+            crate::metrics::heartbeat();
             tokio::select! {
                 () = &mut shutdown => break,
                 () = wake.notified() => {}
                 () = self.alpaca.changed() => {}
                 () = tokio::time::sleep(wait) => {}
             }
-            match self.pass().await {
+            let started = std::time::Instant::now();
+            // Shutdown during a pass lets it finish the action in progress and stop at the next
+            // boundary (every action is durable on its own), instead of cutting it anywhere.
+            let pass = self.pass();
+            tokio::pin!(pass);
+            let mut stopping = false;
+            let outcome = tokio::select! {
+                outcome = &mut pass => outcome,
+                () = &mut shutdown => {
+                    self.stop.set();
+                    stopping = true;
+                    pass.await
+                }
+            };
+            let metrics = crate::metrics::metrics();
+            metrics
+                .pass_duration
+                .observe(started.elapsed().as_secs_f64());
+            metrics
+                .passes
+                .get_or_create(&crate::metrics::OutcomeLabels {
+                    outcome: if outcome.is_ok() { "ok" } else { "failed" }.to_owned(),
+                    reason: String::new(),
+                })
+                .inc();
+            match outcome {
                 Ok(summary) => {
                     failures = 0;
                     if summary.actions > 0 {
@@ -179,6 +220,10 @@ impl<B: Broker + Clone + 'static> Reconciler<B> {
                     failures = failures.saturating_add(1);
                     tracing::warn!(error = %e, failures, "pass failed; backing off");
                 }
+            }
+            if stopping {
+                tracing::info!("reconciler: stopped at an action boundary");
+                break;
             }
         }
     }

@@ -151,6 +151,7 @@ pub async fn observe<B: Broker + Clone + 'static>(r: &Reconciler<B>) -> Result<W
     }
     for (vault, scan) in scans {
         store.advance(vault, head, scan, vec![(head, head_hash)])?;
+        crate::metrics::metrics().scanned(&format!("{vault:#x}"), head, head);
     }
 
     let redemptions: Vec<Redemption> = store
@@ -205,6 +206,7 @@ pub async fn observe<B: Broker + Clone + 'static>(r: &Reconciler<B>) -> Result<W
     }
 
     let all = store.all_mints()?;
+    let stuck_mints = all.iter().filter(|m| m.problem.is_some()).count();
     let known: BTreeSet<_> = all
         .iter()
         .map(|m| m.intent.issuer_request_id.clone())
@@ -221,7 +223,7 @@ pub async fn observe<B: Broker + Clone + 'static>(r: &Reconciler<B>) -> Result<W
         .into_iter()
         .filter(|d| active.contains(&d.issuer_request_id) || !known.contains(&d.issuer_request_id))
         .collect();
-    Ok(World {
+    let world = World {
         head_block: head,
         mints,
         deposits,
@@ -230,7 +232,135 @@ pub async fn observe<B: Broker + Clone + 'static>(r: &Reconciler<B>) -> Result<W
         burns,
         alpaca,
         receipts,
-    })
+    };
+    record_metrics(r, &world, stuck_mints).await;
+    Ok(world)
+}
+
+/// What this pass saw, for `/metrics`: the head, our transactions, items by state and stuck, and
+/// (every [`SUPPLY_EVERY`]) each vault's supply.
+async fn record_metrics<B: Broker + Clone + 'static>(
+    r: &Reconciler<B>,
+    world: &World,
+    stuck_mints: usize,
+) {
+    use crate::metrics::{metrics, AssetLabels, KindLabels, Metrics};
+    use reconciler::{Callback, Journal};
+    let m = metrics();
+    let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    m.chain_head
+        .set(i64::try_from(world.head_block).unwrap_or(i64::MAX));
+    let unsettled = world
+        .txs
+        .iter()
+        .filter(|t| !matches!(t.status, TxStatus::NonceTaken));
+    m.txs_in_flight.set(count(unsettled.clone().count()));
+    let oldest = unsettled
+        .filter_map(|t| match t.status {
+            TxStatus::Pending { age_blocks } => Some(age_blocks),
+            TxStatus::Mined { block_number, .. } => {
+                Some(world.head_block.saturating_sub(block_number))
+            }
+            TxStatus::NonceTaken => None,
+        })
+        .max()
+        .unwrap_or(0);
+    m.tx_oldest_age
+        .set(i64::try_from(oldest).unwrap_or(i64::MAX));
+
+    let deposited: BTreeSet<_> = world
+        .deposits
+        .iter()
+        .map(|d| &d.issuer_request_id)
+        .collect();
+    let mut mints = [
+        ("pending_journal", 0i64),
+        ("to_mint", 0),
+        ("awaiting_callback", 0),
+        ("callback_refused", 0),
+    ];
+    for intent in &world.mints {
+        let slot = match (&intent.journal, &intent.callback) {
+            (_, Callback::Refused { .. }) => 3,
+            (Journal::Pending, _) => 0,
+            _ if deposited.contains(&intent.issuer_request_id) => 2,
+            _ => 1,
+        };
+        mints[slot].1 += 1;
+    }
+    Metrics::set_states(&m.mints, &mints);
+    let mut redemptions = [
+        ("detected", 0i64),
+        ("requesting", 0),
+        ("requested", 0),
+        ("journaled", 0),
+        ("flagged", 0),
+    ];
+    let mut flagged = 0;
+    for redemption in &world.redemptions {
+        let slot = match redemption.state {
+            RedemptionState::Detected => 0,
+            RedemptionState::Requesting => 1,
+            RedemptionState::Requested { .. } => 2,
+            RedemptionState::Journaled { .. } => 3,
+            RedemptionState::Flagged { .. } => {
+                flagged += 1;
+                4
+            }
+            RedemptionState::Burned { .. } | RedemptionState::Returned { .. } => continue,
+        };
+        redemptions[slot].1 += 1;
+    }
+    Metrics::set_states(&m.redemptions, &redemptions);
+    for (kind, n) in [
+        ("mint", stuck_mints),
+        ("redemption", flagged),
+        ("transaction_stuck", world.txs.iter().filter(|t| matches!(t.status, TxStatus::Pending { age_blocks } if age_blocks >= r.config.policy.replace_after_blocks)).count()),
+    ] {
+        m.stuck
+            .get_or_create(&KindLabels { kind: kind.to_owned() })
+            .set(count(n));
+    }
+
+    if !supply_due() {
+        return;
+    }
+    let Ok(assets) = r.store.assets() else {
+        return;
+    };
+    for asset in assets {
+        match r.chain.total_supply(asset.vault).await {
+            Ok(units) => {
+                #[allow(clippy::cast_precision_loss)] // a dashboard figure; the report is exact
+                let shares = f64::from(units) / 1e18;
+                m.supply
+                    .get_or_create(&AssetLabels {
+                        underlying: asset.underlying.to_string(),
+                        network: asset.network.to_string(),
+                    })
+                    .set(shares);
+            }
+            Err(e) => {
+                tracing::debug!(vault = %asset.vault, error = %e, "supply for metrics not read");
+            }
+        }
+    }
+}
+
+/// How often the vaults' supply is read for `/metrics`.
+const SUPPLY_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Whether the supply is due again (at most every [`SUPPLY_EVERY`], across passes).
+fn supply_due() -> bool {
+    static LAST: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+    let mut last = LAST
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let due = last.is_none_or(|at| at.elapsed() >= SUPPLY_EVERY);
+    if due {
+        *last = Some(std::time::Instant::now());
+    }
+    due
 }
 
 /// The poll answers Alpaca jobs gathered since the last pass, for redemptions still waiting on

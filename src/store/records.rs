@@ -76,6 +76,10 @@ pub struct MintRecord {
     pub reject_reason: Option<String>,
     /// Why the reconciler stopped on it, for operators (`stuck` lists these).
     pub problem: Option<String>,
+    /// Unix milliseconds when Alpaca confirmed the journal completed (for the confirm-to-callback
+    /// latency metric); absent in records written before it was kept, and in recovered ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmed_at_ms: Option<u64>,
 }
 
 impl MintRecord {
