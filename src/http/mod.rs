@@ -367,6 +367,21 @@ fn app(
             );
             Ok(response)
         });
+    // The operator page: the operators' addresses only; its data needs the operator key.
+    app.at("/ui")
+        .with(Guard::new(RouteKind::Scrape))
+        .get(|_req: Request<AppState>| async {
+            let mut response = Response::new(StatusCode::Ok);
+            response.set_body(UI_PAGE);
+            response.set_content_type(mime::HTML);
+            response.insert_header(
+                "Content-Security-Policy",
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; form-action 'none'; frame-ancestors 'none'",
+            );
+            response.insert_header("X-Frame-Options", "DENY");
+            response.insert_header("Referrer-Policy", "no-referrer");
+            Ok(response)
+        });
     app.at("/readyz").get(|req: Request<AppState>| async move {
         let state = req.state().clone();
         let store = state.store();
@@ -457,6 +472,9 @@ fn app(
     app.at("/operator/redemptions/:id/retry")
         .with(op())
         .post(endpoint(operator::retry_redemption));
+    app.at("/operator/mints")
+        .with(op())
+        .get(endpoint(operator::mints));
     app.at("/operator/mints/:id/retry")
         .with(op())
         .post(endpoint(operator::retry_mint));
@@ -481,6 +499,9 @@ fn livez() -> Response {
         _ => json(StatusCode::Ok, &serde_json::json!({ "status": "ok" })),
     }
 }
+
+/// The operator page: plain HTML, CSS and a little JavaScript, embedded in the binary.
+const UI_PAGE: &str = include_str!("ui.html");
 
 /// The hand-written OpenAPI 3.0 description of every route above.
 const OPENAPI: &str = include_str!("openapi.json");

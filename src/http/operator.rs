@@ -233,10 +233,90 @@ pub(super) async fn put_asset(mut req: Request<AppState>) -> Result<Response, Ht
     Ok(json(StatusCode::Ok, &asset))
 }
 
-/// `GET /operator/assets`.
+/// `GET /operator/assets`: every asset, with the vault's supply as last read for `/metrics`
+/// (whole shares), what this issuer converged on it (acknowledged mints minus burned
+/// redemptions, from the cache) and their difference. `issuer report` is the authority.
 pub(super) async fn assets(req: Request<AppState>) -> Result<Response, HttpError> {
-    let assets = blocking(req.state(), |store| Ok(store.assets()?)).await?;
-    Ok(json(StatusCode::Ok, &json!({ "assets": assets })))
+    let (assets, mints, redemptions) = blocking(req.state(), |store| {
+        Ok((store.assets()?, store.all_mints()?, store.redemptions()?))
+    })
+    .await?;
+    let listed: Vec<serde_json::Value> = assets
+        .iter()
+        .map(|asset| {
+            let mut converged = reconciler::Qty::ZERO;
+            for m in mints.iter().filter(|m| {
+                m.intent.vault == asset.vault && matches!(m.intent.callback, Callback::Acked { .. })
+            }) {
+                converged = converged.checked_add(m.intent.qty).unwrap_or(converged);
+            }
+            for r in redemptions.iter().filter(|r| {
+                r.vault == asset.vault
+                    && matches!(r.state, reconciler::RedemptionState::Burned { .. })
+            }) {
+                converged = converged.checked_sub(r.split().0).unwrap_or(converged);
+            }
+            let supply = crate::metrics::metrics()
+                .supply
+                .get_or_create(&crate::metrics::AssetLabels {
+                    underlying: asset.underlying.to_string(),
+                    network: asset.network.to_string(),
+                })
+                .get();
+            let converged_shares: f64 = converged.to_decimal().parse().unwrap_or(f64::NAN);
+            let difference = supply - converged_shares;
+            let mut value = serde_json::to_value(asset).unwrap_or_default();
+            if let Some(fields) = value.as_object_mut() {
+                fields.insert("supply".into(), json!(format!("{supply}")));
+                fields.insert("converged".into(), json!(converged.to_decimal()));
+                let shown = if difference.abs() < 1e-9 {
+                    "0".to_owned()
+                } else {
+                    format!("{difference:.9}")
+                };
+                fields.insert("difference".into(), json!(shown));
+            }
+            value
+        })
+        .collect();
+    Ok(json(StatusCode::Ok, &json!({ "assets": listed })))
+}
+
+/// `GET /operator/mints?limit=N`: the most recent mints (default 50, at most 1000), newest first,
+/// with the deposit's transaction once Alpaca acknowledged it.
+pub(super) async fn mints(req: Request<AppState>) -> Result<Response, HttpError> {
+    let limit = req
+        .url()
+        .query_pairs()
+        .find(|(k, _)| k == "limit")
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+        .unwrap_or(50)
+        .min(1000);
+    let mut all = blocking(req.state(), |store| Ok(store.all_mints()?)).await?;
+    all.sort_by_key(|m| std::cmp::Reverse(m.intent.accepted_at));
+    let items: Vec<_> = all
+        .iter()
+        .take(limit)
+        .map(|m| {
+            let tx_hash = match &m.intent.callback {
+                Callback::Acked { tx_hash } => Some(format!("{tx_hash:#x}")),
+                _ => None,
+            };
+            json!({
+                "issuer_request_id": m.intent.issuer_request_id.as_str(),
+                "tokenization_request_id": m.intent.tokenization_request_id.as_str(),
+                "underlying": m.intent.underlying.as_str(),
+                "network": m.intent.network.as_str(),
+                "qty": m.intent.qty.to_decimal(),
+                "journal": m.intent.journal,
+                "callback": m.intent.callback,
+                "problem": m.problem,
+                "accepted_at": m.intent.accepted_at,
+                "tx_hash": tx_hash,
+            })
+        })
+        .collect();
+    Ok(json(StatusCode::Ok, &json!({ "mints": items })))
 }
 
 /// `POST /operator/assets/{underlying}/freeze`: suspends minting on every network.
