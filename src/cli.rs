@@ -344,6 +344,7 @@ pub struct ReportArgs {
     /// Blocks a log needs (its own included) for the default block.
     #[arg(long, env = "CONFIRMATIONS", default_value_t = 1)]
     pub confirmations: u64,
+    /// Output format.
     #[arg(long, value_enum, default_value = "json")]
     pub format: crate::report::ReportFormat,
     /// Write here instead of stdout.
@@ -356,7 +357,7 @@ pub struct ReportArgs {
     /// attention, 2 not balanced (the report is written either way).
     #[arg(long)]
     pub check: bool,
-    /// The vault to audit instead of the store's asset list (needed while an issuer holds the store).
+    /// One vault to audit instead of the issuer's asset list.
     #[arg(long)]
     pub vault: Option<alloy::primitives::Address>,
     /// Underlying of --vault, e.g. AAPL.
