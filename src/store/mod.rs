@@ -6,7 +6,9 @@
 //! and many concurrent callers share one fsync.
 
 mod records;
+mod redb_jobs;
 mod redb_store;
+mod redb_tables;
 mod writer;
 
 pub use records::{

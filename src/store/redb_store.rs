@@ -1,8 +1,16 @@
-//! [`Store`] on a redb file.
+//! [`Store`] on a redb file: the trait's operations over the tables of [`super::redb_tables`]; the
+//! bigger write jobs live in [`super::redb_jobs`].
 
 use super::records::{
-    Account, Asset, AttachOutcome, ConfirmOutcome, IssuanceCheck, IssuanceOutcome, IssuanceRefusal,
-    MintRecord, ReturnOutcome, Scan, TxRecord, SCHEMA_VERSION,
+    Account, Asset, AttachOutcome, ConfirmOutcome, IssuanceCheck, IssuanceOutcome, MintRecord,
+    ReturnOutcome, Scan, TxRecord,
+};
+use super::redb_jobs::{drop_from, issuance_job};
+use super::redb_tables::{
+    addr_key, asset_key, burn_key, check_before_open, create_new, decode, deposit_key, encode,
+    get_json, new_client_id, normalise_email, open_existing, put_json, unusable, Json, ACCOUNTS,
+    ACCOUNT_BY_EMAIL, ASSETS, BLOCKS, BLOCK_WINDOW, BURNS, CURSORS, DEPOSITS, MINTS, MINT_BY_TRID,
+    REDEMPTIONS, TXS, WALLETS,
 };
 use super::writer::{DbCell, Writer};
 use super::{Store, StoreError};
@@ -12,32 +20,10 @@ use reconciler::{
     Redemption, RedemptionState, Symbol, TokenizationRequestId,
 };
 use redb::backends::FileBackend;
-use redb::{
-    Builder, Database, DatabaseError, ReadableDatabase, ReadableTable, StorageBackend,
-    TableDefinition, WriteTransaction,
-};
-use serde::{de::DeserializeOwned, Serialize};
+use redb::{Database, ReadableDatabase, ReadableTable, StorageBackend, WriteTransaction};
+use serde::de::DeserializeOwned;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
-
-type Json = TableDefinition<'static, &'static str, &'static [u8]>;
-
-const META: TableDefinition<&str, u32> = TableDefinition::new("meta");
-const ACCOUNTS: Json = TableDefinition::new("accounts");
-const ACCOUNT_BY_EMAIL: TableDefinition<&str, &str> = TableDefinition::new("account_by_email");
-const WALLETS: TableDefinition<&str, &str> = TableDefinition::new("wallets");
-const ASSETS: Json = TableDefinition::new("assets");
-const MINTS: Json = TableDefinition::new("mints");
-const MINT_BY_TRID: TableDefinition<&str, &str> = TableDefinition::new("mint_by_trid");
-const DEPOSITS: Json = TableDefinition::new("deposits");
-const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
-const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
-const TXS: TableDefinition<u64, &[u8]> = TableDefinition::new("txs");
-const REDEMPTIONS: Json = TableDefinition::new("redemptions");
-const BURNS: Json = TableDefinition::new("burns");
-
-/// Block hashes kept for reorg detection.
-const BLOCK_WINDOW: u64 = 256;
 
 /// The store on a redb file. Cheap to clone; [`Store::close`] releases the file for every clone.
 #[derive(Clone)]
@@ -48,39 +34,6 @@ pub struct RedbStore {
 struct Open {
     cell: Arc<DbCell>,
     writer: Writer,
-}
-
-fn encode<V: Serialize>(value: &V) -> Vec<u8> {
-    // Our records are plain structs of strings and numbers: serialisation cannot fail.
-    serde_json::to_vec(value).unwrap_or_default()
-}
-
-fn decode<V: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<V, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Decode {
-        key: key.to_owned(),
-        detail: e.to_string(),
-    })
-}
-
-fn addr_key(address: Address) -> String {
-    format!("{address:#x}")
-}
-
-fn deposit_key(d: &ObservedDeposit) -> String {
-    format!("{:020}/{:#x}/{:06}", d.block_number, d.tx_hash, d.log_index)
-}
-
-fn burn_key(b: &ObservedBurn) -> String {
-    format!("{:020}/{:#x}/{:06}", b.block_number, b.tx_hash, b.log_index)
-}
-
-fn asset_key(underlying: &Symbol, network: &Network) -> String {
-    format!("{}/{}", underlying.as_str(), network.as_str())
-}
-
-/// Normalises an email as operators and Alpaca may spell it differently.
-pub fn normalise_email(email: &str) -> String {
-    email.trim().to_lowercase()
 }
 
 impl RedbStore {
@@ -176,181 +129,6 @@ impl RedbStore {
         }
         Ok(out)
     }
-}
-
-/// A path that cannot be opened, said plainly ("permission denied", "is a directory").
-fn unusable(path: &str, e: &std::io::Error) -> StoreError {
-    let reason = match e.kind() {
-        std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
-        std::io::ErrorKind::IsADirectory => "is a directory".to_owned(),
-        _ => e.to_string(),
-    };
-    StoreError::Unusable {
-        path: path.to_owned(),
-        reason,
-    }
-}
-
-/// An I/O failure about the path (permissions, not a file) says so; anything else redb finds in
-/// the file (not redb, damaged) is corruption.
-fn open_error(path: &str, e: DatabaseError) -> StoreError {
-    match e {
-        DatabaseError::Storage(redb::StorageError::Io(io))
-            if matches!(
-                io.kind(),
-                std::io::ErrorKind::PermissionDenied
-                    | std::io::ErrorKind::IsADirectory
-                    | std::io::ErrorKind::NotADirectory
-                    | std::io::ErrorKind::NotFound
-                    | std::io::ErrorKind::ReadOnlyFilesystem
-            ) =>
-        {
-            unusable(path, &io)
-        }
-        DatabaseError::Storage(s) => StoreError::Corrupt {
-            path: path.to_owned(),
-            detail: s.to_string(),
-        },
-        other => StoreError::Open {
-            path: path.to_owned(),
-            source: other,
-        },
-    }
-}
-
-/// Checks an existing file read-only first, so a file that is not ours (or is newer) is refused
-/// before a writable open could repair or change anything in it.
-fn check_before_open(path: &Path, shown: &str) -> Result<(), StoreError> {
-    let file = std::fs::File::open(path).map_err(|e| unusable(shown, &e))?;
-    let backend = FileBackend::new(file).map_err(|e| open_error(shown, e))?;
-    match Builder::new().open_read_only_with_backend(backend) {
-        Ok(ro) => {
-            check_schema(shown, &ro, true)?;
-            drop(ro);
-            Ok(())
-        }
-        // Needs recovery after a crash: only a writable open can repair; the schema is checked
-        // right after, before anything is written.
-        Err(DatabaseError::RepairAborted) => Ok(()),
-        Err(e) => Err(open_error(shown, e)),
-    }
-}
-
-fn open_existing<B: StorageBackend>(
-    path: &Path,
-    shown: &str,
-    wrap: &(dyn Fn(FileBackend) -> B + Send + Sync),
-) -> Result<Database, StoreError> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(|e| unusable(shown, &e))?;
-    let backend = FileBackend::new(file).map_err(|e| open_error(shown, e))?;
-    let db = Builder::new()
-        .create_with_backend(wrap(backend))
-        .map_err(|e| open_error(shown, e))?;
-    check_schema(shown, &db, true)?;
-    Ok(db)
-}
-
-fn create_new<B: StorageBackend>(
-    path: &Path,
-    shown: &str,
-    wrap: &(dyn Fn(FileBackend) -> B + Send + Sync),
-) -> Result<Database, StoreError> {
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true).write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let file = options.open(path).map_err(|e| unusable(shown, &e))?;
-    let backend = FileBackend::new(file).map_err(|e| open_error(shown, e))?;
-    let db = Builder::new()
-        .create_with_backend(wrap(backend))
-        .map_err(|e| open_error(shown, e))?;
-    let mut txn = db.begin_write()?;
-    txn.set_two_phase_commit(true);
-    {
-        let mut meta = txn.open_table(META)?;
-        meta.insert("schema_version", SCHEMA_VERSION)?;
-        for table in [ACCOUNTS, ASSETS, MINTS, DEPOSITS, REDEMPTIONS, BURNS] {
-            txn.open_table(table)?;
-        }
-        for table in [ACCOUNT_BY_EMAIL, WALLETS, MINT_BY_TRID] {
-            txn.open_table(table)?;
-        }
-        txn.open_table(CURSORS)?;
-        txn.open_table(BLOCKS)?;
-        txn.open_table(TXS)?;
-    }
-    txn.commit()?;
-    Ok(db)
-}
-
-fn check_schema(
-    path: &str,
-    db: &impl ReadableDatabase,
-    must_exist: bool,
-) -> Result<(), StoreError> {
-    let corrupt = |detail: String| StoreError::Corrupt {
-        path: path.to_owned(),
-        detail,
-    };
-    let txn = db.begin_read().map_err(|e| corrupt(e.to_string()))?;
-    let meta = match txn.open_table(META) {
-        Ok(t) => t,
-        Err(e) => return Err(corrupt(format!("no schema table ({e})"))),
-    };
-    let found = meta
-        .get("schema_version")
-        .map_err(|e| corrupt(e.to_string()))?
-        .map(|v| v.value());
-    match found {
-        Some(found) if found > SCHEMA_VERSION => Err(StoreError::NewerSchema {
-            path: path.to_owned(),
-            found,
-            supported: SCHEMA_VERSION,
-        }),
-        None if must_exist => Err(corrupt("no schema version".into())),
-        Some(_) | None => Ok(()),
-    }
-}
-
-fn get_json<V: DeserializeOwned>(
-    txn: &WriteTransaction,
-    table: Json,
-    key: &str,
-) -> Result<Option<V>, StoreError> {
-    let table = txn.open_table(table)?;
-    let value = table.get(key)?;
-    match value {
-        Some(v) => Ok(Some(decode(key, v.value())?)),
-        None => Ok(None),
-    }
-}
-
-fn put_json<V: Serialize>(
-    txn: &WriteTransaction,
-    table: Json,
-    key: &str,
-    value: &V,
-) -> Result<(), StoreError> {
-    let mut table = txn.open_table(table)?;
-    table.insert(key, encode(value).as_slice())?;
-    Ok(())
-}
-
-fn new_client_id() -> String {
-    let bytes: [u8; 16] = rand::random();
-    let h = hex::encode(bytes);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
 }
 
 impl Store for RedbStore {
@@ -546,9 +324,16 @@ impl Store for RedbStore {
         let mut out = Vec::new();
         for entry in table.iter()? {
             let (k, v) = entry?;
-            if let (Ok(a), Ok(c)) = (k.value().parse::<Address>(), ClientId::parse(v.value())) {
-                out.push((a, c));
-            }
+            let bad = |detail: String| StoreError::Decode {
+                key: k.value().to_owned(),
+                detail,
+            };
+            let wallet = k
+                .value()
+                .parse::<Address>()
+                .map_err(|e| bad(e.to_string()))?;
+            let client = ClientId::parse(v.value()).map_err(|e| bad(e.to_string()))?;
+            out.push((wallet, client));
         }
         Ok(out)
     }
@@ -768,11 +553,10 @@ impl Store for RedbStore {
             let newest = blocks.last()?.map(|(k, _)| k.value());
             if let Some(newest) = newest {
                 let floor = newest.saturating_sub(BLOCK_WINDOW);
-                let old: Vec<u64> = blocks
+                let old = blocks
                     .range(..floor)?
-                    .filter_map(Result::ok)
-                    .map(|(k, _)| k.value())
-                    .collect();
+                    .map(|entry| entry.map(|(k, _)| k.value()))
+                    .collect::<Result<Vec<u64>, _>>()?;
                 for number in old {
                     blocks.remove(number)?;
                 }
@@ -874,7 +658,7 @@ impl Store for RedbStore {
         let tx = tx.clone();
         self.write(move |txn| {
             txn.open_table(TXS)?
-                .insert(tx.nonce, encode(&tx).as_slice())?;
+                .insert(tx.nonce, encode(&tx)?.as_slice())?;
             Ok(())
         })
     }
@@ -909,154 +693,4 @@ impl Store for RedbStore {
         let last = table.last()?.map(|(k, _)| k.value());
         Ok(last)
     }
-}
-
-/// Forgets observations and block hashes from `block_number` on and pulls every cursor back
-/// below it, so the range is scanned again. Our transactions settled in those blocks are tracked
-/// again: a reorg deeper than the confirmations must re-observe them, not plan their actions anew.
-fn drop_from(txn: &WriteTransaction, block_number: u64) -> Result<(), StoreError> {
-    {
-        let mut txs = txn.open_table(TXS)?;
-        let mut unsettled = Vec::new();
-        for entry in txs.iter()? {
-            let (k, v) = entry?;
-            let mut tx: TxRecord = decode(&k.value().to_string(), v.value())?;
-            if tx
-                .settled
-                .as_ref()
-                .is_some_and(|s| s.mined_block.is_some_and(|b| b >= block_number))
-            {
-                tx.settled = None;
-                unsettled.push(tx);
-            }
-        }
-        for tx in unsettled {
-            txs.insert(tx.nonce, encode(&tx).as_slice())?;
-        }
-    }
-    {
-        let mut deposits = txn.open_table(DEPOSITS)?;
-        let from = format!("{block_number:020}");
-        let keys: Vec<String> = deposits
-            .range(from.as_str()..)?
-            .filter_map(Result::ok)
-            .map(|(k, _)| k.value().to_owned())
-            .collect();
-        for key in keys {
-            deposits.remove(key.as_str())?;
-        }
-    }
-    {
-        let mut burns = txn.open_table(BURNS)?;
-        let from = format!("{block_number:020}");
-        let keys: Vec<String> = burns
-            .range(from.as_str()..)?
-            .filter_map(Result::ok)
-            .map(|(k, _)| k.value().to_owned())
-            .collect();
-        for key in keys {
-            burns.remove(key.as_str())?;
-        }
-    }
-    {
-        // A transfer in a dropped block that nothing was done for yet is forgotten and found
-        // again if it is still on chain; one Alpaca already has is kept (and logged by the caller).
-        let mut redemptions = txn.open_table(REDEMPTIONS)?;
-        let gone: Vec<String> = redemptions
-            .iter()?
-            .filter_map(Result::ok)
-            .filter_map(|(k, v)| {
-                let r: Redemption = serde_json::from_slice(v.value()).ok()?;
-                (r.block_number >= block_number && r.state == RedemptionState::Detected)
-                    .then(|| k.value().to_owned())
-            })
-            .collect();
-        for key in gone {
-            redemptions.remove(key.as_str())?;
-        }
-    }
-    {
-        let mut blocks = txn.open_table(BLOCKS)?;
-        let numbers: Vec<u64> = blocks
-            .range(block_number..)?
-            .filter_map(Result::ok)
-            .map(|(k, _)| k.value())
-            .collect();
-        for n in numbers {
-            blocks.remove(n)?;
-        }
-    }
-    let mut cursors = txn.open_table(CURSORS)?;
-    let moved: Vec<(String, u64)> = cursors
-        .iter()?
-        .filter_map(Result::ok)
-        .filter(|(_, v)| v.value() >= block_number)
-        .map(|(k, _)| (k.value().to_owned(), block_number.saturating_sub(1)))
-        .collect();
-    for (key, value) in moved {
-        cursors.insert(key.as_str(), value)?;
-    }
-    Ok(())
-}
-
-/// Records an issuance unless its tokenization_request_id is taken: then a repeat or a conflict.
-fn issuance_job(
-    txn: &WriteTransaction,
-    record: &MintRecord,
-    check: Option<&IssuanceCheck>,
-) -> Result<IssuanceOutcome, StoreError> {
-    let trid = record.intent.tokenization_request_id.as_str().to_owned();
-    let existing = {
-        let index = txn.open_table(MINT_BY_TRID)?;
-        let found = index.get(trid.as_str())?.map(|v| v.value().to_owned());
-        found
-    };
-    if let Some(irid) = existing {
-        let old: Option<MintRecord> = get_json(txn, MINTS, &irid)?;
-        return Ok(match old {
-            Some(old) if old.fingerprint == record.fingerprint => {
-                IssuanceOutcome::Repeat(old.intent.issuer_request_id)
-            }
-            _ => IssuanceOutcome::Conflict,
-        });
-    }
-    if let Some(refusal) = check.map(|c| refused_in_txn(txn, c)).transpose()?.flatten() {
-        return Ok(IssuanceOutcome::Refused(refusal));
-    }
-    let irid = record.intent.issuer_request_id.clone();
-    put_json(txn, MINTS, irid.as_str(), record)?;
-    txn.open_table(MINT_BY_TRID)?
-        .insert(trid.as_str(), irid.as_str())?;
-    Ok(IssuanceOutcome::Created(irid))
-}
-
-/// The refusal-table rules (token, eligibility, wallet, frozen) read inside the write
-/// transaction: what the handler checked on its snapshot, now on the state being committed.
-fn refused_in_txn(
-    txn: &WriteTransaction,
-    check: &IssuanceCheck,
-) -> Result<Option<IssuanceRefusal>, StoreError> {
-    let asset: Option<Asset> =
-        get_json(txn, ASSETS, &asset_key(&check.underlying, &check.network))?;
-    let Some(asset) = asset.filter(|a| a.token == check.token && a.vault == check.vault) else {
-        return Ok(Some(IssuanceRefusal::InvalidToken));
-    };
-    let account: Option<Account> = get_json(txn, ACCOUNTS, check.client_id.as_str())?;
-    if !account.is_some_and(|a| a.linked()) {
-        return Ok(Some(IssuanceRefusal::NotEligible));
-    }
-    let owner = {
-        let wallets = txn.open_table(WALLETS)?;
-        let found = wallets
-            .get(addr_key(check.wallet).as_str())?
-            .map(|v| v.value().to_owned());
-        found
-    };
-    if owner.as_deref() != Some(check.client_id.as_str()) {
-        return Ok(Some(IssuanceRefusal::InvalidWallet));
-    }
-    if asset.frozen {
-        return Ok(Some(IssuanceRefusal::Frozen));
-    }
-    Ok(None)
 }

@@ -1,0 +1,162 @@
+//! Write jobs of [`super::RedbStore`] that are more than a lookup: the reorg rewind and the
+//! issuance with its refusal rules, each run inside one write transaction.
+
+use super::records::{
+    Account, Asset, IssuanceCheck, IssuanceOutcome, IssuanceRefusal, MintRecord, TxRecord,
+};
+use super::redb_tables::{
+    addr_key, asset_key, decode, encode, get_json, put_json, ACCOUNTS, ASSETS, BLOCKS, BURNS,
+    CURSORS, DEPOSITS, MINTS, MINT_BY_TRID, REDEMPTIONS, TXS, WALLETS,
+};
+use super::StoreError;
+use reconciler::{Redemption, RedemptionState};
+use redb::{ReadableTable, WriteTransaction};
+
+/// Forgets observations and block hashes from `block_number` on and pulls every cursor back
+/// below it, so the range is scanned again. Our transactions settled in those blocks are tracked
+/// again: a reorg deeper than the confirmations must re-observe them, not plan their actions anew.
+pub(super) fn drop_from(txn: &WriteTransaction, block_number: u64) -> Result<(), StoreError> {
+    {
+        let mut txs = txn.open_table(TXS)?;
+        let mut unsettled = Vec::new();
+        for entry in txs.iter()? {
+            let (k, v) = entry?;
+            let mut tx: TxRecord = decode(&k.value().to_string(), v.value())?;
+            if tx
+                .settled
+                .as_ref()
+                .is_some_and(|s| s.mined_block.is_some_and(|b| b >= block_number))
+            {
+                tx.settled = None;
+                unsettled.push(tx);
+            }
+        }
+        for tx in unsettled {
+            txs.insert(tx.nonce, encode(&tx)?.as_slice())?;
+        }
+    }
+    {
+        let mut deposits = txn.open_table(DEPOSITS)?;
+        let from = format!("{block_number:020}");
+        let keys = deposits
+            .range(from.as_str()..)?
+            .map(|entry| entry.map(|(k, _)| k.value().to_owned()))
+            .collect::<Result<Vec<String>, _>>()?;
+        for key in keys {
+            deposits.remove(key.as_str())?;
+        }
+    }
+    {
+        let mut burns = txn.open_table(BURNS)?;
+        let from = format!("{block_number:020}");
+        let keys = burns
+            .range(from.as_str()..)?
+            .map(|entry| entry.map(|(k, _)| k.value().to_owned()))
+            .collect::<Result<Vec<String>, _>>()?;
+        for key in keys {
+            burns.remove(key.as_str())?;
+        }
+    }
+    {
+        // A transfer in a dropped block that nothing was done for yet is forgotten and found
+        // again if it is still on chain; one Alpaca already has is kept (and logged by the caller).
+        let mut redemptions = txn.open_table(REDEMPTIONS)?;
+        let mut gone = Vec::new();
+        for entry in redemptions.iter()? {
+            let (k, v) = entry?;
+            // A record that does not decode stops the rewind: forgetting it, or keeping it
+            // without knowing what it is, could both lose a redemption.
+            let r: Redemption = decode(k.value(), v.value())?;
+            if r.block_number >= block_number && r.state == RedemptionState::Detected {
+                gone.push(k.value().to_owned());
+            }
+        }
+        for key in gone {
+            redemptions.remove(key.as_str())?;
+        }
+    }
+    {
+        let mut blocks = txn.open_table(BLOCKS)?;
+        let numbers = blocks
+            .range(block_number..)?
+            .map(|entry| entry.map(|(k, _)| k.value()))
+            .collect::<Result<Vec<u64>, _>>()?;
+        for n in numbers {
+            blocks.remove(n)?;
+        }
+    }
+    let mut cursors = txn.open_table(CURSORS)?;
+    let mut moved = Vec::new();
+    for entry in cursors.iter()? {
+        let (k, v) = entry?;
+        if v.value() >= block_number {
+            moved.push((k.value().to_owned(), block_number.saturating_sub(1)));
+        }
+    }
+    for (key, value) in moved {
+        cursors.insert(key.as_str(), value)?;
+    }
+    Ok(())
+}
+
+/// Records an issuance unless its tokenization_request_id is taken: then a repeat or a conflict.
+pub(super) fn issuance_job(
+    txn: &WriteTransaction,
+    record: &MintRecord,
+    check: Option<&IssuanceCheck>,
+) -> Result<IssuanceOutcome, StoreError> {
+    let trid = record.intent.tokenization_request_id.as_str().to_owned();
+    let existing = {
+        let index = txn.open_table(MINT_BY_TRID)?;
+        let found = index.get(trid.as_str())?.map(|v| v.value().to_owned());
+        found
+    };
+    if let Some(irid) = existing {
+        let old: Option<MintRecord> = get_json(txn, MINTS, &irid)?;
+        return Ok(match old {
+            Some(old) if old.fingerprint == record.fingerprint => {
+                IssuanceOutcome::Repeat(old.intent.issuer_request_id)
+            }
+            _ => IssuanceOutcome::Conflict,
+        });
+    }
+    if let Some(refusal) = check.map(|c| refused_in_txn(txn, c)).transpose()?.flatten() {
+        return Ok(IssuanceOutcome::Refused(refusal));
+    }
+    let irid = record.intent.issuer_request_id.clone();
+    put_json(txn, MINTS, irid.as_str(), record)?;
+    txn.open_table(MINT_BY_TRID)?
+        .insert(trid.as_str(), irid.as_str())?;
+    Ok(IssuanceOutcome::Created(irid))
+}
+
+/// The refusal-table rules (token, eligibility, wallet, frozen) read inside the write
+/// transaction: what the handler checked on its snapshot, now on the state being committed.
+pub(super) fn refused_in_txn(
+    txn: &WriteTransaction,
+    check: &IssuanceCheck,
+) -> Result<Option<IssuanceRefusal>, StoreError> {
+    let asset: Option<Asset> =
+        get_json(txn, ASSETS, &asset_key(&check.underlying, &check.network))?;
+    let Some(asset) = asset.filter(|a| a.token == check.token && a.vault == check.vault) else {
+        return Ok(Some(IssuanceRefusal::InvalidToken));
+    };
+    let account: Option<Account> = get_json(txn, ACCOUNTS, check.client_id.as_str())?;
+    if !account.is_some_and(|a| a.linked()) {
+        return Ok(Some(IssuanceRefusal::NotEligible));
+    }
+    let owner = {
+        let wallets = txn.open_table(WALLETS)?;
+        let found = wallets
+            .get(addr_key(check.wallet).as_str())?
+            .map(|v| v.value().to_owned());
+        found
+    };
+    if owner.as_deref() != Some(check.client_id.as_str()) {
+        return Ok(Some(IssuanceRefusal::InvalidWallet));
+    }
+    if asset.frozen {
+        return Ok(Some(IssuanceRefusal::Frozen));
+    }
+    Ok(None)
+}
