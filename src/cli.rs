@@ -19,9 +19,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Default keys of the local stack. Refused unless everything listens and connects on loopback.
-pub const LOCAL_API_KEY: &str = "local-dev-alpaca-key-0123456789abcdef";
-pub const LOCAL_OPERATOR_KEY: &str = "local-dev-operator-key-0123456789abcdef";
+pub use crate::config::{LOCAL_API_KEY, LOCAL_OPERATOR_KEY};
 
 #[derive(Debug, Parser)]
 #[command(

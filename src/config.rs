@@ -38,6 +38,10 @@ impl FromStr for Secret {
     }
 }
 
+/// Default keys of the local stack. Refused unless everything listens and connects on loopback.
+pub const LOCAL_API_KEY: &str = "local-dev-alpaca-key-0123456789abcdef";
+pub const LOCAL_OPERATOR_KEY: &str = "local-dev-operator-key-0123456789abcdef";
+
 /// The well-known first anvil dev account key. Only ever a default for the local stack: `serve`
 /// refuses it unless the RPC URL is on loopback.
 pub const ANVIL_DEV_KEY: &str =

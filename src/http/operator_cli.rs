@@ -237,7 +237,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
 
 /// [`run`] without the printing: the answer as JSON.
 pub async fn call(args: &OperatorArgs) -> anyhow::Result<Value> {
-    let local = Secret::new(crate::cli::LOCAL_OPERATOR_KEY);
+    let local = Secret::new(crate::config::LOCAL_OPERATOR_KEY);
     let key = match &args.operator_key {
         Some(key) => key,
         // The local stack (`just up`) serves on loopback with its built-in key.

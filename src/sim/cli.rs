@@ -67,7 +67,7 @@ pub struct MintArgs {
     #[arg(long, env = "ISSUER_URL", default_value = "http://127.0.0.1:8000")]
     pub issuer_url: String,
     /// The key Alpaca sends as `X-API-KEY`.
-    #[arg(long, env = "ISSUER_API_KEY", hide_env_values = true, default_value = crate::cli::LOCAL_API_KEY)]
+    #[arg(long, env = "ISSUER_API_KEY", hide_env_values = true, default_value = crate::config::LOCAL_API_KEY)]
     pub issuer_api_key: String,
     /// Shares to mint, a decimal string.
     #[arg(long)]

@@ -11,6 +11,7 @@
 //! `POST /sim/requests/:id/complete`, `POST /sim/requests/:id/reject`.
 
 mod cli;
+mod faults;
 mod mint;
 mod server;
 mod state;
