@@ -1301,7 +1301,9 @@ async fn operator_routes_manage_accounts_wallets_assets_and_show_stuck_work() {
         )
     );
     let mut record = s.store.all_mints().unwrap().remove(0);
-    record.problem = Some("vault reverted 3 times".into());
+    record.problem = Some(issuer::store::MintProblem::Note(
+        "vault reverted 3 times".into(),
+    ));
     s.store.put_mints(vec![record.clone()]).unwrap();
     let (_, stuck) = s.operator(Method::GET, "/operator/stuck", None).await;
     assert_eq!(
@@ -1438,7 +1440,9 @@ async fn an_operator_retries_a_mint_that_stopped() {
     let irid = answer["issuer_request_id"].as_str().unwrap().to_owned();
     let mut record = s.store.all_mints().unwrap().remove(0);
     record.intent.failed_attempts = 3;
-    record.problem = Some("AttemptsExhausted { attempts: 3 }".into());
+    record.problem = Some(issuer::store::MintProblem::Plan {
+        plan: reconciler::Problem::AttemptsExhausted { attempts: 3 },
+    });
     s.store.put_mints(vec![record]).unwrap();
 
     let (status, answer) = s

@@ -273,7 +273,12 @@ async fn a_mint_that_does_not_estimate_neither_blocks_nor_splits_its_batch() {
     assert_eq!(txs.len(), 1, "the five mints went out as one transaction");
 
     let zero = IssuerRequestId::for_mint(&TokenizationRequestId::parse("tr-zero").unwrap());
-    let problem = issuer.store.mint(&zero).unwrap().unwrap().problem.unwrap();
+    let stored = issuer.store.mint(&zero).unwrap().unwrap().problem.unwrap();
+    assert!(
+        matches!(stored, issuer::store::MintProblem::DoesNotEstimate { .. }),
+        "stored typed: {stored:?}"
+    );
+    let problem = stored.to_string();
     assert!(problem.contains("does not estimate"), "{problem}");
     assert!(
         !problem.chars().any(char::is_control),

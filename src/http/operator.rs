@@ -310,7 +310,8 @@ pub(super) async fn mints(req: Request<AppState>) -> Result<Response, HttpError>
                 "qty": m.intent.qty.to_decimal(),
                 "journal": m.intent.journal,
                 "callback": m.intent.callback,
-                "problem": m.problem,
+                "problem": m.problem.as_ref().map(ToString::to_string),
+                "problem_detail": m.problem,
                 "accepted_at": m.intent.accepted_at,
                 "tx_hash": tx_hash,
             })
@@ -399,7 +400,8 @@ pub(super) async fn stuck(req: Request<AppState>) -> Result<Response, HttpError>
                 "callback": m.intent.callback,
                 "failed_attempts": m.intent.failed_attempts,
                 "accepted_at": m.intent.accepted_at,
-                "problem": m.problem,
+                "problem": m.problem.as_ref().map(ToString::to_string),
+                "problem_detail": m.problem,
             })
         })
         .collect();

@@ -184,13 +184,13 @@ async fn act_one<B: Broker + Clone + 'static>(
             issuer_request_id,
             problem,
         } => {
-            let text = format!("{problem:?}");
+            let typed = crate::store::MintProblem::Plan { plan: problem };
             let known = r.store.mint(&issuer_request_id)?.and_then(|m| m.problem);
-            if known.as_deref() != Some(text.as_str()) {
-                tracing::error!(%issuer_request_id, problem = %text, "mint needs an operator");
+            if known.as_ref() != Some(&typed) {
+                tracing::error!(%issuer_request_id, problem = %typed, "mint needs an operator");
                 r.store.update_mint(
                     &issuer_request_id,
-                    Box::new(move |m| m.problem = Some(text)),
+                    Box::new(move |m| m.problem = Some(typed)),
                 )?;
             }
         }
@@ -328,17 +328,19 @@ fn flag_unestimable<B: Broker + Clone + 'static>(
     item: &MintItem,
     e: &crate::chain::ChainError,
 ) -> Result<(), PassError> {
-    let text = crate::config::sanitise_for_log(&format!("mint transaction does not estimate: {e}"));
+    let problem = crate::store::MintProblem::DoesNotEstimate {
+        does_not_estimate: crate::config::sanitise_for_log(&e.to_string()),
+    };
     let changed = r.store.update_mint(
         &item.issuer_request_id,
         Box::new(move |m| {
-            if m.problem.as_deref() != Some(text.as_str()) {
-                m.problem = Some(text);
+            if m.problem.as_ref() != Some(&problem) {
+                m.problem = Some(problem);
             }
         }),
     )?;
-    if let Some(record) = changed {
-        tracing::warn!(issuer_request_id = %item.issuer_request_id, problem = ?record.problem, "mint waits: it does not estimate");
+    if let Some(problem) = changed.and_then(|record| record.problem) {
+        tracing::warn!(issuer_request_id = %item.issuer_request_id, %problem, "mint waits: it does not estimate");
     }
     Ok(())
 }

@@ -386,7 +386,13 @@ pub(super) async fn callback<B: Broker>(
                 return Ok(false);
             }
             CallbackOutcome::Refused => {
-                let text = format!("mint callback refused: {status} {message}");
+                let text = crate::store::MintProblem::CallbackRefused {
+                    callback_refused: crate::store::CallbackRefusal {
+                        status: *status,
+                        code: code.clone(),
+                        message: message.clone(),
+                    },
+                };
                 let refused = Callback::Refused {
                     status: *status,
                     code: code.clone(),

@@ -12,9 +12,9 @@ mod redb_tables;
 mod writer;
 
 pub use records::{
-    Account, Asset, AttachOutcome, ConfirmOutcome, IssuanceCheck, IssuanceOutcome, IssuanceRefusal,
-    MintRecord, ReturnOutcome, Scan, Settled, TxRecord, TxVariant, MINT_QTY_MAX_DEFAULT,
-    SCHEMA_VERSION,
+    Account, Asset, AttachOutcome, CallbackRefusal, ConfirmOutcome, IssuanceCheck, IssuanceOutcome,
+    IssuanceRefusal, MintProblem, MintRecord, ReturnOutcome, Scan, Settled, TxRecord, TxVariant,
+    MINT_QTY_MAX_DEFAULT, SCHEMA_VERSION,
 };
 pub use redb_store::RedbStore;
 

@@ -75,7 +75,7 @@ pub struct MintRecord {
     /// Alpaca's reason when it rejected the journal.
     pub reject_reason: Option<String>,
     /// Why the reconciler stopped on it, for operators (`stuck` lists these).
-    pub problem: Option<String>,
+    pub problem: Option<MintProblem>,
     /// Unix milliseconds when Alpaca confirmed the journal completed (for the confirm-to-callback
     /// latency metric); absent in records written before it was kept, and in recovered ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -116,6 +116,68 @@ pub enum IssuanceRefusal {
     InvalidWallet,
     /// Minting of the asset is frozen.
     Frozen,
+}
+
+/// Why a mint needs a person, stored typed (older records held only text, kept as `Note`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum MintProblem {
+    /// What the plan flagged (a double deposit, a mismatch, exhausted attempts, ...).
+    Plan { plan: reconciler::Problem },
+    /// Alpaca refused the mint callback with a final status.
+    CallbackRefused { callback_refused: CallbackRefusal },
+    /// Its transaction does not estimate (the node's reason, escaped).
+    DoesNotEstimate { does_not_estimate: String },
+    /// Text written by an older version.
+    Note(String),
+}
+
+/// Alpaca's final answer to a mint callback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallbackRefusal {
+    pub status: u16,
+    pub code: Option<String>,
+    pub message: String,
+}
+
+impl std::fmt::Display for MintProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Plan { plan } => match plan {
+                reconciler::Problem::DuplicateDeposits { tx_hashes } => {
+                    write!(
+                        f,
+                        "more than one tagged deposit (a double mint): {tx_hashes:?}"
+                    )
+                }
+                reconciler::Problem::DepositMismatch { tx_hash } => {
+                    write!(
+                        f,
+                        "the tagged deposit {tx_hash:#x} does not match the intent"
+                    )
+                }
+                reconciler::Problem::DepositWithoutCompletedJournal { tx_hash } => write!(
+                    f,
+                    "tokens deposited in {tx_hash:#x} for a journal Alpaca did not complete"
+                ),
+                reconciler::Problem::AttemptsExhausted { attempts } => write!(
+                    f,
+                    "{attempts} mint transactions reverted or were displaced; none is sent again"
+                ),
+            },
+            Self::CallbackRefused { callback_refused } => write!(
+                f,
+                "mint callback refused: {} {} (code {})",
+                callback_refused.status,
+                callback_refused.message,
+                callback_refused.code.as_deref().unwrap_or("none")
+            ),
+            Self::DoesNotEstimate { does_not_estimate } => {
+                write!(f, "mint transaction does not estimate: {does_not_estimate}")
+            }
+            Self::Note(text) => f.write_str(text),
+        }
+    }
 }
 
 /// Result of recording an issuance.
