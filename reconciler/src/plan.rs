@@ -24,6 +24,9 @@ pub struct Policy {
     pub mints_per_tx_max: usize,
     /// After this many reverted or displaced transactions a mint waits for an operator.
     pub mint_attempts_max: u32,
+    /// After this many burn or return transactions of a redemption failed, it waits for an
+    /// operator (counted per phase: the burns after the journal, the returns after a flag).
+    pub redemption_attempts_max: u32,
     /// Most of our transactions unresolved at once (pending, or mined but unconfirmed); new mint
     /// transactions wait beyond it. 1 is the one-transaction-at-a-time baseline of the benchmark.
     pub txs_in_flight_max: usize,
@@ -37,6 +40,7 @@ impl Default for Policy {
             replace_after_blocks: 6,
             mints_per_tx_max: 40,
             mint_attempts_max: 3,
+            redemption_attempts_max: 3,
             txs_in_flight_max: 64,
         }
     }
@@ -469,7 +473,7 @@ fn plan_redemptions(world: &World, policy: &Policy, actions: &mut Vec<Action>) {
         let attempts = r
             .failed_attempts
             .saturating_add(u32::try_from(failed_now).unwrap_or(u32::MAX));
-        let exhausted = attempts >= policy.mint_attempts_max;
+        let exhausted = attempts >= policy.redemption_attempts_max;
         match &r.state {
             RedemptionState::Detected | RedemptionState::Requesting => {
                 if r.client_id.is_none() {

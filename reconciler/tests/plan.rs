@@ -38,6 +38,7 @@ fn policy() -> Policy {
         replace_after_blocks: 6,
         mints_per_tx_max: 40,
         mint_attempts_max: 3,
+        redemption_attempts_max: 3,
         txs_in_flight_max: 64,
     }
 }
