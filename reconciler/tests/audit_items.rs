@@ -594,3 +594,43 @@ fn a_return_to_the_sender_is_not_an_outflow() {
     assert!(asset.difference.is_zero());
     assert!(asset.unexplained.is_zero());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Alpaca journaling one redemption more than once
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_second_completed_redeem_for_one_redemption_is_counted_and_listed() {
+    // Given the AP's 2 burned once, and Alpaca listing two completed redeems for that one
+    // transfer (the bot asked twice): 4 shares journaled back for 2 tokens burned
+    let asset = given_a_clean_mint()
+        .sent_to_bot(20, 2, AP, "2")
+        .alpaca_redeem("tr-r1", "2", Completed, 2)
+        .alpaca_redeem("tr-r2", "2", Completed, 2)
+        .burned(30, 3, &redemption_id(2), "2")
+        .audited();
+    // Then both journals count, and the second one is the item that explains the difference
+    assert_eq!(asset.totals.alpaca_redeemed, q("4"));
+    assert_eq!(kinds(&asset), [ItemKind::RedeemWithoutTransfer]);
+    let item = the(&asset, ItemKind::RedeemWithoutTransfer);
+    assert_eq!(item.effect, plus("2"));
+    assert_eq!(item.tokenization_request_id.as_deref(), Some("tr-r2"));
+    assert_eq!(asset.difference, plus("2"));
+    assert!(asset.unexplained.is_zero());
+}
+
+#[test]
+fn a_completed_redeem_without_an_issuer_request_id_is_counted_and_listed() {
+    // Given Alpaca listing a completed redeem of 2 that names no redemption of ours
+    let asset = given_a_clean_mint()
+        .alpaca(RequestKind::Redeem, "tr-r", None, "2", Completed, None)
+        .audited();
+    assert_eq!(asset.totals.alpaca_redeemed, q("2"));
+    assert_eq!(kinds(&asset), [ItemKind::RedeemWithoutTransfer]);
+    assert_eq!(
+        the(&asset, ItemKind::RedeemWithoutTransfer).effect,
+        plus("2")
+    );
+    assert_eq!(asset.difference, plus("2"));
+    assert!(asset.unexplained.is_zero());
+}

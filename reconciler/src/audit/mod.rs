@@ -131,7 +131,8 @@ pub enum ItemKind {
     BurnUnknownRedemption,
     /// A burn whose receipt information is not ours. Effect: −shares.
     UntaggedBurn,
-    /// Alpaca lists a redeem with no transfer to the bot behind it. Effect: +qty if completed.
+    /// Alpaca lists a redeem with no transfer to the bot behind it: none at all, no issuer id to
+    /// find one by, or one another of Alpaca's requests already names. Effect: +qty if completed.
     RedeemWithoutTransfer,
     /// The bot sent tokens out with no mint, burn or return behind it. Effect: 0.
     UnexplainedOutflow,

@@ -48,10 +48,17 @@ pub(super) fn audit_redemptions(
         }
     }
 
+    // One request per redemption is matched with its transfer. The others no transfer can
+    // claim: without an issuer id, or a second request for a redemption already named (a journal
+    // Alpaca made twice). They still count: each completed one moved shares back.
     let mut redeems: BTreeMap<&str, &AlpacaRequest> = BTreeMap::new();
+    let mut unclaimable: Vec<&AlpacaRequest> = Vec::new();
     for req in requests.iter().filter(|r| r.kind == RequestKind::Redeem) {
-        if let Some(irid) = &req.issuer_request_id {
-            redeems.entry(irid.as_str()).or_insert(req);
+        match &req.issuer_request_id {
+            Some(irid) if !redeems.contains_key(irid.as_str()) => {
+                redeems.insert(irid.as_str(), req);
+            }
+            _ => unclaimable.push(req),
         }
     }
 
@@ -305,7 +312,22 @@ pub(super) fn audit_redemptions(
         );
     }
 
-    for (_, req) in redeems {
+    let unmatched = redeems.into_values().map(|req| {
+        (
+            req,
+            "with no transfer to the bot behind it up to this block".to_owned(),
+        )
+    });
+    let unclaimed = unclaimable.into_iter().map(|req| {
+        let why = match &req.issuer_request_id {
+            Some(irid) => format!("for {irid}, a redemption another of its requests already names"),
+            None => {
+                "without an issuer_request_id: no transfer to the bot can be behind it".to_owned()
+            }
+        };
+        (req, why)
+    });
+    for (req, why) in unmatched.chain(unclaimed) {
         if book.after_block(req.tx_hash) {
             book.totals.alpaca_after_block += 1;
             continue;
@@ -320,7 +342,7 @@ pub(super) fn audit_redemptions(
             SignedQty::ZERO
         };
         let detail = format!(
-            "Alpaca lists a {} redeem with no transfer to the bot behind it up to this block",
+            "Alpaca lists a {} redeem {why}",
             format!("{:?}", req.status).to_lowercase()
         );
         book.push(
