@@ -634,3 +634,24 @@ fn a_completed_redeem_without_an_issuer_request_id_is_counted_and_listed() {
     assert_eq!(asset.difference, plus("2"));
     assert!(asset.unexplained.is_zero());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Returns and outflows that need a person even when the difference is zero
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn tokens_returned_while_alpaca_may_still_journal_them_need_attention() {
+    // Given the AP's 2 pending at Alpaca, and an operator returning the 2 anyway
+    let asset = given_a_clean_mint()
+        .sent_to_bot(20, 2, AP, "2")
+        .alpaca_redeem("tr-r", "2", Pending, 2)
+        .sent_by_bot(30, 3, AP, "2")
+        .audited();
+    // Then nothing moved yet, but if Alpaca completes the journal the AP has both
+    assert_eq!(kinds(&asset), [ItemKind::Mismatch]);
+    let item = the(&asset, ItemKind::Mismatch);
+    assert!(item.effect.is_zero());
+    assert!(item.detail.contains("pending"), "{}", item.detail);
+    assert!(asset.difference.is_zero());
+    assert!(asset.unexplained.is_zero());
+}

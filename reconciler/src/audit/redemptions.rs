@@ -249,6 +249,14 @@ pub(super) fn audit_redemptions(
                     SignedQty::positive(req.qty),
                     "Alpaca journaled the shares back and the tokens were also returned".to_owned(),
                 )));
+            } else if req.is_some_and(|r| r.status == RequestStatus::Pending) {
+                book.push(name(Item::new(
+                    ItemKind::Mismatch,
+                    Some(back.at),
+                    back.value,
+                    SignedQty::ZERO,
+                    "the tokens were returned while Alpaca's journal is still pending: if it completes, the AP has both".to_owned(),
+                )));
             }
             continue;
         }
