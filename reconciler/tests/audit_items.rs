@@ -655,3 +655,21 @@ fn tokens_returned_while_alpaca_may_still_journal_them_need_attention() {
     assert!(asset.difference.is_zero());
     assert!(asset.unexplained.is_zero());
 }
+
+#[test]
+fn tokens_sent_to_a_stranger_inside_a_burn_are_an_unexplained_outflow() {
+    // Given the AP's 2, journaled and burned, and in the burn's transaction 1 more sent to a
+    // stranger
+    let asset = given_a_clean_mint()
+        .sent_to_bot(20, 2, AP, "2")
+        .alpaca_redeem("tr-r", "2", Completed, 2)
+        .burned(30, 3, &redemption_id(2), "2")
+        .transfer(at(30, 5, 3), BOT, STRANGER, "1")
+        .audited();
+    assert_eq!(kinds(&asset), [ItemKind::UnexplainedOutflow]);
+    let item = the(&asset, ItemKind::UnexplainedOutflow);
+    assert!(item.effect.is_zero());
+    assert_eq!(item.wallet, Some(STRANGER));
+    assert!(asset.difference.is_zero());
+    assert!(asset.unexplained.is_zero());
+}

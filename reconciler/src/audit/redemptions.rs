@@ -105,21 +105,12 @@ pub(super) fn audit_redemptions(
             returned.insert(i.at, out);
             book.totals.returned = add(book.totals.returned, out.value, "returned")?;
         } else {
-            book.push(
-                Item::new(
-                    ItemKind::UnexplainedOutflow,
-                    Some(out.at),
-                    out.value,
-                    SignedQty::ZERO,
-                    format!(
-                        "the bot sent {} to {} with no mint, burn or return behind it",
-                        out.value, out.to
-                    ),
-                )
-                .wallet(out.to),
-            );
+            book.push(unexplained_outflow(out));
         }
     }
+    // Transfers out inside a burn are the dust of its redemption, back to the redeemer; any
+    // other is unexplained (checked once every redemption has claimed its dust).
+    let mut dust_logs: BTreeSet<LogPos> = BTreeSet::new();
 
     for (i, id) in &inbound {
         let req = redeems.remove(id.as_str());
@@ -171,6 +162,7 @@ pub(super) fn audit_redemptions(
                 .filter(|t| burn_txs.contains(&t.at.tx_hash) && t.to == i.from)
             {
                 dust = add(dust, t.value, "dust")?;
+                dust_logs.insert(t.at);
             }
             book.totals.dust_returned = add(book.totals.dust_returned, dust, "dust_returned")?;
             let kept = i
@@ -302,6 +294,13 @@ pub(super) fn audit_redemptions(
         book.push(name(Item::new(kind, Some(i.at), i.value, effect, detail)));
     }
 
+    for out in outbound
+        .iter()
+        .filter(|t| withdraw_txs.contains(&t.at.tx_hash) && !dust_logs.contains(&t.at))
+    {
+        book.push(unexplained_outflow(out));
+    }
+
     for (id, found) in burns {
         let mut burned = Qty::ZERO;
         for w in &found {
@@ -365,4 +364,18 @@ pub(super) fn audit_redemptions(
         );
     }
     Ok(())
+}
+
+fn unexplained_outflow(out: &TransferLog) -> Item {
+    Item::new(
+        ItemKind::UnexplainedOutflow,
+        Some(out.at),
+        out.value,
+        SignedQty::ZERO,
+        format!(
+            "the bot sent {} to {} with no mint, burn or return behind it",
+            out.value, out.to
+        ),
+    )
+    .wallet(out.to)
 }
