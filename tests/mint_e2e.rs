@@ -287,3 +287,26 @@ async fn a_mint_that_does_not_estimate_neither_blocks_nor_splits_its_batch() {
     assert_eq!(world.deposits_for(zero.as_str()).await, 0);
     issuer.stop().await;
 }
+
+/// A new block starts a pass: with the timer at 30 s and 1-second blocks, the callback for a
+/// mint goes out within a few blocks of its confirmation, not at the next timer tick.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_head_starts_a_pass_without_waiting_for_the_timer() {
+    let world = World::start(Some(1)).await;
+    let issuer =
+        Issuer::start_with_interval(&world, Policy::default(), Duration::from_secs(30)).await;
+    // The first pass runs at start; wait past it so the timer is far away.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    world.mint(&issuer.url, "tr-head-1", "1").await;
+    let confirmed = std::time::Instant::now();
+    eventually(Duration::from_secs(25), "callback", || async {
+        world.sim.mint_callback_count("tr-head-1") >= 1
+    })
+    .await;
+    let took = confirmed.elapsed();
+    assert!(
+        took < Duration::from_secs(6),
+        "confirm to callback took {took:?} with the timer at 30 s"
+    );
+    issuer.stop().await;
+}

@@ -83,6 +83,24 @@ impl StopFlag {
     }
 }
 
+/// How often the head is polled for a new block (a fraction of any real block time).
+const HEAD_POLL: Duration = Duration::from_millis(100);
+
+/// Polls the chain's head every `every` and wakes the loop when it moves. A failing node is
+/// simply polled again; the passes report it.
+async fn watch_head(chain: Chain, wake: Arc<Notify>, every: Duration) {
+    let mut last = None;
+    loop {
+        tokio::time::sleep(every).await;
+        if let Ok(Ok(head)) = tokio::time::timeout(every * 10, chain.head()).await {
+            if last.is_some_and(|l| l != head) {
+                wake.notify_one();
+            }
+            last = Some(head);
+        }
+    }
+}
+
 /// Capped exponential backoff of Alpaca calls, per item. In memory on purpose: after a restart
 /// every pending request is simply asked at once. Cheap to clone (shared with Alpaca jobs).
 #[derive(Debug, Default, Clone)]
@@ -158,6 +176,8 @@ impl<B: Broker + Clone + 'static> Reconciler<B> {
     pub async fn run(self, wake: Arc<Notify>, shutdown: impl Future<Output = ()> + Send) {
         tokio::pin!(shutdown);
         let mut failures: u32 = 0;
+        // A new head starts a pass: what it confirmed is acted on without waiting for the timer.
+        let watcher = tokio::spawn(watch_head(self.chain.clone(), wake.clone(), HEAD_POLL));
         if let Err(e) = act::rebroadcast_all(self.store.as_ref(), &self.chain).await {
             tracing::warn!(error = %e, "start-up rebroadcast failed; passes will retry");
         }
@@ -226,5 +246,6 @@ impl<B: Broker + Clone + 'static> Reconciler<B> {
                 break;
             }
         }
+        watcher.abort();
     }
 }

@@ -184,6 +184,11 @@ pub struct Issuer {
 
 impl Issuer {
     pub async fn start(world: &World, policy: Policy) -> Issuer {
+        Self::start_with_interval(world, policy, Duration::from_millis(200)).await
+    }
+
+    /// [`Issuer::start`] with passes every `interval` when nothing wakes the loop.
+    pub async fn start_with_interval(world: &World, policy: Policy, interval: Duration) -> Issuer {
         let store: Arc<dyn Store> = Arc::new(RedbStore::open(&world.db_path).unwrap());
         let chain = Chain::connect(&world.rpc(), bot()).await.unwrap();
         let broker = BrokerClient::new(BrokerConfig {
@@ -203,7 +208,7 @@ impl Issuer {
             chain,
             broker,
             config: PassConfig {
-                interval: Duration::from_millis(200),
+                interval,
                 backoff_max: Duration::from_secs(2),
                 policy,
                 crash_at: None,
