@@ -5,6 +5,11 @@
 //! 2. Mints: 200 confirmed mints on an anvil with 1-second blocks through the simulator: total
 //!    time, mints per second, median and p99 confirm-to-callback latency; then the same with one
 //!    transaction at a time (fewer mints, the rate is what compares).
+//! 3. The same 200 mints signed by an AWS KMS key (moto's KMS server, as in `tests/signers.rs`)
+//!    beside the local key: one KMS signature per transaction, however many mints it carries.
+//!    Skipped with a line saying so when moto is not installed.
+//!
+//! `BENCH_ONLY=store|intake|signers` runs a part.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -142,8 +147,22 @@ fn ms(d: Duration) -> f64 {
 }
 
 async fn mints(label: &str, count: usize, policy: Policy) {
+    mints_signed_by(label, count, policy, None).await;
+}
+
+async fn mints_signed_by(
+    label: &str,
+    count: usize,
+    policy: Policy,
+    signer: Option<issuer::chain::BotSigner>,
+) {
     let world = World::start(Some(1)).await;
-    let issuer = Issuer::start(&world, policy).await;
+    let signer = signer.unwrap_or_else(|| common::bot().into());
+    let bot = signer.address();
+    if bot != common::bot().address() {
+        world.enlist(bot).await;
+    }
+    let issuer = Issuer::start_with_signer(&world, policy, signer.clone()).await;
     let client = reqwest::Client::new();
     // Confirm every mint as fast as Alpaca could, recording when each confirm was answered.
     let started = Instant::now();
@@ -211,7 +230,27 @@ async fn mints(label: &str, count: usize, policy: Policy) {
         ms(percentile(&latencies, 0.5)),
         ms(percentile(&latencies, 0.99))
     );
+    let chain = issuer::chain::Chain::connect(&world.rpc(), signer.clone())
+        .await
+        .unwrap();
+    println!(
+        "  {} transactions signed by the {} signer (one signature each)",
+        chain.nonce_latest().await.unwrap(),
+        signer.kind()
+    );
     issuer.stop().await;
+}
+
+/// The batched mints again, signed by a KMS key in moto's KMS server; skipped without moto.
+async fn mints_with_kms(count: usize) {
+    if !common::remote::KmsEmulator::available() {
+        println!("mints (aws-kms): skipped: moto is not installed (python3 -m pip install 'moto[server]')");
+        return;
+    }
+    let kms = common::remote::KmsEmulator::start().await;
+    let key_id = kms.create_key().await;
+    let signer = issuer::chain::BotSigner::Kms(Arc::new(kms.signer(&key_id).await));
+    mints_signed_by("aws-kms", count, Policy::default(), Some(signer)).await;
 }
 
 /// A mint record of 1 share for `trid`, in the given journal and callback states.
@@ -326,8 +365,10 @@ fn main() {
         println!("benchmarks run with `just bench` (cargo bench)");
         return;
     }
-    store_only();
-    pass_reads_at_history();
+    if std::env::var("BENCH_ONLY").as_deref() != Ok("signers") {
+        store_only();
+        pass_reads_at_history();
+    }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("store") {
         return;
     }
@@ -336,6 +377,11 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async {
+        if std::env::var("BENCH_ONLY").as_deref() == Ok("signers") {
+            mints("batched", 200, Policy::default()).await;
+            mints_with_kms(200).await;
+            return;
+        }
         intake().await;
         if std::env::var("BENCH_ONLY").as_deref() == Ok("intake") {
             return;
@@ -351,5 +397,6 @@ fn main() {
             },
         )
         .await;
+        mints_with_kms(200).await;
     });
 }

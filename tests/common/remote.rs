@@ -45,16 +45,20 @@ impl Drop for KmsEmulator {
 }
 
 impl KmsEmulator {
-    /// Starts it, or panics with how to install moto.
-    pub async fn start() -> KmsEmulator {
-        let has_moto = Command::new("python3")
+    /// Whether python3 can import moto's server.
+    pub fn available() -> bool {
+        Command::new("python3")
             .args(["-c", "import moto.server, cryptography"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
-            .is_ok_and(|s| s.success());
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Starts it, or panics with how to install moto.
+    pub async fn start() -> KmsEmulator {
         assert!(
-            has_moto,
+            Self::available(),
             "the KMS tests need moto's server: python3 -m pip install 'moto[server]' \
              (or set {SKIP_KMS_ENV}=1 to skip them)"
         );
