@@ -265,7 +265,7 @@ impl ChainArgs {
                     EthersSigner::from_private_key(ANVIL_DEV_KEY)?
                 }
                 None => bail!(
-                    "BOT_PRIVATE_KEY or BOT_KEYSTORE (or BOT_SIGNER=aws-kms|fireblocks) is required for a non-local RPC ({})",
+                    "BOT_PRIVATE_KEY or BOT_KEYSTORE is required for a non-local RPC ({}), or a remote signer (BOT_SIGNER=aws-kms|fireblocks)",
                     redact_url(&self.rpc_url)
                 ),
             }),
