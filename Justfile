@@ -22,6 +22,7 @@ setup:
     npm ci --prefix contracts --no-audit --no-fund --loglevel=error
     @test -x {{anvil}} || { echo "anvil binary missing after npm ci"; exit 1; }
     @{{anvil}} --version | head -1
+    @python3 -c 'import moto.server' 2>/dev/null || echo "note: the KMS signer tests need moto's server: python3 -m pip install 'moto[server]' (or ISSUER_SKIP_KMS_TESTS=1)"
 
 # Compile the Solidity sources with solc-js into contracts/out/*.json (committed).
 contracts:

@@ -5,6 +5,11 @@
 //! 2. Mints: 200 confirmed mints on an anvil with 1-second blocks through the simulator: total
 //!    time, mints per second, median and p99 confirm-to-callback latency; then the same with one
 //!    transaction at a time (fewer mints, the rate is what compares).
+//! 3. The same 200 mints signed by an AWS KMS key (moto's KMS server, as in `tests/signers.rs`)
+//!    beside the local key: one KMS signature per transaction, however many mints it carries.
+//!    Skipped with a line saying so when moto is not installed.
+//!
+//! `BENCH_ONLY=store|intake|signers` runs a part.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -167,14 +172,37 @@ fn ms(d: Duration) -> f64 {
 }
 
 async fn mints(label: &str, count: usize, policy: Policy) {
+    mints_signed_by(label, count, policy, None).await;
+}
+
+async fn mints_signed_by(
+    label: &str,
+    count: usize,
+    policy: Policy,
+    signer: Option<issuer::chain::BotSigner>,
+) {
     let world = World::start(Some(1)).await;
-    let issuer = Issuer::start(&world, policy).await;
+    let signer = signer.unwrap_or_else(|| common::bot().into());
+    let bot = signer.address();
+    if bot != common::bot().address() {
+        world.enlist(bot).await;
+    }
+    let chain = issuer::chain::Chain::connect(&world.rpc(), signer.clone())
+        .await
+        .unwrap();
+    let nonce_before = chain.nonce_latest().await.unwrap();
+    let issuer = Issuer::start_with_signer(&world, policy, signer.clone()).await;
     let client = reqwest::Client::new();
     // Confirm every mint as fast as Alpaca could, recording when each confirm was answered.
     let started = Instant::now();
     let mut confirms = Vec::new();
+    // At most 64 of Alpaca's mint conversations at once: 200 at once open more connections to
+    // the issuer than its bound (200), which then closes the oldest and the run fails instead of
+    // measuring.
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(64));
     for i in 0..count {
         let client = client.clone();
+        let in_flight = in_flight.clone();
         let sim = world.sim_url.clone();
         let id = format!("bench-{label}-{i}");
         let body = json!({
@@ -189,13 +217,19 @@ async fn mints(label: &str, count: usize, policy: Policy) {
             "wallet_address": AP_WALLET,
         });
         confirms.push(tokio::spawn(async move {
+            let _permit = in_flight.acquire_owned().await.unwrap();
             let answer = client
                 .post(format!("{sim}/sim/mint"))
                 .json(&body)
                 .send()
                 .await
                 .unwrap();
-            assert!(answer.status().is_success());
+            let status = answer.status();
+            assert!(
+                status.is_success(),
+                "sim mint {status}: {}",
+                answer.text().await.unwrap_or_default()
+            );
             (id, Instant::now())
         }));
     }
@@ -236,7 +270,24 @@ async fn mints(label: &str, count: usize, policy: Policy) {
         ms(percentile(&latencies, 0.5)),
         ms(percentile(&latencies, 0.99))
     );
+    println!(
+        "  {} transactions signed by the {} signer (one signature each)",
+        chain.nonce_latest().await.unwrap() - nonce_before,
+        signer.kind()
+    );
     issuer.stop().await;
+}
+
+/// The batched mints again, signed by a KMS key in moto's KMS server; skipped without moto.
+async fn mints_with_kms(count: usize) {
+    if !common::remote::KmsEmulator::available() {
+        println!("mints (aws-kms): skipped: moto is not installed (python3 -m pip install 'moto[server]')");
+        return;
+    }
+    let kms = common::remote::KmsEmulator::start().await;
+    let key_id = kms.create_key().await;
+    let signer = issuer::chain::BotSigner::Kms(Arc::new(kms.signer(&key_id).await));
+    mints_signed_by("aws-kms", count, Policy::default(), Some(signer)).await;
 }
 
 /// A mint record of 1 share for `trid`, in the given journal and callback states.
@@ -352,8 +403,10 @@ fn main() {
         println!("benchmarks run with `just bench` (cargo bench)");
         return;
     }
-    store_only();
-    pass_reads_at_history();
+    if std::env::var("BENCH_ONLY").as_deref() != Ok("signers") {
+        store_only();
+        pass_reads_at_history();
+    }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("store") {
         return;
     }
@@ -362,6 +415,11 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async {
+        if std::env::var("BENCH_ONLY").as_deref() == Ok("signers") {
+            mints("batched", 200, Policy::default()).await;
+            mints_with_kms(200).await;
+            return;
+        }
         metrics_overhead().await;
         if std::env::var("BENCH_ONLY").as_deref() == Ok("intake") {
             return;
@@ -377,5 +435,6 @@ fn main() {
             },
         )
         .await;
+        mints_with_kms(200).await;
     });
 }

@@ -2,7 +2,9 @@
 //! the wiring that turns them into running parts. `main.rs` only parses and calls [`run`].
 
 use crate::alpaca::{BrokerClient, BrokerConfig, RetryPolicy};
-use crate::chain::{deploy, Chain, EthersSigner};
+use crate::chain::fireblocks::{FireblocksSettings, FireblocksSigner};
+use crate::chain::kms::{KmsSettings, KmsSigner};
+use crate::chain::{deploy, BotSigner, Chain, EthersSigner, SignerKind};
 use crate::config::{
     is_anvil_dev_account, is_loopback_url, parse_cidrs, redact_url, Secret, ANVIL_DEV_KEY,
 };
@@ -49,6 +51,8 @@ pub enum Command {
     Deploy(DeployArgs),
     /// Run or drive the Alpaca simulator.
     AlpacaSim(crate::sim::SimArgs),
+    /// Run the Fireblocks simulator (raw signing with a key it holds).
+    FireblocksSim(crate::fireblocks_sim::FireblocksSimArgs),
     /// Operator commands against a running issuer (accounts, wallets, assets, stuck work).
     Operator(crate::http::operator_cli::OperatorArgs),
     /// Redemptions on a running issuer: `list`, or `return ID` for a flagged one.
@@ -58,7 +62,8 @@ pub enum Command {
     Report(ReportArgs),
 }
 
-/// Where the chain is and who signs. `Debug` shows the RPC URL redacted (it can carry keys).
+/// Where the chain is and who signs. `Debug` shows the RPC URL redacted (it can carry keys) and
+/// no credential.
 #[derive(Clone, Args)]
 pub struct ChainArgs {
     /// JSON-RPC endpoint of the chain.
@@ -69,6 +74,11 @@ pub struct ChainArgs {
         default_value = "http://127.0.0.1:8545"
     )]
     pub rpc_url: String,
+    /// Which backend holds the bot's key: `local` (BOT_PRIVATE_KEY, or anvil's dev key on a
+    /// loopback RPC), `keystore` (BOT_KEYSTORE), `aws-kms` (AWS_KMS_KEY_ID) or `fireblocks`
+    /// (FIREBLOCKS_*). Unset: `keystore` when BOT_KEYSTORE is set, else `local`.
+    #[arg(long = "signer", env = "BOT_SIGNER", value_enum)]
+    pub signer_backend: Option<SignerBackend>,
     /// The bot's private key (hex). Defaults to anvil's first dev key, accepted only on a loopback RPC.
     #[arg(
         long,
@@ -88,35 +98,216 @@ pub struct ChainArgs {
         default_value = ""
     )]
     pub keystore_password: Secret,
+    /// `aws-kms`: the key (id, ARN or `alias/...`), key spec ECC_SECG_P256K1, usage SIGN_VERIFY.
+    /// Credentials come from the standard AWS chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY,
+    /// AWS_PROFILE, web identity, instance role).
+    #[arg(long, env = "AWS_KMS_KEY_ID")]
+    pub aws_kms_key_id: Option<String>,
+    /// `aws-kms`: endpoint override (a VPC endpoint, or a local emulator); unset: AWS's own.
+    #[arg(long, env = "AWS_KMS_ENDPOINT")]
+    pub aws_kms_endpoint: Option<String>,
+    /// `aws-kms`: region; unset: the standard AWS chain (profile).
+    #[arg(long, env = "AWS_REGION")]
+    pub aws_region: Option<String>,
+    /// `fireblocks`: API base URL.
+    #[arg(
+        long,
+        env = "FIREBLOCKS_API_URL",
+        default_value = "https://api.fireblocks.io"
+    )]
+    pub fireblocks_api_url: String,
+    /// `fireblocks`: the API user's key (sent as X-API-Key and the JWT's `sub`).
+    #[arg(long, env = "FIREBLOCKS_API_KEY", hide_env_values = true)]
+    pub fireblocks_api_key: Option<Secret>,
+    /// `fireblocks`: the API user's RSA private key (PEM file) the request JWTs are signed with.
+    #[arg(long, env = "FIREBLOCKS_PRIVATE_KEY_PATH")]
+    pub fireblocks_private_key_path: Option<PathBuf>,
+    /// `fireblocks`: the vault account whose address for FIREBLOCKS_ASSET_ID is the bot.
+    #[arg(long, env = "FIREBLOCKS_VAULT_ACCOUNT_ID")]
+    pub fireblocks_vault_account_id: Option<String>,
+    /// `fireblocks`: the asset whose vault address is the bot (ETH, ETH_TEST5, ...).
+    #[arg(long, env = "FIREBLOCKS_ASSET_ID", default_value = "ETH")]
+    pub fireblocks_asset_id: String,
+    /// `fireblocks`: longest wait for one signing request in one action (milliseconds); past it
+    /// the action fails and the request is looked up again (never re-sent) next time.
+    #[arg(long, env = "FIREBLOCKS_SIGN_TIMEOUT_MS", default_value_t = 60_000)]
+    pub fireblocks_sign_timeout_ms: u64,
+}
+
+/// The backends that can hold the bot's key (`BOT_SIGNER`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SignerBackend {
+    /// A raw hex key (BOT_PRIVATE_KEY), or anvil's dev key on a loopback RPC.
+    Local,
+    /// An encrypted JSON keystore (BOT_KEYSTORE, BOT_KEYSTORE_PASSWORD).
+    Keystore,
+    /// An AWS KMS secp256k1 key (AWS_KMS_KEY_ID, AWS_KMS_ENDPOINT, AWS_REGION).
+    AwsKms,
+    /// Fireblocks raw signing (FIREBLOCKS_*).
+    Fireblocks,
 }
 
 impl fmt::Debug for ChainArgs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ChainArgs")
             .field("rpc_url", &redact_url(&self.rpc_url))
+            .field("signer_backend", &self.signer_backend)
             .field("private_key", &self.private_key)
             .field("keystore", &self.keystore)
             .field("keystore_password", &self.keystore_password)
+            .field("aws_kms_key_id", &self.aws_kms_key_id)
+            .field(
+                "aws_kms_endpoint",
+                &self.aws_kms_endpoint.as_deref().map(redact_url),
+            )
+            .field("aws_region", &self.aws_region)
+            .field("fireblocks_api_url", &redact_url(&self.fireblocks_api_url))
+            .field("fireblocks_api_key", &self.fireblocks_api_key)
+            .field(
+                "fireblocks_private_key_path",
+                &self.fireblocks_private_key_path,
+            )
+            .field(
+                "fireblocks_vault_account_id",
+                &self.fireblocks_vault_account_id,
+            )
+            .field("fireblocks_asset_id", &self.fireblocks_asset_id)
+            .field(
+                "fireblocks_sign_timeout_ms",
+                &self.fireblocks_sign_timeout_ms,
+            )
             .finish()
     }
 }
 
 impl ChainArgs {
-    /// The bot's signer. Anvil's dev keys (the default, or one set explicitly) are refused unless
-    /// the RPC is on loopback: their private keys are public.
-    pub fn signer(&self) -> anyhow::Result<EthersSigner> {
-        let signer = if let Some(path) = &self.keystore {
-            EthersSigner::from_keystore(path, self.keystore_password.expose())?
+    /// The backend these settings choose.
+    pub fn backend(&self) -> SignerBackend {
+        self.signer_backend.unwrap_or(if self.keystore.is_some() {
+            SignerBackend::Keystore
         } else {
-            match &self.private_key {
+            SignerBackend::Local
+        })
+    }
+
+    /// Settings of a backend other than the chosen one are refused rather than ignored: a
+    /// configuration never silently means another key than it seems to say.
+    fn check_backend_settings(&self, backend: SignerBackend) -> anyhow::Result<()> {
+        let set = [
+            (
+                SignerBackend::Local,
+                "BOT_PRIVATE_KEY",
+                self.private_key.is_some(),
+            ),
+            (
+                SignerBackend::Keystore,
+                "BOT_KEYSTORE",
+                self.keystore.is_some(),
+            ),
+            (
+                SignerBackend::AwsKms,
+                "AWS_KMS_KEY_ID",
+                self.aws_kms_key_id.is_some(),
+            ),
+            (
+                SignerBackend::AwsKms,
+                "AWS_KMS_ENDPOINT",
+                self.aws_kms_endpoint.is_some(),
+            ),
+            (
+                SignerBackend::Fireblocks,
+                "FIREBLOCKS_API_KEY",
+                self.fireblocks_api_key.is_some(),
+            ),
+            (
+                SignerBackend::Fireblocks,
+                "FIREBLOCKS_PRIVATE_KEY_PATH",
+                self.fireblocks_private_key_path.is_some(),
+            ),
+            (
+                SignerBackend::Fireblocks,
+                "FIREBLOCKS_VAULT_ACCOUNT_ID",
+                self.fireblocks_vault_account_id.is_some(),
+            ),
+        ];
+        for (owner, name, present) in set {
+            if present && owner != backend {
+                bail!(
+                    "{name} is set but BOT_SIGNER is {}: remove it or choose that signer",
+                    signer_name(backend)
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The bot's signer. Anvil's dev keys (the default, or one set explicitly) are refused unless
+    /// the RPC is on loopback: their private keys are public. A remote backend is reached here
+    /// (its public key or vault address read), so a wrong key id or credential fails at start.
+    pub async fn signer(&self) -> anyhow::Result<BotSigner> {
+        let backend = self.backend();
+        self.check_backend_settings(backend)?;
+        let signer = match backend {
+            SignerBackend::Keystore => {
+                let Some(path) = &self.keystore else {
+                    bail!("BOT_SIGNER=keystore needs BOT_KEYSTORE");
+                };
+                BotSigner::Local {
+                    signer: EthersSigner::from_keystore(path, self.keystore_password.expose())?,
+                    kind: SignerKind::Keystore,
+                }
+            }
+            SignerBackend::Local => BotSigner::from(match &self.private_key {
                 Some(key) => EthersSigner::from_private_key(key.expose())?,
                 None if is_loopback_url(&self.rpc_url) => {
                     EthersSigner::from_private_key(ANVIL_DEV_KEY)?
                 }
                 None => bail!(
-                    "BOT_PRIVATE_KEY or BOT_KEYSTORE is required for a non-local RPC ({})",
+                    "BOT_PRIVATE_KEY or BOT_KEYSTORE is required for a non-local RPC ({}), or a remote signer (BOT_SIGNER=aws-kms|fireblocks)",
                     redact_url(&self.rpc_url)
                 ),
+            }),
+            SignerBackend::AwsKms => {
+                let Some(key_id) = self.aws_kms_key_id.clone().filter(|k| !k.trim().is_empty())
+                else {
+                    bail!("BOT_SIGNER=aws-kms needs AWS_KMS_KEY_ID");
+                };
+                if let Some(endpoint) = &self.aws_kms_endpoint {
+                    reqwest::Url::parse(endpoint).map_err(|e| {
+                        anyhow::anyhow!("AWS_KMS_ENDPOINT is not a URL ({e}): {}", redact_url(endpoint))
+                    })?;
+                }
+                let settings = KmsSettings {
+                    key_id,
+                    endpoint: self.aws_kms_endpoint.clone(),
+                    region: self.aws_region.clone().filter(|r| !r.trim().is_empty()),
+                };
+                // Boxed: the SDK's future is deep and large; kept off the callers' futures.
+                BotSigner::Kms(Arc::new(Box::pin(KmsSigner::connect(&settings)).await?))
+            }
+            SignerBackend::Fireblocks => {
+                let (Some(api_key), Some(key_path), Some(vault)) = (
+                    &self.fireblocks_api_key,
+                    &self.fireblocks_private_key_path,
+                    &self.fireblocks_vault_account_id,
+                ) else {
+                    bail!("BOT_SIGNER=fireblocks needs FIREBLOCKS_API_KEY, FIREBLOCKS_PRIVATE_KEY_PATH and FIREBLOCKS_VAULT_ACCOUNT_ID");
+                };
+                if self.fireblocks_sign_timeout_ms == 0 {
+                    bail!("FIREBLOCKS_SIGN_TIMEOUT_MS must be at least 1");
+                }
+                let pem = std::fs::read_to_string(key_path).with_context(|| {
+                    format!("reading FIREBLOCKS_PRIVATE_KEY_PATH {}", key_path.display())
+                })?;
+                let settings = FireblocksSettings {
+                    api_url: self.fireblocks_api_url.clone(),
+                    api_key: api_key.clone(),
+                    private_key_pem: Secret::new(pem),
+                    vault_account_id: vault.clone(),
+                    asset_id: self.fireblocks_asset_id.clone(),
+                    sign_timeout: Duration::from_millis(self.fireblocks_sign_timeout_ms),
+                };
+                BotSigner::Fireblocks(Arc::new(FireblocksSigner::connect(settings).await?))
             }
         };
         if is_anvil_dev_account(signer.address()) && !is_loopback_url(&self.rpc_url) {
@@ -127,6 +318,15 @@ impl ChainArgs {
             );
         }
         Ok(signer)
+    }
+}
+
+fn signer_name(backend: SignerBackend) -> &'static str {
+    match backend {
+        SignerBackend::Local => "local",
+        SignerBackend::Keystore => "keystore",
+        SignerBackend::AwsKms => "aws-kms",
+        SignerBackend::Fireblocks => "fireblocks",
     }
 }
 
@@ -408,6 +608,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve(args).await,
         Command::Deploy(args) => deploy_asset(args).await,
         Command::AlpacaSim(args) => crate::sim::run(args).await,
+        Command::FireblocksSim(args) => crate::fireblocks_sim::run(args).await,
         Command::Operator(args) => crate::http::operator_cli::run(args).await,
         Command::Report(args) => crate::report::run(args).await,
         Command::Redemption(args) => {
@@ -435,7 +636,7 @@ fn open_store(path: &std::path::Path) -> anyhow::Result<RedbStore> {
 }
 
 async fn deploy_asset(args: DeployArgs) -> anyhow::Result<()> {
-    let signer = args.chain.signer()?;
+    let signer = args.chain.signer().await?;
     let store = open_store(&args.db)?;
     let underlying = Symbol::parse(&args.asset)?;
     let token = Symbol::parse(&args.token)?;
@@ -527,14 +728,14 @@ const RPC_PROBE_EVERY: Duration = Duration::from_secs(5);
 struct ServePlan {
     http_config: HttpConfig,
     limits: ConnectionLimits,
-    signer: EthersSigner,
+    signer: BotSigner,
     broker: BrokerClient,
     pass: PassConfig,
 }
 
 /// Checks every setting of `serve`; the first unusable one is the error, before a file is opened,
 /// a port bound or a connection made.
-fn plan_serve(args: &ServeArgs) -> anyhow::Result<ServePlan> {
+async fn plan_serve(args: &ServeArgs) -> anyhow::Result<ServePlan> {
     reqwest::Url::parse(&args.chain.rpc_url).map_err(|e| {
         anyhow::anyhow!(
             "RPC_URL is not a URL ({e}): {}",
@@ -542,7 +743,7 @@ fn plan_serve(args: &ServeArgs) -> anyhow::Result<ServePlan> {
         )
     })?;
     let local = args.listen.ip().is_loopback() && is_loopback_url(&args.chain.rpc_url);
-    let signer = args.chain.signer()?;
+    let signer = args.chain.signer().await?;
     let uses_dev_defaults = (args.alpaca_auth == AlpacaAuthScheme::ApiKey
         && args.api_key.expose() == LOCAL_API_KEY)
         || args.operator_key.expose() == LOCAL_OPERATOR_KEY
@@ -626,7 +827,7 @@ fn plan_serve(args: &ServeArgs) -> anyhow::Result<ServePlan> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let plan = plan_serve(&args)?;
+    let plan = plan_serve(&args).await?;
     let store: Arc<dyn Store> = Arc::new(open_store(&args.db)?);
     let listener = std::net::TcpListener::bind(args.listen)
         .with_context(|| format!("binding {}", args.listen))?;
@@ -638,7 +839,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let readiness = Readiness::default();
     readiness.fail("rpc", "connecting");
     let rpc_url = args.chain.rpc_url.clone();
-    tracing::info!(listen = %args.listen, rpc = %redact_url(&rpc_url), bot = %plan.signer.address(), db = %args.db.display(), "issuer serving");
+    tracing::info!(listen = %args.listen, rpc = %redact_url(&rpc_url), signer = %plan.signer.kind(), bot = %plan.signer.address(), db = %args.db.display(), "issuer serving");
 
     let mut server = tokio::spawn(http::serve_with(
         listener,
@@ -706,7 +907,7 @@ struct Unconnected {
 /// then runs passes until `shutdown`, probing the RPC for `/readyz` beside them.
 async fn reconcile_when_connected(
     rpc_url: String,
-    signer: EthersSigner,
+    signer: BotSigner,
     pending: Unconnected,
     readiness: Readiness,
     wake: Arc<tokio::sync::Notify>,
@@ -729,9 +930,12 @@ async fn reconcile_when_connected(
     readiness.pass("rpc");
     tracing::info!(
         chain_id = chain.chain_id(),
+        signer = %chain.signer().kind(),
+        bot = %chain.bot(),
         "rpc: connected; reconciler starting"
     );
-    let probe = tokio::spawn(probe_rpc(chain.clone(), readiness));
+    check_roles(&chain, pending.store.as_ref(), &readiness).await;
+    let probe = tokio::spawn(probe_rpc(chain.clone(), pending.store.clone(), readiness));
     let reconciler = Reconciler {
         store: pending.store,
         chain,
@@ -745,8 +949,8 @@ async fn reconcile_when_connected(
     probe.abort();
 }
 
-/// Keeps the `rpc` check of `/readyz` current while the reconciler runs.
-async fn probe_rpc(chain: Chain, readiness: Readiness) {
+/// Keeps the `rpc` and `roles` checks of `/readyz` current while the reconciler runs.
+async fn probe_rpc(chain: Chain, store: Arc<dyn Store>, readiness: Readiness) {
     loop {
         tokio::time::sleep(RPC_PROBE_EVERY).await;
         match tokio::time::timeout(RPC_PROBE_EVERY, chain.head()).await {
@@ -754,6 +958,49 @@ async fn probe_rpc(chain: Chain, readiness: Readiness) {
             Ok(Err(e)) => readiness.fail("rpc", e.to_string()),
             Err(_) => readiness.fail("rpc", "eth_blockNumber: timed out"),
         }
+        check_roles(&chain, store.as_ref(), &readiness).await;
+    }
+}
+
+/// The `roles` check of `/readyz`: the bot (whichever signer holds its key) must hold DEPOSIT and
+/// WITHDRAW on every asset's authorizer. A missing role is logged as an error naming it and the
+/// issuer reports not ready; its mints and burns would not estimate, so nothing is spent meanwhile.
+async fn check_roles(chain: &Chain, store: &dyn Store, readiness: &Readiness) {
+    let assets = match store.assets() {
+        Ok(assets) => assets,
+        Err(e) => {
+            readiness.fail("roles", format!("cannot read the asset list: {e}"));
+            return;
+        }
+    };
+    let mut problems = Vec::new();
+    for asset in &assets {
+        let checked = tokio::time::timeout(
+            RPC_PROBE_EVERY,
+            deploy::missing_roles(chain.provider(), asset.authorizer, chain.bot()),
+        )
+        .await;
+        match checked {
+            Ok(Ok(missing)) if missing.is_empty() => {}
+            Ok(Ok(missing)) => problems.push(format!(
+                "bot {:#x} ({} signer) lacks {} on {} ({}) authorizer {:#x}",
+                chain.bot(),
+                chain.signer().kind(),
+                missing.join(" and "),
+                asset.underlying,
+                asset.network,
+                asset.authorizer
+            )),
+            Ok(Err(e)) => problems.push(format!("roles on {}: {e}", asset.underlying)),
+            Err(_) => problems.push(format!("roles on {}: timed out", asset.underlying)),
+        }
+    }
+    if problems.is_empty() {
+        readiness.pass("roles");
+    } else {
+        let text = problems.join("; ");
+        tracing::error!(problem = %text, "the bot lacks vault roles it needs: not ready");
+        readiness.fail("roles", text);
     }
 }
 

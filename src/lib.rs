@@ -9,12 +9,14 @@
 //! - [`cli`]: subcommands and their wiring; `main.rs` only parses and calls [`cli::run`].
 //! - [`config`]: every setting, from a flag or an environment variable; secrets redacted in `Debug`.
 //! - [`store`]: the redb file behind the [`store::Store`] trait: schema version, typed tables.
-//! - [`chain`]: the vault bindings, the signer adapter, deployment, log scans and our transactions.
+//! - [`chain`]: the vault bindings, the bot's signer (local key, keystore, AWS KMS, Fireblocks),
+//!   deployment, log scans and our transactions.
 //! - [`alpaca`]: the Broker API client (reqwest) behind the [`alpaca::Broker`] trait, with retries.
 //! - [`http`]: the tide server Alpaca and operators call; handlers validate and record intents.
 //! - [`metrics`]: the Prometheus registry `/metrics` serves, recorded into by every part.
 //! - [`pass`]: the reconcile loop: observe, call [`reconciler::plan`], act, record.
 //! - [`sim`]: the Alpaca simulator, a real HTTP server speaking the Broker API, with faults.
+//! - [`fireblocks_sim`]: a Fireblocks simulator (raw signing, JWT auth checked), with faults.
 //! - [`report`]: auditor reports rendered from the chain and Alpaca.
 //! - [`telemetry`]: tracing to stderr, human or JSON.
 
@@ -22,6 +24,7 @@ pub mod alpaca;
 pub mod chain;
 pub mod cli;
 pub mod config;
+pub mod fireblocks_sim;
 pub mod http;
 pub mod metrics;
 pub mod pass;

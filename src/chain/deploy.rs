@@ -2,7 +2,7 @@
 //! bot, certified. Each step is checked by reading the state back, because a vault with a
 //! payable fallback "succeeds" at calls it does not implement.
 
-use super::{Authorizer, ChainError, EthersSigner, Receipt, Vault};
+use super::{Authorizer, BotSigner, ChainError, Receipt, Vault};
 use alloy::network::EthereumWallet;
 use alloy::primitives::{Address, Bytes, U256};
 use alloy::providers::{Provider, ProviderBuilder};
@@ -52,7 +52,7 @@ fn pending(what: &'static str) -> impl Fn(alloy::providers::PendingTransactionEr
 /// Deploys a fresh set of contracts for one asset and makes the bot able to mint and burn.
 pub async fn deploy(
     rpc_url: &str,
-    signer: &EthersSigner,
+    signer: &BotSigner,
     name: &str,
     symbol: &str,
     certify_until: u64,
@@ -113,7 +113,7 @@ pub async fn deploy(
 /// doing only what is missing. Safe to run any number of times.
 pub async fn ensure_ready(
     rpc_url: &str,
-    signer: &EthersSigner,
+    signer: &BotSigner,
     deployed: Deployed,
     certify_until: u64,
 ) -> Result<(), ChainError> {
@@ -222,4 +222,34 @@ pub async fn ensure_ready(
         ));
     }
     Ok(())
+}
+
+/// The roles the bot needs on a vault's authorizer to run: DEPOSIT to mint, WITHDRAW to burn.
+/// (CERTIFY is needed only by `issuer deploy`, which grants and checks it itself.)
+pub const ROLES_TO_RUN: [&str; 2] = ["DEPOSIT", "WITHDRAW"];
+
+/// Which of [`ROLES_TO_RUN`] `bot` lacks on `authorizer`, read through `provider`.
+pub async fn missing_roles(
+    provider: &impl Provider,
+    authorizer: Address,
+    bot: Address,
+) -> Result<Vec<&'static str>, ChainError> {
+    let contract = Authorizer::new(authorizer, provider);
+    let mut missing = Vec::new();
+    for name in ROLES_TO_RUN {
+        let role = match name {
+            "DEPOSIT" => contract.DEPOSIT().call().await,
+            _ => contract.WITHDRAW().call().await,
+        }
+        .map_err(step("read role id"))?;
+        if !contract
+            .hasRole(role, bot)
+            .call()
+            .await
+            .map_err(step("read role"))?
+        {
+            missing.push(name);
+        }
+    }
+    Ok(missing)
 }

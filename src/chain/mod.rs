@@ -2,18 +2,20 @@
 //! raw transactions we sign, store and broadcast ourselves.
 
 pub mod deploy;
+pub mod fireblocks;
+pub mod kms;
 pub mod signer;
 
 use alloy::consensus::{SignableTransaction, TxEip1559, TxEnvelope};
 use alloy::eips::eip2718::Encodable2718;
 use alloy::eips::BlockNumberOrTag;
-use alloy::network::{Ethereum, TxSignerSync};
+use alloy::network::Ethereum;
 use alloy::primitives::{Address, Bytes, TxKind, B256, U256};
 use alloy::providers::{Provider, RootProvider};
 use alloy::rpc::types::{Filter, Log, TransactionRequest};
 use alloy::sol_types::{SolCall, SolEvent};
 use reconciler::{meta, IssuerRequestId, ObservedBurn, ObservedDeposit, TokenizationRequestId};
-pub use signer::EthersSigner;
+pub use signer::{BotSigner, EthersSigner, SignerKind};
 use std::future::IntoFuture;
 use std::time::Duration;
 
@@ -100,14 +102,15 @@ pub struct Fees {
 #[derive(Clone, Debug)]
 pub struct Chain {
     provider: RootProvider<Ethereum>,
-    signer: EthersSigner,
+    signer: BotSigner,
     /// EIP-155 chain id, read once at connect: every signature commits to it.
     #[allow(clippy::struct_field_names)]
     chain_id: u64,
 }
 
 impl Chain {
-    pub async fn connect(rpc_url: &str, signer: EthersSigner) -> Result<Chain, ChainError> {
+    pub async fn connect(rpc_url: &str, signer: impl Into<BotSigner>) -> Result<Chain, ChainError> {
+        let signer = signer.into();
         let url = rpc_url
             .parse()
             .map_err(|_| ChainError::BadUrl(crate::config::redact_url(rpc_url)))?;
@@ -124,7 +127,7 @@ impl Chain {
         &self.provider
     }
 
-    pub fn signer(&self) -> &EthersSigner {
+    pub fn signer(&self) -> &BotSigner {
         &self.signer
     }
 
@@ -367,8 +370,9 @@ impl Chain {
         Ok(gas.saturating_add(gas / 4).saturating_add(20_000))
     }
 
-    /// Signs an EIP-1559 transaction; returns its hash and the exact bytes to broadcast.
-    pub fn sign(
+    /// Signs an EIP-1559 transaction (one signature, whichever backend holds the key); returns
+    /// its hash and the exact bytes to broadcast.
+    pub async fn sign(
         &self,
         nonce: u64,
         to: Address,
@@ -376,7 +380,7 @@ impl Chain {
         gas_limit: u64,
         fees: Fees,
     ) -> Result<(B256, Bytes), ChainError> {
-        let mut tx = TxEip1559 {
+        let tx = TxEip1559 {
             chain_id: self.chain_id,
             nonce,
             gas_limit,
@@ -389,8 +393,9 @@ impl Chain {
         };
         let signature = self
             .signer
-            .sign_transaction_sync(&mut tx)
-            .map_err(|e| ChainError::Sign(e.to_string()))?;
+            .sign_tx(&tx)
+            .await
+            .map_err(|e| ChainError::Sign(crate::config::sanitise_for_log(&e.to_string())))?;
         let envelope = TxEnvelope::from(tx.into_signed(signature));
         Ok((*envelope.tx_hash(), Bytes::from(envelope.encoded_2718())))
     }

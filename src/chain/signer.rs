@@ -1,7 +1,13 @@
-//! Signing through ethers-signers, adapted to alloy's signer traits so the rest of the code (and
-//! alloy's wallet) never knows which backend signs. Swapping to a KMS or a hardware signer means
-//! another adapter of this shape, nothing else.
+//! The bot's signer: one [`BotSigner`] in front of the backends that can hold its key — a local
+//! key or keystore (ethers-signers, adapted to alloy's signer traits), AWS KMS, or Fireblocks raw
+//! signing. The rest of the code (and alloy's wallet, for deployment) only sees "sign this
+//! transaction hash"; broadcast, nonces and the stored signed bytes stay ours whatever signs.
+//!
+//! A remote signature is checked to recover to the address the backend named at start before it
+//! is used: a misconfigured key is an error on that action, never a transaction from someone else.
 
+use super::fireblocks::FireblocksSigner;
+use super::kms::KmsSigner;
 use alloy::consensus::SignableTransaction;
 use alloy::network::{TxSigner, TxSignerSync};
 use alloy::primitives::{Address, ChainId, Signature, B256, U256};
@@ -10,6 +16,7 @@ use ethers_core::types::H256;
 use ethers_signers::{LocalWallet, Signer as _};
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 
 /// Why a signer could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +27,163 @@ pub enum SignerSetupError {
     /// The keystore file could not be read or the password is wrong.
     #[error("cannot decrypt keystore {path}: {detail}")]
     Keystore { path: String, detail: String },
+    /// AWS KMS did not give a usable secp256k1 public key for the configured key (unreachable,
+    /// no credentials or region, unknown key, wrong key spec).
+    #[error("AWS KMS key {key_id}: {detail}")]
+    Kms { key_id: String, detail: String },
+    /// Fireblocks could not be used: the API user's RSA key does not load, or the vault
+    /// account's address for the asset could not be read.
+    #[error("Fireblocks: {0}")]
+    Fireblocks(String),
+}
+
+/// Which backend holds the bot's key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignerKind {
+    /// A raw hex key in the environment (or anvil's dev key on the local stack).
+    LocalKey,
+    /// An encrypted JSON keystore file.
+    Keystore,
+    /// An AWS KMS `ECC_SECG_P256K1` key.
+    AwsKms,
+    /// A Fireblocks vault account, raw signing.
+    Fireblocks,
+}
+
+impl SignerKind {
+    /// How `BOT_SIGNER` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignerKind::LocalKey => "local",
+            SignerKind::Keystore => "keystore",
+            SignerKind::AwsKms => "aws-kms",
+            SignerKind::Fireblocks => "fireblocks",
+        }
+    }
+}
+
+impl fmt::Display for SignerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a hash is signed for. A remote signer keys its requests on it, so a request whose answer
+/// was lost is found again instead of signed twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SigningFor {
+    /// A transaction of the bot at `nonce` on `chain_id`.
+    Transaction { chain_id: u64, nonce: u64 },
+    /// Anything else (an EIP-191 report signature): keyed on the hash itself.
+    Message,
+}
+
+/// The bot's signer, whichever backend holds the key. Cheap to clone. `Debug` shows the kind and
+/// the address only.
+#[derive(Clone)]
+pub enum BotSigner {
+    /// A local key or keystore, held in this process.
+    Local {
+        signer: EthersSigner,
+        kind: SignerKind,
+    },
+    /// AWS KMS.
+    Kms(Arc<KmsSigner>),
+    /// Fireblocks raw signing.
+    Fireblocks(Arc<FireblocksSigner>),
+}
+
+impl fmt::Debug for BotSigner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BotSigner")
+            .field("kind", &self.kind())
+            .field("address", &self.address())
+            .finish_non_exhaustive()
+    }
+}
+
+impl From<EthersSigner> for BotSigner {
+    fn from(signer: EthersSigner) -> Self {
+        BotSigner::Local {
+            signer,
+            kind: SignerKind::LocalKey,
+        }
+    }
+}
+
+impl BotSigner {
+    pub fn kind(&self) -> SignerKind {
+        match self {
+            BotSigner::Local { kind, .. } => *kind,
+            BotSigner::Kms(_) => SignerKind::AwsKms,
+            BotSigner::Fireblocks(_) => SignerKind::Fireblocks,
+        }
+    }
+
+    pub fn address(&self) -> Address {
+        match self {
+            BotSigner::Local { signer, .. } => signer.address(),
+            BotSigner::Kms(kms) => kms.address(),
+            BotSigner::Fireblocks(fireblocks) => fireblocks.address(),
+        }
+    }
+
+    /// Signs `hash` (a transaction's signature hash, or an EIP-191 message hash) as the bot.
+    /// A remote backend's answer is normalised to low-s and must recover to [`Self::address`].
+    pub async fn sign_hash_for(&self, hash: &B256, purpose: SigningFor) -> SignerResult<Signature> {
+        let signature = match self {
+            BotSigner::Local { signer, .. } => return signer.sign_prehash(hash),
+            BotSigner::Kms(kms) => kms.sign_hash(hash).await?,
+            BotSigner::Fireblocks(fireblocks) => fireblocks
+                .sign_hash(hash, purpose)
+                .await
+                .map_err(|e| SignerError::other(e.to_string()))?,
+        };
+        let signature = signature.normalized_s();
+        let recovered = signature.recover_address_from_prehash(hash).map_err(|e| {
+            SignerError::other(format!("{} signature does not recover: {e}", self.kind()))
+        })?;
+        if recovered != self.address() {
+            return Err(SignerError::other(format!(
+                "{} signature recovers to {recovered:#x}, not the bot {:#x}: refused",
+                self.kind(),
+                self.address()
+            )));
+        }
+        Ok(signature)
+    }
+
+    /// Signs a transaction's signature hash, keyed for remote backends on its chain and nonce.
+    pub async fn sign_tx(
+        &self,
+        tx: &dyn SignableTransaction<Signature>,
+    ) -> SignerResult<Signature> {
+        let purpose = SigningFor::Transaction {
+            chain_id: tx.chain_id().unwrap_or_default(),
+            nonce: tx.nonce(),
+        };
+        self.sign_hash_for(&tx.signature_hash(), purpose).await
+    }
+
+    /// An EIP-191 signature of `message` (what `issuer report --sign` produces).
+    pub async fn sign_message(&self, message: &[u8]) -> SignerResult<Signature> {
+        let hash = alloy::primitives::eip191_hash_message(message);
+        self.sign_hash_for(&hash, SigningFor::Message).await
+    }
+}
+
+#[async_trait::async_trait]
+impl TxSigner<Signature> for BotSigner {
+    fn address(&self) -> Address {
+        BotSigner::address(self)
+    }
+
+    async fn sign_transaction(
+        &self,
+        tx: &mut dyn SignableTransaction<Signature>,
+    ) -> SignerResult<Signature> {
+        self.sign_tx(tx).await
+    }
 }
 
 /// The bot's key, held by ethers-signers. `Debug` shows only the address.

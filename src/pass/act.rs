@@ -368,7 +368,10 @@ async fn send_estimated<B: Broker + Clone + 'static>(
 ) -> Result<(), PassError> {
     let fees = r.chain.fees().await?;
     let nonce = next_nonce(r.store.as_ref(), &r.chain).await?;
-    let (hash, raw) = r.chain.sign(nonce, to, input.clone(), gas_limit, fees)?;
+    let (hash, raw) = r
+        .chain
+        .sign(nonce, to, input.clone(), gas_limit, fees)
+        .await?;
     let is_burn = matches!(purpose, TxPurpose::Burn { .. });
     let record = TxRecord {
         nonce,
@@ -481,7 +484,8 @@ async fn replace<B: Broker + Clone + 'static>(
     };
     let (hash, raw) = r
         .chain
-        .sign(nonce, tx.to, tx.input.clone(), tx.gas_limit, fees)?;
+        .sign(nonce, tx.to, tx.input.clone(), tx.gas_limit, fees)
+        .await?;
     tracing::warn!(nonce, %hash, max_fee = fees.max_fee_per_gas, "replacing a stuck transaction at the same nonce");
     tx.variants.push(TxVariant {
         hash,

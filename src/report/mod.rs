@@ -120,7 +120,7 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
             bail!("asset {only} is not in the asset list");
         }
     }
-    let signer = args.chain.signer()?;
+    let signer = args.chain.signer().await?;
     let chain = Chain::connect(&args.chain.rpc_url, signer.clone()).await?;
     let broker = args.alpaca.broker()?;
     let head = chain.head().await?;
@@ -133,7 +133,7 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
     let input = observe(&chain, &broker, &assets, at_block).await?;
     let report = audit(&input)?;
     let text = if args.sign {
-        let envelope = sign(&report, &signer)?;
+        let envelope = sign(&report, &signer).await?;
         let mut text =
             serde_json::to_string_pretty(&envelope).context("encoding the signed report")?;
         text.push('\n');

@@ -3,9 +3,8 @@
 
 use super::render::{canonical_bytes, canonical_value};
 use super::ReportError;
-use crate::chain::EthersSigner;
+use crate::chain::BotSigner;
 use alloy::primitives::{Address, Signature};
-use alloy::signers::SignerSync;
 use reconciler::audit::AuditReport;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -21,11 +20,13 @@ pub struct SignedReport {
     pub signer: Address,
 }
 
-pub fn sign(report: &AuditReport, signer: &EthersSigner) -> Result<SignedReport, ReportError> {
+/// Signs with the bot's key, whichever backend holds it (a remote one signs the EIP-191 hash).
+pub async fn sign(report: &AuditReport, signer: &BotSigner) -> Result<SignedReport, ReportError> {
     let value = canonical_value(report)?;
     let bytes = canonical_bytes(&value)?;
     let signature = signer
-        .sign_message_sync(&bytes)
+        .sign_message(&bytes)
+        .await
         .map_err(|e| ReportError::Sign(e.to_string()))?;
     Ok(SignedReport {
         report: value,
@@ -71,13 +72,15 @@ mod tests {
     use super::*;
     use crate::config::ANVIL_DEV_KEY;
 
-    #[test]
-    fn tampering_and_wrong_signers_are_caught() {
+    #[tokio::test]
+    async fn tampering_and_wrong_signers_are_caught() {
         let input: reconciler::audit::AuditInput =
             serde_json::from_str(include_str!("../../fixtures/audit/clean_book.json")).unwrap();
         let report = reconciler::audit::audit(&input).unwrap();
-        let signer = EthersSigner::from_private_key(ANVIL_DEV_KEY).unwrap();
-        let envelope = sign(&report, &signer).unwrap();
+        let signer: BotSigner = crate::chain::EthersSigner::from_private_key(ANVIL_DEV_KEY)
+            .unwrap()
+            .into();
+        let envelope = sign(&report, &signer).await.unwrap();
         let text = serde_json::to_string_pretty(&envelope).unwrap();
         assert_eq!(verify(&text, signer.address()).unwrap(), signer.address());
 

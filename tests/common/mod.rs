@@ -53,7 +53,7 @@ pub async fn deploy_vault(rpc: &str) -> deploy::Deployed {
         .unwrap()
         .as_secs()
         + 365 * 86_400;
-    deploy::deploy(rpc, &bot(), "tAAPL tokenized AAPL", "tAAPL", until)
+    deploy::deploy(rpc, &bot().into(), "tAAPL tokenized AAPL", "tAAPL", until)
         .await
         .unwrap()
 }
@@ -64,4 +64,5 @@ pub fn loopback_listener() -> std::net::TcpListener {
 }
 
 pub mod process;
+pub mod remote;
 pub mod stack;

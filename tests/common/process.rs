@@ -21,6 +21,16 @@ impl Drop for Process {
 
 /// Starts `issuer serve` on a free loopback port; `crash_at` arms `ISSUER_CRASH_AT`.
 pub fn spawn_issuer(world: &World, crash_at: Option<&str>) -> Process {
+    spawn_issuer_with(world, crash_at, &[], &[])
+}
+
+/// [`spawn_issuer`] with extra arguments and environment (another signer, say).
+pub fn spawn_issuer_with(
+    world: &World,
+    crash_at: Option<&str>,
+    args: &[String],
+    envs: &[(&str, &str)],
+) -> Process {
     let port = super::loopback_listener().local_addr().unwrap().port();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_issuer"));
     cmd.arg("serve")
@@ -39,6 +49,7 @@ pub fn spawn_issuer(world: &World, crash_at: Option<&str>) -> Process {
     if let Some(point) = crash_at {
         cmd.env("ISSUER_CRASH_AT", point);
     }
+    cmd.args(args).envs(envs.iter().copied());
     let child = cmd.spawn().unwrap();
     Process {
         child,

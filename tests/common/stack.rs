@@ -184,13 +184,31 @@ pub struct Issuer {
 
 impl Issuer {
     pub async fn start(world: &World, policy: Policy) -> Issuer {
-        Self::start_with_interval(world, policy, Duration::from_millis(200)).await
+        Self::start_with(world, policy, bot().into(), Duration::from_millis(200)).await
     }
 
     /// [`Issuer::start`] with passes every `interval` when nothing wakes the loop.
     pub async fn start_with_interval(world: &World, policy: Policy, interval: Duration) -> Issuer {
+        Self::start_with(world, policy, bot().into(), interval).await
+    }
+
+    /// [`Self::start`] with the bot's key held by `signer` (a KMS or Fireblocks signer).
+    pub async fn start_with_signer(
+        world: &World,
+        policy: Policy,
+        signer: issuer::chain::BotSigner,
+    ) -> Issuer {
+        Self::start_with(world, policy, signer, Duration::from_millis(200)).await
+    }
+
+    async fn start_with(
+        world: &World,
+        policy: Policy,
+        signer: issuer::chain::BotSigner,
+        interval: Duration,
+    ) -> Issuer {
         let store: Arc<dyn Store> = Arc::new(RedbStore::open(&world.db_path).unwrap());
-        let chain = Chain::connect(&world.rpc(), bot()).await.unwrap();
+        let chain = Chain::connect(&world.rpc(), signer).await.unwrap();
         let broker = BrokerClient::new(BrokerConfig {
             base_url: world.sim_url.clone(),
             account_id: SIM_ACCOUNT.into(),
@@ -262,6 +280,40 @@ where
 }
 
 impl World {
+    /// Makes `bot` able to run as the issuer's bot: 10 ETH for gas from anvil's first account,
+    /// and DEPOSIT and WITHDRAW on the vault's authorizer granted by its admin.
+    pub async fn enlist(&self, bot: Address) {
+        use alloy::providers::Provider;
+        let admin = self.as_key(super::BOT_KEY);
+        let funded = admin
+            .send_transaction(
+                alloy::rpc::types::TransactionRequest::default()
+                    .to(bot)
+                    .value(U256::from(10u128 * 1_000_000_000_000_000_000)),
+            )
+            .await
+            .unwrap()
+            .get_receipt()
+            .await
+            .unwrap();
+        assert!(funded.status());
+        let authorizer = issuer::chain::Authorizer::new(self.deployed.authorizer, admin);
+        for role in [
+            authorizer.DEPOSIT().call().await.unwrap(),
+            authorizer.WITHDRAW().call().await.unwrap(),
+        ] {
+            let granted = authorizer
+                .grantRole(role, bot)
+                .send()
+                .await
+                .unwrap()
+                .get_receipt()
+                .await
+                .unwrap();
+            assert!(granted.status());
+        }
+    }
+
     /// A provider signing as `key` (an anvil dev key).
     pub fn as_key(&self, key: &str) -> impl alloy::providers::Provider + Clone {
         let signer = issuer::chain::EthersSigner::from_private_key(key).unwrap();
