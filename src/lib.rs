@@ -7,6 +7,8 @@
 //! ## Layout
 //!
 //! - [`cli`]: subcommands and their wiring; `main.rs` only parses and calls [`cli::run`].
+//! - [`settings`]: the chain and Alpaca settings several subcommands share.
+//! - [`serve`]: `issuer serve`: settings checked before start, the server and loop wiring.
 //! - [`config`]: every setting, from a flag or an environment variable; secrets redacted in `Debug`.
 //! - [`store`]: the redb file behind the [`store::Store`] trait: schema version, typed tables.
 //! - [`chain`]: the vault bindings, the bot's signer (local key, keystore, AWS KMS, Fireblocks),
@@ -29,6 +31,8 @@ pub mod http;
 pub mod metrics;
 pub mod pass;
 pub mod report;
+pub mod serve;
+pub mod settings;
 pub mod sim;
 pub mod store;
 pub mod telemetry;

@@ -33,10 +33,12 @@ pub use observe::observe;
 pub use sign::{sign, verify, SignedReport};
 
 use crate::chain::Chain;
-use crate::cli::{ReportArgs, ReportCommand};
+mod args;
+
 use crate::store::{RedbStore, Store};
 use alloy::primitives::Address;
 use anyhow::{bail, Context};
+pub use args::{ReportArgs, ReportCommand, ReportVerifyArgs};
 use reconciler::audit::{audit, AuditReport};
 use reconciler::{Network, Symbol};
 use std::path::Path;

@@ -1,0 +1,474 @@
+//! `issuer serve`: its settings, checked before anything starts, and the wiring of the HTTP
+//! server, the reconcile loop and the RPC watch, with a graceful stop.
+
+use crate::alpaca::{BrokerClient, RetryPolicy};
+use crate::chain::{deploy, BotSigner, Chain};
+use crate::config::{is_anvil_dev_account, is_loopback_url, parse_cidrs, redact_url, Secret};
+use crate::http::{self, ConnectionLimits, HttpConfig, Readiness, ServeOptions};
+use crate::pass::{CrashPoint, PassConfig, Reconciler};
+use crate::store::Store;
+use anyhow::{bail, Context};
+use clap::Args;
+use reconciler::{Network, Policy};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{LOCAL_API_KEY, LOCAL_OPERATOR_KEY};
+use crate::settings::{AlpacaArgs, ChainArgs};
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address the HTTP server listens on.
+    #[arg(long, env = "ISSUER_LISTEN", default_value = "127.0.0.1:8000")]
+    pub listen: SocketAddr,
+    /// The redb file.
+    #[arg(long, env = "ISSUER_DB", default_value = ".run/issuer.redb")]
+    pub db: PathBuf,
+    #[command(flatten)]
+    pub chain: ChainArgs,
+    #[command(flatten)]
+    pub alpaca: AlpacaArgs,
+    /// Key Alpaca sends in X-API-KEY (at least 32 characters).
+    #[arg(long, env = "ISSUER_API_KEY", hide_env_values = true, default_value = LOCAL_API_KEY)]
+    pub api_key: Secret,
+    /// Client addresses allowed on Alpaca's routes (comma-separated CIDRs).
+    #[arg(
+        long,
+        env = "ISSUER_ALLOWED_CIDRS",
+        default_value = "127.0.0.1/32,::1/128"
+    )]
+    pub allowed_cidrs: String,
+    /// Key operators send in X-OPERATOR-KEY (at least 32 characters).
+    #[arg(long, env = "ISSUER_OPERATOR_KEY", hide_env_values = true, default_value = LOCAL_OPERATOR_KEY)]
+    pub operator_key: Secret,
+    /// Client addresses allowed on operator routes.
+    #[arg(
+        long,
+        env = "ISSUER_OPERATOR_CIDRS",
+        default_value = "127.0.0.1/32,::1/128"
+    )]
+    pub operator_cidrs: String,
+    /// How Alpaca authenticates to us, one scheme per issuer: `api-key` (X-API-KEY) or
+    /// `signatures` (RFC 9421 Ed25519 signatures instead of the key; needs ALPACA_SIGNATURE_KEYS
+    /// and ISSUER_PUBLIC_URL).
+    #[arg(long, env = "ALPACA_AUTH", value_enum, default_value = "api-key")]
+    pub alpaca_auth: AlpacaAuthScheme,
+    /// Alpaca's Ed25519 public keys for `signatures`, as `keyid:KEY`, comma-separated; KEY is the
+    /// PEM Alpaca hands over (line breaks may be written as \n), or base64.
+    #[arg(long, env = "ALPACA_SIGNATURE_KEYS", default_value = "")]
+    pub alpaca_signature_keys: String,
+    /// The URL Alpaca calls us at (`https://issuer.example.com`): `@target-uri` of a signature is
+    /// built from it, never from the Host header. Required with `signatures`.
+    #[arg(long, env = "ISSUER_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Chains besides Alpaca's own networks that mints and assets may name, comma-separated.
+    /// Unset: `anvil` when listening on loopback with a loopback RPC (the local stack), none
+    /// otherwise.
+    #[arg(long, env = "ISSUER_LOCAL_NETWORKS")]
+    pub local_networks: Option<String>,
+    /// Oldest signature `created` accepted, in seconds.
+    #[arg(long, env = "SIGNATURE_MAX_AGE_SECS", default_value_t = 300)]
+    pub signature_max_age_secs: u64,
+    /// Custody account id answered on /tokenization/custody-accounts.
+    #[arg(
+        long,
+        env = "ISSUER_CUSTODY_ACCOUNT_ID",
+        default_value = "issuer-custody-local"
+    )]
+    pub custody_account_id: String,
+    /// Milliseconds between reconcile passes when nothing wakes the loop.
+    #[arg(long, env = "RECONCILE_INTERVAL_MS", default_value_t = 500)]
+    pub reconcile_interval_ms: u64,
+    /// Blocks a log needs (its own included) before it is acted on.
+    #[arg(long, env = "CONFIRMATIONS", default_value_t = 1)]
+    pub confirmations: u64,
+    /// Most mints in one multicall transaction.
+    #[arg(long, env = "MINTS_PER_TX_MAX", default_value_t = 40)]
+    pub mints_per_tx_max: usize,
+    /// Highest fee per gas (gwei) a replacement of a stuck transaction may bid.
+    #[arg(long, env = "MAX_FEE_PER_GAS_GWEI", default_value_t = 500)]
+    pub max_fee_per_gas_gwei: u64,
+    /// Most HTTP connections open at once; beyond it the oldest is closed.
+    #[arg(long, env = "ISSUER_HTTP_CONNECTIONS_MAX", default_value_t = 200)]
+    pub http_connections_max: usize,
+    /// Milliseconds a connection may take to send a request head (and may sit idle between
+    /// requests).
+    #[arg(long, env = "ISSUER_HTTP_HEAD_TIMEOUT_MS", default_value_t = 10_000)]
+    pub http_head_timeout_ms: u64,
+    /// Milliseconds from the end of a request head to the end of the answer (body included).
+    #[arg(long, env = "ISSUER_HTTP_BODY_TIMEOUT_MS", default_value_t = 10_000)]
+    pub http_body_timeout_ms: u64,
+    /// Test hook for crash tests: abort at a named point.
+    #[arg(long, env = "ISSUER_CRASH_AT", hide = true)]
+    pub crash_at: Option<CrashPoint>,
+}
+
+/// The two ways Alpaca can authenticate its calls to us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AlpacaAuthScheme {
+    /// `X-API-KEY` on every request.
+    ApiKey,
+    /// RFC 9421 Ed25519 message signatures instead of a key.
+    Signatures,
+}
+
+/// Longest wait at shutdown for a reconcile pass to finish; then it is abandoned. Safe: a pass is
+/// built to survive being killed at any point (the crash tests), and outside calls (a hung RPC,
+/// a slow Alpaca) must not hold the process.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// Waits between attempts to reach the RPC: doubling from the first, capped at the second.
+const RPC_RETRY_FIRST: Duration = Duration::from_millis(250);
+const RPC_RETRY_MAX: Duration = Duration::from_secs(10);
+/// How often a connected RPC is probed for `/readyz`, and how long a probe may take.
+const RPC_PROBE_EVERY: Duration = Duration::from_secs(5);
+
+/// What `serve` runs with, every setting checked before anything starts.
+struct ServePlan {
+    http_config: HttpConfig,
+    limits: ConnectionLimits,
+    signer: BotSigner,
+    broker: BrokerClient,
+    pass: PassConfig,
+}
+
+/// Checks every setting of `serve`; the first unusable one is the error, before a file is opened,
+/// a port bound or a connection made.
+async fn plan_serve(args: &ServeArgs) -> anyhow::Result<ServePlan> {
+    reqwest::Url::parse(&args.chain.rpc_url).map_err(|e| {
+        anyhow::anyhow!(
+            "RPC_URL is not a URL ({e}): {}",
+            redact_url(&args.chain.rpc_url)
+        )
+    })?;
+    let local = args.listen.ip().is_loopback() && is_loopback_url(&args.chain.rpc_url);
+    let signer = args.chain.signer().await?;
+    let uses_dev_defaults = (args.alpaca_auth == AlpacaAuthScheme::ApiKey
+        && args.api_key.expose() == LOCAL_API_KEY)
+        || args.operator_key.expose() == LOCAL_OPERATOR_KEY
+        || is_anvil_dev_account(signer.address());
+    if uses_dev_defaults && !local {
+        bail!("the built-in local keys and anvil's dev keys are only accepted when listening on loopback with a loopback RPC; set ISSUER_API_KEY, ISSUER_OPERATOR_KEY and BOT_PRIVATE_KEY/BOT_KEYSTORE");
+    }
+    if args.confirmations == 0 {
+        bail!("CONFIRMATIONS must be at least 1 (the block of the log itself)");
+    }
+    if args.mints_per_tx_max == 0 {
+        bail!("MINTS_PER_TX_MAX must be at least 1");
+    }
+    if args.reconcile_interval_ms == 0 {
+        bail!("RECONCILE_INTERVAL_MS must be at least 1");
+    }
+    if args.max_fee_per_gas_gwei == 0 {
+        bail!("MAX_FEE_PER_GAS_GWEI must be at least 1");
+    }
+    if args.custody_account_id.trim().is_empty() {
+        bail!("ISSUER_CUSTODY_ACCOUNT_ID must not be empty");
+    }
+    let cidrs = |name: &str, text: &str| -> anyhow::Result<Vec<ipnet::IpNet>> {
+        let nets = parse_cidrs(text).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        if nets.is_empty() {
+            bail!("{name} is empty: nobody could call those routes");
+        }
+        Ok(nets)
+    };
+    let http_config = HttpConfig {
+        alpaca_auth: alpaca_auth(args)?,
+        alpaca_allow: cidrs("ISSUER_ALLOWED_CIDRS", &args.allowed_cidrs)?,
+        operator_api_key: args.operator_key.clone(),
+        operator_allow: cidrs("ISSUER_OPERATOR_CIDRS", &args.operator_cidrs)?,
+        body_limit_bytes: 64 * 1024,
+        failed_auth_per_minute_max: 10,
+        custody_account_id: args.custody_account_id.clone(),
+        local_networks: local_networks(args.local_networks.as_deref(), local)?,
+        issuer_addresses: vec![signer.address()],
+    };
+    http_config
+        .check()
+        .map_err(|e| anyhow::anyhow!("{e} (ISSUER_API_KEY, ISSUER_OPERATOR_KEY)"))?;
+    let limits = ConnectionLimits {
+        connections_max: args.http_connections_max,
+        head_timeout: Duration::from_millis(args.http_head_timeout_ms),
+        body_timeout: Duration::from_millis(args.http_body_timeout_ms),
+    };
+    limits.check().map_err(|e| {
+        anyhow::anyhow!("{e} (ISSUER_HTTP_CONNECTIONS_MAX, ISSUER_HTTP_*_TIMEOUT_MS)")
+    })?;
+    if let Some(public_url) = &args.public_url {
+        reqwest::Url::parse(public_url)
+            .map_err(|e| anyhow::anyhow!("ISSUER_PUBLIC_URL is not a URL ({e})"))?;
+    }
+    if matches!(http_config.alpaca_auth, http::AlpacaAuth::Signatures(_))
+        && args.signature_max_age_secs == 0
+    {
+        bail!("SIGNATURE_MAX_AGE_SECS must be at least 1");
+    }
+    // The reconciler's Alpaca calls honour rate limits by scheduling, never by sleeping.
+    let broker = args.alpaca.broker_with(RetryPolicy::for_reconciler())?;
+    Ok(ServePlan {
+        http_config,
+        limits,
+        signer,
+        broker,
+        pass: PassConfig {
+            interval: Duration::from_millis(args.reconcile_interval_ms),
+            backoff_max: Duration::from_secs(30),
+            policy: Policy {
+                confirmations_min: args.confirmations,
+                mints_per_tx_max: args.mints_per_tx_max,
+                ..Policy::default()
+            },
+            crash_at: args.crash_at,
+            max_fee_per_gas_wei: u128::from(args.max_fee_per_gas_gwei)
+                .saturating_mul(1_000_000_000),
+        },
+    })
+}
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let plan = plan_serve(&args).await?;
+    let store: Arc<dyn Store> = Arc::new(open_store(&args.db)?);
+    let listener = std::net::TcpListener::bind(args.listen)
+        .with_context(|| format!("binding {}", args.listen))?;
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let shutdown = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let readiness = Readiness::default();
+    readiness.fail("rpc", "connecting");
+    let rpc_url = args.chain.rpc_url.clone();
+    tracing::info!(listen = %args.listen, rpc = %redact_url(&rpc_url), signer = %plan.signer.kind(), bot = %plan.signer.address(), db = %args.db.display(), "issuer serving");
+
+    let mut server = tokio::spawn(http::serve_with(
+        listener,
+        store.clone(),
+        wake.clone(),
+        plan.http_config,
+        ServeOptions {
+            limits: plan.limits,
+            readiness: readiness.clone(),
+        },
+        shutdown(stop_rx.clone()),
+    ));
+    let mut work = tokio::spawn(reconcile_when_connected(
+        rpc_url,
+        plan.signer,
+        Unconnected {
+            store,
+            broker: plan.broker,
+            config: plan.pass,
+        },
+        readiness,
+        wake,
+        shutdown(stop_rx),
+    ));
+    let ended = tokio::select! {
+        _ = tokio::signal::ctrl_c() => { tracing::info!("interrupt: shutting down"); None }
+        () = terminate() => { tracing::info!("terminate: shutting down"); None }
+        result = &mut server => Some(result),
+    };
+    let _ = stop_tx.send(true);
+    if tokio::time::timeout(SHUTDOWN_GRACE, &mut work)
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown: abandoning an unfinished pass; the next start redoes it");
+        work.abort();
+    }
+    let outcome = match ended {
+        Some(result) => result,
+        None => {
+            if let Ok(result) = tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
+                result
+            } else {
+                server.abort();
+                Ok(Ok(()))
+            }
+        }
+    };
+    match outcome {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.into()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A reconciler still without its chain.
+struct Unconnected {
+    store: Arc<dyn Store>,
+    broker: BrokerClient,
+    config: PassConfig,
+}
+
+/// The reconciler half of `serve`: connects to the RPC,
+/// retrying with capped backoff and jitter while `/readyz` says why (intake is served all along),
+/// then runs passes until `shutdown`, probing the RPC for `/readyz` beside them.
+async fn reconcile_when_connected(
+    rpc_url: String,
+    signer: BotSigner,
+    pending: Unconnected,
+    readiness: Readiness,
+    wake: Arc<tokio::sync::Notify>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) {
+    let mut delay = RPC_RETRY_FIRST;
+    let chain = loop {
+        match Chain::connect(&rpc_url, signer.clone()).await {
+            Ok(chain) => break chain,
+            Err(e) => {
+                crate::metrics::heartbeat();
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis(), "rpc: not reachable; intake is served, the reconciler waits");
+                readiness.fail("rpc", e.to_string());
+                let jitter = Duration::from_millis(rand::random::<u64>() % 100);
+                tokio::time::sleep(delay + jitter).await;
+                delay = delay.saturating_mul(2).min(RPC_RETRY_MAX);
+            }
+        }
+    };
+    readiness.pass("rpc");
+    tracing::info!(
+        chain_id = chain.chain_id(),
+        signer = %chain.signer().kind(),
+        bot = %chain.bot(),
+        "rpc: connected; reconciler starting"
+    );
+    check_roles(&chain, pending.store.as_ref(), &readiness).await;
+    let probe = tokio::spawn(probe_rpc(chain.clone(), pending.store.clone(), readiness));
+    let reconciler = Reconciler {
+        store: pending.store,
+        chain,
+        broker: pending.broker,
+        config: pending.config,
+        polls: crate::pass::PollSchedule::default(),
+        alpaca: crate::pass::AlpacaWork::default(),
+        stop: crate::pass::StopFlag::default(),
+    };
+    reconciler.run(wake, shutdown).await;
+    probe.abort();
+}
+
+/// Keeps the `rpc` and `roles` checks of `/readyz` current while the reconciler runs.
+async fn probe_rpc(chain: Chain, store: Arc<dyn Store>, readiness: Readiness) {
+    loop {
+        tokio::time::sleep(RPC_PROBE_EVERY).await;
+        match tokio::time::timeout(RPC_PROBE_EVERY, chain.head()).await {
+            Ok(Ok(_)) => readiness.pass("rpc"),
+            Ok(Err(e)) => readiness.fail("rpc", e.to_string()),
+            Err(_) => readiness.fail("rpc", "eth_blockNumber: timed out"),
+        }
+        check_roles(&chain, store.as_ref(), &readiness).await;
+    }
+}
+
+/// The `roles` check of `/readyz`: the bot (whichever signer holds its key) must hold DEPOSIT and
+/// WITHDRAW on every asset's authorizer. A missing role is logged as an error naming it and the
+/// issuer reports not ready; its mints and burns would not estimate, so nothing is spent meanwhile.
+async fn check_roles(chain: &Chain, store: &dyn Store, readiness: &Readiness) {
+    let assets = match store.assets() {
+        Ok(assets) => assets,
+        Err(e) => {
+            readiness.fail("roles", format!("cannot read the asset list: {e}"));
+            return;
+        }
+    };
+    let mut problems = Vec::new();
+    for asset in &assets {
+        let checked = tokio::time::timeout(
+            RPC_PROBE_EVERY,
+            deploy::missing_roles(chain.provider(), asset.authorizer, chain.bot()),
+        )
+        .await;
+        match checked {
+            Ok(Ok(missing)) if missing.is_empty() => {}
+            Ok(Ok(missing)) => problems.push(format!(
+                "bot {:#x} ({} signer) lacks {} on {} ({}) authorizer {:#x}",
+                chain.bot(),
+                chain.signer().kind(),
+                missing.join(" and "),
+                asset.underlying,
+                asset.network,
+                asset.authorizer
+            )),
+            Ok(Err(e)) => problems.push(format!("roles on {}: {e}", asset.underlying)),
+            Err(_) => problems.push(format!("roles on {}: timed out", asset.underlying)),
+        }
+    }
+    if problems.is_empty() {
+        readiness.pass("roles");
+    } else {
+        let text = problems.join("; ");
+        tracing::error!(problem = %text, "the bot lacks vault roles it needs: not ready");
+        readiness.fail("roles", text);
+    }
+}
+
+/// The one scheme Alpaca authenticates with. Keys configured for the other scheme are refused
+/// rather than ignored, so a configuration never silently means less than it says.
+fn alpaca_auth(args: &ServeArgs) -> anyhow::Result<http::AlpacaAuth> {
+    let keys = args
+        .alpaca_signature_keys
+        .split(',')
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(crate::http::signature::parse_key)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("ALPACA_SIGNATURE_KEYS: {e}"))?;
+    match args.alpaca_auth {
+        AlpacaAuthScheme::ApiKey if keys.is_empty() => {
+            Ok(http::AlpacaAuth::ApiKey(args.api_key.clone()))
+        }
+        AlpacaAuthScheme::ApiKey => bail!(
+            "ALPACA_SIGNATURE_KEYS is set but ALPACA_AUTH is api-key: Alpaca uses one scheme; set ALPACA_AUTH=signatures or remove the keys"
+        ),
+        AlpacaAuthScheme::Signatures => {
+            if keys.is_empty() {
+                bail!("ALPACA_AUTH=signatures needs Alpaca's public key in ALPACA_SIGNATURE_KEYS (keyid:PEM)");
+            }
+            let Some(public_url) = args.public_url.clone().filter(|u| !u.trim().is_empty()) else {
+                bail!("ALPACA_AUTH=signatures needs ISSUER_PUBLIC_URL, the URL Alpaca calls us at: signatures cover it, and the Host header cannot be trusted for it");
+            };
+            let config = crate::http::signature::SignatureConfig {
+                keys,
+                public_base_url: public_url,
+                max_age_secs: args.signature_max_age_secs,
+            };
+            crate::http::signature::check_config(&config).map_err(anyhow::Error::msg)?;
+            Ok(http::AlpacaAuth::Signatures(config))
+        }
+    }
+}
+
+/// The local networks this issuer accepts besides Alpaca's: as configured, else `anvil` on the
+/// local stack only.
+pub fn local_networks(configured: Option<&str>, local: bool) -> anyhow::Result<Vec<Network>> {
+    match configured {
+        Some(list) => list
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(|n| Network::parse(n).map_err(|e| anyhow::anyhow!("ISSUER_LOCAL_NETWORKS: {e}")))
+            .collect(),
+        None if local => Ok(vec![Network::parse("anvil")?]),
+        None => Ok(Vec::new()),
+    }
+}
+
+#[cfg(unix)]
+async fn terminate() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(_) => std::future::pending::<()>().await,
+    }
+}
+
+/// Opens (or creates, with its directory) the store at `path`.
+pub fn open_store(path: &std::path::Path) -> anyhow::Result<crate::store::RedbStore> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    Ok(crate::store::RedbStore::open(path)?)
+}
