@@ -151,7 +151,8 @@ async fn deploy_asset(args: DeployArgs) -> anyhow::Result<()> {
             http::ALPACA_NETWORKS.join(", ")
         );
     }
-    let certify_until = unix_now().saturating_add(args.certify_days.saturating_mul(86_400));
+    let certify_until =
+        crate::clock::unix_now().saturating_add(args.certify_days.saturating_mul(86_400));
     let chain = Chain::connect(&args.chain.rpc_url, signer.clone()).await?;
 
     if let Some(asset) = store.asset(&underlying, &network)? {
@@ -206,10 +207,4 @@ fn asset_json(asset: &Asset, status: &str) -> serde_json::Value {
         "authorizer": asset.authorizer,
         "deploy_block": asset.deploy_block,
     })
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

@@ -9,6 +9,7 @@
 //! - [`cli`]: subcommands and their wiring; `main.rs` only parses and calls [`cli::run`].
 //! - [`settings`]: the chain and Alpaca settings several subcommands share.
 //! - [`serve`]: `issuer serve`: settings checked before start, the server and loop wiring.
+//! - [`clock`]: the one place wall-clock time is read.
 //! - [`config`]: every setting, from a flag or an environment variable; secrets redacted in `Debug`.
 //! - [`store`]: the redb file behind the [`store::Store`] trait: schema version, typed tables.
 //! - [`chain`]: the vault bindings, the bot's signer (local key, keystore, AWS KMS, Fireblocks),
@@ -25,6 +26,7 @@
 pub mod alpaca;
 pub mod chain;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod fireblocks_sim;
 pub mod http;

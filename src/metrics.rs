@@ -110,14 +110,14 @@ static ALPACA_FAILING_SINCE: AtomicU64 = AtomicU64::new(0);
 
 /// The reconciler loop is alive: it turned just now.
 pub fn heartbeat() {
-    HEARTBEAT.store(unix_now(), Ordering::Relaxed);
+    HEARTBEAT.store(crate::clock::unix_now(), Ordering::Relaxed);
 }
 
 /// Seconds since the reconciler loop last turned, `None` before it first did.
 pub fn heartbeat_age_secs() -> Option<u64> {
     match HEARTBEAT.load(Ordering::Relaxed) {
         0 => None,
-        at => Some(unix_now().saturating_sub(at)),
+        at => Some(crate::clock::unix_now().saturating_sub(at)),
     }
 }
 
@@ -128,7 +128,7 @@ pub fn alpaca_answered(answered: bool) {
     } else {
         let _ = ALPACA_FAILING_SINCE.compare_exchange(
             0,
-            unix_now(),
+            crate::clock::unix_now(),
             Ordering::Relaxed,
             Ordering::Relaxed,
         );
@@ -139,7 +139,7 @@ pub fn alpaca_answered(answered: bool) {
 pub fn alpaca_failing_for_secs() -> Option<u64> {
     match ALPACA_FAILING_SINCE.load(Ordering::Relaxed) {
         0 => None,
-        since => Some(unix_now().saturating_sub(since)),
+        since => Some(crate::clock::unix_now().saturating_sub(since)),
     }
 }
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -279,7 +279,7 @@ impl Metrics {
 
     /// The text exposition of every metric, for `GET /metrics`.
     pub fn render(&self) -> String {
-        let now = unix_now();
+        let now = crate::clock::unix_now();
         {
             let scanned = self
                 .scanned_at
@@ -340,7 +340,7 @@ impl Metrics {
         self.scanned_at
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(vault.to_owned(), unix_now());
+            .insert(vault.to_owned(), crate::clock::unix_now());
     }
 
     /// Sets a gauge family to exactly `counts` (states absent from it go to zero).
@@ -361,12 +361,6 @@ impl Metrics {
                 .set(*count);
         }
     }
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

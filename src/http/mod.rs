@@ -557,13 +557,6 @@ async fn body<T: serde::de::DeserializeOwned>(req: &mut Request<AppState>) -> Re
     serde_json::from_slice(&bytes).map_err(|_| HttpError::Unprocessable(INVALID_PAYLOAD.into()))
 }
 
-/// Unix seconds now; 0 if the clock is before 1970 (then every age check is merely generous).
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -294,29 +294,7 @@ pub(super) async fn mints(req: Request<AppState>) -> Result<Response, HttpError>
         .min(1000);
     let mut all = blocking(req.state(), |store| Ok(store.all_mints()?)).await?;
     all.sort_by_key(|m| std::cmp::Reverse(m.intent.accepted_at));
-    let items: Vec<_> = all
-        .iter()
-        .take(limit)
-        .map(|m| {
-            let tx_hash = match &m.intent.callback {
-                Callback::Acked { tx_hash } => Some(format!("{tx_hash:#x}")),
-                _ => None,
-            };
-            json!({
-                "issuer_request_id": m.intent.issuer_request_id.as_str(),
-                "tokenization_request_id": m.intent.tokenization_request_id.as_str(),
-                "underlying": m.intent.underlying.as_str(),
-                "network": m.intent.network.as_str(),
-                "qty": m.intent.qty.to_decimal(),
-                "journal": m.intent.journal,
-                "callback": m.intent.callback,
-                "problem": m.problem.as_ref().map(ToString::to_string),
-                "problem_detail": m.problem,
-                "accepted_at": m.intent.accepted_at,
-                "tx_hash": tx_hash,
-            })
-        })
-        .collect();
+    let items: Vec<_> = all.iter().take(limit).map(mint_json).collect();
     Ok(json(StatusCode::Ok, &json!({ "mints": items })))
 }
 
@@ -344,6 +322,29 @@ async fn set_frozen(req: Request<AppState>, frozen: bool) -> Result<Response, Ht
         StatusCode::Ok,
         &json!({ "underlying": underlying.as_str(), "frozen": frozen, "assets_changed": changed }),
     ))
+}
+
+/// One mint as operators see it (the stuck list and the recent mints): its ids, state, problem
+/// (as text, and typed) and the deposit's transaction once Alpaca acknowledged it.
+fn mint_json(m: &crate::store::MintRecord) -> serde_json::Value {
+    let tx_hash = match &m.intent.callback {
+        Callback::Acked { tx_hash } => Some(format!("{tx_hash:#x}")),
+        _ => None,
+    };
+    json!({
+        "issuer_request_id": m.intent.issuer_request_id.as_str(),
+        "tokenization_request_id": m.intent.tokenization_request_id.as_str(),
+        "underlying": m.intent.underlying.as_str(),
+        "network": m.intent.network.as_str(),
+        "qty": m.intent.qty.to_decimal(),
+        "journal": m.intent.journal,
+        "callback": m.intent.callback,
+        "failed_attempts": m.intent.failed_attempts,
+        "accepted_at": m.intent.accepted_at,
+        "problem": m.problem.as_ref().map(ToString::to_string),
+        "problem_detail": m.problem,
+        "tx_hash": tx_hash,
+    })
 }
 
 /// `GET /operator/stuck`: work that is not converging, for a human to look at.
@@ -380,7 +381,7 @@ pub(super) async fn stuck(req: Request<AppState>) -> Result<Response, HttpError>
             })
         })
         .collect();
-    let now = super::unix_now();
+    let now = crate::clock::unix_now();
     let stuck_mints: Vec<_> = mints
         .iter()
         .filter(|m| {
@@ -389,21 +390,7 @@ pub(super) async fn stuck(req: Request<AppState>) -> Result<Response, HttpError>
             m.problem.is_some()
                 || (unacked && now.saturating_sub(m.intent.accepted_at) > STUCK_AFTER_SECS)
         })
-        .map(|m| {
-            json!({
-                "issuer_request_id": m.intent.issuer_request_id.as_str(),
-                "tokenization_request_id": m.intent.tokenization_request_id.as_str(),
-                "underlying": m.intent.underlying.as_str(),
-                "network": m.intent.network.as_str(),
-                "qty": m.intent.qty.to_decimal(),
-                "journal": m.intent.journal,
-                "callback": m.intent.callback,
-                "failed_attempts": m.intent.failed_attempts,
-                "accepted_at": m.intent.accepted_at,
-                "problem": m.problem.as_ref().map(ToString::to_string),
-                "problem_detail": m.problem,
-            })
-        })
+        .map(mint_json)
         .collect();
     let stuck_txs: Vec<_> = txs
         .iter()

@@ -220,12 +220,6 @@ fn action_label(action: &Action) -> String {
     }
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 async fn next_nonce(store: &dyn Store, chain: &Chain) -> Result<u64, PassError> {
     let chain_nonce = chain.nonce_latest().await?;
     let stored = store.highest_nonce()?.map_or(0, |n| n + 1);
@@ -302,7 +296,7 @@ fn mint_input<B: Broker + Clone + 'static>(
     items: &[MintItem],
     intents: &BTreeMap<&IssuerRequestId, &MintIntent>,
 ) -> alloy::primitives::Bytes {
-    let now = unix_now();
+    let now = crate::clock::unix_now();
     let mut calls = Vec::with_capacity(items.len());
     for item in items {
         let Some(intent) = intents.get(&item.issuer_request_id) else {
@@ -424,7 +418,7 @@ async fn send_burn<B: Broker + Clone + 'static>(
         issuer_request_id: id.to_string(),
         underlying: redemption.underlying.to_string(),
         quantity: kept.to_decimal(),
-        timestamp: unix_now(),
+        timestamp: crate::clock::unix_now(),
         notes: String::from("redeem"),
     });
     let input = burn_calldata(r.chain.bot(), receiver, allocations, dust, &info);

@@ -159,12 +159,6 @@ impl AlpacaWork {
     }
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// Polls Alpaca for one requested redemption; the answer waits in `work` for the next pass.
 /// Nothing found or a failure leaves no answer: the plan waits.
 pub(super) async fn poll<B: Broker>(
@@ -424,9 +418,7 @@ pub(super) async fn callback<B: Broker>(
         }),
     )?;
     if let Some(confirmed) = acked.and_then(|m| m.confirmed_at_ms) {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let now_ms = crate::clock::unix_now_ms();
         #[allow(clippy::cast_precision_loss)] // milliseconds to seconds for a histogram
         let seconds = now_ms.saturating_sub(confirmed) as f64 / 1000.0;
         crate::metrics::metrics()
@@ -502,7 +494,7 @@ pub(super) async fn recover<B: Broker>(
         // Whether a callback was sent is unknown: the next one asks Alpaca first.
         callback: Callback::Attempted,
         failed_attempts: 0,
-        accepted_at: unix_now(),
+        accepted_at: crate::clock::unix_now(),
     };
     // The same fingerprint the HTTP intake computes: an identical retry from Alpaca is a repeat.
     let fingerprint = intent.fingerprint();

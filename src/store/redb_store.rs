@@ -423,11 +423,8 @@ impl Store for RedbStore {
                 (Journal::Pending, wanted) => {
                     record.intent.journal = wanted;
                     record.reject_reason = reason;
-                    record.confirmed_at_ms = (wanted == Journal::Completed).then(|| {
-                        std::time::SystemTime::now()
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-                    });
+                    record.confirmed_at_ms =
+                        (wanted == Journal::Completed).then(crate::clock::unix_now_ms);
                     put_json(txn, MINTS, irid.as_str(), &record)?;
                     Ok(ConfirmOutcome::Recorded)
                 }
