@@ -8,6 +8,8 @@
 //! 3. The same 200 mints signed by an AWS KMS key (moto's KMS server, as in `tests/signers.rs`)
 //!    beside the local key: one KMS signature per transaction, however many mints it carries.
 //!    Skipped with a line saying so when moto is not installed.
+//! 4. Goal 4: one pass's store reads with 10,000 and 100,000 finished mints and redemptions in
+//!    the store.
 //!
 //! `BENCH_ONLY=store|intake|signers` runs a part.
 #![allow(
@@ -353,48 +355,260 @@ fn store_only() {
     );
 }
 
-/// What each reconcile pass reads from the cache, with a history of 10,000 finished mints
-/// (each pass decodes every mint and deposit record: this is the cost that grows).
+/// Adds finished history with numbers `from..to`: a mint acknowledged by Alpaca with its
+/// deposit, a burned redemption with its burn, and our settled transactions (one per 40 mints,
+/// one per burn), written in chunks as a long-running issuer would have.
+fn add_history(store: &RedbStore, from: u64, to: u64) {
+    use alloy::primitives::{Address, Bytes, B256, U256};
+    const CHUNK: u64 = 10_000;
+    let mut at = from;
+    while at < to {
+        let end = (at + CHUNK).min(to);
+        let (mut mints, mut deposits, mut redemptions, mut burns) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for i in at..end {
+            let trid = reconciler::TokenizationRequestId::parse(&format!("h-{i}")).unwrap();
+            let irid = reconciler::IssuerRequestId::for_mint(&trid);
+            let tx_hash = B256::from(U256::from(i + 1));
+            deposits.push(reconciler::ObservedDeposit {
+                vault: Address::ZERO,
+                issuer_request_id: irid.clone(),
+                tokenization_request_id: trid.clone(),
+                owner: Address::ZERO,
+                assets: U256::from(1u64),
+                receipt_id: U256::from(i + 1),
+                block_number: i,
+                block_hash: tx_hash,
+                tx_hash,
+                log_index: 0,
+            });
+            mints.push(mint_record(
+                trid,
+                reconciler::Journal::Completed,
+                reconciler::Callback::Acked { tx_hash },
+            ));
+            let transfer = B256::from(U256::from(u64::MAX - i));
+            let redemption = redemption_record(
+                transfer,
+                i,
+                reconciler::RedemptionState::Burned {
+                    tokenization_request_id: reconciler::TokenizationRequestId::parse(&format!(
+                        "r-{i}"
+                    ))
+                    .unwrap(),
+                    tx_hash: transfer,
+                },
+            );
+            burns.push(reconciler::ObservedBurn {
+                vault: Address::ZERO,
+                redemption_id: redemption.id.clone(),
+                shares: U256::from(1u64),
+                receipt_id: U256::from(i + 1),
+                block_number: i + 1,
+                tx_hash: transfer,
+                log_index: 1,
+            });
+            redemptions.push(redemption);
+        }
+        store.put_mints(mints).unwrap();
+        store.put_deposits(deposits).unwrap();
+        store.put_redemptions(redemptions).unwrap();
+        store.put_burns(burns).unwrap();
+        for i in at..end {
+            // A burn per redemption, a mint multicall per 40 mints: nonces 2i and 2i+1.
+            for nonce in [2 * i, 2 * i + 1] {
+                if nonce % 2 == 0 && i % 40 != 0 {
+                    continue;
+                }
+                store
+                    .put_tx(&issuer::store::TxRecord {
+                        nonce,
+                        from: Address::ZERO,
+                        to: Address::ZERO,
+                        purpose: reconciler::TxPurpose::Other {
+                            label: "history".into(),
+                        },
+                        input: Bytes::from(vec![0u8; 200]),
+                        gas_limit: 100_000,
+                        variants: Vec::new(),
+                        settled: Some(issuer::store::Settled {
+                            mined_block: Some(i),
+                            hash: Some(B256::from(U256::from(nonce))),
+                            success: true,
+                        }),
+                    })
+                    .unwrap();
+            }
+        }
+        at = end;
+    }
+}
+
+fn redemption_record(
+    tx_hash: alloy::primitives::B256,
+    block_number: u64,
+    state: reconciler::RedemptionState,
+) -> reconciler::Redemption {
+    reconciler::Redemption {
+        id: reconciler::IssuerRequestId::for_redemption(tx_hash, 0),
+        vault: alloy::primitives::Address::ZERO,
+        underlying: reconciler::Symbol::parse("AAPL").unwrap(),
+        token: reconciler::Symbol::parse("tAAPL").unwrap(),
+        network: reconciler::Network::parse("anvil").unwrap(),
+        sender: AP_WALLET.parse().unwrap(),
+        client_id: None,
+        client_account_id: None,
+        qty: reconciler::Qty::parse("1").unwrap(),
+        tx_hash,
+        log_index: 0,
+        block_number,
+        state,
+        failed_attempts: 0,
+    }
+}
+
+/// What a pass reads from the store, as `observe` reads it: our unsettled transactions, the
+/// assets and their cursors, the block hashes, and the live items. Milliseconds per pass, after
+/// one pass to warm the cache, and the share of `pass_view` in it.
+fn pass_reads(store: &RedbStore, live: (usize, usize)) -> (f64, f64) {
+    let rounds = 200;
+    let mut view_time = Duration::ZERO;
+    let mut total = Duration::ZERO;
+    for round in 0..=rounds {
+        let started = Instant::now();
+        let unsettled = store.unsettled_txs().unwrap();
+        for asset in store.assets().unwrap() {
+            let _ = store.cursor(asset.vault).unwrap();
+        }
+        let _ = store.block_hashes().unwrap();
+        let view_started = Instant::now();
+        let view = store.pass_view().unwrap();
+        if round > 0 {
+            view_time += view_started.elapsed();
+            total += started.elapsed();
+        }
+        assert_eq!((view.mints.len(), view.redemptions.len()), live);
+        assert_eq!((view.deposits.len(), view.burns.len()), (1, 1));
+        assert_eq!(unsettled.len(), 1);
+    }
+    (
+        ms(total) / f64::from(rounds),
+        ms(view_time) / f64::from(rounds),
+    )
+}
+
+/// The reads a pass made before the indexes: every mint, deposit, redemption and burn.
+fn full_scans(store: &RedbStore) -> f64 {
+    let rounds = 3;
+    let started = Instant::now();
+    for _ in 0..rounds {
+        let _ = store.all_mints().unwrap();
+        let _ = store.deposits().unwrap();
+        let _ = store.redemptions().unwrap();
+        let _ = store.burns().unwrap();
+    }
+    ms(started.elapsed()) / f64::from(rounds)
+}
+
+/// Peak resident memory of this process in MiB (`VmHWM`), where Linux reports it.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// Goal 4: one pass's store reads do not grow with history. A store with a few live items (40
+/// active mints, one with a deposit; 10 open redemptions, one with a burn; one unsettled
+/// transaction) under 10,000 and then 100,000 finished mints and finished redemptions.
 fn pass_reads_at_history() {
+    use alloy::primitives::{B256, U256};
     let dir = tempfile::tempdir().unwrap();
     let store = RedbStore::open(&dir.path().join("h.redb")).unwrap();
-    let mut records = Vec::new();
-    let mut deposits = Vec::new();
-    for i in 0..10_000u64 {
-        let trid = reconciler::TokenizationRequestId::parse(&format!("h-{i}")).unwrap();
-        let irid = reconciler::IssuerRequestId::for_mint(&trid);
-        let tx_hash = alloy::primitives::B256::from(alloy::primitives::U256::from(i + 1));
-        deposits.push(reconciler::ObservedDeposit {
-            vault: alloy::primitives::Address::ZERO,
-            issuer_request_id: irid.clone(),
-            tokenization_request_id: trid.clone(),
-            owner: alloy::primitives::Address::ZERO,
-            assets: alloy::primitives::U256::from(1u64),
-            receipt_id: alloy::primitives::U256::from(i + 1),
-            block_number: i,
-            block_hash: tx_hash,
-            tx_hash,
-            log_index: 0,
-        });
-        records.push(mint_record(
+    let mut active = Vec::new();
+    for i in 0..40u64 {
+        let trid = reconciler::TokenizationRequestId::parse(&format!("a-{i}")).unwrap();
+        active.push(mint_record(
             trid,
             reconciler::Journal::Completed,
-            reconciler::Callback::Acked { tx_hash },
+            reconciler::Callback::NotSent,
         ));
     }
-    store.put_mints(records).unwrap();
-    store.put_deposits(deposits).unwrap();
-    let started = Instant::now();
-    let rounds = 10;
-    for _ in 0..rounds {
-        let mints = store.all_mints().unwrap();
-        let deposits = store.deposits().unwrap();
-        assert_eq!((mints.len(), deposits.len()), (10_000, 10_000));
-    }
+    store.put_mints(active).unwrap();
+    store
+        .put_redemptions(
+            (0..10u64)
+                .map(|i| {
+                    redemption_record(
+                        B256::from(U256::from(1_000_000_000 + i)),
+                        i,
+                        reconciler::RedemptionState::Detected,
+                    )
+                })
+                .collect(),
+        )
+        .unwrap();
+    store
+        .put_tx(&issuer::store::TxRecord {
+            nonce: u64::MAX / 2,
+            from: alloy::primitives::Address::ZERO,
+            to: alloy::primitives::Address::ZERO,
+            purpose: reconciler::TxPurpose::Other {
+                label: "live".into(),
+            },
+            input: alloy::primitives::Bytes::new(),
+            gas_limit: 21_000,
+            variants: Vec::new(),
+            settled: None,
+        })
+        .unwrap();
+    let live = (40, 10);
+    let first = reconciler::TokenizationRequestId::parse("a-0").unwrap();
+    store
+        .put_deposits(vec![reconciler::ObservedDeposit {
+            vault: alloy::primitives::Address::ZERO,
+            issuer_request_id: reconciler::IssuerRequestId::for_mint(&first),
+            tokenization_request_id: first,
+            owner: alloy::primitives::Address::ZERO,
+            assets: U256::from(1u64),
+            receipt_id: U256::from(u64::MAX),
+            block_number: 5,
+            block_hash: B256::repeat_byte(5),
+            tx_hash: B256::repeat_byte(5),
+            log_index: 7,
+        }])
+        .unwrap();
+    store
+        .put_burns(vec![reconciler::ObservedBurn {
+            vault: alloy::primitives::Address::ZERO,
+            redemption_id: reconciler::IssuerRequestId::for_redemption(
+                B256::from(U256::from(1_000_000_000u64)),
+                0,
+            ),
+            shares: U256::from(1u64),
+            receipt_id: U256::from(u64::MAX),
+            block_number: 6,
+            tx_hash: B256::repeat_byte(6),
+            log_index: 7,
+        }])
+        .unwrap();
+
+    add_history(&store, 0, 10_000);
+    let ((reads_small, view_small), scans_small) = (pass_reads(&store, live), full_scans(&store));
+    add_history(&store, 10_000, 100_000);
+    let ((reads_large, view_large), scans_large) = (pass_reads(&store, live), full_scans(&store));
     println!(
-        "cache reads of one pass with 10,000 finished mints in history: {:.1} ms",
-        started.elapsed().as_secs_f64() * 1000.0 / f64::from(rounds)
+        "goal 4: {reads_large:.2} ms per pass's store reads at 100,000 finished mints and redemptions (target < 5 ms; {reads_small:.2} ms at 10,000)"
     );
+    println!(
+        "goal 4: of which pass_view (40 active mints, 10 open redemptions) {view_large:.2} ms at 100,000, {view_small:.2} ms at 10,000"
+    );
+    println!(
+        "goal 4: {scans_large:.0} ms for the full scans a pass made before the indexes at 100,000 ({scans_small:.0} ms at 10,000)"
+    );
+    if let Some(peak) = peak_rss_mib() {
+        println!("goal 4: {peak:.0} MiB peak RSS of the bench process (history built in memory in chunks of 10,000)");
+    }
 }
 
 fn main() {

@@ -4,8 +4,7 @@ use super::crash::{maybe_crash, CrashPoint};
 use super::{alpaca_jobs, PassError, Reconciler};
 use crate::alpaca::Broker;
 use crate::chain::{Chain, ChainError};
-use crate::store::Store;
-use crate::store::{MintRecord, Scan};
+use crate::store::{Scan, Store};
 use alloy::primitives::U256;
 use reconciler::{
     AlpacaView, IssuerRequestId, Qty, ReceiptBalance, Redemption, RedemptionState, TrackedTx,
@@ -154,17 +153,11 @@ pub async fn observe<B: Broker + Clone + 'static>(r: &Reconciler<B>) -> Result<W
         crate::metrics::metrics().scanned(&format!("{vault:#x}"), head, head);
     }
 
-    let redemptions: Vec<Redemption> = store
-        .redemptions()?
-        .into_iter()
-        .filter(|r| !r.state.is_final())
-        .collect();
-    let live: BTreeSet<_> = redemptions.iter().map(|r| r.id.clone()).collect();
-    let burns = store
-        .burns()?
-        .into_iter()
-        .filter(|b| live.contains(&b.redemption_id))
-        .collect();
+    // One snapshot of the live items, through the store's indexes: what it costs follows what is
+    // in flight, not the history.
+    let view = store.pass_view()?;
+    let redemptions = view.redemptions;
+    let burns = view.burns;
     let alpaca = alpaca_views(r, &redemptions);
     // Receipt balances after our transactions' statuses: a burn mined in between is counted both
     // as in flight and as spent, which can only make the plan wait, never over-spend.
@@ -205,24 +198,10 @@ pub async fn observe<B: Broker + Clone + 'static>(r: &Reconciler<B>) -> Result<W
         );
     }
 
-    let all = store.all_mints()?;
-    let stuck_mints = all.iter().filter(|m| m.problem.is_some()).count();
-    let known: BTreeSet<_> = all
-        .iter()
-        .map(|m| m.intent.issuer_request_id.clone())
-        .collect();
-    // One read of the mints serves both sets (each pass decodes them all: O(history)).
-    let mints: Vec<_> = all
-        .into_iter()
-        .filter(MintRecord::is_active)
-        .map(|m| m.intent)
-        .collect();
-    let active: BTreeSet<_> = mints.iter().map(|m| m.issuer_request_id.clone()).collect();
-    let deposits = store
-        .deposits()?
-        .into_iter()
-        .filter(|d| active.contains(&d.issuer_request_id) || !known.contains(&d.issuer_request_id))
-        .collect();
+    // Stuck: an active mint with a problem (a finished one needs nobody).
+    let stuck_mints = view.mints.iter().filter(|m| m.problem.is_some()).count();
+    let mints = view.mints.into_iter().map(|m| m.intent).collect();
+    let deposits = view.deposits;
     let world = World {
         head_block: head,
         mints,

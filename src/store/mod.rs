@@ -6,6 +6,7 @@
 //! and many concurrent callers share one fsync.
 
 mod records;
+mod redb_index;
 mod redb_jobs;
 mod redb_store;
 mod redb_tables;
@@ -13,8 +14,8 @@ mod writer;
 
 pub use records::{
     Account, Asset, AttachOutcome, CallbackRefusal, ConfirmOutcome, IssuanceCheck, IssuanceOutcome,
-    IssuanceRefusal, MintProblem, MintRecord, ReturnOutcome, Scan, Settled, TxRecord, TxVariant,
-    MINT_QTY_MAX_DEFAULT, SCHEMA_VERSION,
+    IssuanceRefusal, MintProblem, MintRecord, PassView, ReturnOutcome, Scan, Settled, TxRecord,
+    TxVariant, MINT_QTY_MAX_DEFAULT, SCHEMA_VERSION,
 };
 pub use redb_store::RedbStore;
 
@@ -159,6 +160,7 @@ pub trait Store: Send + Sync {
     fn mint(&self, issuer_request_id: &IssuerRequestId) -> Result<Option<MintRecord>, StoreError>;
     /// Mints not yet acknowledged by Alpaca and not rejected.
     fn active_mints(&self) -> Result<Vec<MintRecord>, StoreError>;
+    /// Every mint ever accepted: for operators, never for a pass (it grows with history).
     fn all_mints(&self) -> Result<Vec<MintRecord>, StoreError>;
     fn put_mints(&self, records: Vec<MintRecord>) -> Result<(), StoreError>;
     /// Changes one mint inside a single write transaction, so a concurrent confirm from Alpaca is
@@ -172,8 +174,13 @@ pub trait Store: Send + Sync {
     /// was inserted.
     fn insert_mint_if_absent(&self, record: MintRecord) -> Result<bool, StoreError>;
 
+    /// What one reconcile pass works on, read from one snapshot through index tables: its cost
+    /// follows the active items, whatever the history holds.
+    fn pass_view(&self) -> Result<PassView, StoreError>;
+
     // Chain observations and our transactions.
     fn put_deposits(&self, deposits: Vec<ObservedDeposit>) -> Result<(), StoreError>;
+    /// Every deposit ever seen (operators, tests; a pass reads [`Store::pass_view`]).
     fn deposits(&self) -> Result<Vec<ObservedDeposit>, StoreError>;
     /// Forgets every observation from `block_number` on (a reorg).
     fn drop_observations_from(&self, block_number: u64) -> Result<(), StoreError>;
@@ -200,6 +207,7 @@ pub trait Store: Send + Sync {
         id: &IssuerRequestId,
         change: RedemptionChange,
     ) -> Result<Option<Redemption>, StoreError>;
+    /// Every burn ever seen (operators, tests; a pass reads [`Store::pass_view`]).
     fn burns(&self) -> Result<Vec<ObservedBurn>, StoreError>;
     fn put_burns(&self, burns: Vec<ObservedBurn>) -> Result<(), StoreError>;
     /// An operator asks to send a flagged redemption's tokens back to its sender.

@@ -8,7 +8,10 @@ use reconciler::{
 use serde::{Deserialize, Serialize};
 
 /// Bumped when a table's layout changes; a file with a higher number is refused, not read.
-pub const SCHEMA_VERSION: u32 = 1;
+/// 2: index tables for the pass (active mints, deposits by mint, unclaimed deposits, active
+/// redemptions, burns by redemption, unsettled transactions), built once when a version 1 file
+/// is opened. An older issuer refuses a version 2 file: its writes would not keep the indexes.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// An Authorized Participant registered by an operator, linked by Alpaca.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -252,6 +255,21 @@ pub struct Settled {
     pub mined_block: Option<u64>,
     pub hash: Option<B256>,
     pub success: bool,
+}
+
+/// What one reconcile pass reads from the cache: only live items, so its cost follows what is in
+/// flight, not the history. Each list is in the order of its table's keys.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PassView {
+    /// Mints not rejected and not yet acknowledged by Alpaca ([`MintRecord::is_active`]).
+    pub mints: Vec<MintRecord>,
+    /// Every deposit tagged with an active mint (a double deposit included), and every deposit
+    /// whose issuer_request_id has no mint record at all (the plan recovers those), in block order.
+    pub deposits: Vec<ObservedDeposit>,
+    /// Redemptions whose state is not final.
+    pub redemptions: Vec<Redemption>,
+    /// Every burn tagged with one of those redemptions, in block order.
+    pub burns: Vec<ObservedBurn>,
 }
 
 /// What one scan of a vault's logs produced, recorded with its cursor in one transaction.

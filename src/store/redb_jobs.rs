@@ -4,12 +4,15 @@
 use super::records::{
     Account, Asset, IssuanceCheck, IssuanceOutcome, IssuanceRefusal, MintRecord, TxRecord,
 };
+use super::redb_index::{
+    active_redemptions_in, drop_burns_from, drop_deposits_from, put_mint, put_tx, remove_redemption,
+};
 use super::redb_tables::{
-    addr_key, asset_key, decode, encode, get_json, put_json, ACCOUNTS, ASSETS, BLOCKS, BURNS,
-    CURSORS, DEPOSITS, MINTS, MINT_BY_TRID, REDEMPTIONS, TXS, WALLETS,
+    addr_key, asset_key, decode, get_json, ACCOUNTS, ASSETS, BLOCKS, CURSORS, MINTS, MINT_BY_TRID,
+    TXS, WALLETS,
 };
 use super::StoreError;
-use reconciler::{Redemption, RedemptionState};
+use reconciler::RedemptionState;
 use redb::{ReadableTable, WriteTransaction};
 
 /// Forgets observations and block hashes from `block_number` on and pulls every cursor back
@@ -17,62 +20,35 @@ use redb::{ReadableTable, WriteTransaction};
 /// again: a reorg deeper than the confirmations must re-observe them, not plan their actions anew.
 pub(super) fn drop_from(txn: &WriteTransaction, block_number: u64) -> Result<(), StoreError> {
     {
-        let mut txs = txn.open_table(TXS)?;
         let mut unsettled = Vec::new();
-        for entry in txs.iter()? {
-            let (k, v) = entry?;
-            let mut tx: TxRecord = decode(&k.value().to_string(), v.value())?;
-            if tx
-                .settled
-                .as_ref()
-                .is_some_and(|s| s.mined_block.is_some_and(|b| b >= block_number))
-            {
-                tx.settled = None;
-                unsettled.push(tx);
+        {
+            let txs = txn.open_table(TXS)?;
+            for entry in txs.iter()? {
+                let (k, v) = entry?;
+                let mut tx: TxRecord = decode(&k.value().to_string(), v.value())?;
+                if tx
+                    .settled
+                    .as_ref()
+                    .is_some_and(|s| s.mined_block.is_some_and(|b| b >= block_number))
+                {
+                    tx.settled = None;
+                    unsettled.push(tx);
+                }
             }
         }
         for tx in unsettled {
-            txs.insert(tx.nonce, encode(&tx)?.as_slice())?;
+            put_tx(txn, &tx)?;
         }
     }
-    {
-        let mut deposits = txn.open_table(DEPOSITS)?;
-        let from = format!("{block_number:020}");
-        let keys = deposits
-            .range(from.as_str()..)?
-            .map(|entry| entry.map(|(k, _)| k.value().to_owned()))
-            .collect::<Result<Vec<String>, _>>()?;
-        for key in keys {
-            deposits.remove(key.as_str())?;
-        }
-    }
-    {
-        let mut burns = txn.open_table(BURNS)?;
-        let from = format!("{block_number:020}");
-        let keys = burns
-            .range(from.as_str()..)?
-            .map(|entry| entry.map(|(k, _)| k.value().to_owned()))
-            .collect::<Result<Vec<String>, _>>()?;
-        for key in keys {
-            burns.remove(key.as_str())?;
-        }
-    }
-    {
-        // A transfer in a dropped block that nothing was done for yet is forgotten and found
-        // again if it is still on chain; one Alpaca already has is kept (and logged by the caller).
-        let mut redemptions = txn.open_table(REDEMPTIONS)?;
-        let mut gone = Vec::new();
-        for entry in redemptions.iter()? {
-            let (k, v) = entry?;
-            // A record that does not decode stops the rewind: forgetting it, or keeping it
-            // without knowing what it is, could both lose a redemption.
-            let r: Redemption = decode(k.value(), v.value())?;
-            if r.block_number >= block_number && r.state == RedemptionState::Detected {
-                gone.push(k.value().to_owned());
-            }
-        }
-        for key in gone {
-            redemptions.remove(key.as_str())?;
+    drop_deposits_from(txn, block_number)?;
+    drop_burns_from(txn, block_number)?;
+    // A transfer in a dropped block that nothing was done for yet is forgotten and found again if
+    // it is still on chain; one Alpaca already has is kept (and logged by the caller). Only an
+    // active redemption can still be `Detected`. A record that does not decode stops the rewind:
+    // forgetting it, or keeping it without knowing what it is, could both lose a redemption.
+    for r in active_redemptions_in(txn)? {
+        if r.block_number >= block_number && r.state == RedemptionState::Detected {
+            remove_redemption(txn, r.id.as_str())?;
         }
     }
     {
@@ -124,7 +100,7 @@ pub(super) fn issuance_job(
         return Ok(IssuanceOutcome::Refused(refusal));
     }
     let irid = record.intent.issuer_request_id.clone();
-    put_json(txn, MINTS, irid.as_str(), record)?;
+    put_mint(txn, record)?;
     txn.open_table(MINT_BY_TRID)?
         .insert(trid.as_str(), irid.as_str())?;
     Ok(IssuanceOutcome::Created(irid))

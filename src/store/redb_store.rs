@@ -3,14 +3,14 @@
 
 use super::records::{
     Account, Asset, AttachOutcome, ConfirmOutcome, IssuanceCheck, IssuanceOutcome, MintRecord,
-    ReturnOutcome, Scan, TxRecord,
+    PassView, ReturnOutcome, Scan, TxRecord,
 };
+use super::redb_index::{self, put_burn, put_deposit, put_mint, put_redemption, put_tx};
 use super::redb_jobs::{drop_from, issuance_job};
 use super::redb_tables::{
-    addr_key, asset_key, burn_key, check_before_open, create_new, decode, deposit_key, encode,
-    get_json, new_client_id, normalise_email, open_existing, put_json, unusable, Json, ACCOUNTS,
-    ACCOUNT_BY_EMAIL, ASSETS, BLOCKS, BLOCK_WINDOW, BURNS, CURSORS, DEPOSITS, MINTS, MINT_BY_TRID,
-    REDEMPTIONS, TXS, WALLETS,
+    addr_key, asset_key, check_before_open, create_new, decode, get_json, new_client_id,
+    normalise_email, open_existing, put_json, unusable, Json, ACCOUNTS, ACCOUNT_BY_EMAIL, ASSETS,
+    BLOCKS, BLOCK_WINDOW, BURNS, CURSORS, DEPOSITS, MINTS, MINT_BY_TRID, REDEMPTIONS, TXS, WALLETS,
 };
 use super::writer::{DbCell, Writer};
 use super::{Store, StoreError};
@@ -425,7 +425,7 @@ impl Store for RedbStore {
                     record.reject_reason = reason;
                     record.confirmed_at_ms =
                         (wanted == Journal::Completed).then(crate::clock::unix_now_ms);
-                    put_json(txn, MINTS, irid.as_str(), &record)?;
+                    put_mint(txn, &record)?;
                     Ok(ConfirmOutcome::Recorded)
                 }
                 _ => Ok(ConfirmOutcome::Conflict),
@@ -438,11 +438,11 @@ impl Store for RedbStore {
     }
 
     fn active_mints(&self) -> Result<Vec<MintRecord>, StoreError> {
-        Ok(self
-            .all_mints()?
-            .into_iter()
-            .filter(MintRecord::is_active)
-            .collect())
+        redb_index::active_mints(&self.db()?.begin_read()?)
+    }
+
+    fn pass_view(&self) -> Result<PassView, StoreError> {
+        redb_index::pass_view(&self.db()?.begin_read()?)
     }
 
     fn all_mints(&self) -> Result<Vec<MintRecord>, StoreError> {
@@ -460,7 +460,7 @@ impl Store for RedbStore {
                 return Ok(None);
             };
             change(&mut record);
-            put_json(txn, MINTS, id.as_str(), &record)?;
+            put_mint(txn, &record)?;
             Ok(Some(record))
         })
     }
@@ -475,12 +475,7 @@ impl Store for RedbStore {
             {
                 return Ok(false);
             }
-            put_json(
-                txn,
-                MINTS,
-                record.intent.issuer_request_id.as_str(),
-                &record,
-            )?;
+            put_mint(txn, &record)?;
             txn.open_table(MINT_BY_TRID)?
                 .insert(trid.as_str(), record.intent.issuer_request_id.as_str())?;
             Ok(true)
@@ -490,7 +485,7 @@ impl Store for RedbStore {
     fn put_mints(&self, records: Vec<MintRecord>) -> Result<(), StoreError> {
         self.write(move |txn| {
             for record in &records {
-                put_json(txn, MINTS, record.intent.issuer_request_id.as_str(), record)?;
+                put_mint(txn, record)?;
                 txn.open_table(MINT_BY_TRID)?.insert(
                     record.intent.tokenization_request_id.as_str(),
                     record.intent.issuer_request_id.as_str(),
@@ -503,7 +498,7 @@ impl Store for RedbStore {
     fn put_deposits(&self, deposits: Vec<ObservedDeposit>) -> Result<(), StoreError> {
         self.write(move |txn| {
             for d in &deposits {
-                put_json(txn, DEPOSITS, &deposit_key(d), d)?;
+                put_deposit(txn, d)?;
             }
             Ok(())
         })
@@ -533,14 +528,15 @@ impl Store for RedbStore {
     ) -> Result<(), StoreError> {
         self.write(move |txn| {
             for d in &scan.deposits {
-                put_json(txn, DEPOSITS, &deposit_key(d), d)?;
+                put_deposit(txn, d)?;
             }
             for b in &scan.burns {
-                put_json(txn, BURNS, &burn_key(b), b)?;
+                put_burn(txn, b)?;
             }
             for r in &scan.redemptions {
-                if get_json::<Redemption>(txn, REDEMPTIONS, r.id.as_str())?.is_none() {
-                    put_json(txn, REDEMPTIONS, r.id.as_str(), r)?;
+                let known = txn.open_table(REDEMPTIONS)?.get(r.id.as_str())?.is_some();
+                if !known {
+                    put_redemption(txn, r)?;
                 }
             }
             let mut blocks = txn.open_table(BLOCKS)?;
@@ -583,7 +579,7 @@ impl Store for RedbStore {
                 return Ok(None);
             };
             change(&mut r);
-            put_json(txn, REDEMPTIONS, id.as_str(), &r)?;
+            put_redemption(txn, &r)?;
             Ok(Some(r))
         })
     }
@@ -591,7 +587,7 @@ impl Store for RedbStore {
     fn put_redemptions(&self, redemptions: Vec<Redemption>) -> Result<(), StoreError> {
         self.write(move |txn| {
             for r in &redemptions {
-                put_json(txn, REDEMPTIONS, r.id.as_str(), r)?;
+                put_redemption(txn, r)?;
             }
             Ok(())
         })
@@ -604,7 +600,7 @@ impl Store for RedbStore {
     fn put_burns(&self, burns: Vec<ObservedBurn>) -> Result<(), StoreError> {
         self.write(move |txn| {
             for b in &burns {
-                put_json(txn, BURNS, &burn_key(b), b)?;
+                put_burn(txn, b)?;
             }
             Ok(())
         })
@@ -627,7 +623,7 @@ impl Store for RedbStore {
                         // An operator asking again starts the attempts afresh.
                         *return_requested = true;
                         r.failed_attempts = 0;
-                        put_json(txn, REDEMPTIONS, id.as_str(), &r)?;
+                        put_redemption(txn, &r)?;
                     }
                     Ok(ReturnOutcome::Requested)
                 }
@@ -653,25 +649,11 @@ impl Store for RedbStore {
 
     fn put_tx(&self, tx: &TxRecord) -> Result<(), StoreError> {
         let tx = tx.clone();
-        self.write(move |txn| {
-            txn.open_table(TXS)?
-                .insert(tx.nonce, encode(&tx)?.as_slice())?;
-            Ok(())
-        })
+        self.write(move |txn| put_tx(txn, &tx))
     }
 
     fn unsettled_txs(&self) -> Result<Vec<TxRecord>, StoreError> {
-        let txn = self.db()?.begin_read()?;
-        let table = txn.open_table(TXS)?;
-        let mut out = Vec::new();
-        for entry in table.iter()? {
-            let (k, v) = entry?;
-            let tx: TxRecord = decode(&k.value().to_string(), v.value())?;
-            if tx.settled.is_none() {
-                out.push(tx);
-            }
-        }
-        Ok(out)
+        redb_index::unsettled_txs(&self.db()?.begin_read()?)
     }
 
     fn tx(&self, nonce: u64) -> Result<Option<TxRecord>, StoreError> {

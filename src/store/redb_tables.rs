@@ -8,7 +8,7 @@ use reconciler::{Network, ObservedBurn, ObservedDeposit, Symbol};
 use redb::backends::FileBackend;
 use redb::{
     Builder, Database, DatabaseError, ReadableDatabase, ReadableTable, StorageBackend,
-    TableDefinition, WriteTransaction,
+    TableDefinition, TableHandle, WriteTransaction,
 };
 use serde::{de::DeserializeOwned, Serialize};
 use std::path::Path;
@@ -141,7 +141,39 @@ pub(super) fn open_existing<B: StorageBackend>(
         .create_with_backend(wrap(backend))
         .map_err(|e| open_error(shown, e))?;
     check_schema(shown, &db, true)?;
+    migrate(shown, &db)?;
     Ok(db)
+}
+
+/// Brings a file of an older schema up to [`SCHEMA_VERSION`] in one two-phase write transaction:
+/// a crash during it leaves the file as it was, and the next open migrates again.
+/// Version 1 -> 2 builds the pass's index tables from the records.
+fn migrate(shown: &str, db: &Database) -> Result<(), StoreError> {
+    let found = {
+        let txn = db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let found = meta.get("schema_version")?.map(|v| v.value());
+        found
+    };
+    let Some(found) = found.filter(|v| *v < SCHEMA_VERSION) else {
+        return Ok(());
+    };
+    let started = std::time::Instant::now();
+    let mut txn = db.begin_write()?;
+    txn.set_two_phase_commit(true);
+    let counts = super::redb_index::rebuild(&txn)?;
+    txn.open_table(META)?
+        .insert("schema_version", SCHEMA_VERSION)?;
+    txn.commit()?;
+    tracing::info!(
+        store = %shown,
+        from = found,
+        to = SCHEMA_VERSION,
+        indexes = ?counts,
+        elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        "store: schema migrated; the pass's index tables were built from the records"
+    );
+    Ok(())
 }
 
 pub(super) fn create_new<B: StorageBackend>(
@@ -173,6 +205,7 @@ pub(super) fn create_new<B: StorageBackend>(
         txn.open_table(BLOCKS)?;
         txn.open_table(TXS)?;
     }
+    super::redb_index::create_tables(&txn)?;
     txn.commit()?;
     Ok(db)
 }
@@ -219,7 +252,25 @@ pub(super) fn get_json<V: DeserializeOwned>(
     }
 }
 
+/// Writes a record of a table without index. Mints, deposits, redemptions and burns are written
+/// only by [`super::redb_index`], which keeps their indexes in the same transaction.
 pub(super) fn put_json<V: Serialize>(
+    txn: &WriteTransaction,
+    table: Json,
+    key: &str,
+    value: &V,
+) -> Result<(), StoreError> {
+    debug_assert!(
+        ![MINTS, DEPOSITS, REDEMPTIONS, BURNS]
+            .iter()
+            .any(|t| t.name() == table.name()),
+        "an indexed table is written through redb_index"
+    );
+    put_raw(txn, table, key, value)
+}
+
+/// [`put_json`] without the check: for [`super::redb_index`], which writes the indexes with it.
+pub(super) fn put_raw<V: Serialize>(
     txn: &WriteTransaction,
     table: Json,
     key: &str,

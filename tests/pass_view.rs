@@ -1,0 +1,531 @@
+//! A pass reads the live items through index tables (`Store::pass_view`, `unsettled_txs`), not by
+//! scanning the history; the world the plan sees must not change for it. Guards: after every kind
+//! of write (issuance, confirm, update, recovery insert, scan, deposits and burns from receipts,
+//! redemption changes, a return request, our transactions) and after a reorg rewind, the indexed
+//! reads equal the full scans filtered as the pass filtered them before; they survive a reopen; and
+//! a file written by schema version 1 (no index tables) is migrated once at open to the same reads.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::too_many_lines)]
+
+use alloy::primitives::{Address, Bytes, B256, U256};
+use issuer::store::{
+    MintProblem, MintRecord, PassView, RedbStore, Scan, Settled, Store, TxRecord, SCHEMA_VERSION,
+};
+use reconciler::{
+    Anomaly, Callback, ClientId, ClientRef, IssuerRequestId, Journal, MintIntent, Network,
+    ObservedBurn, ObservedDeposit, Qty, Redemption, RedemptionState, Symbol, TokenizationRequestId,
+    TxPurpose,
+};
+use redb::{Database, MultimapTableDefinition, ReadableDatabase, TableDefinition};
+use std::collections::BTreeSet;
+
+const VAULT: Address = Address::repeat_byte(0x11);
+
+fn trid(name: &str) -> TokenizationRequestId {
+    TokenizationRequestId::parse(name).unwrap()
+}
+
+fn irid(name: &str) -> IssuerRequestId {
+    IssuerRequestId::for_mint(&trid(name))
+}
+
+fn mint(name: &str, journal: Journal, callback: Callback) -> MintRecord {
+    MintRecord {
+        intent: MintIntent {
+            issuer_request_id: irid(name),
+            tokenization_request_id: trid(name),
+            client: ClientRef::ClientExternalAccountId(ClientId::parse("c").unwrap()),
+            wallet: Address::repeat_byte(0x22),
+            underlying: Symbol::parse("AAPL").unwrap(),
+            token: Symbol::parse("tAAPL").unwrap(),
+            network: Network::parse("base").unwrap(),
+            qty: Qty::parse("1").unwrap(),
+            vault: VAULT,
+            journal,
+            callback,
+            failed_attempts: 0,
+            accepted_at: 0,
+        },
+        fingerprint: format!("f-{name}"),
+        reject_reason: None,
+        problem: None,
+        confirmed_at_ms: None,
+    }
+}
+
+fn acked() -> Callback {
+    Callback::Acked {
+        tx_hash: B256::repeat_byte(0xac),
+    }
+}
+
+/// A deposit tagged for the mint `name`, in `block` (the key orders deposits by block).
+fn deposit(name: &str, block: u64, log_index: u64) -> ObservedDeposit {
+    ObservedDeposit {
+        vault: VAULT,
+        issuer_request_id: irid(name),
+        tokenization_request_id: trid(name),
+        owner: Address::repeat_byte(0xb0),
+        assets: U256::from(1u64),
+        receipt_id: U256::from(block * 100 + log_index),
+        block_number: block,
+        block_hash: B256::from(U256::from(block)),
+        tx_hash: B256::from(U256::from(block * 1000 + log_index)),
+        log_index,
+    }
+}
+
+fn redemption(n: u64, block: u64, state: RedemptionState) -> Redemption {
+    let tx_hash = B256::from(U256::from(0xdead_0000 + n));
+    Redemption {
+        id: IssuerRequestId::for_redemption(tx_hash, 0),
+        vault: VAULT,
+        underlying: Symbol::parse("AAPL").unwrap(),
+        token: Symbol::parse("tAAPL").unwrap(),
+        network: Network::parse("base").unwrap(),
+        sender: Address::repeat_byte(0x22),
+        client_id: None,
+        client_account_id: None,
+        qty: Qty::parse("1").unwrap(),
+        tx_hash,
+        log_index: 0,
+        block_number: block,
+        state,
+        failed_attempts: 0,
+    }
+}
+
+fn burn(r: &Redemption, block: u64) -> ObservedBurn {
+    ObservedBurn {
+        vault: VAULT,
+        redemption_id: r.id.clone(),
+        shares: U256::from(1u64),
+        receipt_id: U256::from(7u64),
+        block_number: block,
+        tx_hash: B256::from(U256::from(0xb000 + block)),
+        log_index: 0,
+    }
+}
+
+fn tx(nonce: u64, mined_block: Option<u64>) -> TxRecord {
+    TxRecord {
+        nonce,
+        from: Address::repeat_byte(0xb0),
+        to: VAULT,
+        purpose: TxPurpose::Other {
+            label: format!("tx-{nonce}"),
+        },
+        input: Bytes::new(),
+        gas_limit: 21_000,
+        variants: Vec::new(),
+        settled: mined_block.map(|b| Settled {
+            mined_block: Some(b),
+            hash: Some(B256::repeat_byte(0x55)),
+            success: true,
+        }),
+    }
+}
+
+fn requested_state() -> RedemptionState {
+    RedemptionState::Requested {
+        tokenization_request_id: trid("red-t"),
+    }
+}
+
+fn journaled_state() -> RedemptionState {
+    RedemptionState::Journaled {
+        tokenization_request_id: trid("red-t"),
+    }
+}
+
+fn burned_state() -> RedemptionState {
+    RedemptionState::Burned {
+        tokenization_request_id: trid("red-t"),
+        tx_hash: B256::repeat_byte(0xbb),
+    }
+}
+
+/// What a pass read before the indexes: every record, filtered to the live ones.
+fn scanned(store: &dyn Store) -> PassView {
+    let all = store.all_mints().unwrap();
+    let known: BTreeSet<_> = all
+        .iter()
+        .map(|m| m.intent.issuer_request_id.clone())
+        .collect();
+    let mints: Vec<MintRecord> = all.into_iter().filter(MintRecord::is_active).collect();
+    let active: BTreeSet<_> = mints
+        .iter()
+        .map(|m| m.intent.issuer_request_id.clone())
+        .collect();
+    let deposits = store
+        .deposits()
+        .unwrap()
+        .into_iter()
+        .filter(|d| active.contains(&d.issuer_request_id) || !known.contains(&d.issuer_request_id))
+        .collect();
+    let redemptions: Vec<Redemption> = store
+        .redemptions()
+        .unwrap()
+        .into_iter()
+        .filter(|r| !r.state.is_final())
+        .collect();
+    let live: BTreeSet<_> = redemptions.iter().map(|r| r.id.clone()).collect();
+    let burns = store
+        .burns()
+        .unwrap()
+        .into_iter()
+        .filter(|b| live.contains(&b.redemption_id))
+        .collect();
+    PassView {
+        mints,
+        deposits,
+        redemptions,
+        burns,
+    }
+}
+
+/// Unsettled nonces found by reading every nonce, as the full scan did.
+fn unsettled_scanned(store: &dyn Store) -> Vec<u64> {
+    let Some(highest) = store.highest_nonce().unwrap() else {
+        return Vec::new();
+    };
+    (0..=highest)
+        .filter(|n| store.tx(*n).unwrap().is_some_and(|t| t.settled.is_none()))
+        .collect()
+}
+
+/// The indexed reads equal the scans; returns the view.
+fn same_as_scan(store: &dyn Store, when: &str) -> PassView {
+    let view = store.pass_view().unwrap();
+    assert_eq!(
+        view,
+        scanned(store),
+        "pass view differs from the scan {when}"
+    );
+    let unsettled: Vec<u64> = store
+        .unsettled_txs()
+        .unwrap()
+        .iter()
+        .map(|t| t.nonce)
+        .collect();
+    assert_eq!(
+        unsettled,
+        unsettled_scanned(store),
+        "unsettled transactions differ {when}"
+    );
+    assert_eq!(
+        store.active_mints().unwrap(),
+        view.mints,
+        "active mints differ {when}"
+    );
+    view
+}
+
+fn mint_names(view: &PassView) -> BTreeSet<IssuerRequestId> {
+    view.mints
+        .iter()
+        .map(|m| m.intent.issuer_request_id.clone())
+        .collect()
+}
+
+fn deposit_blocks(view: &PassView) -> Vec<(IssuerRequestId, u64)> {
+    view.deposits
+        .iter()
+        .map(|d| (d.issuer_request_id.clone(), d.block_number))
+        .collect()
+}
+
+/// Fills a store with finished and active items of every kind, written every way the shell
+/// writes them, then rewinds a reorg; checks the indexed reads against the scans at each step.
+fn build(store: &dyn Store) -> PassView {
+    // Mints: active ones, finished ones, one finished after the fact, a stuck one.
+    assert!(matches!(
+        store
+            .submit_issuance(mint("pending", Journal::Pending, Callback::NotSent))
+            .unwrap(),
+        issuer::store::IssuanceOutcome::Created(_)
+    ));
+    store
+        .submit_issuance(mint("rejected", Journal::Pending, Callback::NotSent))
+        .unwrap();
+    store
+        .confirm_issuance(
+            &trid("rejected"),
+            &irid("rejected"),
+            Journal::Rejected,
+            Some("no".into()),
+        )
+        .unwrap();
+    let mut stuck = mint("stuck", Journal::Completed, Callback::NotSent);
+    stuck.problem = Some(MintProblem::Note("double deposit".into()));
+    store
+        .put_mints(vec![
+            mint("acked", Journal::Completed, acked()),
+            mint("acked-later", Journal::Completed, Callback::Attempted),
+            mint("double", Journal::Completed, Callback::NotSent),
+            stuck,
+        ])
+        .unwrap();
+    same_as_scan(store, "after the mints");
+
+    // Deposits: from a scan (with a redemption and a burn), from our receipts; a double deposit
+    // for an active mint, deposits of finished mints, deposits no mint claims (yet).
+    let detected_early = redemption(1, 12, RedemptionState::Detected);
+    let detected_late = redemption(2, 50, RedemptionState::Detected);
+    store
+        .advance(
+            VAULT,
+            20,
+            Scan {
+                deposits: vec![
+                    deposit("double", 10, 0),
+                    deposit("acked", 11, 0),
+                    deposit("lost", 12, 1),
+                    deposit("recovered", 13, 0),
+                    deposit("recovered-done", 14, 0),
+                ],
+                redemptions: vec![detected_early.clone()],
+                burns: Vec::new(),
+            },
+            vec![(20, B256::repeat_byte(20))],
+        )
+        .unwrap();
+    store
+        .put_deposits(vec![
+            deposit("double", 41, 0),
+            deposit("acked-later", 15, 0),
+            deposit("lost-late", 45, 0),
+            deposit("stuck", 16, 0),
+        ])
+        .unwrap();
+    same_as_scan(store, "after the deposits");
+
+    // Lost intents rebuilt from Alpaca: one still to call back, one already acknowledged.
+    assert!(store
+        .insert_mint_if_absent(mint("recovered", Journal::Completed, Callback::NotSent))
+        .unwrap());
+    assert!(store
+        .insert_mint_if_absent(mint("recovered-done", Journal::Completed, acked()))
+        .unwrap());
+    assert!(!store
+        .insert_mint_if_absent(mint("recovered", Journal::Completed, acked()))
+        .unwrap());
+    // A mint finishes through a change inside its write transaction.
+    store
+        .update_mint(
+            &irid("acked-later"),
+            Box::new(|m| m.intent.callback = acked()),
+        )
+        .unwrap()
+        .unwrap();
+    same_as_scan(store, "after recovery and an update");
+
+    // Redemptions in every state, burns of live and of final ones, one finishing by a change.
+    let requested = redemption(3, 30, requested_state());
+    let journaled = redemption(4, 31, journaled_state());
+    let burned = redemption(5, 32, burned_state());
+    let returned = redemption(
+        6,
+        33,
+        RedemptionState::Returned {
+            tx_hash: B256::repeat_byte(0xee),
+        },
+    );
+    let flagged = redemption(
+        7,
+        34,
+        RedemptionState::Flagged {
+            anomaly: Anomaly::UnknownSender,
+            return_requested: false,
+            tokenization_request_id: None,
+        },
+    );
+    let finishing = redemption(8, 35, journaled_state());
+    store
+        .put_redemptions(vec![
+            requested.clone(),
+            journaled.clone(),
+            burned.clone(),
+            returned,
+            flagged.clone(),
+            finishing.clone(),
+        ])
+        .unwrap();
+    store
+        .advance(
+            VAULT,
+            60,
+            Scan {
+                deposits: Vec::new(),
+                // Already known: keeps its state.
+                redemptions: vec![
+                    detected_late.clone(),
+                    redemption(3, 30, RedemptionState::Detected),
+                ],
+                burns: vec![
+                    burn(&burned, 36),
+                    burn(&finishing, 37),
+                    burn(&journaled, 55),
+                ],
+            },
+            vec![(60, B256::repeat_byte(60))],
+        )
+        .unwrap();
+    store.put_burns(vec![burn(&journaled, 38)]).unwrap();
+    store
+        .update_redemption(&finishing.id, Box::new(|r| r.state = burned_state()))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store.request_return(&flagged.id).unwrap(),
+        issuer::store::ReturnOutcome::Requested
+    );
+    // Our transactions: settled before the fork, settled after it, not settled.
+    store.put_tx(&tx(0, Some(5))).unwrap();
+    store.put_tx(&tx(1, Some(52))).unwrap();
+    store.put_tx(&tx(2, None)).unwrap();
+    store.put_tx(&tx(3, None)).unwrap();
+    store.put_tx(&tx(3, Some(58))).unwrap();
+    let before = same_as_scan(store, "before the reorg");
+    assert_eq!(before.redemptions.len(), 5, "{:?}", before.redemptions);
+    assert_eq!(before.burns.len(), 2, "{:?}", before.burns);
+
+    // A reorg from block 40: deposits, burns and the detected transfer above it are forgotten;
+    // our transactions settled in it are tracked again.
+    store.drop_observations_from(40).unwrap();
+    let view = same_as_scan(store, "after the reorg");
+
+    let names = |list: &[&str]| list.iter().map(|n| irid(n)).collect::<BTreeSet<_>>();
+    assert_eq!(
+        mint_names(&view),
+        names(&["pending", "double", "stuck", "recovered"])
+    );
+    assert_eq!(
+        deposit_blocks(&view),
+        vec![
+            (irid("double"), 10),
+            (irid("lost"), 12),
+            (irid("recovered"), 13),
+            (irid("stuck"), 16),
+        ]
+    );
+    let ids: Vec<_> = view.redemptions.iter().map(|r| r.id.clone()).collect();
+    let mut expected = vec![
+        detected_early.id,
+        requested.id,
+        journaled.id.clone(),
+        flagged.id,
+    ];
+    expected.sort();
+    assert_eq!(ids, expected);
+    assert_eq!(view.burns, vec![burn(&journaled, 38)]);
+    let unsettled: Vec<u64> = store
+        .unsettled_txs()
+        .unwrap()
+        .iter()
+        .map(|t| t.nonce)
+        .collect();
+    assert_eq!(unsettled, vec![1, 2, 3]);
+
+    // The same logs seen again after the reorg: the double deposit is back.
+    store
+        .put_deposits(vec![deposit("double", 41, 0), deposit("lost-late", 45, 0)])
+        .unwrap();
+    let view = same_as_scan(store, "after the logs are seen again");
+    assert_eq!(
+        deposit_blocks(&view),
+        vec![
+            (irid("double"), 10),
+            (irid("lost"), 12),
+            (irid("recovered"), 13),
+            (irid("stuck"), 16),
+            (irid("double"), 41),
+            (irid("lost-late"), 45),
+        ]
+    );
+    view
+}
+
+#[test]
+fn the_pass_reads_exactly_the_live_items_a_full_scan_finds() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("issuer.redb");
+    let store = RedbStore::open(&path).unwrap();
+    let view = build(&store);
+    store.close();
+    let reopened = RedbStore::open(&path).unwrap();
+    assert_eq!(
+        same_as_scan(&reopened, "after a reopen"),
+        view,
+        "a reopen changed the view"
+    );
+}
+
+/// Turns a current file into what schema version 1 wrote: the same records, no index tables.
+fn make_version_1(path: &std::path::Path) {
+    let db = Database::open(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    for name in ["active_mints", "unclaimed_deposits", "active_redemptions"] {
+        assert!(txn
+            .delete_table(TableDefinition::<&str, ()>::new(name))
+            .unwrap());
+    }
+    assert!(txn
+        .delete_table(TableDefinition::<u64, ()>::new("unsettled_txs"))
+        .unwrap());
+    for name in ["deposits_by_mint", "burns_by_redemption"] {
+        assert!(txn
+            .delete_multimap_table(MultimapTableDefinition::<&str, &str>::new(name))
+            .unwrap());
+    }
+    txn.open_table(TableDefinition::<&str, u32>::new("meta"))
+        .unwrap()
+        .insert("schema_version", 1)
+        .unwrap();
+    txn.commit().unwrap();
+}
+
+fn schema_version(path: &std::path::Path) -> u32 {
+    let db = Database::open(path).unwrap();
+    let txn = db.begin_read().unwrap();
+    let meta = txn
+        .open_table(TableDefinition::<&str, u32>::new("meta"))
+        .unwrap();
+    let version = meta.get("schema_version").unwrap().unwrap().value();
+    version
+}
+
+#[test]
+fn a_version_1_file_gets_its_indexes_once_at_open_and_the_same_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("issuer.redb");
+    let store = RedbStore::open(&path).unwrap();
+    let view = build(&store);
+    let unsettled = store.unsettled_txs().unwrap();
+    store.close();
+    make_version_1(&path);
+    assert_eq!(schema_version(&path), 1);
+
+    let migrated = RedbStore::open(&path).unwrap();
+    assert_eq!(same_as_scan(&migrated, "after the migration"), view);
+    assert_eq!(migrated.unsettled_txs().unwrap(), unsettled);
+    // The indexes keep up with writes after the migration.
+    migrated
+        .update_mint(
+            &irid("pending"),
+            Box::new(|m| m.intent.journal = Journal::Rejected),
+        )
+        .unwrap()
+        .unwrap();
+    migrated.drop_observations_from(11).unwrap();
+    let after = same_as_scan(&migrated, "after writes on the migrated file");
+    assert_eq!(
+        mint_names(&after),
+        [irid("double"), irid("stuck"), irid("recovered")]
+            .into_iter()
+            .collect()
+    );
+    migrated.close();
+    assert_eq!(schema_version(&path), SCHEMA_VERSION);
+    let again = RedbStore::open(&path).unwrap();
+    assert_eq!(same_as_scan(&again, "after a second open"), after);
+}
