@@ -10,7 +10,7 @@
 //! - [`settings`]: the chain and Alpaca settings several subcommands share.
 //! - [`serve`]: `issuer serve`: settings checked before start, the server and loop wiring.
 //! - [`clock`]: the one place wall-clock time is read.
-//! - [`config`]: every setting, from a flag or an environment variable; secrets redacted in `Debug`.
+//! - [`config`]: setting types and checks: secrets redacted in `Debug`, CIDR lists, URL checks.
 //! - [`store`]: the redb file behind the [`store::Store`] trait: schema version, typed tables.
 //! - [`chain`]: the vault bindings, the bot's signer (local key, keystore, AWS KMS, Fireblocks),
 //!   deployment, log scans and our transactions.
