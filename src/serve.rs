@@ -5,7 +5,7 @@ use crate::alpaca::{BrokerClient, RetryPolicy};
 use crate::chain::{deploy, BotSigner, Chain};
 use crate::config::{is_anvil_dev_account, is_loopback_url, parse_cidrs, redact_url, Secret};
 use crate::http::{self, ConnectionLimits, HttpConfig, Readiness, ServeOptions};
-use crate::pass::{CrashPoint, PassConfig, Reconciler};
+use crate::pass::{CrashPoint, PassConfig, ReconcileLoop};
 use crate::store::Store;
 use anyhow::{bail, Context};
 use clap::Args;
@@ -336,7 +336,7 @@ async fn reconcile_when_connected(
     );
     check_roles(&chain, pending.store.as_ref(), &readiness).await;
     let probe = tokio::spawn(probe_rpc(chain.clone(), pending.store.clone(), readiness));
-    let reconciler = Reconciler {
+    let reconciler = ReconcileLoop {
         store: pending.store,
         chain,
         broker: pending.broker,

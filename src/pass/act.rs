@@ -3,7 +3,7 @@
 //! attempted before it is sent).
 
 use super::crash::{maybe_crash, CrashPoint};
-use super::{alpaca_jobs, PassError, PassSummary, Reconciler};
+use super::{alpaca_jobs, PassError, PassSummary, ReconcileLoop};
 use crate::alpaca::Broker;
 use crate::chain::{burn_calldata, mint_calldata, return_calldata, Chain, Fees};
 use crate::store::{Settled, Store, TxRecord, TxVariant};
@@ -15,7 +15,7 @@ use reconciler::{
 use std::collections::BTreeMap;
 
 pub async fn act<B: Broker + Clone + 'static>(
-    r: &Reconciler<B>,
+    r: &ReconcileLoop<B>,
     world: &World,
     actions: Vec<Action>,
     summary: &mut PassSummary,
@@ -42,7 +42,7 @@ pub async fn act<B: Broker + Clone + 'static>(
 
 /// Carries out one action of the plan.
 async fn act_one<B: Broker + Clone + 'static>(
-    r: &Reconciler<B>,
+    r: &ReconcileLoop<B>,
     world: &World,
     action: Action,
     intents: &BTreeMap<&IssuerRequestId, &MintIntent>,
@@ -227,7 +227,7 @@ async fn next_nonce(store: &dyn Store, chain: &Chain) -> Result<u64, PassError> 
 }
 
 async fn send_mint<B: Broker + Clone + 'static>(
-    r: &Reconciler<B>,
+    r: &ReconcileLoop<B>,
     head: u64,
     vault: alloy::primitives::Address,
     items: &[MintItem],
@@ -292,7 +292,7 @@ async fn send_mint<B: Broker + Clone + 'static>(
 
 /// The multicall of `[deposit, transfer]` pairs for `items`, each tagged with its ids.
 fn mint_input<B: Broker + Clone + 'static>(
-    r: &Reconciler<B>,
+    r: &ReconcileLoop<B>,
     items: &[MintItem],
     intents: &BTreeMap<&IssuerRequestId, &MintIntent>,
 ) -> alloy::primitives::Bytes {
@@ -318,7 +318,7 @@ fn mint_input<B: Broker + Clone + 'static>(
 /// Shows operators why a mint waits: its transaction does not estimate. Tried again every pass
 /// (nothing is spent until it estimates). The node's text is escaped: it may carry raw bytes.
 fn flag_unestimable<B: Broker + Clone + 'static>(
-    r: &Reconciler<B>,
+    r: &ReconcileLoop<B>,
     item: &MintItem,
     e: &crate::chain::ChainError,
 ) -> Result<(), PassError> {
@@ -341,7 +341,7 @@ fn flag_unestimable<B: Broker + Clone + 'static>(
 
 /// Estimates, signs, stores, then broadcasts one transaction from the bot.
 async fn send_tx<B: Broker + Clone + 'static>(
-    r: &Reconciler<B>,
+    r: &ReconcileLoop<B>,
     head: u64,
     to: alloy::primitives::Address,
     input: alloy::primitives::Bytes,
@@ -353,7 +353,7 @@ async fn send_tx<B: Broker + Clone + 'static>(
 
 /// Signs, stores, then broadcasts one transaction whose gas is known.
 async fn send_estimated<B: Broker + Clone + 'static>(
-    r: &Reconciler<B>,
+    r: &ReconcileLoop<B>,
     head: u64,
     to: alloy::primitives::Address,
     input: alloy::primitives::Bytes,
@@ -395,7 +395,7 @@ async fn send_estimated<B: Broker + Clone + 'static>(
 }
 
 async fn send_burn<B: Broker + Clone + 'static>(
-    r: &Reconciler<B>,
+    r: &ReconcileLoop<B>,
     head: u64,
     vault: alloy::primitives::Address,
     id: &IssuerRequestId,
@@ -432,7 +432,7 @@ async fn send_burn<B: Broker + Clone + 'static>(
 
 /// Re-signs a stuck nonce with fees at least 25% higher (nodes want 10%), same calldata.
 async fn replace<B: Broker + Clone + 'static>(
-    r: &Reconciler<B>,
+    r: &ReconcileLoop<B>,
     head: u64,
     nonce: u64,
 ) -> Result<(), PassError> {
@@ -494,7 +494,7 @@ async fn replace<B: Broker + Clone + 'static>(
 }
 
 fn settle<B: Broker + Clone + 'static>(
-    r: &Reconciler<B>,
+    r: &ReconcileLoop<B>,
     nonce: u64,
     failed: &[IssuerRequestId],
     world: &World,

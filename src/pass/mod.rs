@@ -57,7 +57,7 @@ pub struct PassSummary {
 }
 
 /// Everything a pass needs.
-pub struct Reconciler<B> {
+pub struct ReconcileLoop<B> {
     pub store: Arc<dyn Store>,
     pub chain: Chain,
     pub broker: B,
@@ -147,7 +147,7 @@ impl PollSchedule {
     }
 }
 
-impl<B: Broker + Clone + 'static> Reconciler<B> {
+impl<B: Broker + Clone + 'static> ReconcileLoop<B> {
     /// What an Alpaca job needs, owned.
     fn job_ctx(&self) -> alpaca_jobs::JobCtx<B> {
         alpaca_jobs::JobCtx {

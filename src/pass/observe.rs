@@ -1,7 +1,7 @@
 //! Observe: the head, reorgs, our transactions, tagged deposits; then the world the plan sees.
 
 use super::crash::{maybe_crash, CrashPoint};
-use super::{alpaca_jobs, PassError, Reconciler};
+use super::{alpaca_jobs, PassError, ReconcileLoop};
 use crate::alpaca::Broker;
 use crate::chain::{Chain, ChainError};
 use crate::store::{Scan, Store};
@@ -12,7 +12,9 @@ use reconciler::{
 };
 use std::collections::BTreeSet;
 
-pub async fn observe<B: Broker + Clone + 'static>(r: &Reconciler<B>) -> Result<World, PassError> {
+pub async fn observe<B: Broker + Clone + 'static>(
+    r: &ReconcileLoop<B>,
+) -> Result<World, PassError> {
     let store = r.store.as_ref();
     let chain = &r.chain;
     let head = chain.head().await?;
@@ -219,7 +221,7 @@ pub async fn observe<B: Broker + Clone + 'static>(r: &Reconciler<B>) -> Result<W
 /// What this pass saw, for `/metrics`: the head, our transactions, items by state and stuck, and
 /// (every [`SUPPLY_EVERY`]) each vault's supply.
 async fn record_metrics<B: Broker + Clone + 'static>(
-    r: &Reconciler<B>,
+    r: &ReconcileLoop<B>,
     world: &World,
     stuck_mints: usize,
 ) {
@@ -346,7 +348,7 @@ fn supply_due() -> bool {
 /// them; and a poll job started for each requested redemption that is due. Never waits on Alpaca:
 /// an answer that is not in yet is simply absent, and the plan waits.
 fn alpaca_views<B: Broker + Clone + 'static>(
-    r: &Reconciler<B>,
+    r: &ReconcileLoop<B>,
     redemptions: &[Redemption],
 ) -> Vec<AlpacaView> {
     let mut views = r.alpaca.take_views();

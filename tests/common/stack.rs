@@ -11,7 +11,7 @@ use issuer::chain::{deploy::Deployed, Chain, Vault};
 use issuer::cli::{LOCAL_API_KEY, LOCAL_OPERATOR_KEY};
 use issuer::config::{parse_cidrs, Secret};
 use issuer::http::{AlpacaAuth, HttpConfig};
-use issuer::pass::{PassConfig, Reconciler};
+use issuer::pass::{PassConfig, ReconcileLoop};
 use issuer::sim::{Sim, SimConfig};
 use issuer::store::{Asset, RedbStore, Store};
 use reconciler::{ClientId, Network, Policy, Symbol};
@@ -221,7 +221,7 @@ impl Issuer {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let wake = Arc::new(tokio::sync::Notify::new());
         let (stop, rx) = watch::channel(false);
-        let reconciler = Reconciler {
+        let reconciler = ReconcileLoop {
             store: store.clone(),
             chain,
             broker,
