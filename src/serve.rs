@@ -2,7 +2,7 @@
 //! server, the reconcile loop and the RPC watch, with a graceful stop.
 
 use crate::alpaca::{BrokerClient, RetryPolicy};
-use crate::chain::{deploy, BotSigner, Chain};
+use crate::chain::{BotSigner, Chain};
 use crate::config::{is_anvil_dev_account, is_loopback_url, parse_cidrs, redact_url, Secret};
 use crate::http::{self, ConnectionLimits, HttpConfig, Readiness, ServeOptions};
 use crate::pass::{CrashPoint, PassConfig, ReconcileLoop};
@@ -344,6 +344,7 @@ async fn reconcile_when_connected(
         polls: crate::pass::PollSchedule::default(),
         alpaca: crate::pass::AlpacaWork::default(),
         stop: crate::pass::StopFlag::default(),
+        clock: crate::clock::system(),
     };
     reconciler.run(wake, shutdown).await;
     probe.abort();
@@ -375,11 +376,8 @@ async fn check_roles(chain: &Chain, store: &dyn Store, readiness: &Readiness) {
     };
     let mut problems = Vec::new();
     for asset in &assets {
-        let checked = tokio::time::timeout(
-            RPC_PROBE_EVERY,
-            deploy::missing_roles(chain.provider(), asset.authorizer, chain.bot()),
-        )
-        .await;
+        let checked =
+            tokio::time::timeout(RPC_PROBE_EVERY, chain.missing_roles(asset.authorizer)).await;
         match checked {
             Ok(Ok(missing)) if missing.is_empty() => {}
             Ok(Ok(missing)) => problems.push(format!(

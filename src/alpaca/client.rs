@@ -10,7 +10,8 @@ use reqwest::{header, Method, StatusCode};
 use serde::de::DeserializeOwned;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// Longest `Idempotency-Key` Alpaca accepts: it announced a 36-character maximum (a UUID), down
 /// from 128.
@@ -46,11 +47,8 @@ impl fmt::Debug for BrokerConfig {
 /// The Broker API client. Cheap to clone (reqwest's pool is shared).
 #[derive(Clone)]
 pub struct BrokerClient {
-    http: reqwest::Client,
-    /// `{base}/v1/accounts/{account_id}/tokenization`, checked once at construction.
-    prefix: String,
-    api_key: String,
-    api_secret: String,
+    /// How a call reaches Alpaca: HTTP, or the simulator in the same process (pass tests).
+    transport: Arc<dyn Transport>,
     retry: RetryPolicy,
     /// With [`RetryPolicy::defer_rate_limits`]: no call is sent before this instant (Alpaca's
     /// last `Retry-After`). Shared by every clone, as the limit is Alpaca's for the whole account.
@@ -60,20 +58,88 @@ pub struct BrokerClient {
 impl fmt::Debug for BrokerClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BrokerClient")
-            .field("prefix", &self.prefix)
-            .field("api_key", &self.api_key)
-            .field("api_secret", &"<redacted>")
+            .field("transport", &self.transport)
             .field("retry", &self.retry)
             .finish_non_exhaustive()
     }
 }
 
-/// A final answer: a status that is not retried, and its whole body.
-struct Answer {
-    status: StatusCode,
-    /// Only read for a 429.
-    retry_after: Option<Duration>,
-    body: Vec<u8>,
+/// One Broker API call as the client makes it, before any wire: `path` is relative to
+/// `/v1/accounts/{account_id}/tokenization/`.
+#[derive(Debug, Clone, Copy)]
+pub struct Exchange<'a> {
+    pub method: &'a Method,
+    pub path: &'a str,
+    pub query: &'a [(&'a str, &'a str)],
+    pub idempotency_key: Option<&'a str>,
+    /// A JSON body.
+    pub body: Option<&'a [u8]>,
+}
+
+/// How a call reaches Alpaca and its answer comes back. `Err` is a transport failure (no
+/// answer: refused, reset, cut mid-body), described for the logs.
+#[async_trait::async_trait]
+pub trait Transport: Send + Sync + fmt::Debug {
+    async fn exchange(&self, call: &Exchange<'_>) -> Result<Answer, String>;
+}
+
+/// The Broker API over HTTP with Basic auth.
+struct HttpTransport {
+    http: reqwest::Client,
+    /// `{base}/v1/accounts/{account_id}/tokenization`, checked once at construction.
+    prefix: String,
+    api_key: String,
+    api_secret: String,
+}
+
+impl fmt::Debug for HttpTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpTransport")
+            .field("prefix", &self.prefix)
+            .field("api_key", &self.api_key)
+            .field("api_secret", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl Transport for HttpTransport {
+    async fn exchange(&self, call: &Exchange<'_>) -> Result<Answer, String> {
+        let url = format!("{}/{}", self.prefix, call.path);
+        let mut builder = self
+            .http
+            .request(call.method.clone(), &url)
+            .basic_auth(&self.api_key, Some(&self.api_secret))
+            .header(header::ACCEPT, "application/json");
+        if !call.query.is_empty() {
+            builder = builder.query(call.query);
+        }
+        if let Some(key) = call.idempotency_key {
+            builder = builder.header("Idempotency-Key", key);
+        }
+        if let Some(bytes) = call.body {
+            builder = builder
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(bytes.to_vec());
+        }
+        let response = builder.send().await.map_err(|err| describe(&err))?;
+        let status = response.status();
+        let retry_after = retry_after(response.headers().get(header::RETRY_AFTER));
+        let body = response.bytes().await.map_err(|err| describe(&err))?;
+        Ok(Answer {
+            status,
+            retry_after,
+            body: body.to_vec(),
+        })
+    }
+}
+
+/// What Alpaca answered: a status and its whole body (`Retry-After` is only read for a 429).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub retry_after: Option<Duration>,
+    pub body: Vec<u8>,
 }
 
 impl Answer {
@@ -131,14 +197,23 @@ impl BrokerClient {
             .timeout(config.retry.attempt_timeout)
             .build()
             .map_err(|err| BrokerError::BadConfig(format!("HTTP client: {err}")))?;
-        Ok(Self {
+        let transport = HttpTransport {
             http,
             prefix: format!("{base}/v1/accounts/{}/tokenization", config.account_id),
             api_key: config.api_key,
             api_secret: config.api_secret,
-            retry: config.retry,
+        };
+        Ok(Self::with_transport(Arc::new(transport), config.retry))
+    }
+
+    /// A client whose calls go through `transport` (the simulator in-process, in pass tests),
+    /// with the same retries, rate-limit gate and decoding as over HTTP.
+    pub fn with_transport(transport: Arc<dyn Transport>, retry: RetryPolicy) -> Self {
+        Self {
+            transport,
+            retry,
             gate: Arc::new(Mutex::new(None)),
-        })
+        }
     }
 
     /// Sends one logical call, retrying per [`RetryPolicy`], and returns the first answer that is
@@ -167,7 +242,6 @@ impl BrokerClient {
         idempotency_key: Option<&str>,
         retry_transport: bool,
     ) -> Result<Answer, BrokerError> {
-        let url = format!("{}/{path}", self.prefix);
         let mut attempt: u32 = 0;
         if let Some(wait) = self.gate_closed_for() {
             return Err(BrokerError::RateLimited {
@@ -176,28 +250,15 @@ impl BrokerClient {
         }
         loop {
             attempt = attempt.saturating_add(1);
-            let mut builder = self
-                .http
-                .request(method.clone(), &url)
-                .basic_auth(&self.api_key, Some(&self.api_secret))
-                .header(header::ACCEPT, "application/json");
-            if !query.is_empty() {
-                builder = builder.query(query);
-            }
-            if let Some(key) = idempotency_key {
-                builder = builder.header("Idempotency-Key", key);
-            }
-            if let Some(bytes) = &body {
-                builder = builder
-                    .header(header::CONTENT_TYPE, "application/json")
-                    .body(bytes.clone());
-            }
-            let request = builder
-                .build()
-                .map_err(|err| BrokerError::Transport(err.to_string()))?;
-
+            let exchange = Exchange {
+                method: &method,
+                path,
+                query,
+                idempotency_key,
+                body: body.as_deref(),
+            };
             let started = Instant::now();
-            let tried = self.attempt(request).await;
+            let tried = self.attempt(&exchange).await;
             record_call(path, &tried, started.elapsed());
             let (failure, last) = match tried {
                 Ok(answer) => match classify(&answer) {
@@ -262,23 +323,9 @@ impl BrokerClient {
 
     /// One try: send and read the whole body within the attempt timeout. A body cut short counts
     /// as a transport failure like a refused connection.
-    async fn attempt(&self, request: reqwest::Request) -> Result<Answer, String> {
+    async fn attempt(&self, exchange: &Exchange<'_>) -> Result<Answer, String> {
         let timeout = self.retry.attempt_timeout;
-        let exchange = async {
-            let response = self
-                .http
-                .execute(request)
-                .await
-                .map_err(|err| describe(&err))?;
-            let status = response.status();
-            let retry_after = retry_after(response.headers().get(header::RETRY_AFTER));
-            let body = response.bytes().await.map_err(|err| describe(&err))?;
-            Ok::<_, String>(Answer {
-                status,
-                retry_after,
-                body: body.to_vec(),
-            })
-        };
+        let exchange = self.transport.exchange(exchange);
         match tokio::time::timeout(timeout, exchange).await {
             Err(_) => Err(format!("timed out after {} ms", timeout.as_millis())),
             Ok(result) => result,

@@ -14,7 +14,9 @@ pub mod wire;
 use reconciler::ids::{IssuerRequestId, TokenizationRequestId};
 use std::future::Future;
 
-pub use client::{BrokerClient, BrokerConfig, IDEMPOTENCY_KEY_LEN_MAX};
+pub use client::{
+    Answer, BrokerClient, BrokerConfig, Exchange, Transport, IDEMPOTENCY_KEY_LEN_MAX,
+};
 pub use error::BrokerError;
 pub use retry::{AttemptFailure, RetryPolicy};
 pub use wire::{

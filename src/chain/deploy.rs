@@ -227,29 +227,3 @@ pub async fn ensure_ready(
 /// The roles the bot needs on a vault's authorizer to run: DEPOSIT to mint, WITHDRAW to burn.
 /// (CERTIFY is needed only by `issuer deploy`, which grants and checks it itself.)
 pub const ROLES_TO_RUN: [&str; 2] = ["DEPOSIT", "WITHDRAW"];
-
-/// Which of [`ROLES_TO_RUN`] `bot` lacks on `authorizer`, read through `provider`.
-pub async fn missing_roles(
-    provider: &impl Provider,
-    authorizer: Address,
-    bot: Address,
-) -> Result<Vec<&'static str>, ChainError> {
-    let contract = Authorizer::new(authorizer, provider);
-    let mut missing = Vec::new();
-    for name in ROLES_TO_RUN {
-        let role = match name {
-            "DEPOSIT" => contract.DEPOSIT().call().await,
-            _ => contract.WITHDRAW().call().await,
-        }
-        .map_err(step("read role id"))?;
-        if !contract
-            .hasRole(role, bot)
-            .call()
-            .await
-            .map_err(step("read role"))?
-        {
-            missing.push(name);
-        }
-    }
-    Ok(missing)
-}

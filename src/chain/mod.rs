@@ -1,23 +1,28 @@
-//! The chain: vault bindings from the committed artifacts, the bot's signer, log scans, and the
-//! raw transactions we sign, store and broadcast ourselves.
+//! The chain: vault bindings from the committed artifacts, the bot's signer, and what the issuer
+//! reads from and sends to a node, over the [`Node`] trait ([`RpcNode`] in production,
+//! [`mem::MemNode`] in the pass tests).
+//!
+//! [`Chain`] is the issuer's view: which deposits are ours, which transfers are redemptions, what
+//! our receipts show, and the raw transactions we sign, store and broadcast ourselves. It holds
+//! no state of its own beyond the node and the signer, so a clone is cheap.
 
 pub mod deploy;
 pub mod fireblocks;
 pub mod kms;
+pub mod mem;
+pub mod node;
+pub mod rpc;
 pub mod signer;
 
 use alloy::consensus::{SignableTransaction, TxEip1559, TxEnvelope};
 use alloy::eips::eip2718::Encodable2718;
-use alloy::eips::BlockNumberOrTag;
-use alloy::network::Ethereum;
 use alloy::primitives::{Address, Bytes, TxKind, B256, U256};
-use alloy::providers::{Provider, RootProvider};
-use alloy::rpc::types::{Filter, Log, TransactionRequest};
-use alloy::sol_types::{SolCall, SolEvent};
+use alloy::sol_types::SolCall;
+pub use node::{At, Fees, LogAt, LogQuery, Node, NodeReceipt, VaultEvent, VaultLog};
 use reconciler::{meta, IssuerRequestId, ObservedBurn, ObservedDeposit, TokenizationRequestId};
+pub use rpc::{RpcNode, LOG_RANGE_BLOCKS_MAX};
 pub use signer::{BotSigner, EthersSigner, SignerKind};
-use std::future::IntoFuture;
-use std::time::Duration;
+use std::sync::Arc;
 
 alloy::sol!(
     #[sol(rpc)]
@@ -40,11 +45,6 @@ alloy::sol!(
 
 /// The share ratio every deposit asks for: one share per asset, 18 decimals.
 pub const SHARE_RATIO: U256 = U256::from_limbs([1_000_000_000_000_000_000, 0, 0, 0]);
-/// Most blocks asked for in one `eth_getLogs`: providers cap ranges, and a bounded range keeps a
-/// long catch-up scan interruptible.
-pub const LOG_RANGE_BLOCKS_MAX: u64 = 2_000;
-/// Every RPC call gives up after this; the pass retries later.
-const RPC_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Why a chain call failed.
 #[derive(Debug, thiserror::Error)]
@@ -59,26 +59,28 @@ pub enum ChainError {
     /// The node did not answer in time.
     #[error("RPC {0}: timed out")]
     Timeout(&'static str),
+    /// The node does not have a block we already saw: it is behind (or another node behind a
+    /// load balancer answered). Wait for it; it is not a reorg.
+    #[error("the node does not have block {block} we saw; it is behind")]
+    NodeBehind { block: u64 },
+    /// The block a scan was read up to changed while it was read: scan again next pass.
+    #[error("block {block} changed while it was scanned; scanning again next pass")]
+    HeadChanged { block: u64 },
+    /// A broadcast the node already has.
+    #[error("the node already has this transaction")]
+    AlreadyKnown,
+    /// A broadcast whose nonce is already used on chain.
+    #[error("nonce too low: the nonce is already used")]
+    NonceTooLow,
+    /// A replacement the node refuses: it wants a higher fee for that nonce.
+    #[error("replacement transaction underpriced")]
+    Underpriced,
     /// Signing failed (the signer backend refused).
     #[error("signing failed: {0}")]
     Sign(String),
     /// A deployment step did not leave the state it should have.
     #[error("deploy: {0}")]
     Deploy(String),
-}
-
-async fn timed<T, E: std::fmt::Display>(
-    call: &'static str,
-    fut: impl std::future::Future<Output = Result<T, E>>,
-) -> Result<T, ChainError> {
-    match tokio::time::timeout(RPC_TIMEOUT, fut).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(ChainError::Rpc {
-            call,
-            detail: crate::config::sanitise_for_log(&e.to_string()),
-        }),
-        Err(_) => Err(ChainError::Timeout(call)),
-    }
 }
 
 /// A log on one of our vaults that did not decode as our tagged deposit: reported, never acted on.
@@ -91,40 +93,41 @@ pub struct ForeignDeposit {
     pub detail: String,
 }
 
-/// Fees for a new transaction.
-#[derive(Debug, Clone, Copy)]
-pub struct Fees {
-    pub max_fee_per_gas: u128,
-    pub max_priority_fee_per_gas: u128,
+/// A transfer of vault shares to the bot (a redemption's first fact).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferIn {
+    pub from: Address,
+    pub value: U256,
+    pub block_number: u64,
+    pub tx_hash: B256,
+    /// The log's place within its own transaction (see [`Node::index_in_transaction`]).
+    pub index_in_tx: u64,
 }
 
 /// The node and the bot's key.
 #[derive(Clone, Debug)]
 pub struct Chain {
-    provider: RootProvider<Ethereum>,
+    node: Arc<dyn Node>,
     signer: BotSigner,
-    /// EIP-155 chain id, read once at connect: every signature commits to it.
-    #[allow(clippy::struct_field_names)]
-    chain_id: u64,
 }
 
 impl Chain {
+    /// Connects to a JSON-RPC node.
     pub async fn connect(rpc_url: &str, signer: impl Into<BotSigner>) -> Result<Chain, ChainError> {
-        let signer = signer.into();
-        let url = rpc_url
-            .parse()
-            .map_err(|_| ChainError::BadUrl(crate::config::redact_url(rpc_url)))?;
-        let provider = RootProvider::<Ethereum>::new_http(url);
-        let chain_id = timed("eth_chainId", provider.get_chain_id()).await?;
-        Ok(Chain {
-            provider,
-            signer,
-            chain_id,
-        })
+        let node = RpcNode::connect(rpc_url).await?;
+        Ok(Chain::new(Arc::new(node), signer))
     }
 
-    pub fn provider(&self) -> &RootProvider<Ethereum> {
-        &self.provider
+    /// The issuer's view over any node.
+    pub fn new(node: Arc<dyn Node>, signer: impl Into<BotSigner>) -> Chain {
+        Chain {
+            node,
+            signer: signer.into(),
+        }
+    }
+
+    pub fn node(&self) -> &dyn Node {
+        self.node.as_ref()
     }
 
     pub fn signer(&self) -> &BotSigner {
@@ -137,57 +140,32 @@ impl Chain {
     }
 
     pub fn chain_id(&self) -> u64 {
-        self.chain_id
+        self.node.chain_id()
     }
 
     pub async fn head(&self) -> Result<u64, ChainError> {
-        timed("eth_blockNumber", self.provider.get_block_number()).await
+        self.node.head().await
     }
 
     pub async fn block_hash(&self, number: u64) -> Result<Option<B256>, ChainError> {
-        let block = timed(
-            "eth_getBlockByNumber",
-            self.provider
-                .get_block_by_number(BlockNumberOrTag::Number(number))
-                .into_future(),
-        )
-        .await?;
-        Ok(block.map(|b| b.header.hash))
+        self.node.block_hash(number).await
     }
 
     /// The bot's nonce counting only mined transactions.
     pub async fn nonce_latest(&self) -> Result<u64, ChainError> {
-        timed(
-            "eth_getTransactionCount",
-            self.provider
-                .get_transaction_count(self.bot())
-                .latest()
-                .into_future(),
-        )
-        .await
+        self.node.nonce(self.bot(), At::Latest).await
     }
 
     /// The bot's nonce as of block `number`: transactions mined up to and including it.
     pub async fn nonce_at(&self, number: u64) -> Result<u64, ChainError> {
-        timed(
-            "eth_getTransactionCount",
-            self.provider
-                .get_transaction_count(self.bot())
-                .number(number)
-                .into_future(),
-        )
-        .await
+        self.node.nonce(self.bot(), At::Block(number)).await
     }
 
     pub async fn code_at(&self, address: Address) -> Result<Bytes, ChainError> {
-        timed(
-            "eth_getCode",
-            self.provider.get_code_at(address).into_future(),
-        )
-        .await
+        self.node.code(address).await
     }
 
-    /// Tagged `Deposit` logs of `vault` in `[from, to]`, in bounded ranges.
+    /// Tagged `Deposit` logs of `vault` in `[from, to]`, and the ones that are not ours.
     pub async fn scan_deposits(
         &self,
         vault: Address,
@@ -196,72 +174,48 @@ impl Chain {
     ) -> Result<(Vec<ObservedDeposit>, Vec<ForeignDeposit>), ChainError> {
         let mut ours = Vec::new();
         let mut foreign = Vec::new();
-        let mut start = from;
-        while start <= to {
-            let end = to.min(start.saturating_add(LOG_RANGE_BLOCKS_MAX - 1));
-            let filter = Filter::new()
-                .address(vault)
-                .event_signature(Vault::Deposit::SIGNATURE_HASH)
-                .from_block(start)
-                .to_block(end);
-            let logs = timed("eth_getLogs", self.provider.get_logs(&filter)).await?;
-            for log in logs {
-                match decode_deposit(vault, &log) {
-                    Ok(d) => ours.push(d),
-                    Err(f) => foreign.push(*f),
-                }
+        for log in self
+            .node
+            .vault_logs(vault, LogQuery::Deposits, from, to)
+            .await?
+        {
+            match decode_deposit(vault, &log) {
+                Some(Ok(d)) => ours.push(d),
+                Some(Err(f)) => foreign.push(*f),
+                None => {}
             }
-            start = end + 1;
         }
         Ok((ours, foreign))
     }
 
-    /// Every log of `filter` in `[from, to]`, asked in bounded ranges.
-    async fn logs_in_ranges(
-        &self,
-        filter: Filter,
-        from: u64,
-        to: u64,
-    ) -> Result<Vec<Log>, ChainError> {
-        let mut out = Vec::new();
-        let mut start = from;
-        while start <= to {
-            let end = to.min(start.saturating_add(LOG_RANGE_BLOCKS_MAX - 1));
-            let ranged = filter.clone().from_block(start).to_block(end);
-            out.extend(timed("eth_getLogs", self.provider.get_logs(&ranged)).await?);
-            start = end + 1;
-        }
-        Ok(out)
-    }
-
-    /// ERC-20 transfers of `vault` shares to the bot in `[from, to]`, mints excluded:
-    /// `(from, value, block, tx hash, log index)`.
+    /// ERC-20 transfers of `vault` shares to the bot in `[from, to]`, mints and the bot's own
+    /// transfers excluded.
     pub async fn scan_transfers_to_bot(
         &self,
         vault: Address,
         from: u64,
         to: u64,
-    ) -> Result<Vec<(Address, U256, u64, B256, u64)>, ChainError> {
-        let filter = Filter::new()
-            .address(vault)
-            .event_signature(Vault::Transfer::SIGNATURE_HASH)
-            .topic2(self.bot().into_word());
+    ) -> Result<Vec<TransferIn>, ChainError> {
+        let bot = self.bot();
         let mut out = Vec::new();
-        for log in self.logs_in_ranges(filter, from, to).await? {
-            let Ok(decoded) = log.log_decode::<Vault::Transfer>() else {
+        for log in self
+            .node
+            .vault_logs(vault, LogQuery::TransfersTo(bot), from, to)
+            .await?
+        {
+            let VaultEvent::Transfer(event) = &log.event else {
                 continue;
             };
-            let event = decoded.inner.data;
-            if event.from == Address::ZERO || event.from == self.bot() {
+            if event.to != bot || event.from == Address::ZERO || event.from == bot {
                 continue;
             }
-            let Some((block_number, tx_hash, _)) = position(&log) else {
-                continue;
-            };
-            // The id uses the log's place within its transaction, which a reorg that re-mines
-            // the transaction elsewhere in a block cannot change (the block-wide index can).
-            let index = self.index_in_transaction(&log, tx_hash).await?;
-            out.push((event.from, event.value, block_number, tx_hash, index));
+            out.push(TransferIn {
+                from: event.from,
+                value: event.value,
+                block_number: log.at.block_number,
+                tx_hash: log.at.tx_hash,
+                index_in_tx: self.node.index_in_transaction(&log.at).await?,
+            });
         }
         Ok(out)
     }
@@ -273,52 +227,20 @@ impl Chain {
         from: u64,
         to: u64,
     ) -> Result<Vec<ObservedBurn>, ChainError> {
-        let filter = Filter::new()
-            .address(vault)
-            .event_signature(Vault::Withdraw::SIGNATURE_HASH);
-        let mut out = Vec::new();
-        for log in self.logs_in_ranges(filter, from, to).await? {
-            let Ok(decoded) = log.log_decode::<Vault::Withdraw>() else {
-                continue;
-            };
-            let event = decoded.inner.data;
-            let tag = meta::decode(&event.receiptInformation)
-                .ok()
-                .and_then(|info| IssuerRequestId::parse(&info.issuer_request_id).ok());
-            let Some(redemption_id) = tag else {
-                tracing::warn!(%vault, tx = ?log.transaction_hash, "Withdraw without our tag: reported as an anomaly");
-                continue;
-            };
-            if let Some(burn) = decode_burn(vault, &log, redemption_id) {
-                out.push(burn);
-            }
-        }
-        Ok(out)
-    }
-
-    /// Where `log` stands among the logs of its own transaction: the number of that
-    /// transaction's logs before it in the block. Read from the block's logs (every node keeps
-    /// them), not from a receipt lookup that pruned nodes refuse for old transactions.
-    pub async fn index_in_transaction(&self, log: &Log, tx_hash: B256) -> Result<u64, ChainError> {
-        let missing = |what: &str| ChainError::Rpc {
-            call: "eth_getLogs",
-            detail: format!("log of {tx_hash} without its {what}"),
-        };
-        let block_hash = log.block_hash.ok_or_else(|| missing("block hash"))?;
-        let index = log.log_index.ok_or_else(|| missing("log index"))?;
-        let block_logs = timed(
-            "eth_getLogs",
-            self.provider
-                .get_logs(&Filter::new().at_block_hash(block_hash)),
-        )
-        .await?;
-        let before = block_logs
+        let logs = self
+            .node
+            .vault_logs(vault, LogQuery::Withdrawals, from, to)
+            .await?;
+        Ok(logs
             .iter()
-            .filter(|l| {
-                l.transaction_hash == Some(tx_hash) && l.log_index.is_some_and(|i| i < index)
+            .filter_map(|log| {
+                let burn = decode_burn(log);
+                if burn.is_none() && matches!(log.event, VaultEvent::Withdraw(_)) {
+                    tracing::warn!(%vault, tx = %log.at.tx_hash, "Withdraw without our tag: reported as an anomaly");
+                }
+                burn
             })
-            .count();
-        Ok(u64::try_from(before).unwrap_or(u64::MAX))
+            .collect())
     }
 
     /// The bot's balances of receipt `ids` of `receipt`, in the same order.
@@ -327,46 +249,31 @@ impl Chain {
         receipt: Address,
         ids: &[U256],
     ) -> Result<Vec<U256>, ChainError> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let contract = Receipt::new(receipt, &self.provider);
-        let owners = vec![self.bot(); ids.len()];
-        timed(
-            "balanceOfBatch",
-            contract
-                .balanceOfBatch(owners, ids.to_vec())
-                .call()
-                .into_future(),
-        )
-        .await
+        self.node
+            .receipt_balances(receipt, self.bot(), ids, At::Latest)
+            .await
     }
 
     /// The vault's total supply of shares (18 decimals).
     pub async fn total_supply(&self, vault: Address) -> Result<U256, ChainError> {
-        let contract = Vault::new(vault, &self.provider);
-        timed("totalSupply", contract.totalSupply().call().into_future()).await
+        self.node.total_supply(vault, At::Latest).await
+    }
+
+    /// Which roles the bot lacks on `authorizer` to mint and burn.
+    pub async fn missing_roles(
+        &self,
+        authorizer: Address,
+    ) -> Result<Vec<&'static str>, ChainError> {
+        self.node.missing_roles(authorizer, self.bot()).await
     }
 
     pub async fn fees(&self) -> Result<Fees, ChainError> {
-        let estimate = timed("eth_feeHistory", self.provider.estimate_eip1559_fees()).await?;
-        Ok(Fees {
-            max_fee_per_gas: estimate.max_fee_per_gas,
-            max_priority_fee_per_gas: estimate.max_priority_fee_per_gas,
-        })
+        self.node.fees().await
     }
 
     /// Gas for `input` sent by the bot to `to` now, with a margin for state moving under it.
     pub async fn estimate_gas(&self, to: Address, input: &Bytes) -> Result<u64, ChainError> {
-        let request = TransactionRequest::default()
-            .from(self.bot())
-            .to(to)
-            .input(input.clone().into());
-        let gas = timed(
-            "eth_estimateGas",
-            self.provider.estimate_gas(request).into_future(),
-        )
-        .await?;
+        let gas = self.node.estimate_gas(self.bot(), to, input).await?;
         Ok(gas.saturating_add(gas / 4).saturating_add(20_000))
     }
 
@@ -381,7 +288,7 @@ impl Chain {
         fees: Fees,
     ) -> Result<(B256, Bytes), ChainError> {
         let tx = TxEip1559 {
-            chain_id: self.chain_id,
+            chain_id: self.chain_id(),
             nonce,
             gas_limit,
             max_fee_per_gas: fees.max_fee_per_gas,
@@ -400,30 +307,18 @@ impl Chain {
         Ok((*envelope.tx_hash(), Bytes::from(envelope.encoded_2718())))
     }
 
-    /// Broadcasts stored bytes. A node that already has them, or that says the nonce is used,
-    /// is not an error here: the next pass reads the truth from receipts and nonces.
+    /// Broadcasts stored bytes. A node that already has them, or that says the nonce is used or
+    /// wants more for it, is not an error here: the next pass reads the truth from receipts and
+    /// nonces.
     pub async fn broadcast(&self, raw: &Bytes) -> Result<(), ChainError> {
-        match timed(
-            "eth_sendRawTransaction",
-            self.provider.send_raw_transaction(raw),
-        )
-        .await
-        {
-            Ok(_) => Ok(()),
-            Err(ChainError::Rpc { detail, .. })
-                if [
-                    "already known",
-                    "nonce too low",
-                    "already imported",
-                    "replacement transaction underpriced",
-                ]
-                .iter()
-                .any(|s| detail.to_lowercase().contains(s)) =>
-            {
-                tracing::debug!(%detail, "broadcast: node already has it or the nonce moved on");
+        match self.node.broadcast(raw).await {
+            Err(
+                e @ (ChainError::AlreadyKnown | ChainError::NonceTooLow | ChainError::Underpriced),
+            ) => {
+                tracing::debug!(error = %e, "broadcast: node already has it or the nonce moved on");
                 Ok(())
             }
-            Err(e) => Err(e),
+            other => other,
         }
     }
 
@@ -431,43 +326,25 @@ impl Chain {
     /// in its own logs (read from the receipt, so a log query served by a lagging node cannot
     /// make a mined mint look like one that did nothing).
     pub async fn mined(&self, hash: B256) -> Result<Option<Mined>, ChainError> {
-        let receipt = timed(
-            "eth_getTransactionReceipt",
-            self.provider.get_transaction_receipt(hash).into_future(),
-        )
-        .await?;
-        let Some(receipt) = receipt else {
-            return Ok(None);
-        };
-        let Some(block_number) = receipt.block_number else {
+        let Some(receipt) = self.node.receipt(hash).await? else {
             return Ok(None);
         };
         let mut deposits = Vec::new();
         let mut burns = Vec::new();
-        for log in receipt.inner.logs() {
-            let vault = log.address();
-            match log.topics().first() {
-                Some(t) if *t == Vault::Deposit::SIGNATURE_HASH => {
-                    if let Ok(d) = decode_deposit(vault, log) {
+        for log in &receipt.logs {
+            match &log.event {
+                VaultEvent::Deposit(_) => {
+                    if let Some(Ok(d)) = decode_deposit(log.address, log) {
                         deposits.push(d);
                     }
                 }
-                Some(t) if *t == Vault::Withdraw::SIGNATURE_HASH => {
-                    let tag = log.log_decode::<Vault::Withdraw>().ok().and_then(|w| {
-                        meta::decode(&w.inner.data.receiptInformation)
-                            .ok()
-                            .and_then(|info| IssuerRequestId::parse(&info.issuer_request_id).ok())
-                    });
-                    if let Some(burn) = tag.and_then(|id| decode_burn(vault, log, id)) {
-                        burns.push(burn);
-                    }
-                }
+                VaultEvent::Withdraw(_) => burns.extend(decode_burn(log)),
                 _ => {}
             }
         }
         Ok(Some(Mined {
-            block_number,
-            success: receipt.status(),
+            block_number: receipt.block_number,
+            success: receipt.success,
             deposits,
             burns,
         }))
@@ -483,66 +360,69 @@ pub struct Mined {
     pub burns: Vec<ObservedBurn>,
 }
 
-/// Block, transaction and block-wide index of a mined log; `None` for a log without them
-/// (pending), which is never acted on rather than defaulted to block 0.
-fn position(log: &Log) -> Option<(u64, B256, u64)> {
-    Some((log.block_number?, log.transaction_hash?, log.log_index?))
-}
-
-fn decode_burn(vault: Address, log: &Log, redemption_id: IssuerRequestId) -> Option<ObservedBurn> {
-    let (block_number, tx_hash, log_index) = position(log)?;
-    let event = log.log_decode::<Vault::Withdraw>().ok()?.inner.data;
+/// A `Withdraw` tagged with one of our redemption ids; `None` for anything else.
+fn decode_burn(log: &VaultLog) -> Option<ObservedBurn> {
+    let VaultEvent::Withdraw(event) = &log.event else {
+        return None;
+    };
+    let info = meta::decode(&event.receiptInformation).ok()?;
+    let redemption_id = IssuerRequestId::parse(&info.issuer_request_id).ok()?;
     Some(ObservedBurn {
-        vault,
+        vault: log.address,
         redemption_id,
         shares: event.shares,
         receipt_id: event.id,
-        block_number,
-        tx_hash,
-        log_index,
+        block_number: log.at.block_number,
+        tx_hash: log.at.tx_hash,
+        log_index: log.at.log_index,
     })
 }
 
-fn decode_deposit(vault: Address, log: &Log) -> Result<ObservedDeposit, Box<ForeignDeposit>> {
-    let Some((block_number, tx_hash, log_index)) = position(log) else {
-        return Err(Box::new(ForeignDeposit {
-            vault,
-            tx_hash: log.transaction_hash.unwrap_or_default(),
-            block_number: 0,
-            assets: U256::ZERO,
-            detail: "log without a block position (pending)".into(),
-        }));
-    };
+/// A `Deposit` log as ours (tagged with both ids) or foreign (anything else on the topic);
+/// `None` for other events.
+fn decode_deposit(
+    vault: Address,
+    log: &VaultLog,
+) -> Option<Result<ObservedDeposit, Box<ForeignDeposit>>> {
     let foreign = |assets: U256, detail: String| {
         Box::new(ForeignDeposit {
             vault,
-            tx_hash,
-            block_number,
+            tx_hash: log.at.tx_hash,
+            block_number: log.at.block_number,
             assets,
             detail,
         })
     };
-    let decoded = log
-        .log_decode::<Vault::Deposit>()
-        .map_err(|e| foreign(U256::ZERO, format!("not a Deposit: {e}")))?;
-    let event = decoded.inner.data;
-    let info = meta::decode(&event.receiptInformation)
-        .map_err(|e| foreign(event.assets, e.to_string()))?;
-    let irid = IssuerRequestId::parse(&info.issuer_request_id)
-        .map_err(|e| foreign(event.assets, e.to_string()))?;
-    let trid = TokenizationRequestId::parse(&info.tokenization_request_id)
-        .map_err(|e| foreign(event.assets, e.to_string()))?;
-    Ok(ObservedDeposit {
-        vault,
-        issuer_request_id: irid,
-        tokenization_request_id: trid,
-        owner: event.owner,
-        assets: event.assets,
-        receipt_id: event.id,
-        block_number,
-        block_hash: log.block_hash.unwrap_or_default(),
-        tx_hash,
-        log_index,
+    let event = match &log.event {
+        VaultEvent::Deposit(event) => event,
+        VaultEvent::Undecodable { detail } => {
+            return Some(Err(foreign(U256::ZERO, format!("not a Deposit: {detail}"))))
+        }
+        _ => return None,
+    };
+    let tagged = meta::decode(&event.receiptInformation)
+        .map_err(|e| e.to_string())
+        .and_then(|info| {
+            let irid =
+                IssuerRequestId::parse(&info.issuer_request_id).map_err(|e| e.to_string())?;
+            let trid = TokenizationRequestId::parse(&info.tokenization_request_id)
+                .map_err(|e| e.to_string())?;
+            Ok((irid, trid))
+        });
+    Some(match tagged {
+        Ok((issuer_request_id, tokenization_request_id)) => Ok(ObservedDeposit {
+            vault,
+            issuer_request_id,
+            tokenization_request_id,
+            owner: event.owner,
+            assets: event.assets,
+            receipt_id: event.id,
+            block_number: log.at.block_number,
+            block_hash: log.at.block_hash,
+            tx_hash: log.at.tx_hash,
+            log_index: log.at.log_index,
+        }),
+        Err(detail) => Err(foreign(event.assets, detail)),
     })
 }
 

@@ -296,7 +296,7 @@ fn mint_input<B: Broker + Clone + 'static>(
     items: &[MintItem],
     intents: &BTreeMap<&IssuerRequestId, &MintIntent>,
 ) -> alloy::primitives::Bytes {
-    let now = crate::clock::unix_now();
+    let now = r.clock.unix_secs();
     let mut calls = Vec::with_capacity(items.len());
     for item in items {
         let Some(intent) = intents.get(&item.issuer_request_id) else {
@@ -418,7 +418,7 @@ async fn send_burn<B: Broker + Clone + 'static>(
         issuer_request_id: id.to_string(),
         underlying: redemption.underlying.to_string(),
         quantity: kept.to_decimal(),
-        timestamp: crate::clock::unix_now(),
+        timestamp: r.clock.unix_secs(),
         notes: String::from("redeem"),
     });
     let input = burn_calldata(r.chain.bot(), receiver, allocations, dust, &info);

@@ -37,6 +37,7 @@ pub(super) struct JobCtx<B> {
     pub broker: B,
     pub polls: PollSchedule,
     pub crash_at: Option<CrashPoint>,
+    pub clock: Arc<dyn crate::clock::Clock>,
 }
 
 /// The Alpaca jobs in flight and what the finished polls saw. Cheap to clone.
@@ -418,7 +419,7 @@ pub(super) async fn callback<B: Broker>(
         }),
     )?;
     if let Some(confirmed) = acked.and_then(|m| m.confirmed_at_ms) {
-        let now_ms = crate::clock::unix_now_ms();
+        let now_ms = d.clock.unix_ms();
         #[allow(clippy::cast_precision_loss)] // milliseconds to seconds for a histogram
         let seconds = now_ms.saturating_sub(confirmed) as f64 / 1000.0;
         crate::metrics::metrics()
@@ -494,7 +495,7 @@ pub(super) async fn recover<B: Broker>(
         // Whether a callback was sent is unknown: the next one asks Alpaca first.
         callback: Callback::Attempted,
         failed_attempts: 0,
-        accepted_at: crate::clock::unix_now(),
+        accepted_at: d.clock.unix_secs(),
     };
     // The same fingerprint the HTTP intake computes: an identical retry from Alpaca is a repeat.
     let fingerprint = intent.fingerprint();

@@ -43,9 +43,22 @@ impl FromStr for CrashPoint {
     }
 }
 
+/// Set by in-process tests: a crash point panics (ending the task it runs in, as a kill ends the
+/// process) instead of aborting the whole test binary.
+static PANIC_INSTEAD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes every crash point in this process panic instead of abort (in-process tests only).
+pub fn panic_at_crash_points() {
+    PANIC_INSTEAD.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
 /// Aborts the process, as a kill would, if `at` is the configured point.
 pub fn maybe_crash(configured: Option<CrashPoint>, at: CrashPoint) {
     if configured == Some(at) {
+        assert!(
+            !PANIC_INSTEAD.load(std::sync::atomic::Ordering::SeqCst),
+            "crash point {at:?}"
+        );
         eprintln!("ISSUER_CRASH_AT: aborting at {at:?}");
         std::process::abort();
     }

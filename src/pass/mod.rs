@@ -3,12 +3,13 @@
 //! at once, and does not know which of those woke it: the same world gives the same plan.
 
 mod act;
+pub use act::rebroadcast_all;
 mod alpaca_jobs;
 mod crash;
 mod observe;
 
 pub use alpaca_jobs::{echo_mismatches, AlpacaWork};
-pub use crash::CrashPoint;
+pub use crash::{panic_at_crash_points, CrashPoint};
 
 use crate::alpaca::Broker;
 use crate::chain::{Chain, ChainError};
@@ -68,6 +69,8 @@ pub struct ReconcileLoop<B> {
     pub alpaca: AlpacaWork,
     /// Set at shutdown: the pass in progress stops at the next action boundary.
     pub stop: StopFlag,
+    /// Wall-clock time for what the pass records (receipt timestamps, acceptance times).
+    pub clock: Arc<dyn crate::clock::Clock>,
 }
 
 /// Asks a running pass to stop before its next action. Cheap to clone.
@@ -107,7 +110,7 @@ async fn watch_head(chain: Chain, wake: Arc<Notify>, every: Duration) {
 pub struct PollSchedule {
     next: Arc<
         std::sync::Mutex<
-            std::collections::HashMap<reconciler::IssuerRequestId, (std::time::Instant, u32)>,
+            std::collections::HashMap<reconciler::IssuerRequestId, (tokio::time::Instant, u32)>,
         >,
     >,
 }
@@ -123,7 +126,7 @@ impl PollSchedule {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         next.get(id)
-            .is_none_or(|(at, _)| std::time::Instant::now() >= *at)
+            .is_none_or(|(at, _)| tokio::time::Instant::now() >= *at)
     }
 
     pub fn wait_more(&self, id: &reconciler::IssuerRequestId) {
@@ -135,7 +138,7 @@ impl PollSchedule {
         let delay = POLL_BACKOFF_BASE
             .saturating_mul(1u32 << attempts.min(8))
             .min(POLL_BACKOFF_CAP);
-        next.insert(id.clone(), (std::time::Instant::now() + delay, attempts));
+        next.insert(id.clone(), (tokio::time::Instant::now() + delay, attempts));
     }
 
     pub fn forget(&self, id: &reconciler::IssuerRequestId) {
@@ -155,6 +158,7 @@ impl<B: Broker + Clone + 'static> ReconcileLoop<B> {
             broker: self.broker.clone(),
             polls: self.polls.clone(),
             crash_at: self.config.crash_at,
+            clock: self.clock.clone(),
         }
     }
 

@@ -20,10 +20,10 @@ pub async fn observe<B: Broker + Clone + 'static>(
     let head = chain.head().await?;
     // The head's hash is fixed before any scan and checked after: logs from a block replaced
     // while we read would otherwise be recorded beside the new block's hash and never re-checked.
-    let head_hash = chain.block_hash(head).await?.ok_or(ChainError::Rpc {
-        call: "eth_getBlockByNumber",
-        detail: format!("head block {head} not found"),
-    })?;
+    let head_hash = chain
+        .block_hash(head)
+        .await?
+        .ok_or(ChainError::NodeBehind { block: head })?;
     detect_reorg(store, chain).await?;
 
     // Nonce before receipts: a variant mined after the nonce was read still shows its receipt, so
@@ -99,9 +99,14 @@ pub async fn observe<B: Broker + Clone + 'static>(
             maybe_crash(r.config.crash_at, CrashPoint::AfterBurnSeen);
         }
         let mut redemptions = Vec::new();
-        for (sender, value, block_number, tx_hash, log_index) in
-            chain.scan_transfers_to_bot(asset.vault, from, head).await?
-        {
+        for transfer in chain.scan_transfers_to_bot(asset.vault, from, head).await? {
+            let crate::chain::TransferIn {
+                from: sender,
+                value,
+                block_number,
+                tx_hash,
+                index_in_tx: log_index,
+            } = transfer;
             let account = match store.wallet_owner(sender)? {
                 Some(client) => store
                     .account(&client)?
@@ -137,11 +142,7 @@ pub async fn observe<B: Broker + Clone + 'static>(
         ));
     }
     if chain.block_hash(head).await? != Some(head_hash) {
-        return Err(ChainError::Rpc {
-            call: "eth_getBlockByNumber",
-            detail: format!("block {head} changed while it was scanned; scanning again next pass"),
-        }
-        .into());
+        return Err(ChainError::HeadChanged { block: head }.into());
     }
     // What our own receipts showed is recorded even if a log query missed it.
     if !receipt_deposits.is_empty() {
@@ -333,13 +334,13 @@ const SUPPLY_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Whether the supply is due again (at most every [`SUPPLY_EVERY`], across passes).
 fn supply_due() -> bool {
-    static LAST: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+    static LAST: std::sync::Mutex<Option<tokio::time::Instant>> = std::sync::Mutex::new(None);
     let mut last = LAST
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let due = last.is_none_or(|at| at.elapsed() >= SUPPLY_EVERY);
     if due {
-        *last = Some(std::time::Instant::now());
+        *last = Some(tokio::time::Instant::now());
     }
     due
 }
@@ -389,13 +390,7 @@ async fn detect_reorg(store: &dyn Store, chain: &Chain) -> Result<(), PassError>
         Some(hash) if hash == newest_hash => return Ok(()),
         Some(_) => {}
         // A node that does not have a block we saw is behind, not reorged: wait for it.
-        None => {
-            return Err(ChainError::Rpc {
-                call: "eth_getBlockByNumber",
-                detail: format!("the node does not have block {newest} we saw; it is behind"),
-            }
-            .into())
-        }
+        None => return Err(ChainError::NodeBehind { block: newest }.into()),
     }
     let mut fork = hashes.first().map_or(newest, |(n, _)| *n);
     for &(number, hash) in hashes.iter().rev().skip(1) {

@@ -5,12 +5,8 @@ use super::{AssetSpec, ReportError};
 use crate::alpaca::{
     Broker, RequestFilter, RequestStatus as WireStatus, RequestType, TokenizationRequest,
 };
-use crate::chain::{Chain, Receipt, Vault, LOG_RANGE_BLOCKS_MAX};
-use alloy::eips::BlockId;
+use crate::chain::{At, Chain, ChainError, LogQuery, VaultEvent, LOG_RANGE_BLOCKS_MAX};
 use alloy::primitives::{Address, B256, U256};
-use alloy::providers::Provider;
-use alloy::rpc::types::{Filter, Log};
-use alloy::sol_types::SolEvent;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use reconciler::audit::{
     AlpacaRequest, AssetInput, AuditInput, DepositLog, LogPos, ReceiptHolding, RequestKind,
@@ -18,24 +14,13 @@ use reconciler::audit::{
 };
 use reconciler::{meta, Qty};
 use std::collections::BTreeSet;
-use std::future::IntoFuture;
 use std::io::IsTerminal;
-use std::time::Duration;
 
 /// Receipt ids asked for in one `balanceOfBatch`: keeps each call's calldata and gas small.
 const RECEIPT_BATCH_MAX: usize = 500;
-/// Every RPC call of a report gives up after this.
-const RPC_TIMEOUT: Duration = Duration::from_secs(30);
-
-async fn timed<T, E: std::fmt::Display>(
-    call: &'static str,
-    fut: impl std::future::Future<Output = Result<T, E>>,
-) -> Result<T, ReportError> {
-    match tokio::time::timeout(RPC_TIMEOUT, fut).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(ReportError::Chain(format!("{call}: {e}"))),
-        Err(_) => Err(ReportError::Chain(format!("{call}: timed out"))),
-    }
+#[allow(clippy::needless_pass_by_value)] // used as `map_err(chain_error)`
+fn chain_error(e: ChainError) -> ReportError {
+    ReportError::Chain(e.to_string())
 }
 
 /// A bar on stderr when a person watches it; nothing when stderr is piped or a file.
@@ -99,39 +84,19 @@ pub async fn observe<B: Broker>(
         .filter_map(|r| r.tx_hash)
         .filter(|h| !seen.contains(h))
         .collect();
+    let node = chain.node();
     let mut tx_blocks = Vec::new();
     for tx_hash in named {
-        let receipt = timed(
-            "eth_getTransactionReceipt",
-            chain
-                .provider()
-                .get_transaction_receipt(tx_hash)
-                .into_future(),
-        )
-        .await?;
-        if let Some(block) = receipt.and_then(|r| r.block_number) {
-            tx_blocks.push(TxBlock { tx_hash, block });
+        if let Some(receipt) = node.receipt(tx_hash).await.map_err(chain_error)? {
+            tx_blocks.push(TxBlock {
+                tx_hash,
+                block: receipt.block_number,
+            });
         }
     }
 
-    let latest = timed(
-        "eth_getTransactionCount",
-        chain
-            .provider()
-            .get_transaction_count(bot)
-            .latest()
-            .into_future(),
-    )
-    .await?;
-    let pending = timed(
-        "eth_getTransactionCount",
-        chain
-            .provider()
-            .get_transaction_count(bot)
-            .pending()
-            .into_future(),
-    )
-    .await?;
+    let latest = node.nonce(bot, At::Latest).await.map_err(chain_error)?;
+    let pending = node.nonce(bot, At::Pending).await.map_err(chain_error)?;
     Ok(AuditInput {
         at_block,
         in_flight: pending.saturating_sub(latest),
@@ -148,108 +113,84 @@ async fn observe_asset(
     at_block: u64,
     bar: &ProgressBar,
 ) -> Result<AssetInput, ReportError> {
-    let provider = chain.provider();
+    let node = chain.node();
     let mut deposits = Vec::new();
     let mut withdraws = Vec::new();
     let mut transfers = Vec::new();
+    // Asked in the node's own ranges, one range at a time, so the bar moves on a long history.
     let mut start = spec.deploy_block;
     while start <= at_block {
         let end = at_block.min(start.saturating_add(LOG_RANGE_BLOCKS_MAX - 1));
-        let filter = Filter::new()
-            .address(spec.vault)
-            .event_signature(vec![
-                Vault::Deposit::SIGNATURE_HASH,
-                Vault::Withdraw::SIGNATURE_HASH,
-                Vault::Transfer::SIGNATURE_HASH,
-            ])
-            .from_block(start)
-            .to_block(end);
-        let logs = timed("eth_getLogs", provider.get_logs(&filter)).await?;
+        let logs = node
+            .vault_logs(spec.vault, LogQuery::All, start, end)
+            .await
+            .map_err(chain_error)?;
         for log in &logs {
-            let Some(at) = position(log) else { continue };
-            match log.topic0() {
-                Some(&Vault::Deposit::SIGNATURE_HASH) => {
-                    let event = log
-                        .log_decode::<Vault::Deposit>()
-                        .map_err(|e| bad_log(at, &e))?
-                        .inner
-                        .data;
-                    deposits.push(DepositLog {
+            let at = LogPos {
+                block: log.at.block_number,
+                log_index: log.at.log_index,
+                tx_hash: log.at.tx_hash,
+            };
+            match &log.event {
+                VaultEvent::Deposit(event) => deposits.push(DepositLog {
+                    at,
+                    sender: event.sender,
+                    owner: event.owner,
+                    assets: Qty::from_units(event.assets),
+                    shares: Qty::from_units(event.shares),
+                    id: event.id,
+                    tag: tag(&event.receiptInformation),
+                }),
+                VaultEvent::Withdraw(event) => withdraws.push(WithdrawLog {
+                    at,
+                    sender: event.sender,
+                    receiver: event.receiver,
+                    owner: event.owner,
+                    assets: Qty::from_units(event.assets),
+                    shares: Qty::from_units(event.shares),
+                    id: event.id,
+                    tag: tag(&event.receiptInformation),
+                }),
+                VaultEvent::Transfer(event) if event.from == bot || event.to == bot => {
+                    let inbound = event.to == bot && event.from != Address::ZERO;
+                    let index_in_tx = if inbound {
+                        Some(
+                            node.index_in_transaction(&log.at)
+                                .await
+                                .map_err(chain_error)?,
+                        )
+                    } else {
+                        None
+                    };
+                    transfers.push(TransferLog {
                         at,
-                        sender: event.sender,
-                        owner: event.owner,
-                        assets: Qty::from_units(event.assets),
-                        shares: Qty::from_units(event.shares),
-                        id: event.id,
-                        tag: tag(&event.receiptInformation),
+                        from: event.from,
+                        to: event.to,
+                        value: Qty::from_units(event.value),
+                        index_in_tx,
                     });
                 }
-                Some(&Vault::Withdraw::SIGNATURE_HASH) => {
-                    let event = log
-                        .log_decode::<Vault::Withdraw>()
-                        .map_err(|e| bad_log(at, &e))?
-                        .inner
-                        .data;
-                    withdraws.push(WithdrawLog {
-                        at,
-                        sender: event.sender,
-                        receiver: event.receiver,
-                        owner: event.owner,
-                        assets: Qty::from_units(event.assets),
-                        shares: Qty::from_units(event.shares),
-                        id: event.id,
-                        tag: tag(&event.receiptInformation),
-                    });
-                }
-                Some(&Vault::Transfer::SIGNATURE_HASH) => {
-                    let event = log
-                        .log_decode::<Vault::Transfer>()
-                        .map_err(|e| bad_log(at, &e))?
-                        .inner
-                        .data;
-                    if event.from == bot || event.to == bot {
-                        let inbound = event.to == bot && event.from != Address::ZERO;
-                        let index_in_tx = if inbound {
-                            Some(
-                                chain
-                                    .index_in_transaction(log, at.tx_hash)
-                                    .await
-                                    .map_err(|e| ReportError::Chain(e.to_string()))?,
-                            )
-                        } else {
-                            None
-                        };
-                        transfers.push(TransferLog {
-                            at,
-                            from: event.from,
-                            to: event.to,
-                            value: Qty::from_units(event.value),
-                            index_in_tx,
-                        });
-                    }
-                }
-                _ => {}
+                VaultEvent::Transfer(_) => {}
+                VaultEvent::Undecodable { detail } => return Err(bad_log(at, detail)),
             }
         }
         bar.inc(end - start + 1);
         start = end + 1;
     }
 
-    let block = BlockId::number(at_block);
-    let vault = Vault::new(spec.vault, provider.clone());
-    let total_supply = timed(
-        "totalSupply",
-        vault.totalSupply().block(block).call().into_future(),
-    )
-    .await?;
-    let bot_shares = timed(
-        "balanceOf",
-        vault.balanceOf(bot).block(block).call().into_future(),
-    )
-    .await?;
-    let receipt_address =
-        timed("receipt", vault.receipt().block(block).call().into_future()).await?;
-    let receipt = Receipt::new(receipt_address, provider.clone());
+    let block = At::Block(at_block);
+    let total_supply = node
+        .total_supply(spec.vault, block)
+        .await
+        .map_err(chain_error)?;
+    let bot_shares = node
+        .share_balance(spec.vault, bot, block)
+        .await
+        .map_err(chain_error)?;
+    let receipt = node
+        .receipt_contract(spec.vault, block)
+        .await
+        .map_err(chain_error)?;
     let ids: Vec<U256> = deposits
         .iter()
         .map(|d| d.id)
@@ -258,22 +199,10 @@ async fn observe_asset(
         .collect();
     let mut receipts = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(RECEIPT_BATCH_MAX) {
-        let balances = timed(
-            "balanceOfBatch",
-            receipt
-                .balanceOfBatch(vec![bot; chunk.len()], chunk.to_vec())
-                .block(block)
-                .call()
-                .into_future(),
-        )
-        .await?;
-        if balances.len() != chunk.len() {
-            return Err(ReportError::Chain(format!(
-                "balanceOfBatch answered {} balances for {} ids",
-                balances.len(),
-                chunk.len()
-            )));
-        }
+        let balances = node
+            .receipt_balances(receipt, bot, chunk, block)
+            .await
+            .map_err(chain_error)?;
         receipts.extend(
             chunk
                 .iter()
@@ -298,15 +227,6 @@ async fn observe_asset(
         withdraws,
         transfers,
         receipts,
-    })
-}
-
-/// A mined log's position; a log without one (pending) is not part of any block's book.
-fn position(log: &Log) -> Option<LogPos> {
-    Some(LogPos {
-        block: log.block_number?,
-        log_index: log.log_index?,
-        tx_hash: log.transaction_hash?,
     })
 }
 

@@ -136,3 +136,51 @@ impl Sim {
         self.with(State::reset);
     }
 }
+
+/// The simulator as a [`crate::alpaca::Transport`]: the Broker API in the same process, with its
+/// faults (latency on tokio's clock, 5xx, 429, answers lost after the call took effect), for
+/// [`crate::alpaca::BrokerClient::with_transport`] in tests that run under a paused clock.
+#[derive(Debug, Clone)]
+pub struct SimTransport {
+    pub sim: Sim,
+}
+
+#[async_trait::async_trait]
+impl crate::alpaca::Transport for SimTransport {
+    async fn exchange(
+        &self,
+        call: &crate::alpaca::Exchange<'_>,
+    ) -> Result<crate::alpaca::Answer, String> {
+        let route = server::Route::parse(call.method.as_str(), call.path);
+        let (latency_ms, injected) = server::before_call(&self.sim, &route);
+        if latency_ms > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(latency_ms)).await;
+        }
+        let reply = if let Some(reply) = injected {
+            reply
+        } else {
+            let query: Vec<(String, String)> = call
+                .query
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            let reply = server::serve_call(
+                &self.sim,
+                &route,
+                call.idempotency_key,
+                &query,
+                call.body.unwrap_or_default(),
+            );
+            if self.sim.with(state::State::roll_drop) {
+                return Err("simulated dropped connection".into());
+            }
+            reply
+        };
+        Ok(crate::alpaca::Answer {
+            status: reqwest::StatusCode::from_u16(reply.status)
+                .unwrap_or(reqwest::StatusCode::BAD_GATEWAY),
+            retry_after: reply.retry_after_secs.map(std::time::Duration::from_secs),
+            body: reply.body.to_string().into_bytes(),
+        })
+    }
+}

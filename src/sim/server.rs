@@ -76,7 +76,7 @@ fn json_response(reply: &Reply) -> Response {
 }
 
 /// Where a Broker API call goes, and the name its hits are counted under.
-enum Route {
+pub(super) enum Route {
     MintCallback,
     Redeem,
     Request(String),
@@ -86,14 +86,14 @@ enum Route {
 }
 
 impl Route {
-    fn parse(method: tide::http::Method, rest: &str) -> Self {
-        use tide::http::Method::{Get, Post};
+    /// `method` as HTTP spells it (`GET`, `POST`).
+    pub(super) fn parse(method: &str, rest: &str) -> Self {
         match (method, rest) {
-            (Post, "callback/mint") => Self::MintCallback,
-            (Post, "callback/redeem") => Self::Redeem,
-            (Get, "requests:by_issuer_request_id") => Self::ByIssuerId,
-            (Get, "requests") => Self::List,
-            (Get, other) => match other.strip_prefix("requests/") {
+            ("POST", "callback/mint") => Self::MintCallback,
+            ("POST", "callback/redeem") => Self::Redeem,
+            ("GET", "requests:by_issuer_request_id") => Self::ByIssuerId,
+            ("GET", "requests") => Self::List,
+            ("GET", other) => match other.strip_prefix("requests/") {
                 Some(id) if !id.is_empty() && !id.contains('/') => Self::Request(id.to_owned()),
                 _ => Self::Unknown,
             },
@@ -121,25 +121,14 @@ async fn broker_api(mut req: Request<AppState>) -> tide::Result {
     let mut parts = path.splitn(6, '/').skip(3);
     let account_id = parts.next().unwrap_or_default().to_owned();
     let rest = parts.nth(1).unwrap_or_default().to_owned();
-    let route = Route::parse(req.method(), &rest);
+    let route = Route::parse(req.method().as_ref(), &rest);
 
-    let (latency_ms, injected) = sim.with(|state| {
-        state.count_hit(route.name());
-        (state.faults.latency_ms, state.roll_fault())
-    });
+    let (latency_ms, injected) = before_call(&sim, &route);
     if latency_ms > 0 {
         async_std::task::sleep(Duration::from_millis(latency_ms)).await;
     }
-    match injected {
-        Some(Injected::ServerError) => {
-            return Ok(json_response(&Reply::error(503, "simulated outage")));
-        }
-        Some(Injected::TooManyRequests { retry_after_secs }) => {
-            let mut reply = Reply::error(429, "simulated rate limit");
-            reply.retry_after_secs = Some(retry_after_secs);
-            return Ok(json_response(&reply));
-        }
-        None => {}
+    if let Some(reply) = injected {
+        return Ok(json_response(&reply));
     }
 
     let authorization = req
@@ -162,40 +151,25 @@ async fn broker_api(mut req: Request<AppState>) -> tide::Result {
         )));
     }
 
-    let reply = match &route {
-        Route::MintCallback => {
-            let body = req.body_bytes().await?;
-            sim.with(|state| state.mint_callback(&body))
-        }
-        Route::Redeem => {
-            let key = req
-                .header("Idempotency-Key")
-                .map(|values| values.last().as_str().to_owned());
-            let body = req.body_bytes().await?;
-            sim.with(|state| state.redeem(key.as_deref(), &body))
-        }
-        Route::Request(id) => sim.with(|state| state.get_request(id)),
-        Route::ByIssuerId => {
-            let issuer_request_id = req
-                .url()
-                .query_pairs()
-                .find(|(key, _)| key == "issuer_request_id")
-                .map(|(_, value)| value.into_owned());
-            match issuer_request_id {
-                Some(id) if !id.is_empty() => sim.with(|state| state.get_by_issuer_id(&id)),
-                _ => Reply::error(422, "issuer_request_id is required"),
-            }
-        }
-        Route::List => {
-            let query: Vec<(String, String)> = req
-                .url()
-                .query_pairs()
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect();
-            sim.with(|state| state.list(&query))
-        }
-        Route::Unknown => Reply::error(404, format!("no route {} {rest}", req.method())),
+    let key = req
+        .header("Idempotency-Key")
+        .map(|values| values.last().as_str().to_owned());
+    let query: Vec<(String, String)> = req
+        .url()
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let body = match &route {
+        Route::MintCallback | Route::Redeem => req.body_bytes().await?,
+        _ => Vec::new(),
     };
+    let reply = serve_call(&sim, &route, key.as_deref(), &query, &body);
+    if reply.status == 404 && matches!(route, Route::Unknown) {
+        return Ok(json_response(&Reply::error(
+            404,
+            format!("no route {} {rest}", req.method()),
+        )));
+    }
 
     if sim.with(super::state::State::roll_drop) {
         // The call took effect; its answer is lost mid-body and the connection closes.
@@ -206,6 +180,51 @@ async fn broker_api(mut req: Request<AppState>) -> tide::Result {
         return Ok(response);
     }
     Ok(json_response(&reply))
+}
+
+/// Counts the hit and rolls the fault dice: how long to wait first, and an injected failure
+/// (5xx or 429) to answer instead of serving the call.
+pub(super) fn before_call(sim: &Sim, route: &Route) -> (u64, Option<Reply>) {
+    let (latency_ms, injected) = sim.with(|state| {
+        state.count_hit(route.name());
+        (state.faults.latency_ms, state.roll_fault())
+    });
+    let reply = injected.map(|injected| match injected {
+        Injected::ServerError => Reply::error(503, "simulated outage"),
+        Injected::TooManyRequests { retry_after_secs } => {
+            let mut reply = Reply::error(429, "simulated rate limit");
+            reply.retry_after_secs = Some(retry_after_secs);
+            reply
+        }
+    });
+    (latency_ms, reply)
+}
+
+/// Serves one authenticated Broker API call.
+pub(super) fn serve_call(
+    sim: &Sim,
+    route: &Route,
+    idempotency_key: Option<&str>,
+    query: &[(String, String)],
+    body: &[u8],
+) -> Reply {
+    match route {
+        Route::MintCallback => sim.with(|state| state.mint_callback(body)),
+        Route::Redeem => sim.with(|state| state.redeem(idempotency_key, body)),
+        Route::Request(id) => sim.with(|state| state.get_request(id)),
+        Route::ByIssuerId => {
+            let issuer_request_id = query
+                .iter()
+                .find(|(key, _)| key == "issuer_request_id")
+                .map(|(_, value)| value.as_str());
+            match issuer_request_id {
+                Some(id) if !id.is_empty() => sim.with(|state| state.get_by_issuer_id(id)),
+                _ => Reply::error(422, "issuer_request_id is required"),
+            }
+        }
+        Route::List => sim.with(|state| state.list(query)),
+        Route::Unknown => Reply::error(404, "no such route"),
+    }
 }
 
 /// A body whose first read fails, so async-h1 closes the connection after the headers.

@@ -1,0 +1,357 @@
+//! [`RpcNode`]: the [`Node`] trait over JSON-RPC with alloy. The one place that reads a node's
+//! wire: every call is bounded in time, logs are asked in ranges providers accept, and the error
+//! texts nodes use for "already have it", "nonce used" and "fee too low" become typed errors.
+
+use super::node::{At, Fees, LogAt, LogQuery, Node, NodeReceipt, VaultEvent, VaultLog};
+use super::{Authorizer, ChainError, Receipt, Vault};
+use alloy::eips::{BlockId, BlockNumberOrTag};
+use alloy::network::Ethereum;
+use alloy::primitives::{Address, Bytes, B256, U256};
+use alloy::providers::{Provider, RootProvider};
+use alloy::rpc::types::{Filter, Log, TransactionRequest};
+use alloy::sol_types::SolEvent;
+use std::future::IntoFuture;
+use std::time::Duration;
+
+/// Most blocks asked for in one `eth_getLogs`: providers cap ranges, and a bounded range keeps a
+/// long catch-up scan interruptible.
+pub const LOG_RANGE_BLOCKS_MAX: u64 = 2_000;
+/// Every RPC call gives up after this; the pass retries later.
+const RPC_TIMEOUT: Duration = Duration::from_secs(20);
+
+async fn timed<T, E: std::fmt::Display>(
+    call: &'static str,
+    fut: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, ChainError> {
+    match tokio::time::timeout(RPC_TIMEOUT, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(ChainError::Rpc {
+            call,
+            detail: crate::config::sanitise_for_log(&e.to_string()),
+        }),
+        Err(_) => Err(ChainError::Timeout(call)),
+    }
+}
+
+/// A node over HTTP JSON-RPC.
+#[derive(Clone, Debug)]
+pub struct RpcNode {
+    provider: RootProvider<Ethereum>,
+    chain_id: u64,
+}
+
+impl RpcNode {
+    pub async fn connect(rpc_url: &str) -> Result<RpcNode, ChainError> {
+        let url = rpc_url
+            .parse()
+            .map_err(|_| ChainError::BadUrl(crate::config::redact_url(rpc_url)))?;
+        let provider = RootProvider::<Ethereum>::new_http(url);
+        let chain_id = timed("eth_chainId", provider.get_chain_id()).await?;
+        Ok(RpcNode { provider, chain_id })
+    }
+}
+
+fn block_id(at: At) -> BlockId {
+    match at {
+        At::Latest => BlockId::latest(),
+        At::Block(n) => BlockId::number(n),
+        At::Pending => BlockId::pending(),
+    }
+}
+
+/// A mined log's position; `None` for a pending one, which is never acted on.
+fn log_at(log: &Log) -> Option<LogAt> {
+    Some(LogAt {
+        block_number: log.block_number?,
+        block_hash: log.block_hash?,
+        tx_hash: log.transaction_hash?,
+        log_index: log.log_index?,
+    })
+}
+
+/// Decodes one of our three vault events; `None` for any other topic.
+fn vault_log(log: &Log) -> Option<VaultLog> {
+    let at = log_at(log)?;
+    let undecodable = |e: &dyn std::fmt::Display| VaultEvent::Undecodable {
+        detail: e.to_string(),
+    };
+    let event = match *log.topic0()? {
+        Vault::Deposit::SIGNATURE_HASH => log
+            .log_decode::<Vault::Deposit>()
+            .map_or_else(|e| undecodable(&e), |d| VaultEvent::Deposit(d.inner.data)),
+        Vault::Withdraw::SIGNATURE_HASH => log
+            .log_decode::<Vault::Withdraw>()
+            .map_or_else(|e| undecodable(&e), |d| VaultEvent::Withdraw(d.inner.data)),
+        Vault::Transfer::SIGNATURE_HASH => log
+            .log_decode::<Vault::Transfer>()
+            .map_or_else(|e| undecodable(&e), |d| VaultEvent::Transfer(d.inner.data)),
+        _ => return None,
+    };
+    Some(VaultLog {
+        address: log.address(),
+        at,
+        event,
+    })
+}
+
+fn filter(vault: Address, query: LogQuery) -> Filter {
+    let base = Filter::new().address(vault);
+    match query {
+        LogQuery::Deposits => base.event_signature(Vault::Deposit::SIGNATURE_HASH),
+        LogQuery::Withdrawals => base.event_signature(Vault::Withdraw::SIGNATURE_HASH),
+        LogQuery::TransfersTo(to) => base
+            .event_signature(Vault::Transfer::SIGNATURE_HASH)
+            .topic2(to.into_word()),
+        LogQuery::All => base.event_signature(vec![
+            Vault::Deposit::SIGNATURE_HASH,
+            Vault::Withdraw::SIGNATURE_HASH,
+            Vault::Transfer::SIGNATURE_HASH,
+        ]),
+    }
+}
+
+/// What a node's refusal of `eth_sendRawTransaction` means, from the texts geth, anvil, reth and
+/// erigon use. Anything else stays [`ChainError::Rpc`].
+fn classify_broadcast_error(error: ChainError) -> ChainError {
+    let ChainError::Rpc { detail, .. } = &error else {
+        return error;
+    };
+    let lower = detail.to_lowercase();
+    if lower.contains("already known") || lower.contains("already imported") {
+        ChainError::AlreadyKnown
+    } else if lower.contains("nonce too low") {
+        ChainError::NonceTooLow
+    } else if lower.contains("replacement transaction underpriced") {
+        ChainError::Underpriced
+    } else {
+        error
+    }
+}
+
+#[async_trait::async_trait]
+impl Node for RpcNode {
+    fn chain_id(&self) -> u64 {
+        self.chain_id
+    }
+
+    async fn head(&self) -> Result<u64, ChainError> {
+        timed("eth_blockNumber", self.provider.get_block_number()).await
+    }
+
+    async fn block_hash(&self, number: u64) -> Result<Option<B256>, ChainError> {
+        let block = timed(
+            "eth_getBlockByNumber",
+            self.provider
+                .get_block_by_number(BlockNumberOrTag::Number(number))
+                .into_future(),
+        )
+        .await?;
+        Ok(block.map(|b| b.header.hash))
+    }
+
+    async fn nonce(&self, account: Address, at: At) -> Result<u64, ChainError> {
+        timed(
+            "eth_getTransactionCount",
+            self.provider
+                .get_transaction_count(account)
+                .block_id(block_id(at))
+                .into_future(),
+        )
+        .await
+    }
+
+    async fn code(&self, address: Address) -> Result<Bytes, ChainError> {
+        timed(
+            "eth_getCode",
+            self.provider.get_code_at(address).into_future(),
+        )
+        .await
+    }
+
+    async fn vault_logs(
+        &self,
+        vault: Address,
+        query: LogQuery,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<VaultLog>, ChainError> {
+        let filter = filter(vault, query);
+        let mut out = Vec::new();
+        let mut start = from;
+        while start <= to {
+            let end = to.min(start.saturating_add(LOG_RANGE_BLOCKS_MAX - 1));
+            let ranged = filter.clone().from_block(start).to_block(end);
+            let logs = timed("eth_getLogs", self.provider.get_logs(&ranged)).await?;
+            out.extend(logs.iter().filter_map(vault_log));
+            start = end + 1;
+        }
+        Ok(out)
+    }
+
+    /// Read from the block's logs (every node keeps them), not from a receipt lookup that pruned
+    /// nodes refuse for old transactions.
+    async fn index_in_transaction(&self, at: &LogAt) -> Result<u64, ChainError> {
+        let block_logs = timed(
+            "eth_getLogs",
+            self.provider
+                .get_logs(&Filter::new().at_block_hash(at.block_hash)),
+        )
+        .await?;
+        let before = block_logs
+            .iter()
+            .filter(|l| {
+                l.transaction_hash == Some(at.tx_hash)
+                    && l.log_index.is_some_and(|i| i < at.log_index)
+            })
+            .count();
+        Ok(u64::try_from(before).unwrap_or(u64::MAX))
+    }
+
+    async fn receipt(&self, hash: B256) -> Result<Option<NodeReceipt>, ChainError> {
+        let receipt = timed(
+            "eth_getTransactionReceipt",
+            self.provider.get_transaction_receipt(hash).into_future(),
+        )
+        .await?;
+        let Some(receipt) = receipt else {
+            return Ok(None);
+        };
+        let Some(block_number) = receipt.block_number else {
+            return Ok(None);
+        };
+        let logs = receipt.inner.logs().iter().filter_map(vault_log).collect();
+        Ok(Some(NodeReceipt {
+            block_number,
+            success: receipt.status(),
+            logs,
+        }))
+    }
+
+    async fn total_supply(&self, vault: Address, at: At) -> Result<U256, ChainError> {
+        let contract = Vault::new(vault, &self.provider);
+        timed(
+            "totalSupply",
+            contract
+                .totalSupply()
+                .block(block_id(at))
+                .call()
+                .into_future(),
+        )
+        .await
+    }
+
+    async fn share_balance(
+        &self,
+        vault: Address,
+        owner: Address,
+        at: At,
+    ) -> Result<U256, ChainError> {
+        let contract = Vault::new(vault, &self.provider);
+        timed(
+            "balanceOf",
+            contract
+                .balanceOf(owner)
+                .block(block_id(at))
+                .call()
+                .into_future(),
+        )
+        .await
+    }
+
+    async fn receipt_contract(&self, vault: Address, at: At) -> Result<Address, ChainError> {
+        let contract = Vault::new(vault, &self.provider);
+        timed(
+            "receipt",
+            contract.receipt().block(block_id(at)).call().into_future(),
+        )
+        .await
+    }
+
+    async fn receipt_balances(
+        &self,
+        receipt: Address,
+        owner: Address,
+        ids: &[U256],
+        at: At,
+    ) -> Result<Vec<U256>, ChainError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let contract = Receipt::new(receipt, &self.provider);
+        let balances = timed(
+            "balanceOfBatch",
+            contract
+                .balanceOfBatch(vec![owner; ids.len()], ids.to_vec())
+                .block(block_id(at))
+                .call()
+                .into_future(),
+        )
+        .await?;
+        if balances.len() != ids.len() {
+            return Err(ChainError::Rpc {
+                call: "balanceOfBatch",
+                detail: format!("{} balances for {} ids", balances.len(), ids.len()),
+            });
+        }
+        Ok(balances)
+    }
+
+    async fn missing_roles(
+        &self,
+        authorizer: Address,
+        account: Address,
+    ) -> Result<Vec<&'static str>, ChainError> {
+        let contract = Authorizer::new(authorizer, &self.provider);
+        let mut missing = Vec::new();
+        for name in super::deploy::ROLES_TO_RUN {
+            let role = match name {
+                "DEPOSIT" => timed("DEPOSIT", contract.DEPOSIT().call().into_future()).await?,
+                _ => timed("WITHDRAW", contract.WITHDRAW().call().into_future()).await?,
+            };
+            let held = timed(
+                "hasRole",
+                contract.hasRole(role, account).call().into_future(),
+            )
+            .await?;
+            if !held {
+                missing.push(name);
+            }
+        }
+        Ok(missing)
+    }
+
+    async fn fees(&self) -> Result<Fees, ChainError> {
+        let estimate = timed("eth_feeHistory", self.provider.estimate_eip1559_fees()).await?;
+        Ok(Fees {
+            max_fee_per_gas: estimate.max_fee_per_gas,
+            max_priority_fee_per_gas: estimate.max_priority_fee_per_gas,
+        })
+    }
+
+    async fn estimate_gas(
+        &self,
+        from: Address,
+        to: Address,
+        input: &Bytes,
+    ) -> Result<u64, ChainError> {
+        let request = TransactionRequest::default()
+            .from(from)
+            .to(to)
+            .input(input.clone().into());
+        timed(
+            "eth_estimateGas",
+            self.provider.estimate_gas(request).into_future(),
+        )
+        .await
+    }
+
+    async fn broadcast(&self, raw: &Bytes) -> Result<(), ChainError> {
+        timed(
+            "eth_sendRawTransaction",
+            self.provider.send_raw_transaction(raw),
+        )
+        .await
+        .map(drop)
+        .map_err(classify_broadcast_error)
+    }
+}

@@ -1,0 +1,752 @@
+//! The pass test tier: whole reconcile passes against an in-memory node ([`MemNode`]) and the
+//! Alpaca simulator in the same process ([`SimTransport`] behind the real `BrokerClient`), over a
+//! real redb file, under tokio's paused clock. Blocks are mined when a test says so, so "nothing
+//! more happened" is proven by running more passes and blocks, never by sleeping.
+//!
+//! Crash points panic here instead of aborting (the pass or job they hit dies as a killed
+//! process would), and a "restart" is a new loop over the same store file.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use alloy::primitives::{Address, U256};
+use issuer::alpaca::{BrokerClient, RetryPolicy};
+use issuer::chain::mem::MemNode;
+use issuer::chain::{BotSigner, Chain, EthersSigner, VaultEvent};
+use issuer::pass::{AlpacaWork, CrashPoint, PassConfig, PollSchedule, ReconcileLoop, StopFlag};
+use issuer::sim::{
+    Faults, NewMint, RedeemOutcome, Refusal, Sim, SimClient, SimConfig, SimTransport,
+};
+use issuer::store::{Asset, IssuanceOutcome, MintRecord, RedbStore, Store};
+use reconciler::{
+    Callback, ClientRef, IssuerRequestId, Journal, MintIntent, Network, Policy, Qty,
+    RedemptionState, Symbol, TokenizationRequestId,
+};
+use std::sync::Arc;
+use std::time::Duration;
+
+const E18: u128 = 1_000_000_000_000_000_000;
+const BOT_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+const CHAIN_ID: u64 = 31_337;
+
+/// One issuer over an in-memory chain and an in-process Alpaca.
+struct Rig {
+    node: Arc<MemNode>,
+    sim: Sim,
+    dir: tempfile::TempDir,
+    store: Arc<dyn Store>,
+    chain: Chain,
+    vault: Address,
+    ap_wallet: Address,
+    client: ClientRef,
+    policy: Policy,
+    looping: ReconcileLoop<BrokerClient>,
+}
+
+fn signer() -> BotSigner {
+    EthersSigner::from_private_key(BOT_KEY).unwrap().into()
+}
+
+fn broker(sim: &Sim) -> BrokerClient {
+    let mut retry = RetryPolicy::for_reconciler();
+    retry.attempt_timeout = Duration::from_secs(5);
+    BrokerClient::with_transport(Arc::new(SimTransport { sim: sim.clone() }), retry)
+}
+
+fn new_loop(
+    rig_store: &Arc<dyn Store>,
+    chain: &Chain,
+    sim: &Sim,
+    policy: &Policy,
+    crash_at: Option<CrashPoint>,
+) -> ReconcileLoop<BrokerClient> {
+    ReconcileLoop {
+        store: rig_store.clone(),
+        chain: chain.clone(),
+        broker: broker(sim),
+        config: PassConfig {
+            interval: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(2),
+            policy: *policy,
+            crash_at,
+            max_fee_per_gas_wei: 500_000_000_000,
+        },
+        polls: PollSchedule::default(),
+        alpaca: AlpacaWork::default(),
+        stop: StopFlag::default(),
+        clock: Arc::new(issuer::clock::TokioClock::starting_at(1_800_000_000_000)),
+    }
+}
+
+impl Rig {
+    fn new() -> Rig {
+        Self::with_policy(Policy::default())
+    }
+
+    fn with_policy(policy: Policy) -> Rig {
+        issuer::pass::panic_at_crash_points();
+        let node = Arc::new(MemNode::new(CHAIN_ID));
+        let (vault, receipt, authorizer, deploy_block) = node.deploy_vault();
+        let sim = Sim::new(SimConfig {
+            account_id: "acct".into(),
+            api_key: "key".into(),
+            api_secret: "secret".into(),
+            seed: Some(7),
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(RedbStore::open(&dir.path().join("issuer.redb")).unwrap());
+        store
+            .put_asset(&Asset {
+                underlying: Symbol::parse("AAPL").unwrap(),
+                token: Symbol::parse("tAAPL").unwrap(),
+                network: Network::parse("base").unwrap(),
+                vault,
+                receipt,
+                authorizer,
+                deploy_block,
+                frozen: false,
+                mint_qty_max: None,
+            })
+            .unwrap();
+        let account = store.register_account("ap@example.com").unwrap();
+        store.link_account("ap@example.com", "ACC-1").unwrap();
+        let ap_wallet = Address::repeat_byte(0xa1);
+        assert!(store.add_wallet(&account.client_id, ap_wallet).unwrap());
+        let chain = Chain::new(node.clone(), signer());
+        let looping = new_loop(&store, &chain, &sim, &policy, None);
+        Rig {
+            node,
+            sim,
+            dir,
+            store,
+            chain,
+            vault,
+            ap_wallet,
+            client: ClientRef::ClientExternalAccountId(account.client_id),
+            policy,
+            looping,
+        }
+    }
+
+    fn bot(&self) -> Address {
+        self.chain.bot()
+    }
+
+    /// A new loop over the store file reopened, as after a restart: nothing in memory survives.
+    async fn restart(&mut self, crash_at: Option<CrashPoint>) {
+        settle().await;
+        // Every handle on the old store goes first (redb opens a file once per process).
+        let scratch: Arc<dyn Store> = Arc::new(
+            RedbStore::open(
+                &self
+                    .dir
+                    .path()
+                    .join(format!("scratch-{}.redb", rand_suffix())),
+            )
+            .unwrap(),
+        );
+        self.looping = new_loop(&scratch, &self.chain, &self.sim, &self.policy, None);
+        self.store = scratch;
+        self.store = Arc::new(RedbStore::open(&self.dir.path().join("issuer.redb")).unwrap());
+        self.looping = new_loop(&self.store, &self.chain, &self.sim, &self.policy, crash_at);
+    }
+
+    /// Alpaca records a mint request and the issuer accepts it (the store write intake makes).
+    fn issue(&self, trid: &str, qty: &str) -> IssuerRequestId {
+        let trid = TokenizationRequestId::parse(trid).unwrap();
+        let irid = IssuerRequestId::for_mint(&trid);
+        self.sim
+            .add_mint_request(NewMint {
+                tokenization_request_id: Some(trid.to_string()),
+                issuer_request_id: Some(irid.to_string()),
+                qty: qty.into(),
+                underlying_symbol: "AAPL".into(),
+                token_symbol: "tAAPL".into(),
+                network: "base".into(),
+                client: match &self.client {
+                    ClientRef::ClientExternalAccountId(id) => {
+                        SimClient::ClientExternalAccountId(id.to_string())
+                    }
+                    ClientRef::ClientAccountId(id) => SimClient::ClientAccountId(id.to_string()),
+                },
+                wallet_address: format!("{:#x}", self.ap_wallet),
+            })
+            .unwrap();
+        let intent = MintIntent {
+            issuer_request_id: irid.clone(),
+            tokenization_request_id: trid,
+            client: self.client.clone(),
+            wallet: self.ap_wallet,
+            underlying: Symbol::parse("AAPL").unwrap(),
+            token: Symbol::parse("tAAPL").unwrap(),
+            network: Network::parse("base").unwrap(),
+            qty: Qty::parse_positive(qty).unwrap(),
+            vault: self.vault,
+            journal: Journal::Pending,
+            callback: Callback::NotSent,
+            failed_attempts: 0,
+            accepted_at: 1_800_000_000,
+        };
+        let record = MintRecord {
+            fingerprint: intent.fingerprint(),
+            intent,
+            reject_reason: None,
+            problem: None,
+            confirmed_at_ms: None,
+        };
+        let outcome = self.store.submit_issuance(record).unwrap();
+        assert!(
+            matches!(outcome, IssuanceOutcome::Created(_)),
+            "{outcome:?}"
+        );
+        irid
+    }
+
+    /// Alpaca confirms the journal completed.
+    fn confirm(&self, irid: &IssuerRequestId) {
+        let mint = self.store.mint(irid).unwrap().unwrap();
+        self.store
+            .confirm_issuance(
+                &mint.intent.tokenization_request_id,
+                irid,
+                Journal::Completed,
+                None,
+            )
+            .unwrap();
+    }
+
+    fn issue_confirmed(&self, trid: &str, qty: &str) -> IssuerRequestId {
+        let irid = self.issue(trid, qty);
+        self.confirm(&irid);
+        irid
+    }
+
+    /// One pass, then the Alpaca jobs it started run to their end (on the paused clock).
+    async fn pass(&self) {
+        let _ = self.looping.pass().await;
+        settle().await;
+    }
+
+    /// A pass that is expected to die at its crash point.
+    async fn pass_crashing(&self) {
+        let looping = &self.looping;
+        let died =
+            futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(looping.pass())).await;
+        assert!(died.is_err(), "the pass should have crashed");
+    }
+
+    /// Passes and blocks, alternating, `n` times, a second of (paused) time apart.
+    async fn run(&self, n: usize) {
+        for _ in 0..n {
+            self.pass().await;
+            self.node.mine();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        self.pass().await;
+    }
+
+    fn deposits_for(&self, irid: &IssuerRequestId) -> usize {
+        self.node
+            .logs(self.vault)
+            .iter()
+            .filter(|l| match &l.event {
+                VaultEvent::Deposit(d) => reconciler::meta::decode(&d.receiptInformation)
+                    .is_ok_and(|info| info.issuer_request_id == irid.as_str()),
+                _ => false,
+            })
+            .count()
+    }
+
+    fn withdrawals(&self) -> usize {
+        self.node
+            .logs(self.vault)
+            .iter()
+            .filter(|l| matches!(l.event, VaultEvent::Withdraw(_)))
+            .count()
+    }
+
+    fn callbacks(&self, trid: &str) -> u64 {
+        self.sim.mint_callback_count(trid)
+    }
+
+    fn acked(&self, irid: &IssuerRequestId) -> bool {
+        matches!(
+            self.store.mint(irid).unwrap().unwrap().intent.callback,
+            Callback::Acked { .. }
+        )
+    }
+
+    fn balance(&self, owner: Address) -> U256 {
+        self.node.balance(self.vault, owner)
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Lets spawned Alpaca jobs run to their end: the paused clock jumps over their waits.
+async fn settle() {
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn shares(whole: u128) -> U256 {
+    U256::from(whole * E18)
+}
+
+/// Mints `qty` to the AP and sends `back` of it to the bot: the redemption's id.
+async fn minted_then_sent_back(rig: &Rig, trid: &str, qty: u128, back: u128) -> IssuerRequestId {
+    let irid = rig.issue_confirmed(trid, &qty.to_string());
+    rig.run(3).await;
+    assert!(rig.acked(&irid), "the mint finished first");
+    let hash = rig
+        .node
+        .transfer(rig.vault, rig.ap_wallet, rig.bot(), shares(back));
+    rig.node.mine();
+    IssuerRequestId::for_redemption(hash, 0)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_confirmed_mint_is_deposited_once_and_called_back_once() {
+    let rig = Rig::new();
+    let irid = rig.issue("tr-1", "2.5");
+    rig.run(3).await;
+    assert_eq!(
+        rig.deposits_for(&irid),
+        0,
+        "nothing is minted before the journal completes"
+    );
+
+    rig.confirm(&irid);
+    rig.run(3).await;
+    assert_eq!(rig.balance(rig.ap_wallet), U256::from(5 * E18 / 2));
+    assert_eq!(rig.deposits_for(&irid), 1);
+    assert_eq!(rig.callbacks("tr-1"), 1);
+    assert!(rig.acked(&irid));
+
+    rig.run(10).await;
+    assert_eq!(
+        rig.deposits_for(&irid),
+        1,
+        "nothing more after ten passes and blocks"
+    );
+    assert_eq!(rig.callbacks("tr-1"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn fifty_mints_confirmed_together_go_out_in_two_transactions() {
+    let rig = Rig::new();
+    let ids: Vec<_> = (0..50)
+        .map(|i| rig.issue_confirmed(&format!("tr-{i}"), "1"))
+        .collect();
+    let before = rig.node.broadcasts();
+    rig.run(4).await;
+    assert_eq!(rig.balance(rig.ap_wallet), shares(50));
+    assert_eq!(
+        rig.node.broadcasts() - before,
+        2,
+        "40 per transaction, the policy's batch"
+    );
+    for (i, irid) in ids.iter().enumerate() {
+        assert_eq!(rig.deposits_for(irid), 1);
+        assert_eq!(rig.callbacks(&format!("tr-{i}")), 1);
+    }
+}
+
+/// Every crash point of the mint path: the pass (or job) dies there, a new loop over the same
+/// store finishes the mint, and it is deposited once and called back once.
+#[tokio::test(start_paused = true)]
+async fn a_crash_at_any_point_of_a_mint_neither_loses_nor_repeats_it() {
+    for point in [
+        CrashPoint::AfterSign,
+        CrashPoint::AfterBroadcast,
+        CrashPoint::AfterDepositSeen,
+        CrashPoint::AfterCallback,
+    ] {
+        let mut rig = Rig::new();
+        rig.restart(Some(point)).await;
+        let irid = rig.issue_confirmed("tr-crash", "1");
+        match point {
+            CrashPoint::AfterSign | CrashPoint::AfterBroadcast => rig.pass_crashing().await,
+            CrashPoint::AfterDepositSeen => {
+                rig.pass().await;
+                rig.node.mine();
+                rig.pass_crashing().await;
+            }
+            _ => {
+                // The callback runs as a job: it dies there, the pass around it does not.
+                rig.run(3).await;
+                assert_eq!(
+                    rig.callbacks("tr-crash"),
+                    1,
+                    "{point:?}: the callback reached Alpaca"
+                );
+                assert!(!rig.acked(&irid), "{point:?}: its answer was not recorded");
+            }
+        }
+        rig.restart(None).await;
+        rig.looping_rebroadcast().await;
+        rig.run(6).await;
+        assert_eq!(rig.deposits_for(&irid), 1, "{point:?}: deposited once");
+        assert_eq!(rig.balance(rig.ap_wallet), shares(1), "{point:?}");
+        assert!(rig.acked(&irid), "{point:?}: called back");
+        let served = rig
+            .sim
+            .snapshot()
+            .mint_callbacks
+            .iter()
+            .filter(|c| c.tokenization_request_id == "tr-crash" && c.status == 200)
+            .count();
+        assert_eq!(
+            served, 1,
+            "{point:?}: one callback completed the request at Alpaca"
+        );
+    }
+}
+
+impl Rig {
+    /// What the loop does at start: re-sends every stored unsettled transaction.
+    async fn looping_rebroadcast(&self) {
+        issuer::pass::rebroadcast_all(self.store.as_ref(), &self.chain)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_redemption_is_requested_journaled_and_burned_once() {
+    let rig = Rig::new();
+    let id = minted_then_sent_back(&rig, "tr-r", 3, 2).await;
+    rig.run(6).await;
+    let redemption = rig.store.redemption(&id).unwrap().expect("detected");
+    assert!(
+        matches!(redemption.state, RedemptionState::Burned { .. }),
+        "{:?}",
+        redemption.state
+    );
+    assert_eq!(rig.withdrawals(), 1);
+    assert_eq!(rig.node.supply(rig.vault), shares(1));
+    assert_eq!(rig.balance(rig.bot()), U256::ZERO);
+    assert_eq!(rig.sim.snapshot().redeem_call_count, 1);
+    rig.run(10).await;
+    assert_eq!(
+        rig.withdrawals(),
+        1,
+        "burned once after ten more passes and blocks"
+    );
+    assert_eq!(rig.sim.snapshot().redeem_call_count, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_at_any_point_of_a_redemption_neither_loses_nor_repeats_it() {
+    for point in [
+        CrashPoint::AfterRedeemCall,
+        CrashPoint::AfterJournalSeen,
+        CrashPoint::AfterBurnBroadcast,
+        CrashPoint::AfterBurnSeen,
+    ] {
+        let mut rig = Rig::new();
+        let id = minted_then_sent_back(&rig, "tr-rc", 2, 2).await;
+        rig.restart(Some(point)).await;
+        // Passes until the crash point has fired (a job or the pass itself dies there).
+        for _ in 0..8 {
+            let looping = &rig.looping;
+            let outcome =
+                futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(looping.pass()))
+                    .await;
+            settle().await;
+            rig.node.mine();
+            if outcome.is_err() {
+                break;
+            }
+        }
+        rig.restart(None).await;
+        rig.looping_rebroadcast().await;
+        rig.run(8).await;
+        let redemption = rig.store.redemption(&id).unwrap().expect("detected");
+        assert!(
+            matches!(redemption.state, RedemptionState::Burned { .. }),
+            "{point:?}: {:?}",
+            redemption.state
+        );
+        assert_eq!(rig.withdrawals(), 1, "{point:?}: burned once");
+        assert_eq!(rig.node.supply(rig.vault), U256::ZERO, "{point:?}");
+        let accepted: Vec<_> = rig
+            .sim
+            .snapshot()
+            .redeem_calls
+            .into_iter()
+            .filter_map(|c| c.tokenization_request_id)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        assert_eq!(
+            accepted.len(),
+            1,
+            "{point:?}: one request at Alpaca, however often it was asked"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_transaction_stuck_below_the_base_fee_is_replaced_and_mined_once() {
+    let rig = Rig::new();
+    let irid = rig.issue_confirmed("tr-fee", "1");
+    rig.pass().await;
+    // The fee market jumps after we signed: our transaction stays in the pool.
+    rig.node.set_base_fee(8_000_000_000);
+    for _ in 0..=rig.policy.replace_after_blocks {
+        rig.node.mine();
+        rig.pass().await;
+    }
+    rig.run(8).await;
+    assert_eq!(rig.deposits_for(&irid), 1);
+    assert_eq!(rig.callbacks("tr-fee"), 1);
+    let tx = rig.store.tx(0).unwrap().unwrap();
+    assert!(
+        tx.variants.len() >= 2,
+        "replaced at the same nonce: {} variants",
+        tx.variants.len()
+    );
+    assert!(tx
+        .variants
+        .windows(2)
+        .all(|w| w[1].max_fee_per_gas > w[0].max_fee_per_gas));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_broadcast_the_node_lost_is_sent_again_and_mined_once() {
+    let rig = Rig::new();
+    rig.node.faults(|f| f.lose_broadcasts = 1);
+    let irid = rig.issue_confirmed("tr-lost", "1");
+    rig.pass().await;
+    assert_eq!(rig.node.pooled(), 0, "the node lost it");
+    rig.run(8).await;
+    assert_eq!(rig.deposits_for(&irid), 1);
+    assert!(rig.acked(&irid));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reorg_that_drops_a_mint_makes_it_mined_again_once() {
+    let rig = Rig::with_policy(Policy {
+        confirmations_min: 3,
+        ..Policy::default()
+    });
+    let irid = rig.issue_confirmed("tr-reorg", "1");
+    rig.pass().await;
+    rig.node.mine();
+    rig.pass().await;
+    assert_eq!(rig.deposits_for(&irid), 1, "mined");
+    assert_eq!(rig.callbacks("tr-reorg"), 0, "not confirmed yet");
+    // The block with our mint is replaced and the node forgot the transaction.
+    rig.node.reorg(1, false);
+    assert_eq!(rig.deposits_for(&irid), 0);
+    rig.run(10).await;
+    assert_eq!(rig.deposits_for(&irid), 1, "mined again, once");
+    assert_eq!(rig.callbacks("tr-reorg"), 1);
+    assert_eq!(rig.balance(rig.ap_wallet), shares(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reorg_that_re_mines_a_mint_elsewhere_is_called_back_once() {
+    let rig = Rig::new();
+    let irid = rig.issue_confirmed("tr-moved", "1");
+    rig.pass().await;
+    rig.node.mine();
+    rig.pass().await;
+    rig.node.reorg(2, true);
+    rig.run(6).await;
+    assert_eq!(rig.deposits_for(&irid), 1);
+    assert!(rig.callbacks("tr-moved") >= 1);
+    assert!(rig.acked(&irid));
+    assert_eq!(rig.balance(rig.ap_wallet), shares(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_mint_callback_is_sent_once_and_waits_for_an_operator() {
+    let rig = Rig::new();
+    rig.sim.set_faults(Faults {
+        refuse_mint_callback: Some(Refusal {
+            status: 404,
+            message: "not found".into(),
+        }),
+        ..Faults::default()
+    });
+    let irid = rig.issue_confirmed("tr-refused", "1");
+    rig.run(12).await;
+    assert_eq!(rig.deposits_for(&irid), 1);
+    assert_eq!(
+        rig.callbacks("tr-refused"),
+        1,
+        "a final refusal is not repeated"
+    );
+    assert!(matches!(
+        rig.store.mint(&irid).unwrap().unwrap().intent.callback,
+        Callback::Refused { .. }
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn callbacks_through_outages_and_rate_limits_arrive_once() {
+    let rig = Rig::new();
+    rig.sim.set_faults(Faults {
+        error_rate_5xx: 0.2,
+        rate_429: 0.2,
+        retry_after_secs: 2,
+        ..Faults::default()
+    });
+    let ids: Vec<_> = (0..10)
+        .map(|i| rig.issue_confirmed(&format!("tr-f{i}"), "1"))
+        .collect();
+    for _ in 0..600 {
+        rig.pass().await;
+        rig.node.mine();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if ids.iter().all(|id| rig.acked(id)) {
+            break;
+        }
+    }
+    for (i, irid) in ids.iter().enumerate() {
+        let record = rig.store.mint(irid).unwrap().unwrap();
+        assert!(
+            rig.acked(irid),
+            "tr-f{i} called back: {:?} {:?}; hits {:?}; deposits {}",
+            record.intent.callback,
+            record.problem,
+            rig.sim.snapshot().hits,
+            rig.deposits_for(irid)
+        );
+        assert_eq!(rig.deposits_for(irid), 1);
+        let trid = format!("tr-f{i}");
+        let received = rig
+            .sim
+            .snapshot()
+            .mint_callbacks
+            .iter()
+            .filter(|c| c.tokenization_request_id == trid && c.status == 200)
+            .count();
+        assert_eq!(received, 1, "{trid}: one callback served");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_redeem_call_flags_the_redemption_without_asking_again() {
+    let rig = Rig::new();
+    let id = minted_then_sent_back(&rig, "tr-rr", 1, 1).await;
+    rig.sim.set_faults(Faults {
+        refuse_redeem: Some(Refusal {
+            status: 422,
+            message: "wallet_address is not whitelisted".into(),
+        }),
+        ..Faults::default()
+    });
+    rig.run(12).await;
+    let redemption = rig.store.redemption(&id).unwrap().unwrap();
+    assert!(
+        matches!(redemption.state, RedemptionState::Flagged { .. }),
+        "{:?}",
+        redemption.state
+    );
+    assert_eq!(rig.sim.snapshot().redeem_call_count, 1, "asked once");
+    assert_eq!(rig.withdrawals(), 0, "nothing burned");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rejected_redemption_is_not_burned() {
+    let rig = Rig::new();
+    rig.sim.set_faults(Faults {
+        redeem_outcome: RedeemOutcome::Rejected,
+        ..Faults::default()
+    });
+    let id = minted_then_sent_back(&rig, "tr-rj", 1, 1).await;
+    rig.run(10).await;
+    let redemption = rig.store.redemption(&id).unwrap().unwrap();
+    assert!(
+        matches!(redemption.state, RedemptionState::Flagged { .. }),
+        "{:?}",
+        redemption.state
+    );
+    assert_eq!(rig.withdrawals(), 0);
+    assert_eq!(
+        rig.balance(rig.bot()),
+        shares(1),
+        "the tokens wait with the bot"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_node_that_goes_down_mid_run_loses_nothing() {
+    let rig = Rig::new();
+    let first = rig.issue_confirmed("tr-d1", "1");
+    rig.pass().await;
+    rig.node.faults(|f| f.down = true);
+    let second = rig.issue_confirmed("tr-d2", "1");
+    for _ in 0..5 {
+        assert!(
+            rig.looping.pass().await.is_err(),
+            "a pass against a down node fails"
+        );
+        rig.node.mine();
+    }
+    rig.node.faults(|f| f.down = false);
+    rig.run(6).await;
+    for (irid, trid) in [(&first, "tr-d1"), (&second, "tr-d2")] {
+        assert_eq!(rig.deposits_for(irid), 1, "{trid}");
+        assert_eq!(rig.callbacks(trid), 1, "{trid}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_mint_to_a_refusing_receiver_waits_and_the_rest_of_its_batch_goes_out() {
+    let rig = Rig::new();
+    let refusing = Address::repeat_byte(0xbe);
+    let account = rig.store.register_account("other@example.com").unwrap();
+    rig.store
+        .link_account("other@example.com", "ACC-2")
+        .unwrap();
+    assert!(rig.store.add_wallet(&account.client_id, refusing).unwrap());
+    rig.node.faults(|f| {
+        f.reverting_receivers.insert(refusing);
+    });
+    let good: Vec<_> = (0..4)
+        .map(|i| rig.issue_confirmed(&format!("tr-g{i}"), "1"))
+        .collect();
+    let bad =
+        rig_clone_for(&rig, account.client_id.clone(), refusing).issue_confirmed("tr-bad", "1");
+    let before = rig.node.broadcasts();
+    rig.run(4).await;
+    assert_eq!(
+        rig.node.broadcasts() - before,
+        1,
+        "one transaction for the four good mints"
+    );
+    for irid in &good {
+        assert_eq!(rig.deposits_for(irid), 1);
+        assert!(rig.acked(irid));
+    }
+    assert_eq!(rig.deposits_for(&bad), 0);
+    let problem = rig.store.mint(&bad).unwrap().unwrap().problem;
+    assert!(
+        problem.is_some_and(|p| p.to_string().contains("refuses")),
+        "shown why it waits"
+    );
+}
+
+/// The same rig, as another client with another wallet (shares the store, chain and Alpaca).
+fn rig_clone_for(rig: &Rig, client_id: reconciler::ClientId, wallet: Address) -> Rig {
+    Rig {
+        node: rig.node.clone(),
+        sim: rig.sim.clone(),
+        dir: tempfile::tempdir().unwrap(),
+        store: rig.store.clone(),
+        chain: rig.chain.clone(),
+        vault: rig.vault,
+        ap_wallet: wallet,
+        client: ClientRef::ClientExternalAccountId(client_id),
+        policy: rig.policy,
+        looping: new_loop(&rig.store, &rig.chain, &rig.sim, &rig.policy, None),
+    }
+}
