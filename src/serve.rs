@@ -345,6 +345,7 @@ async fn reconcile_when_connected(
         alpaca: crate::pass::AlpacaWork::default(),
         stop: crate::pass::StopFlag::default(),
         clock: crate::clock::system(),
+        passes: crate::pass::PassCount::default(),
     };
     reconciler.run(wake, shutdown).await;
     probe.abort();

@@ -81,10 +81,9 @@ async fn wait_redemption(
     .await;
 }
 
-/// Several passes at the test's 200 ms interval: long enough for anything that would be re-sent
-/// every pass to show up many times.
-async fn a_few_passes() {
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
+/// Several whole passes: anything that would be re-sent every pass shows up many times.
+async fn a_few_passes(issuer: &Issuer) {
+    issuer.more_passes(8).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -228,7 +227,7 @@ async fn a_refused_mint_callback_stops_until_an_operator_retries_it() {
     })
     .await;
     let lookups_before = world.sim.hits("GET requests:by_issuer_request_id");
-    a_few_passes().await;
+    a_few_passes(&issuer).await;
     // One callback, no lookups: nothing is re-sent every pass.
     assert_eq!(world.sim.mint_callback_count("tr-refused"), 1);
     assert_eq!(
@@ -314,7 +313,7 @@ async fn a_refused_redeem_call_stops_until_an_operator_retries_it() {
         matches!(s, RedemptionState::Flagged { .. })
     })
     .await;
-    a_few_passes().await;
+    a_few_passes(&issuer).await;
     assert_eq!(
         redeem_calls(&world, &id).len(),
         1,

@@ -81,7 +81,7 @@ async fn a_reorged_out_mint_is_minted_again_exactly_once() {
         || async { world.sim.mint_callback_count("tr-reorg") >= 1 },
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    issuer.more_passes(5).await;
     assert_eq!(
         world.deposits_for(&irid).await,
         1,
@@ -162,7 +162,7 @@ async fn a_dropped_transaction_is_replaced_at_the_same_nonce() {
         Some(record.variants[0].hash),
         "the dropped variant was never mined"
     );
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    issuer.more_passes(5).await;
     assert_eq!(world.deposits_for(&irid).await, 1);
     assert_eq!(world.sim.mint_callback_count("tr-stuck"), 1);
     issuer.stop().await;

@@ -88,7 +88,7 @@ async fn mints_and_redemptions_converge_exactly_once_through_faults_and_kills() 
         },
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    issuer.more_passes(5).await;
 
     for i in 0..6 {
         let trid = reconciler::TokenizationRequestId::parse(&format!("tr-chaos-{i}")).unwrap();

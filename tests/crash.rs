@@ -52,7 +52,7 @@ async fn crash_then_recover(point: &str) {
     )
     .await;
     // Let the restarted process run several more passes, then count.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    second.more_passes(5).await;
     assert_eq!(
         world.deposits_for(&irid).await,
         1,
@@ -140,7 +140,7 @@ async fn redeem_crash_then_recover(point: &str) {
         || async { burns().await >= 1 },
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    second.more_passes(5).await;
     assert_eq!(
         burns().await,
         1,

@@ -37,7 +37,7 @@ async fn confirmed_mint_lands_once_and_alpaca_hears_once() {
     assert_eq!(wire["status"], "completed", "{wire}");
 
     // More passes change nothing: still one deposit, one callback.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    issuer.more_passes(5).await;
     assert_eq!(world.deposits_for(&irid).await, 1);
     assert_eq!(world.sim.mint_callback_count("tr-mint-1"), 1);
     assert_eq!(
@@ -103,7 +103,7 @@ async fn rejected_journal_mints_nothing() {
         .await
         .unwrap();
     let irid = reply["issuer_request_id"].as_str().unwrap().to_owned();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    issuer.more_passes(5).await;
     assert_eq!(world.balance(world.ap_wallet).await, U256::ZERO);
     assert_eq!(world.deposits_for(&irid).await, 0);
     assert_eq!(world.sim.mint_callback_count("tr-rejected"), 0);
@@ -144,7 +144,7 @@ async fn deleted_cache_neither_mints_nor_calls_back_twice() {
         },
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    issuer.more_passes(5).await;
     assert_eq!(world.deposits_for(&irid).await, 1);
     assert_eq!(world.sim.mint_callback_count("tr-lost-cache"), 1);
     assert_eq!(world.balance(world.ap_wallet).await, units(2, 0));
@@ -174,7 +174,7 @@ async fn callbacks_get_through_a_flaky_alpaca() {
         || async { world.sim.mint_callback_count("tr-flaky") >= 1 },
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    issuer.more_passes(5).await;
     assert_eq!(world.sim.mint_callback_count("tr-flaky"), 1);
     assert_eq!(world.balance(world.ap_wallet).await, units(1, 0));
     let snapshot = world.sim.snapshot();

@@ -73,6 +73,7 @@ fn new_loop(
         alpaca: AlpacaWork::default(),
         stop: StopFlag::default(),
         clock: Arc::new(issuer::clock::TokioClock::starting_at(1_800_000_000_000)),
+        passes: issuer::pass::PassCount::default(),
     }
 }
 

@@ -83,7 +83,7 @@ async fn full_redemption_burns_once_after_alpaca_completes() {
     assert_eq!(world.balance(bot()).await, U256::ZERO);
     assert_eq!(world.bot_receipt(1).await, U256::from(E18 / 2));
 
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    issuer.more_passes(5).await;
     assert_eq!(world.redeem_requests_for(id.as_str()).len(), 1);
     assert_eq!(burns_for(&world, &id).await.len(), 1);
     issuer.stop().await;
@@ -264,7 +264,7 @@ async fn rejected_journal_is_flagged_then_returned_once() {
         matches!(s, RedemptionState::Returned { .. })
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    issuer.more_passes(5).await;
     assert_eq!(world.balance(world.ap_wallet).await, U256::from(E18));
     assert_eq!(world.balance(bot()).await, U256::ZERO);
     assert_eq!(

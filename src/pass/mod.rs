@@ -71,6 +71,37 @@ pub struct ReconcileLoop<B> {
     pub stop: StopFlag,
     /// Wall-clock time for what the pass records (receipt timestamps, acceptance times).
     pub clock: Arc<dyn crate::clock::Clock>,
+    /// Passes run so far, for whoever waits on "a few more passes" (tests, the bench).
+    pub passes: PassCount,
+}
+
+/// Counts finished passes and wakes whoever waits for more. Cheap to clone.
+#[derive(Debug, Default, Clone)]
+pub struct PassCount(Arc<(std::sync::atomic::AtomicU64, Notify)>);
+
+impl PassCount {
+    pub fn get(&self) -> u64 {
+        self.0 .0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn bump(&self) {
+        self.0 .0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.0 .1.notify_waiters();
+    }
+
+    /// Waits until `n` more passes have finished (ok or failed) after this call.
+    pub async fn more(&self, n: u64) {
+        let target = self.get().saturating_add(n);
+        loop {
+            let notified = self.0 .1.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.get() >= target {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 /// Asks a running pass to stop before its next action. Cheap to clone.
@@ -216,6 +247,7 @@ impl<B: Broker + Clone + 'static> ReconcileLoop<B> {
                     pass.await
                 }
             };
+            self.passes.bump();
             let metrics = crate::metrics::metrics();
             metrics
                 .pass_duration

@@ -70,3 +70,28 @@ pub async fn wait_healthy(process: &Process) {
     })
     .await;
 }
+
+impl Process {
+    /// Passes the process has run, from its `/metrics`.
+    pub async fn passes(&self) -> u64 {
+        let Ok(answer) = reqwest::get(format!("{}/metrics", self.url)).await else {
+            return 0;
+        };
+        let text = answer.text().await.unwrap_or_default();
+        text.lines()
+            .filter(|l| l.starts_with("issuer_passes_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.split('.').next()?.parse::<u64>().ok())
+            .sum()
+    }
+
+    /// Waits until the process has run `n` more whole passes.
+    pub async fn more_passes(&self, n: u64) {
+        let target = self.passes().await + n;
+        let what = format!("{n} more passes");
+        let process = self;
+        eventually(Duration::from_secs(60), &what, || async move {
+            process.passes().await >= target
+        })
+        .await;
+    }
+}

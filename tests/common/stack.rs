@@ -180,6 +180,7 @@ pub struct Issuer {
     pub store: Arc<dyn Store>,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    passes: issuer::pass::PassCount,
 }
 
 impl Issuer {
@@ -221,6 +222,7 @@ impl Issuer {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let wake = Arc::new(tokio::sync::Notify::new());
         let (stop, rx) = watch::channel(false);
+        let passes = issuer::pass::PassCount::default();
         let reconciler = ReconcileLoop {
             store: store.clone(),
             chain,
@@ -236,6 +238,7 @@ impl Issuer {
             alpaca: issuer::pass::AlpacaWork::default(),
             stop: issuer::pass::StopFlag::default(),
             clock: issuer::clock::system(),
+            passes: passes.clone(),
         };
         let looping = tokio::spawn(reconciler.run(wake.clone(), stopper(rx.clone())));
         let serving = tokio::spawn({
@@ -251,7 +254,16 @@ impl Issuer {
             store,
             stop,
             tasks: vec![looping, serving],
+            passes,
         }
+    }
+
+    /// Waits until the loop has run `n` more whole passes: "nothing more happened" is then
+    /// shown by what those passes did not do, not by a fixed sleep.
+    pub async fn more_passes(&self, n: u64) {
+        tokio::time::timeout(Duration::from_secs(60), self.passes.more(n))
+            .await
+            .expect("the loop keeps passing");
     }
 
     /// Stops both tasks and waits for them, releasing the redb file.
