@@ -9,6 +9,7 @@ pub mod audit;
 pub mod ids;
 pub mod meta;
 pub mod mint;
+pub mod pacing;
 pub mod plan;
 pub mod qty;
 pub mod redeem;

@@ -65,6 +65,22 @@ pub struct World {
     pub alpaca: Vec<AlpacaView>,
     /// The bot's receipt balances, read after our transactions' statuses.
     pub receipts: Vec<ReceiptBalance>,
+    /// Now, in milliseconds on the shell's monotonic clock (the one `alpaca_due_at_ms` uses).
+    #[serde(default)]
+    pub now_ms: u64,
+    /// Items whose Alpaca calls back off after a failure: the next call is due at this time
+    /// ([`crate::pacing::alpaca_backoff_ms`]). An item absent here is due now.
+    #[serde(default)]
+    pub alpaca_due_at_ms: BTreeMap<IssuerRequestId, u64>,
+}
+
+impl World {
+    /// Whether an Alpaca call for `id` may go out now.
+    pub fn alpaca_due(&self, id: &IssuerRequestId) -> bool {
+        self.alpaca_due_at_ms
+            .get(id)
+            .is_none_or(|at| *at <= self.now_ms)
+    }
 }
 
 /// One item of a mint multicall.
@@ -290,6 +306,8 @@ pub fn plan(world: &World, policy: &Policy) -> Vec<Action> {
                 // Refused: Alpaca's final word; an operator retries it, the plan does not.
                 Callback::Acked { .. } | Callback::Refused { .. } => {}
                 _ if !confirmed => {}
+                // A first send goes out at once; one after a failure waits its backoff.
+                Callback::Attempted if !world.alpaca_due(id) => {}
                 Callback::NotSent | Callback::Attempted => actions.push(Action::MintCallback {
                     issuer_request_id: id.clone(),
                     tx_hash: first.tx_hash,
@@ -349,7 +367,10 @@ pub fn plan(world: &World, policy: &Policy) -> Vec<Action> {
             continue;
         }
         if let Some(first) = deposits.first() {
-            if confirmations(world.head_block, first.block_number) >= policy.confirmations_min {
+            // Asked with backoff: a deposit Alpaca does not know stays unknown for a while.
+            if confirmations(world.head_block, first.block_number) >= policy.confirmations_min
+                && world.alpaca_due(id)
+            {
                 actions.push(Action::RecoverMint {
                     deposit: (*first).clone(),
                 });
@@ -488,7 +509,7 @@ fn plan_redemptions(world: &World, policy: &Policy, actions: &mut Vec<Action>) {
                         return_requested: false,
                         tokenization_request_id: None,
                     }));
-                } else {
+                } else if r.state == RedemptionState::Detected || world.alpaca_due(&r.id) {
                     actions.push(Action::RedeemCall {
                         redemption_id: r.id.clone(),
                         ask_first: r.state == RedemptionState::Requesting,

@@ -1568,3 +1568,65 @@ fn a_refused_mint_callback_is_not_sent_again() {
     // then the plan sends nothing: neither a callback nor a second mint.
     assert_eq!(plan(&world, &policy()), vec![]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Backoff of Alpaca calls: the plan holds back a retry that is not due, never a first send.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_callback_retry_waits_for_its_due_time_and_a_first_callback_does_not() {
+    // Given two confirmed mints, one never called back, one whose callback failed and backs off
+    let waiting = IssuerRequestId::parse("mint-waiting").unwrap();
+    let mut world = World {
+        mints: vec![
+            mint_intent("mint-first", Journal::Completed, Callback::NotSent),
+            mint_intent("mint-waiting", Journal::Completed, Callback::Attempted),
+        ],
+        deposits: vec![
+            deposit("mint-first", CONFIRMED),
+            deposit("mint-waiting", CONFIRMED),
+        ],
+        now_ms: 1_000,
+        ..world()
+    };
+    world.alpaca_due_at_ms.insert(waiting.clone(), 1_500);
+    let callbacks = |actions: &[Action]| -> Vec<String> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::MintCallback {
+                    issuer_request_id, ..
+                } => Some(issuer_request_id.to_string()),
+                _ => None,
+            })
+            .collect()
+    };
+    // When planned before the retry is due, then only the first callback goes out
+    assert_eq!(callbacks(&plan(&world, &policy())), ["mint-first"]);
+    // When planned once it is due, then the retry goes out too, asking Alpaca first
+    world.now_ms = 1_500;
+    let actions = plan(&world, &policy());
+    assert_eq!(callbacks(&actions), ["mint-first", "mint-waiting"]);
+    assert!(actions.iter().any(|a| matches!(a, Action::MintCallback { issuer_request_id, ask_first: true, .. } if *issuer_request_id == waiting)));
+}
+
+#[test]
+fn a_recovery_lookup_backs_off_until_due() {
+    // Given a confirmed tagged deposit the cache does not know, whose last lookup failed
+    let orphan = IssuerRequestId::parse("mint-orphan").unwrap();
+    let mut world = World {
+        deposits: vec![deposit("mint-orphan", CONFIRMED)],
+        now_ms: 10,
+        ..world()
+    };
+    world.alpaca_due_at_ms.insert(orphan, 20);
+    // When planned before due, then nobody asks Alpaca
+    assert!(!plan(&world, &policy())
+        .iter()
+        .any(|a| matches!(a, Action::RecoverMint { .. })));
+    // When due, then it is asked again
+    world.now_ms = 20;
+    assert!(plan(&world, &policy())
+        .iter()
+        .any(|a| matches!(a, Action::RecoverMint { .. })));
+}

@@ -69,12 +69,8 @@ pub struct NodeReceipt {
     pub logs: Vec<VaultLog>,
 }
 
-/// Fees for a new transaction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Fees {
-    pub max_fee_per_gas: u128,
-    pub max_priority_fee_per_gas: u128,
-}
+/// Fees for a new transaction (the plan's own type: it decides replacements' bids).
+pub type Fees = reconciler::pacing::FeeBid;
 
 /// An EVM node as the issuer uses it. Every call is bounded in time by the implementation and
 /// fails with a typed [`ChainError`]; none retries on its own (the pass does, next time).

@@ -9,6 +9,7 @@ use crate::chain::{burn_calldata, mint_calldata, return_calldata, Chain, Fees};
 use crate::store::{Settled, Store, TxRecord, TxVariant};
 use alloy::primitives::U256;
 use reconciler::meta::{self, ReceiptInfo};
+use reconciler::pacing::Replacement;
 use reconciler::{
     Action, IssuerRequestId, MintIntent, MintItem, RedemptionState, TxPurpose, World,
 };
@@ -67,40 +68,35 @@ async fn act_one<B: Broker + Clone + 'static>(
         Action::MintCallback {
             issuer_request_id,
             tx_hash,
-            ask_first,
+            // The job reads the record afresh to know whether to ask first; the plan already
+            // held back a retry that is not due.
+            ask_first: _,
         } => {
-            if !ask_first || r.polls.due(&issuer_request_id) {
-                let ctx = r.job_ctx();
-                let id = issuer_request_id.clone();
-                r.alpaca
-                    .submit(&issuer_request_id, "callback", &r.polls, async move {
-                        alpaca_jobs::callback(&ctx, id, tx_hash).await.map(|_| ())
-                    });
-                summary.callbacks_submitted += 1;
-            }
+            let ctx = r.job_ctx();
+            let id = issuer_request_id.clone();
+            r.alpaca
+                .submit(&issuer_request_id, "callback", &r.polls, async move {
+                    alpaca_jobs::callback(&ctx, id, tx_hash).await.map(|_| ())
+                });
+            summary.callbacks_submitted += 1;
         }
         Action::RecoverMint { deposit } => {
-            // Asked with backoff: a deposit Alpaca does not know stays unknown for a while.
-            if r.polls.due(&deposit.issuer_request_id) {
-                let ctx = r.job_ctx();
-                let id = deposit.issuer_request_id.clone();
-                r.alpaca.submit(&id, "recover", &r.polls, async move {
-                    alpaca_jobs::recover(&ctx, &deposit).await
-                });
-            }
+            let ctx = r.job_ctx();
+            let id = deposit.issuer_request_id.clone();
+            r.alpaca.submit(&id, "recover", &r.polls, async move {
+                alpaca_jobs::recover(&ctx, &deposit).await
+            });
         }
         Action::RedeemCall {
             redemption_id,
-            ask_first,
+            ask_first: _,
         } => {
-            if !ask_first || r.polls.due(&redemption_id) {
-                let ctx = r.job_ctx();
-                let id = redemption_id.clone();
-                r.alpaca
-                    .submit(&redemption_id, "redeem", &r.polls, async move {
-                        alpaca_jobs::redeem_call(&ctx, &id).await
-                    });
-            }
+            let ctx = r.job_ctx();
+            let id = redemption_id.clone();
+            r.alpaca
+                .submit(&redemption_id, "redeem", &r.polls, async move {
+                    alpaca_jobs::redeem_call(&ctx, &id).await
+                });
         }
         Action::Burn {
             vault,
@@ -247,34 +243,32 @@ async fn send_mint<B: Broker + Clone + 'static>(
                 (item, r.chain.estimate_gas(vault, &one).await)
             }))
             .await;
-            let mut good = Vec::with_capacity(items.len());
+            let mut fits_alone = Vec::with_capacity(items.len());
             for (item, estimate) in alone {
-                match estimate {
-                    Ok(_) => good.push(item.clone()),
-                    Err(e) => flag_unestimable(r, item, &e)?,
+                if let Err(e) = &estimate {
+                    flag_unestimable(r, item, e)?;
+                }
+                fits_alone.push(estimate.is_ok());
+            }
+            let split = reconciler::pacing::split_after_estimates(items, &fits_alone);
+            // Each fits alone but not together (the batch's gas): one transaction each.
+            for item in &split.one_by_one {
+                let sent = Box::pin(send_mint(
+                    r,
+                    head,
+                    vault,
+                    std::slice::from_ref(item),
+                    intents,
+                ))
+                .await;
+                if let Err(e) = sent {
+                    tracing::warn!(issuer_request_id = %item.issuer_request_id, error = %e, "mint not sent");
                 }
             }
-            if good.len() == items.len() {
-                // Each fits alone but not together (the batch's gas): send them one by one.
-                for item in items {
-                    let sent = Box::pin(send_mint(
-                        r,
-                        head,
-                        vault,
-                        std::slice::from_ref(item),
-                        intents,
-                    ))
-                    .await;
-                    if let Err(e) = sent {
-                        tracing::warn!(issuer_request_id = %item.issuer_request_id, error = %e, "mint not sent");
-                    }
-                }
+            if split.together.is_empty() {
                 return Ok(());
             }
-            if good.is_empty() {
-                return Ok(());
-            }
-            return Box::pin(send_mint(r, head, vault, &good, intents)).await;
+            return Box::pin(send_mint(r, head, vault, &split.together, intents)).await;
         }
         Err(e) => {
             if let Some(item) = items.first() {
@@ -442,39 +436,32 @@ async fn replace<B: Broker + Clone + 'static>(
     let Some(last) = tx.variants.last() else {
         return Ok(());
     };
-    let bump = |fee: u128| fee.saturating_add(fee / 4).saturating_add(1);
-    let now = r.chain.fees().await?;
+    let market = r.chain.fees().await?;
     let cap = r.config.max_fee_per_gas_wei;
-    if last.max_fee_per_gas >= cap {
+    let last_bid = Fees {
+        max_fee_per_gas: last.max_fee_per_gas,
+        max_priority_fee_per_gas: last.max_priority_fee_per_gas,
+    };
+    let fees = match reconciler::pacing::replacement(last_bid, market, cap) {
+        Replacement::Bid(fees) => fees,
         // At the ceiling an operator decides; re-sending keeps it in the node's pool meanwhile.
-        tracing::error!(
-            nonce,
-            max_fee = last.max_fee_per_gas,
-            cap,
-            "stuck transaction already at the fee cap; not replacing"
-        );
-        return Ok(r.chain.broadcast(&last.raw).await?);
-    }
-    let max_fee_per_gas = bump(last.max_fee_per_gas).max(now.max_fee_per_gas).min(cap);
-    // Nodes take a replacement only 10% above the fee it replaces: below that (squeezed by the
-    // cap) a new variant would be refused and could strand the nonce; re-send the last instead.
-    if max_fee_per_gas
-        < last
-            .max_fee_per_gas
-            .saturating_add(last.max_fee_per_gas / 10)
-    {
-        tracing::error!(
-            nonce,
-            cap,
-            "a replacement under the fee cap would not be accepted; re-sending"
-        );
-        return Ok(r.chain.broadcast(&last.raw).await?);
-    }
-    let fees = Fees {
-        max_fee_per_gas,
-        max_priority_fee_per_gas: bump(last.max_priority_fee_per_gas)
-            .max(now.max_priority_fee_per_gas)
-            .min(max_fee_per_gas),
+        Replacement::ResendAtCap => {
+            tracing::error!(
+                nonce,
+                max_fee = last.max_fee_per_gas,
+                cap,
+                "stuck transaction already at the fee cap; not replacing"
+            );
+            return Ok(r.chain.broadcast(&last.raw).await?);
+        }
+        Replacement::ResendNoRoom => {
+            tracing::error!(
+                nonce,
+                cap,
+                "a replacement under the fee cap would not be accepted; re-sending"
+            );
+            return Ok(r.chain.broadcast(&last.raw).await?);
+        }
     };
     let (hash, raw) = r
         .chain

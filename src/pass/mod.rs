@@ -135,49 +135,64 @@ async fn watch_head(chain: Chain, wake: Arc<Notify>, every: Duration) {
     }
 }
 
-/// Capped exponential backoff of Alpaca calls, per item. In memory on purpose: after a restart
-/// every pending request is simply asked at once. Cheap to clone (shared with Alpaca jobs).
-#[derive(Debug, Default, Clone)]
+/// When each item's next Alpaca call is due, after failures ([`reconciler::pacing`] decides how
+/// long). In memory on purpose: after a restart every pending request is simply asked at once.
+/// Times are milliseconds since the schedule was made, on tokio's clock (which a test can pause).
+/// Cheap to clone (shared with Alpaca jobs).
+#[derive(Debug, Clone)]
 pub struct PollSchedule {
-    next: Arc<
-        std::sync::Mutex<
-            std::collections::HashMap<reconciler::IssuerRequestId, (tokio::time::Instant, u32)>,
-        >,
-    >,
+    epoch: tokio::time::Instant,
+    next: Arc<std::sync::Mutex<std::collections::HashMap<reconciler::IssuerRequestId, (u64, u32)>>>,
 }
 
-/// Longest wait between two polls of one request.
-const POLL_BACKOFF_CAP: Duration = Duration::from_secs(30);
-const POLL_BACKOFF_BASE: Duration = Duration::from_millis(250);
+impl Default for PollSchedule {
+    fn default() -> Self {
+        PollSchedule {
+            epoch: tokio::time::Instant::now(),
+            next: Arc::default(),
+        }
+    }
+}
 
 impl PollSchedule {
-    pub fn due(&self, id: &reconciler::IssuerRequestId) -> bool {
-        let next = self
-            .next
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<reconciler::IssuerRequestId, (u64, u32)>>
+    {
+        self.next
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        next.get(id)
-            .is_none_or(|(at, _)| tokio::time::Instant::now() >= *at)
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Milliseconds since the schedule was made: the `now_ms` the plan compares due times with.
+    pub fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    pub fn due(&self, id: &reconciler::IssuerRequestId) -> bool {
+        let now = self.now_ms();
+        self.lock().get(id).is_none_or(|(at, _)| now >= *at)
+    }
+
+    /// Every item backing off and when it is due: what the plan sees.
+    pub fn due_times(&self) -> std::collections::BTreeMap<reconciler::IssuerRequestId, u64> {
+        self.lock()
+            .iter()
+            .map(|(id, (at, _))| (id.clone(), *at))
+            .collect()
+    }
+
+    /// One more failure for `id`: its next call waits longer.
     pub fn wait_more(&self, id: &reconciler::IssuerRequestId) {
-        let mut next = self
-            .next
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let attempts = next.get(id).map_or(0, |(_, n)| *n).saturating_add(1);
-        let delay = POLL_BACKOFF_BASE
-            .saturating_mul(1u32 << attempts.min(8))
-            .min(POLL_BACKOFF_CAP);
-        next.insert(id.clone(), (tokio::time::Instant::now() + delay, attempts));
+        let now = self.now_ms();
+        let mut next = self.lock();
+        let failures = next.get(id).map_or(0, |(_, n)| *n).saturating_add(1);
+        let at = now.saturating_add(reconciler::pacing::alpaca_backoff_ms(failures));
+        next.insert(id.clone(), (at, failures));
     }
 
     pub fn forget(&self, id: &reconciler::IssuerRequestId) {
-        let mut next = self
-            .next
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        next.remove(id);
+        self.lock().remove(id);
     }
 }
 

@@ -214,6 +214,8 @@ pub async fn observe<B: Broker + Clone + 'static>(
         burns,
         alpaca,
         receipts,
+        now_ms: r.polls.now_ms(),
+        alpaca_due_at_ms: r.polls.due_times(),
     };
     record_metrics(r, &world, stuck_mints).await;
     Ok(world)
