@@ -26,8 +26,9 @@ pub async fn act<B: Broker + Clone + 'static>(
         .map(|m| (&m.issuer_request_id, m))
         .collect();
     for action in actions {
-        if r.stop.is_set() {
-            // Shutting down: the rest is planned again after the restart.
+        if r.stop.is_set() || !r.fence.holds() {
+            // Shutting down, or (HA) the lease is lost: the rest is planned again after the
+            // restart, or by the next leader.
             break;
         }
         // Each action stands alone: one that fails (a node refusing a broadcast) is logged with
@@ -56,6 +57,7 @@ async fn act_one<B: Broker + Clone + 'static>(
         Action::Rebroadcast { nonce } => {
             if let Some(tx) = r.store.tx(nonce)? {
                 if let Some(v) = tx.variants.last() {
+                    r.fence.check(&format!("broadcast {}", v.hash)).await?;
                     r.chain.broadcast(&v.raw).await?;
                 }
             }
@@ -360,8 +362,22 @@ async fn send_estimated<B: Broker + Clone + 'static>(
     purpose: TxPurpose,
     gas_limit: u64,
 ) -> Result<(), PassError> {
+    r.fence.check("sign").await?;
     let fees = r.chain.fees().await?;
     let nonce = next_nonce(r.store.as_ref(), &r.chain).await?;
+    if r.fence.is_ha() {
+        // A transaction of the bot this store does not know is pending (a previous leader's):
+        // wait until it is mined and observed rather than do its work a second time.
+        let pending = r.chain.nonce_pending().await?;
+        if pending > nonce {
+            tracing::warn!(
+                nonce,
+                pending,
+                "a transaction unknown to this leader is pending; not sending until it is mined"
+            );
+            return Ok(());
+        }
+    }
     let (hash, raw) = r
         .chain
         .sign(nonce, to, input.clone(), gas_limit, fees)
@@ -386,6 +402,7 @@ async fn send_estimated<B: Broker + Clone + 'static>(
     r.store.put_tx(&record)?;
     maybe_crash(r.config.crash_at, CrashPoint::AfterSign);
     tracing::info!(nonce, %hash, %to, purpose = ?record.purpose, "transaction stored; broadcasting");
+    r.fence.check(&format!("broadcast {hash}")).await?;
     r.chain.broadcast(&raw).await?;
     maybe_crash(r.config.crash_at, CrashPoint::AfterBroadcast);
     if is_burn {
@@ -453,6 +470,7 @@ async fn replace<B: Broker + Clone + 'static>(
             cap,
             "stuck transaction already at the fee cap; not replacing"
         );
+        r.fence.check(&format!("broadcast {}", last.hash)).await?;
         return Ok(r.chain.broadcast(&last.raw).await?);
     }
     let max_fee_per_gas = bump(last.max_fee_per_gas).max(now.max_fee_per_gas).min(cap);
@@ -468,6 +486,7 @@ async fn replace<B: Broker + Clone + 'static>(
             cap,
             "a replacement under the fee cap would not be accepted; re-sending"
         );
+        r.fence.check(&format!("broadcast {}", last.hash)).await?;
         return Ok(r.chain.broadcast(&last.raw).await?);
     }
     let fees = Fees {
@@ -476,6 +495,7 @@ async fn replace<B: Broker + Clone + 'static>(
             .max(now.max_priority_fee_per_gas)
             .min(max_fee_per_gas),
     };
+    r.fence.check("sign").await?;
     let (hash, raw) = r
         .chain
         .sign(nonce, tx.to, tx.input.clone(), tx.gas_limit, fees)
@@ -489,6 +509,7 @@ async fn replace<B: Broker + Clone + 'static>(
         signed_at_block: head,
     });
     r.store.put_tx(&tx)?;
+    r.fence.check(&format!("broadcast {hash}")).await?;
     r.chain.broadcast(&raw).await?;
     Ok(())
 }
@@ -546,9 +567,14 @@ fn settle<B: Broker + Clone + 'static>(
 
 /// After a restart, re-sends every stored unsettled transaction once: one may have been signed
 /// and stored but never broadcast.
-pub async fn rebroadcast_all(store: &dyn Store, chain: &Chain) -> Result<(), PassError> {
+pub async fn rebroadcast_all(
+    store: &dyn Store,
+    chain: &Chain,
+    fence: &crate::ha::Fence,
+) -> Result<(), PassError> {
     for tx in store.unsettled_txs()? {
         if let Some(v) = tx.variants.last() {
+            fence.check(&format!("broadcast {}", v.hash)).await?;
             chain.broadcast(&v.raw).await?;
         }
     }

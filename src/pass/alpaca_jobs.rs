@@ -37,6 +37,7 @@ pub(super) struct JobCtx<B> {
     pub broker: B,
     pub polls: PollSchedule,
     pub crash_at: Option<CrashPoint>,
+    pub fence: crate::ha::Fence,
 }
 
 /// The Alpaca jobs in flight and what the finished polls saw. Cheap to clone.
@@ -279,6 +280,7 @@ pub(super) async fn redeem_call<B: Broker>(
         wallet_address: redemption.sender,
         tx_hash: redemption.tx_hash,
     };
+    d.fence.check(&format!("redeem call {id}")).await?;
     let answer = match d.broker.redeem(&request, &id.idempotency_key()).await {
         Ok(answer) => answer,
         Err(BrokerError::Status {
@@ -356,6 +358,7 @@ pub(super) async fn callback<B: Broker>(
         )?;
     }
     let intent = &record.intent;
+    d.fence.check(&format!("mint callback {id}")).await?;
     let sent = d
         .broker
         .mint_callback(&MintCallback {

@@ -235,6 +235,7 @@ impl Issuer {
             polls: issuer::pass::PollSchedule::default(),
             alpaca: issuer::pass::AlpacaWork::default(),
             stop: issuer::pass::StopFlag::default(),
+            fence: issuer::ha::Fence::single(),
         };
         let looping = tokio::spawn(reconciler.run(wake.clone(), stopper(rx.clone())));
         let serving = tokio::spawn({
