@@ -345,6 +345,12 @@ async fn reconcile_when_connected(
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) {
     let chain = connect_chain(&rpc_url, signer, &readiness).await;
+    tracing::info!(
+        chain_id = chain.chain_id(),
+        signer = %chain.signer().kind(),
+        bot = %chain.bot(),
+        "rpc: connected; reconciler starting"
+    );
     check_roles(&chain, pending.store.as_ref(), &readiness).await;
     let probe = tokio::spawn(probe_rpc(chain.clone(), pending.store.clone(), readiness));
     let reconciler = ReconcileLoop {
@@ -379,6 +385,12 @@ async fn lead_when_connected(
         wake.clone(),
     ));
     let chain = connect_chain(&rpc_url, signer, &readiness).await;
+    tracing::info!(
+        chain_id = chain.chain_id(),
+        signer = %chain.signer().kind(),
+        bot = %chain.bot(),
+        "rpc: connected; campaigning for leadership"
+    );
     check_roles(&chain, pending.store.as_ref(), &readiness).await;
     let probe = tokio::spawn(probe_rpc(
         chain.clone(),
@@ -414,12 +426,6 @@ async fn connect_chain(rpc_url: &str, signer: BotSigner, readiness: &Readiness) 
         }
     };
     readiness.pass("rpc");
-    tracing::info!(
-        chain_id = chain.chain_id(),
-        signer = %chain.signer().kind(),
-        bot = %chain.bot(),
-        "rpc: connected"
-    );
     chain
 }
 

@@ -23,14 +23,16 @@ pub enum FenceError {
 /// no etcd) always passes without I/O.
 #[derive(Clone, Default)]
 pub struct Fence {
-    leadership: Option<Arc<Leadership>>,
+    /// The leadership and the term (the election key's create revision) this fence was made
+    /// for: an Alpaca job submitted in one term never acts in a later one of the same instance.
+    leadership: Option<(Arc<Leadership>, i64)>,
 }
 
 impl std::fmt::Debug for Fence {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.leadership {
             None => f.write_str("Fence(single instance)"),
-            Some(l) => write!(f, "Fence({})", l.instance()),
+            Some((l, term)) => write!(f, "Fence({} term {term})", l.instance()),
         }
     }
 }
@@ -41,9 +43,9 @@ impl Fence {
         Fence::default()
     }
 
-    pub(super) fn leading(leadership: Arc<Leadership>) -> Self {
+    pub(super) fn leading(leadership: Arc<Leadership>, term: i64) -> Self {
         Fence {
-            leadership: Some(leadership),
+            leadership: Some((leadership, term)),
         }
     }
 
@@ -55,9 +57,10 @@ impl Fence {
     /// Local and cheap, for action boundaries: `false` once the lease is known lost or its last
     /// renewal is too old. Never enough on its own before an effect: see [`Fence::check`].
     pub fn holds(&self) -> bool {
-        self.leadership
-            .as_ref()
-            .is_none_or(|l| l.term_if_valid(Instant::now()).is_some())
+        self.leadership.as_ref().is_none_or(|(l, term)| {
+            l.term_if_valid(Instant::now())
+                .is_some_and(|t| t.create_revision == *term)
+        })
     }
 
     /// Passes only if etcd confirms, now, that the election key still carries this instance's
@@ -67,7 +70,7 @@ impl Fence {
     pub async fn check(&self, what: &str) -> Result<(), FenceError> {
         match &self.leadership {
             None => Ok(()),
-            Some(l) => l.confirm(what).await,
+            Some((l, term)) => l.confirm(*term, what).await,
         }
     }
 }

@@ -62,9 +62,9 @@ impl Leadership {
         &self.instance
     }
 
-    /// The fence of this instance's terms.
-    pub fn fence(self: &Arc<Self>) -> super::Fence {
-        super::Fence::leading(self.clone())
+    /// The fence of `term`: it passes only while that term is current.
+    pub fn fence(self: &Arc<Self>, term: Term) -> super::Fence {
+        super::Fence::leading(self.clone(), term.create_revision)
     }
 
     /// Margin kept before the lease's end: an action is not begun in it.
@@ -79,8 +79,11 @@ impl Leadership {
     }
 
     /// The fence's round trip: see [`super::Fence::check`].
-    pub(super) async fn confirm(&self, what: &str) -> Result<(), FenceError> {
-        let Some(term) = self.term_if_valid(Instant::now()) else {
+    pub(super) async fn confirm(&self, term: i64, what: &str) -> Result<(), FenceError> {
+        let Some(term) = self
+            .term_if_valid(Instant::now())
+            .filter(|t| t.create_revision == term)
+        else {
             return Err(FenceError::NotLeader);
         };
         let txn = Txn::new()
@@ -326,6 +329,7 @@ pub async fn run<B>(
         };
         let keeper = tokio::spawn(leadership.clone().keep_alive(term));
         readiness.set_role("leader");
+        let fence = leadership.fence(term);
         let prepared = tokio::select! {
             () = &mut shutdown => {
                 keeper.abort();
@@ -333,7 +337,7 @@ pub async fn run<B>(
                 break;
             }
             () = leadership.lost(term) => Err(HaError::Contended("leadership")),
-            prepared = prepare_term(&leadership, &facts, &parts) => prepared,
+            prepared = prepare_term(&fence, &facts, &parts) => prepared,
         };
         if let Err(e) = prepared {
             tracing::warn!(error = %e, "ha: could not start the term; giving leadership up");
@@ -351,7 +355,7 @@ pub async fn run<B>(
             polls: crate::pass::PollSchedule::default(),
             alpaca: crate::pass::AlpacaWork::default(),
             stop: crate::pass::StopFlag::default(),
-            fence: leadership.fence(),
+            fence,
         };
         let shutting_down = AtomicBool::new(false);
         let until = async {
@@ -376,7 +380,7 @@ pub async fn run<B>(
 /// every callback and redeem call not known to be done ask Alpaca first, since a previous
 /// leader may have made it.
 async fn prepare_term<B>(
-    leadership: &Arc<Leadership>,
+    fence: &super::Fence,
     facts: &SharedFacts,
     parts: &TermParts<B>,
 ) -> Result<(), HaError> {
@@ -402,7 +406,7 @@ async fn prepare_term<B>(
             tracing::warn!("ha: transactions unknown to this leader are still pending; sends wait until they are mined");
             break;
         }
-        if !leadership.fence().holds() {
+        if !fence.holds() {
             return Err(HaError::Contended("leadership"));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

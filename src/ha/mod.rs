@@ -214,3 +214,59 @@ impl HaParts {
         })
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn args(etcd: Option<&str>, ttl: u64, renew_ms: Option<u64>) -> HaArgs {
+        HaArgs {
+            etcd: etcd.map(str::to_owned),
+            lease_ttl_secs: ttl,
+            renew_ms,
+            instance: Some("a".into()),
+        }
+    }
+
+    #[test]
+    fn off_unless_etcd_is_named() {
+        let listen = "127.0.0.1:8000".parse().unwrap();
+        assert!(args(None, 5, None).settings(listen).unwrap().is_none());
+        let on = args(
+            Some("http://127.0.0.1:2379, http://127.0.0.2:2379"),
+            6,
+            None,
+        )
+        .settings(listen)
+        .unwrap()
+        .unwrap();
+        assert_eq!(on.endpoints.len(), 2);
+        assert_eq!(on.renew_every, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn unusable_settings_are_refused_before_start() {
+        let listen = "127.0.0.1:8000".parse().unwrap();
+        for bad in [
+            args(Some(" , "), 5, None),
+            args(Some("127.0.0.1:2379"), 5, None),
+            args(Some("https://etcd:2379"), 5, None),
+            args(Some("http://etcd:2379"), 1, None),
+            args(Some("http://etcd:2379"), 5, Some(0)),
+            args(Some("http://etcd:2379"), 5, Some(3000)),
+        ] {
+            assert!(bad.settings(listen).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn keys_are_per_signing_key() {
+        let keys = Keys::new(Address::repeat_byte(0xab));
+        assert_eq!(
+            keys.leader(),
+            "/issuer/0xabababababababababababababababababababab/leader"
+        );
+        assert!(keys.mints().starts_with("/issuer/0xabab"));
+    }
+}
