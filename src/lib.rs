@@ -17,6 +17,7 @@
 //! - [`alpaca`]: the Broker API client (reqwest) behind the [`alpaca::Broker`] trait, with retries.
 //! - [`http`]: the tide server Alpaca and operators call; handlers validate and record intents.
 //! - [`metrics`]: the Prometheus registry `/metrics` serves, recorded into by every part.
+//! - [`ha`]: HA mode: leadership, the fence and the shared facts in etcd (off by default).
 //! - [`pass`]: the reconcile loop: observe, call [`reconciler::plan`], act, record.
 //! - [`sim`]: the Alpaca simulator, a real HTTP server speaking the Broker API, with faults.
 //! - [`fireblocks_sim`]: a Fireblocks simulator (raw signing, JWT auth checked), with faults.
@@ -29,6 +30,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod fireblocks_sim;
+pub mod ha;
 pub mod http;
 pub mod metrics;
 pub mod pass;

@@ -103,6 +103,8 @@ pub struct ServeArgs {
     /// Test hook for crash tests: abort at a named point.
     #[arg(long, env = "ISSUER_CRASH_AT", hide = true)]
     pub crash_at: Option<CrashPoint>,
+    #[command(flatten)]
+    pub ha: crate::ha::HaArgs,
 }
 
 /// The two ways Alpaca can authenticate its calls to us.
@@ -131,6 +133,8 @@ struct ServePlan {
     signer: BotSigner,
     broker: BrokerClient,
     pass: PassConfig,
+    /// HA mode's settings; `None` for the single instance.
+    ha: Option<crate::ha::HaSettings>,
 }
 
 /// Checks every setting of `serve`; the first unusable one is the error, before a file is opened,
@@ -204,6 +208,7 @@ async fn plan_serve(args: &ServeArgs) -> anyhow::Result<ServePlan> {
     {
         bail!("SIGNATURE_MAX_AGE_SECS must be at least 1");
     }
+    let ha = args.ha.settings(args.listen).map_err(anyhow::Error::msg)?;
     // The reconciler's Alpaca calls honour rate limits by scheduling, never by sleeping.
     let broker = args.alpaca.broker_with(RetryPolicy::for_reconciler())?;
     Ok(ServePlan {
@@ -223,12 +228,23 @@ async fn plan_serve(args: &ServeArgs) -> anyhow::Result<ServePlan> {
             max_fee_per_gas_wei: u128::from(args.max_fee_per_gas_gwei)
                 .saturating_mul(1_000_000_000),
         },
+        ha,
     })
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let plan = plan_serve(&args).await?;
-    let store: Arc<dyn Store> = Arc::new(open_store(&args.db)?);
+    let local = open_store(&args.db)?;
+    let (store, ha): (Arc<dyn Store>, _) = match plan.ha.clone() {
+        None => (Arc::new(local), None),
+        Some(settings) => {
+            let ha = crate::ha::HaParts::connect(settings, plan.signer.address(), local).await?;
+            (
+                Arc::new(crate::ha::HaStore::new(ha.facts.clone())),
+                Some(ha),
+            )
+        }
+    };
     let listener = std::net::TcpListener::bind(args.listen)
         .with_context(|| format!("binding {}", args.listen))?;
     let wake = Arc::new(tokio::sync::Notify::new());
@@ -238,6 +254,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let readiness = Readiness::default();
     readiness.fail("rpc", "connecting");
+    if ha.is_some() {
+        readiness.set_role("standby");
+    }
     let rpc_url = args.chain.rpc_url.clone();
     tracing::info!(listen = %args.listen, rpc = %redact_url(&rpc_url), signer = %plan.signer.kind(), bot = %plan.signer.address(), db = %args.db.display(), "issuer serving");
 
@@ -252,18 +271,30 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         shutdown(stop_rx.clone()),
     ));
-    let mut work = tokio::spawn(reconcile_when_connected(
-        rpc_url,
-        plan.signer,
-        Unconnected {
-            store,
-            broker: plan.broker,
-            config: plan.pass,
-        },
-        readiness,
-        wake,
-        shutdown(stop_rx),
-    ));
+    let pending = Unconnected {
+        store,
+        broker: plan.broker,
+        config: plan.pass,
+    };
+    let mut work = match ha {
+        None => tokio::spawn(reconcile_when_connected(
+            rpc_url,
+            plan.signer,
+            pending,
+            readiness,
+            wake,
+            shutdown(stop_rx),
+        )),
+        Some(ha) => tokio::spawn(lead_when_connected(
+            rpc_url,
+            plan.signer,
+            pending,
+            ha,
+            readiness,
+            wake,
+            shutdown(stop_rx),
+        )),
+    };
     let ended = tokio::select! {
         _ = tokio::signal::ctrl_c() => { tracing::info!("interrupt: shutting down"); None }
         () = terminate() => { tracing::info!("terminate: shutting down"); None }
@@ -313,21 +344,7 @@ async fn reconcile_when_connected(
     wake: Arc<tokio::sync::Notify>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) {
-    let mut delay = RPC_RETRY_FIRST;
-    let chain = loop {
-        match Chain::connect(&rpc_url, signer.clone()).await {
-            Ok(chain) => break chain,
-            Err(e) => {
-                crate::metrics::heartbeat();
-                tracing::warn!(error = %e, retry_in_ms = delay.as_millis(), "rpc: not reachable; intake is served, the reconciler waits");
-                readiness.fail("rpc", e.to_string());
-                let jitter = Duration::from_millis(rand::random::<u64>() % 100);
-                tokio::time::sleep(delay + jitter).await;
-                delay = delay.saturating_mul(2).min(RPC_RETRY_MAX);
-            }
-        }
-    };
-    readiness.pass("rpc");
+    let chain = connect_chain(&rpc_url, signer, &readiness).await;
     tracing::info!(
         chain_id = chain.chain_id(),
         signer = %chain.signer().kind(),
@@ -346,9 +363,72 @@ async fn reconcile_when_connected(
         stop: crate::pass::StopFlag::default(),
         clock: crate::clock::system(),
         passes: crate::pass::PassCount::default(),
+        fence: crate::ha::Fence::single(),
     };
     reconciler.run(wake, shutdown).await;
     probe.abort();
+}
+
+/// HA mode's reconciler half of `serve`: connects to the RPC like the single instance, keeps
+/// importing the shared facts, and campaigns; while it leads it runs the passes
+/// ([`crate::ha::leader::run`]).
+async fn lead_when_connected(
+    rpc_url: String,
+    signer: BotSigner,
+    pending: Unconnected,
+    ha: crate::ha::HaParts,
+    readiness: Readiness,
+    wake: Arc<tokio::sync::Notify>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) {
+    let sync = tokio::spawn(crate::ha::facts::sync_forever(
+        ha.facts.clone(),
+        readiness.clone(),
+        wake.clone(),
+    ));
+    let chain = connect_chain(&rpc_url, signer, &readiness).await;
+    tracing::info!(
+        chain_id = chain.chain_id(),
+        signer = %chain.signer().kind(),
+        bot = %chain.bot(),
+        "rpc: connected; campaigning for leadership"
+    );
+    check_roles(&chain, pending.store.as_ref(), &readiness).await;
+    let probe = tokio::spawn(probe_rpc(
+        chain.clone(),
+        pending.store.clone(),
+        readiness.clone(),
+    ));
+    let parts = crate::ha::leader::TermParts {
+        store: Arc::new(ha.local.clone()),
+        local: ha.local,
+        chain,
+        broker: pending.broker,
+        config: pending.config,
+    };
+    crate::ha::leader::run(ha.leadership, ha.facts, parts, readiness, wake, shutdown).await;
+    probe.abort();
+    sync.abort();
+}
+
+/// Connects to the RPC, retrying with capped backoff and jitter while `/readyz` says why.
+async fn connect_chain(rpc_url: &str, signer: BotSigner, readiness: &Readiness) -> Chain {
+    let mut delay = RPC_RETRY_FIRST;
+    let chain = loop {
+        match Chain::connect(rpc_url, signer.clone()).await {
+            Ok(chain) => break chain,
+            Err(e) => {
+                crate::metrics::heartbeat();
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis(), "rpc: not reachable; intake is served, the reconciler waits");
+                readiness.fail("rpc", e.to_string());
+                let jitter = Duration::from_millis(rand::random::<u64>() % 100);
+                tokio::time::sleep(delay + jitter).await;
+                delay = delay.saturating_mul(2).min(RPC_RETRY_MAX);
+            }
+        }
+    };
+    readiness.pass("rpc");
+    chain
 }
 
 /// Keeps the `rpc` and `roles` checks of `/readyz` current while the reconciler runs.

@@ -74,6 +74,7 @@ fn new_loop(
         stop: StopFlag::default(),
         clock: Arc::new(issuer::clock::TokioClock::starting_at(1_800_000_000_000)),
         passes: issuer::pass::PassCount::default(),
+        fence: issuer::ha::Fence::single(),
     }
 }
 
@@ -411,9 +412,13 @@ async fn a_crash_at_any_point_of_a_mint_neither_loses_nor_repeats_it() {
 impl Rig {
     /// What the loop does at start: re-sends every stored unsettled transaction.
     async fn looping_rebroadcast(&self) {
-        issuer::pass::rebroadcast_all(self.store.as_ref(), &self.chain)
-            .await
-            .unwrap();
+        issuer::pass::rebroadcast_all(
+            self.store.as_ref(),
+            &self.chain,
+            &issuer::ha::Fence::single(),
+        )
+        .await
+        .unwrap();
     }
 }
 

@@ -156,6 +156,12 @@ impl Chain {
         self.node.nonce(self.bot(), At::Latest).await
     }
 
+    /// The bot's nonce counting the transactions the node holds pending as well: above
+    /// [`Chain::nonce_latest`] while one of the bot's transactions waits to be mined.
+    pub async fn nonce_pending(&self) -> Result<u64, ChainError> {
+        self.node.nonce(self.bot(), At::Pending).await
+    }
+
     /// The bot's nonce as of block `number`: transactions mined up to and including it.
     pub async fn nonce_at(&self, number: u64) -> Result<u64, ChainError> {
         self.node.nonce(self.bot(), At::Block(number)).await

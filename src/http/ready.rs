@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 pub struct Readiness {
     /// Check name to `None` (passing) or `Some(reason)` (failing).
     checks: Arc<Mutex<BTreeMap<&'static str, Option<String>>>>,
+    /// In HA mode, `leader` or `standby`; `None` for a single instance.
+    role: Arc<Mutex<Option<&'static str>>>,
 }
 
 impl Readiness {
@@ -21,6 +23,17 @@ impl Readiness {
     /// Marks `check` as passing.
     pub fn pass(&self, check: &'static str) {
         self.lock().insert(check, None);
+    }
+
+    /// Sets this instance's HA role (`leader` or `standby`), shown by `/readyz`. A standby
+    /// whose checks pass answers 200 with `"status": "standby"`: it serves intake.
+    pub fn set_role(&self, role: &'static str) {
+        *self.role.lock().unwrap_or_else(PoisonError::into_inner) = Some(role);
+    }
+
+    /// The HA role, if any.
+    pub fn role(&self) -> Option<&'static str> {
+        *self.role.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Every check and its reason when failing.
@@ -66,15 +79,19 @@ pub(super) fn answer(
             )
         })
         .collect();
-    if failing.is_empty() {
-        (
-            true,
-            serde_json::json!({ "status": "ready", "checks": shown }),
-        )
+    let role = readiness.role();
+    let mut body = if failing.is_empty() {
+        let status = if role == Some("standby") {
+            "standby"
+        } else {
+            "ready"
+        };
+        serde_json::json!({ "status": status, "checks": shown })
     } else {
-        (
-            false,
-            serde_json::json!({ "status": "not ready", "failing": failing, "checks": shown }),
-        )
+        serde_json::json!({ "status": "not ready", "failing": failing, "checks": shown })
+    };
+    if let (Some(role), Some(fields)) = (role, body.as_object_mut()) {
+        fields.insert("role".into(), role.into());
     }
+    (failing.is_empty(), body)
 }

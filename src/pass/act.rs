@@ -27,8 +27,9 @@ pub async fn act<B: Broker + Clone + 'static>(
         .map(|m| (&m.issuer_request_id, m))
         .collect();
     for action in actions {
-        if r.stop.is_set() {
-            // Shutting down: the rest is planned again after the restart.
+        if r.stop.is_set() || !r.fence.holds() {
+            // Shutting down, or (HA) the lease is lost: the rest is planned again after the
+            // restart, or by the next leader.
             break;
         }
         // Each action stands alone: one that fails (a node refusing a broadcast) is logged with
@@ -57,6 +58,7 @@ async fn act_one<B: Broker + Clone + 'static>(
         Action::Rebroadcast { nonce } => {
             if let Some(tx) = r.store.tx(nonce)? {
                 if let Some(v) = tx.variants.last() {
+                    r.fence.check(&format!("broadcast {}", v.hash)).await?;
                     r.chain.broadcast(&v.raw).await?;
                 }
             }
@@ -354,8 +356,22 @@ async fn send_estimated<B: Broker + Clone + 'static>(
     purpose: TxPurpose,
     gas_limit: u64,
 ) -> Result<(), PassError> {
+    r.fence.check("sign").await?;
     let fees = r.chain.fees().await?;
     let nonce = next_nonce(r.store.as_ref(), &r.chain).await?;
+    if r.fence.is_ha() {
+        // A transaction of the bot this store does not know is pending (a previous leader's):
+        // wait until it is mined and observed rather than do its work a second time.
+        let pending = r.chain.nonce_pending().await?;
+        if pending > nonce {
+            tracing::warn!(
+                nonce,
+                pending,
+                "a transaction unknown to this leader is pending; not sending until it is mined"
+            );
+            return Ok(());
+        }
+    }
     let (hash, raw) = r
         .chain
         .sign(nonce, to, input.clone(), gas_limit, fees)
@@ -380,6 +396,7 @@ async fn send_estimated<B: Broker + Clone + 'static>(
     r.store.put_tx(&record)?;
     maybe_crash(r.config.crash_at, CrashPoint::AfterSign);
     tracing::info!(nonce, %hash, %to, purpose = ?record.purpose, "transaction stored; broadcasting");
+    r.fence.check(&format!("broadcast {hash}")).await?;
     r.chain.broadcast(&raw).await?;
     maybe_crash(r.config.crash_at, CrashPoint::AfterBroadcast);
     if is_burn {
@@ -452,6 +469,7 @@ async fn replace<B: Broker + Clone + 'static>(
                 cap,
                 "stuck transaction already at the fee cap; not replacing"
             );
+            r.fence.check(&format!("broadcast {}", last.hash)).await?;
             return Ok(r.chain.broadcast(&last.raw).await?);
         }
         Replacement::ResendNoRoom => {
@@ -460,9 +478,11 @@ async fn replace<B: Broker + Clone + 'static>(
                 cap,
                 "a replacement under the fee cap would not be accepted; re-sending"
             );
+            r.fence.check(&format!("broadcast {}", last.hash)).await?;
             return Ok(r.chain.broadcast(&last.raw).await?);
         }
     };
+    r.fence.check("sign").await?;
     let (hash, raw) = r
         .chain
         .sign(nonce, tx.to, tx.input.clone(), tx.gas_limit, fees)
@@ -476,6 +496,7 @@ async fn replace<B: Broker + Clone + 'static>(
         signed_at_block: head,
     });
     r.store.put_tx(&tx)?;
+    r.fence.check(&format!("broadcast {hash}")).await?;
     r.chain.broadcast(&raw).await?;
     Ok(())
 }
@@ -533,9 +554,14 @@ fn settle<B: Broker + Clone + 'static>(
 
 /// After a restart, re-sends every stored unsettled transaction once: one may have been signed
 /// and stored but never broadcast.
-pub async fn rebroadcast_all(store: &dyn Store, chain: &Chain) -> Result<(), PassError> {
+pub async fn rebroadcast_all(
+    store: &dyn Store,
+    chain: &Chain,
+    fence: &crate::ha::Fence,
+) -> Result<(), PassError> {
     for tx in store.unsettled_txs()? {
         if let Some(v) = tx.variants.last() {
+            fence.check(&format!("broadcast {}", v.hash)).await?;
             chain.broadcast(&v.raw).await?;
         }
     }

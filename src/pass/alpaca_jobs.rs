@@ -38,6 +38,7 @@ pub(super) struct JobCtx<B> {
     pub polls: PollSchedule,
     pub crash_at: Option<CrashPoint>,
     pub clock: Arc<dyn crate::clock::Clock>,
+    pub fence: crate::ha::Fence,
 }
 
 /// The Alpaca jobs in flight and what the finished polls saw. Cheap to clone.
@@ -280,6 +281,7 @@ pub(super) async fn redeem_call<B: Broker>(
         wallet_address: redemption.sender,
         tx_hash: redemption.tx_hash,
     };
+    d.fence.check(&format!("redeem call {id}")).await?;
     let answer = match d.broker.redeem(&request, &id.idempotency_key()).await {
         Ok(answer) => answer,
         Err(BrokerError::Status {
@@ -357,6 +359,7 @@ pub(super) async fn callback<B: Broker>(
         )?;
     }
     let intent = &record.intent;
+    d.fence.check(&format!("mint callback {id}")).await?;
     let sent = d
         .broker
         .mint_callback(&MintCallback {

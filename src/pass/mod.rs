@@ -30,6 +30,9 @@ pub enum PassError {
     Store(#[from] StoreError),
     #[error("alpaca: {0}")]
     Broker(#[from] crate::alpaca::BrokerError),
+    /// HA mode: this instance does not hold the lease (any more); nothing was sent.
+    #[error(transparent)]
+    Fenced(#[from] crate::ha::FenceError),
 }
 
 /// How the loop runs.
@@ -73,6 +76,10 @@ pub struct ReconcileLoop<B> {
     pub clock: Arc<dyn crate::clock::Clock>,
     /// Passes run so far, for whoever waits on "a few more passes" (tests, the bench).
     pub passes: PassCount,
+    /// Checked before every broadcast and every Alpaca call with side effects: in HA mode,
+    /// that this instance still holds the lease ([`crate::ha`]); [`crate::ha::Fence::single`]
+    /// otherwise, which always passes.
+    pub fence: crate::ha::Fence,
 }
 
 /// Counts finished passes and wakes whoever waits for more. Cheap to clone.
@@ -205,6 +212,7 @@ impl<B: Broker + Clone + 'static> ReconcileLoop<B> {
             polls: self.polls.clone(),
             crash_at: self.config.crash_at,
             clock: self.clock.clone(),
+            fence: self.fence.clone(),
         }
     }
 
@@ -228,7 +236,7 @@ impl<B: Broker + Clone + 'static> ReconcileLoop<B> {
         let mut failures: u32 = 0;
         // A new head starts a pass: what it confirmed is acted on without waiting for the timer.
         let watcher = tokio::spawn(watch_head(self.chain.clone(), wake.clone(), HEAD_POLL));
-        if let Err(e) = act::rebroadcast_all(self.store.as_ref(), &self.chain).await {
+        if let Err(e) = act::rebroadcast_all(self.store.as_ref(), &self.chain, &self.fence).await {
             tracing::warn!(error = %e, "start-up rebroadcast failed; passes will retry");
         }
         loop {

@@ -8,6 +8,7 @@
 mod records;
 mod redb_index;
 mod redb_jobs;
+mod redb_shared;
 mod redb_store;
 mod redb_tables;
 mod writer;
@@ -17,6 +18,7 @@ pub use records::{
     IssuanceRefusal, MintProblem, MintRecord, PassView, ReturnOutcome, Scan, Settled, TxRecord,
     TxVariant, MINT_QTY_MAX_DEFAULT, SCHEMA_VERSION,
 };
+pub use redb_shared::MintMerge;
 pub use redb_store::RedbStore;
 
 use alloy::primitives::{Address, B256};

@@ -94,7 +94,7 @@ impl RedbStore {
         open.as_ref().ok_or(StoreError::Closed)?.cell.get()
     }
 
-    fn write<R, F>(&self, job: F) -> Result<R, StoreError>
+    pub(super) fn write<R, F>(&self, job: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
         F: FnOnce(&WriteTransaction) -> Result<R, StoreError> + Send + 'static,

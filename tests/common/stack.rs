@@ -239,6 +239,7 @@ impl Issuer {
             stop: issuer::pass::StopFlag::default(),
             clock: issuer::clock::system(),
             passes: passes.clone(),
+            fence: issuer::ha::Fence::single(),
         };
         let looping = tokio::spawn(reconciler.run(wake.clone(), stopper(rx.clone())));
         let serving = tokio::spawn({

@@ -1,0 +1,581 @@
+//! Shared facts: what lives nowhere but in our store, written through to etcd before the HTTP
+//! answer and imported by every instance.
+//!
+//! - The directory (accounts with their links and Alpaca account ids, the wallet whitelist, the
+//!   asset list with its freezes) is one etcd value, changed by compare-and-swap on its mod
+//!   revision: a write first imports etcd's directory, applies the change to the local store
+//!   with the store's own rules (so conflicts answer as they always did), then puts the result
+//!   only if nobody changed it meanwhile, else starts over.
+//! - Each accepted mint intent is one key `facts/mints/<issuer_request_id>`, created only if
+//!   absent (and only if the directory it was checked against is unchanged); Alpaca's confirm
+//!   updates it by compare-and-swap. The issuer_request_id is derived from the
+//!   tokenization_request_id, so the same request accepted on two instances is one key, and the
+//!   store refuses a second intent under one id: re-import is never a second mint.
+//!
+//! Every instance imports changes every [`SYNC_EVERY`]; the leader's pass is woken when an intent
+//! or a confirm arrived through another instance.
+
+use super::{timed, HaError, Keys};
+use crate::http::Readiness;
+use crate::store::{
+    Account, Asset, AttachOutcome, ConfirmOutcome, IssuanceCheck, IssuanceOutcome, MintMerge,
+    MintRecord, PassView, RedbStore, ReturnOutcome, Scan, Store, StoreError, TxRecord,
+};
+use alloy::primitives::{Address, B256};
+use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp};
+use reconciler::{
+    AlpacaAccountId, Callback, ClientId, IssuerRequestId, Journal, Network, ObservedBurn,
+    ObservedDeposit, Redemption, Symbol, TokenizationRequestId,
+};
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// How often every instance imports what other instances wrote.
+pub const SYNC_EVERY: Duration = Duration::from_millis(200);
+/// Compare-and-swap attempts before a write gives up (answered 500: Alpaca retries).
+const WRITE_ATTEMPTS: usize = 8;
+
+/// The directory as stored in etcd.
+#[derive(Debug, Serialize, Deserialize)]
+struct Directory {
+    accounts: Vec<Account>,
+    wallets: Vec<(Address, ClientId)>,
+    assets: Vec<Asset>,
+}
+
+/// The directory as last read from etcd.
+struct Seen {
+    mod_revision: i64,
+    value: Vec<u8>,
+}
+
+/// The shared facts of one deployment, over one local redb.
+pub struct SharedFacts {
+    client: etcd_client::Client,
+    keys: Keys,
+    local: RedbStore,
+    /// The runtime etcd calls run on (handlers run on async-std's threads).
+    handle: tokio::runtime::Handle,
+    /// Highest mod revision among the mint keys imported: the next sync asks only above it.
+    mints_seen: AtomicI64,
+}
+
+/// A mint record as shared: the intent and Alpaca's journal outcome, without what the
+/// reconciler keeps of it.
+fn fact_of(record: &MintRecord) -> MintRecord {
+    let mut fact = record.clone();
+    fact.intent.callback = Callback::NotSent;
+    fact.intent.failed_attempts = 0;
+    fact.problem = None;
+    fact
+}
+
+fn decode<T: serde::de::DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T, HaError> {
+    serde_json::from_slice(value).map_err(|e| HaError::Decode {
+        key: String::from_utf8_lossy(key).into_owned(),
+        detail: e.to_string(),
+    })
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, HaError> {
+    serde_json::to_vec(value).map_err(|e| HaError::Decode {
+        key: "(encoding)".into(),
+        detail: e.to_string(),
+    })
+}
+
+impl SharedFacts {
+    /// Must be called on the tokio runtime the etcd client runs on.
+    pub fn new(client: etcd_client::Client, keys: Keys, local: RedbStore) -> Arc<Self> {
+        Arc::new(SharedFacts {
+            client,
+            keys,
+            local,
+            handle: tokio::runtime::Handle::current(),
+            mints_seen: AtomicI64::new(0),
+        })
+    }
+
+    fn export_directory(&self) -> Result<Vec<u8>, HaError> {
+        encode(&Directory {
+            accounts: self.local.accounts()?,
+            wallets: self.local.wallets()?,
+            assets: self.local.assets()?,
+        })
+    }
+
+    /// Makes the local directory etcd's. The first instance to run with an etcd that has none
+    /// seeds it from its own store.
+    async fn sync_directory(&self) -> Result<Seen, HaError> {
+        let key = self.keys.directory();
+        let mut kv = self.client.kv_client();
+        for _ in 0..2 {
+            let got = timed(kv.get(key.clone(), None)).await?;
+            if let Some(found) = got.kvs().first() {
+                let value = found.value().to_vec();
+                if self.export_directory()? != value {
+                    let directory: Directory = decode(found.key(), &value)?;
+                    self.local.replace_directory(
+                        directory.accounts,
+                        directory.wallets,
+                        directory.assets,
+                    )?;
+                }
+                return Ok(Seen {
+                    mod_revision: found.mod_revision(),
+                    value,
+                });
+            }
+            let value = self.export_directory()?;
+            let empty = encode(&Directory {
+                accounts: Vec::new(),
+                wallets: Vec::new(),
+                assets: Vec::new(),
+            })?;
+            if value == empty {
+                // Never seed an empty directory: an instance started on a fresh file before the
+                // one holding the data would otherwise wipe it everywhere.
+                return Ok(Seen {
+                    mod_revision: 0,
+                    value,
+                });
+            }
+            let seed = Txn::new()
+                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(key.clone(), value, None)]);
+            if timed(kv.txn(seed)).await?.succeeded() {
+                tracing::info!("ha: seeded the shared directory from this instance's store");
+            }
+        }
+        Err(HaError::Contended("the shared directory"))
+    }
+
+    /// Puts the local directory if it changed since `seen` and nobody else changed it.
+    async fn put_directory(&self, seen: &Seen) -> Result<bool, HaError> {
+        let value = self.export_directory()?;
+        if value == seen.value {
+            return Ok(true);
+        }
+        let key = self.keys.directory();
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                key.clone(),
+                CompareOp::Equal,
+                seen.mod_revision,
+            )])
+            .and_then([TxnOp::put(key, value, None)]);
+        Ok(timed(self.client.kv_client().txn(txn)).await?.succeeded())
+    }
+
+    /// Applies `op` to the directory, shared: see the module's documentation.
+    pub async fn directory_write<R>(
+        &self,
+        op: impl Fn(&RedbStore) -> Result<R, StoreError>,
+    ) -> Result<R, HaError> {
+        for _ in 0..WRITE_ATTEMPTS {
+            let seen = self.sync_directory().await?;
+            let result = op(&self.local)?;
+            if self.put_directory(&seen).await? {
+                return Ok(result);
+            }
+        }
+        Err(HaError::Contended("the shared directory"))
+    }
+
+    /// Imports one intent from etcd, if there; its mod revision and the shared record.
+    async fn sync_mint(&self, id: &IssuerRequestId) -> Result<Option<(i64, MintRecord)>, HaError> {
+        let got = timed(self.client.kv_client().get(self.keys.mint(id), None)).await?;
+        let Some(found) = got.kvs().first() else {
+            return Ok(None);
+        };
+        let fact: MintRecord = decode(found.key(), found.value())?;
+        self.local.merge_mint_fact(fact.clone())?;
+        Ok(Some((found.mod_revision(), fact)))
+    }
+
+    /// Puts `record`'s fact if the key is still at `expected` (0: absent) and, if given, the
+    /// directory still at `directory`.
+    async fn put_mint(
+        &self,
+        record: &MintRecord,
+        expected: i64,
+        directory: Option<&Seen>,
+    ) -> Result<bool, HaError> {
+        let key = self.keys.mint(&record.intent.issuer_request_id);
+        let mut compares = vec![if expected == 0 {
+            Compare::create_revision(key.clone(), CompareOp::Equal, 0)
+        } else {
+            Compare::mod_revision(key.clone(), CompareOp::Equal, expected)
+        }];
+        if let Some(seen) = directory {
+            compares.push(Compare::mod_revision(
+                self.keys.directory(),
+                CompareOp::Equal,
+                seen.mod_revision,
+            ));
+        }
+        let txn =
+            Txn::new()
+                .when(compares)
+                .and_then([TxnOp::put(key, encode(&fact_of(record))?, None)]);
+        Ok(timed(self.client.kv_client().txn(txn)).await?.succeeded())
+    }
+
+    /// Accepts an issuance, shared: answered only once etcd holds the intent.
+    pub async fn submit(
+        &self,
+        record: MintRecord,
+        check: Option<IssuanceCheck>,
+    ) -> Result<IssuanceOutcome, HaError> {
+        let id = record.intent.issuer_request_id.clone();
+        for _ in 0..WRITE_ATTEMPTS {
+            let directory = self.sync_directory().await?;
+            let known = self.sync_mint(&id).await?;
+            let outcome = match &check {
+                Some(check) => {
+                    self.local
+                        .submit_issuance_async(record.clone(), check.clone())
+                        .await?
+                }
+                None => self.local.submit_issuance(record.clone())?,
+            };
+            if !matches!(
+                outcome,
+                IssuanceOutcome::Created(_) | IssuanceOutcome::Repeat(_)
+            ) || known.is_some()
+            {
+                return Ok(outcome);
+            }
+            let Some(stored) = self.local.mint(&id)? else {
+                continue;
+            };
+            if self.put_mint(&stored, 0, Some(&directory)).await? {
+                return Ok(outcome);
+            }
+        }
+        Err(HaError::Contended("a mint intent"))
+    }
+
+    /// Records Alpaca's journal outcome, shared: answered only once etcd holds it.
+    pub async fn confirm(
+        &self,
+        trid: &TokenizationRequestId,
+        id: &IssuerRequestId,
+        journal: Journal,
+        reason: Option<String>,
+    ) -> Result<ConfirmOutcome, HaError> {
+        for _ in 0..WRITE_ATTEMPTS {
+            let known = self.sync_mint(id).await?;
+            let outcome = self
+                .local
+                .confirm_issuance(trid, id, journal, reason.clone())?;
+            if outcome != ConfirmOutcome::Recorded {
+                return Ok(outcome);
+            }
+            let Some(stored) = self.local.mint(id)? else {
+                return Ok(outcome);
+            };
+            if known
+                .as_ref()
+                .is_some_and(|(_, fact)| *fact == fact_of(&stored))
+            {
+                return Ok(outcome);
+            }
+            let expected = known.map_or(0, |(revision, _)| revision);
+            if self.put_mint(&stored, expected, None).await? {
+                return Ok(outcome);
+            }
+        }
+        Err(HaError::Contended("a mint confirmation"))
+    }
+
+    /// Imports the intents changed since the last call (all of them with `everything`); how
+    /// many were new or changed here.
+    async fn sync_mints(&self, everything: bool) -> Result<usize, HaError> {
+        let above = if everything {
+            0
+        } else {
+            self.mints_seen.load(Ordering::SeqCst)
+        };
+        let options = GetOptions::new()
+            .with_prefix()
+            .with_min_mod_revision(above.saturating_add(1));
+        let got = timed(
+            self.client
+                .kv_client()
+                .get(self.keys.mints(), Some(options)),
+        )
+        .await?;
+        let mut changed = 0;
+        let mut highest = above;
+        for found in got.kvs() {
+            let fact: MintRecord = decode(found.key(), found.value())?;
+            if self.local.merge_mint_fact(fact)? != MintMerge::Unchanged {
+                changed += 1;
+            }
+            highest = highest.max(found.mod_revision());
+        }
+        self.mints_seen.fetch_max(highest, Ordering::SeqCst);
+        Ok(changed)
+    }
+
+    /// Imports every shared fact: what a new leader does before its first pass.
+    pub async fn import_all(&self) -> Result<usize, HaError> {
+        self.sync_directory().await?;
+        self.sync_mints(true).await
+    }
+
+    /// Imports what changed; how many intents were new or changed.
+    pub async fn sync_once(&self) -> Result<usize, HaError> {
+        self.sync_directory().await?;
+        self.sync_mints(false).await
+    }
+
+    /// Runs `job` to completion from synchronous code on any thread: a handler on async-std's
+    /// blocking pool, or a tokio worker (blocking in place).
+    fn block<T>(&self, job: impl Future<Output = Result<T, HaError>>) -> Result<T, StoreError> {
+        let result = if tokio::runtime::Handle::try_current().is_ok() {
+            tokio::task::block_in_place(|| self.handle.block_on(job))
+        } else {
+            self.handle.block_on(job)
+        };
+        result.map_err(into_store_error)
+    }
+}
+
+fn into_store_error(e: HaError) -> StoreError {
+    match e {
+        HaError::Store(e) => e,
+        other => StoreError::Storage(format!("shared facts: {other}")),
+    }
+}
+
+/// Imports what other instances wrote every [`SYNC_EVERY`], keeping `/readyz`'s `etcd` check
+/// current and waking the reconciler when an intent or a confirm arrived elsewhere.
+pub async fn sync_forever(facts: Arc<SharedFacts>, readiness: Readiness, wake: Arc<Notify>) {
+    loop {
+        match facts.sync_once().await {
+            Ok(changed) => {
+                readiness.pass("etcd");
+                if changed > 0 {
+                    wake.notify_one();
+                }
+            }
+            Err(e) => readiness.fail("etcd", e.to_string()),
+        }
+        tokio::time::sleep(SYNC_EVERY).await;
+    }
+}
+
+/// The store in HA mode: the local redb, with the shared facts' writes going through etcd
+/// before they are answered. Everything else is the local store's.
+pub struct HaStore {
+    facts: Arc<SharedFacts>,
+    local: RedbStore,
+}
+
+impl HaStore {
+    pub fn new(facts: Arc<SharedFacts>) -> Self {
+        let local = facts.local.clone();
+        HaStore { facts, local }
+    }
+
+    fn directory<R>(
+        &self,
+        op: impl Fn(&RedbStore) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        self.facts.block(self.facts.directory_write(op))
+    }
+}
+
+impl Store for HaStore {
+    fn close(&self) {
+        self.local.close();
+    }
+    fn health(&self) -> Result<(), StoreError> {
+        self.local.health()
+    }
+    fn register_account(&self, email: &str) -> Result<Account, StoreError> {
+        self.directory(|s| s.register_account(email))
+    }
+    fn account(&self, client_id: &ClientId) -> Result<Option<Account>, StoreError> {
+        self.local.account(client_id)
+    }
+    fn account_by_email(&self, email: &str) -> Result<Option<Account>, StoreError> {
+        self.local.account_by_email(email)
+    }
+    fn accounts(&self) -> Result<Vec<Account>, StoreError> {
+        self.local.accounts()
+    }
+    fn link_account(
+        &self,
+        email: &str,
+        account_number: &str,
+    ) -> Result<Option<(Account, bool)>, StoreError> {
+        self.directory(|s| s.link_account(email, account_number))
+    }
+    fn attach_alpaca_account(
+        &self,
+        client_id: &ClientId,
+        alpaca_account_id: &AlpacaAccountId,
+    ) -> Result<AttachOutcome, StoreError> {
+        self.directory(|s| s.attach_alpaca_account(client_id, alpaca_account_id))
+    }
+    fn account_by_alpaca_id(
+        &self,
+        alpaca_account_id: &AlpacaAccountId,
+    ) -> Result<Option<Account>, StoreError> {
+        self.local.account_by_alpaca_id(alpaca_account_id)
+    }
+    fn add_wallet(&self, client_id: &ClientId, wallet: Address) -> Result<bool, StoreError> {
+        self.directory(|s| s.add_wallet(client_id, wallet))
+    }
+    fn remove_wallet(&self, client_id: &ClientId, wallet: Address) -> Result<bool, StoreError> {
+        self.directory(|s| s.remove_wallet(client_id, wallet))
+    }
+    fn wallet_owner(&self, wallet: Address) -> Result<Option<ClientId>, StoreError> {
+        self.local.wallet_owner(wallet)
+    }
+    fn wallets(&self) -> Result<Vec<(Address, ClientId)>, StoreError> {
+        self.local.wallets()
+    }
+    fn put_asset(&self, asset: &Asset) -> Result<(), StoreError> {
+        self.directory(|s| s.put_asset(asset))
+    }
+    fn assets(&self) -> Result<Vec<Asset>, StoreError> {
+        self.local.assets()
+    }
+    fn asset(&self, underlying: &Symbol, network: &Network) -> Result<Option<Asset>, StoreError> {
+        self.local.asset(underlying, network)
+    }
+    fn set_frozen(&self, underlying: &Symbol, frozen: bool) -> Result<usize, StoreError> {
+        self.directory(|s| s.set_frozen(underlying, frozen))
+    }
+    fn submit_issuance(&self, record: MintRecord) -> Result<IssuanceOutcome, StoreError> {
+        self.facts.block(self.facts.submit(record, None))
+    }
+    fn submit_issuance_async(
+        &self,
+        record: MintRecord,
+        check: IssuanceCheck,
+    ) -> crate::store::Pending<IssuanceOutcome> {
+        let facts = self.facts.clone();
+        let job = self
+            .facts
+            .handle
+            .spawn(async move { facts.submit(record, Some(check)).await });
+        Box::pin(async move {
+            match job.await {
+                Ok(result) => result.map_err(into_store_error),
+                Err(e) => Err(StoreError::Storage(format!("shared facts: {e}"))),
+            }
+        })
+    }
+    fn confirm_issuance(
+        &self,
+        tokenization_request_id: &TokenizationRequestId,
+        issuer_request_id: &IssuerRequestId,
+        journal: Journal,
+        reason: Option<String>,
+    ) -> Result<ConfirmOutcome, StoreError> {
+        self.facts.block(self.facts.confirm(
+            tokenization_request_id,
+            issuer_request_id,
+            journal,
+            reason,
+        ))
+    }
+    fn mint(&self, issuer_request_id: &IssuerRequestId) -> Result<Option<MintRecord>, StoreError> {
+        self.local.mint(issuer_request_id)
+    }
+    fn active_mints(&self) -> Result<Vec<MintRecord>, StoreError> {
+        self.local.active_mints()
+    }
+    fn all_mints(&self) -> Result<Vec<MintRecord>, StoreError> {
+        self.local.all_mints()
+    }
+    fn put_mints(&self, records: Vec<MintRecord>) -> Result<(), StoreError> {
+        self.local.put_mints(records)
+    }
+    fn update_mint(
+        &self,
+        id: &IssuerRequestId,
+        change: crate::store::MintChange,
+    ) -> Result<Option<MintRecord>, StoreError> {
+        self.local.update_mint(id, change)
+    }
+    fn insert_mint_if_absent(&self, record: MintRecord) -> Result<bool, StoreError> {
+        self.local.insert_mint_if_absent(record)
+    }
+    fn pass_view(&self) -> Result<PassView, StoreError> {
+        self.local.pass_view()
+    }
+    fn put_deposits(&self, deposits: Vec<ObservedDeposit>) -> Result<(), StoreError> {
+        self.local.put_deposits(deposits)
+    }
+    fn deposits(&self) -> Result<Vec<ObservedDeposit>, StoreError> {
+        self.local.deposits()
+    }
+    fn drop_observations_from(&self, block_number: u64) -> Result<(), StoreError> {
+        self.local.drop_observations_from(block_number)
+    }
+    fn cursor(&self, vault: Address) -> Result<Option<u64>, StoreError> {
+        self.local.cursor(vault)
+    }
+    fn advance(
+        &self,
+        vault: Address,
+        block_number: u64,
+        scan: Scan,
+        hashes: Vec<(u64, B256)>,
+    ) -> Result<(), StoreError> {
+        self.local.advance(vault, block_number, scan, hashes)
+    }
+    fn redemptions(&self) -> Result<Vec<Redemption>, StoreError> {
+        self.local.redemptions()
+    }
+    fn redemption(&self, id: &IssuerRequestId) -> Result<Option<Redemption>, StoreError> {
+        self.local.redemption(id)
+    }
+    fn put_redemptions(&self, redemptions: Vec<Redemption>) -> Result<(), StoreError> {
+        self.local.put_redemptions(redemptions)
+    }
+    fn update_redemption(
+        &self,
+        id: &IssuerRequestId,
+        change: crate::store::RedemptionChange,
+    ) -> Result<Option<Redemption>, StoreError> {
+        self.local.update_redemption(id, change)
+    }
+    fn burns(&self) -> Result<Vec<ObservedBurn>, StoreError> {
+        self.local.burns()
+    }
+    fn put_burns(&self, burns: Vec<ObservedBurn>) -> Result<(), StoreError> {
+        self.local.put_burns(burns)
+    }
+    fn request_return(&self, id: &IssuerRequestId) -> Result<ReturnOutcome, StoreError> {
+        self.local.request_return(id)
+    }
+    fn rewind_cursors(&self, block_number: u64) -> Result<(), StoreError> {
+        self.local.rewind_cursors(block_number)
+    }
+    fn block_hashes(&self) -> Result<Vec<(u64, B256)>, StoreError> {
+        self.local.block_hashes()
+    }
+    fn put_tx(&self, tx: &TxRecord) -> Result<(), StoreError> {
+        self.local.put_tx(tx)
+    }
+    fn unsettled_txs(&self) -> Result<Vec<TxRecord>, StoreError> {
+        self.local.unsettled_txs()
+    }
+    fn tx(&self, nonce: u64) -> Result<Option<TxRecord>, StoreError> {
+        self.local.tx(nonce)
+    }
+    fn highest_nonce(&self) -> Result<Option<u64>, StoreError> {
+        self.local.highest_nonce()
+    }
+}
