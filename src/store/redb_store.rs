@@ -119,6 +119,29 @@ impl RedbStore {
         }
     }
 
+    /// Reads one record of `table`, changes it and writes it back with `put` (which keeps its
+    /// indexes), in one write transaction; `None` if there is no such record.
+    fn update_record<V>(
+        &self,
+        table: Json,
+        id: &IssuerRequestId,
+        change: Box<dyn FnOnce(&mut V) + Send>,
+        put: fn(&WriteTransaction, &V) -> Result<(), StoreError>,
+    ) -> Result<Option<V>, StoreError>
+    where
+        V: DeserializeOwned + Send + 'static,
+    {
+        let id = id.clone();
+        self.write(move |txn| {
+            let Some(mut record) = get_json::<V>(txn, table, id.as_str())? else {
+                return Ok(None);
+            };
+            change(&mut record);
+            put(txn, &record)?;
+            Ok(Some(record))
+        })
+    }
+
     fn read_all<V: DeserializeOwned>(&self, table: Json) -> Result<Vec<V>, StoreError> {
         let txn = self.db()?.begin_read()?;
         let table = txn.open_table(table)?;
@@ -315,7 +338,16 @@ impl Store for RedbStore {
         let owner = table
             .get(addr_key(wallet).as_str())?
             .map(|v| v.value().to_owned());
-        Ok(owner.and_then(|o| ClientId::parse(&o).ok()))
+        // A stored owner that does not parse is an error, not "nobody": a redemption from a
+        // whitelisted wallet must never be taken for an unknown sender's.
+        owner
+            .map(|o| {
+                ClientId::parse(&o).map_err(|e| StoreError::Decode {
+                    key: addr_key(wallet),
+                    detail: e.to_string(),
+                })
+            })
+            .transpose()
     }
 
     fn wallets(&self) -> Result<Vec<(Address, ClientId)>, StoreError> {
@@ -454,15 +486,7 @@ impl Store for RedbStore {
         id: &IssuerRequestId,
         change: super::MintChange,
     ) -> Result<Option<MintRecord>, StoreError> {
-        let id = id.clone();
-        self.write(move |txn| {
-            let Some(mut record) = get_json::<MintRecord>(txn, MINTS, id.as_str())? else {
-                return Ok(None);
-            };
-            change(&mut record);
-            put_mint(txn, &record)?;
-            Ok(Some(record))
-        })
+        self.update_record(MINTS, id, change, put_mint)
     }
 
     fn insert_mint_if_absent(&self, record: MintRecord) -> Result<bool, StoreError> {
@@ -573,15 +597,7 @@ impl Store for RedbStore {
         id: &IssuerRequestId,
         change: super::RedemptionChange,
     ) -> Result<Option<Redemption>, StoreError> {
-        let id = id.clone();
-        self.write(move |txn| {
-            let Some(mut r) = get_json::<Redemption>(txn, REDEMPTIONS, id.as_str())? else {
-                return Ok(None);
-            };
-            change(&mut r);
-            put_redemption(txn, &r)?;
-            Ok(Some(r))
-        })
+        self.update_record(REDEMPTIONS, id, change, put_redemption)
     }
 
     fn put_redemptions(&self, redemptions: Vec<Redemption>) -> Result<(), StoreError> {
