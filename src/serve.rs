@@ -353,18 +353,7 @@ async fn reconcile_when_connected(
     );
     check_roles(&chain, pending.store.as_ref(), &readiness).await;
     let probe = tokio::spawn(probe_rpc(chain.clone(), pending.store.clone(), readiness));
-    let reconciler = ReconcileLoop {
-        store: pending.store,
-        chain,
-        broker: pending.broker,
-        config: pending.config,
-        polls: crate::pass::PollSchedule::default(),
-        alpaca: crate::pass::AlpacaWork::default(),
-        stop: crate::pass::StopFlag::default(),
-        clock: crate::clock::system(),
-        passes: crate::pass::PassCount::default(),
-        fence: crate::ha::Fence::single(),
-    };
+    let reconciler = ReconcileLoop::new(pending.store, chain, pending.broker, pending.config);
     reconciler.run(wake, shutdown).await;
     probe.abort();
 }

@@ -347,18 +347,13 @@ pub async fn run<B>(
             continue;
         }
         tracing::info!(instance = %leadership.instance(), term = term.create_revision, "ha: leading; reconciler starting");
-        let reconcile = ReconcileLoop {
-            store: parts.store.clone(),
-            chain: parts.chain.clone(),
-            broker: parts.broker.clone(),
-            config: parts.config.clone(),
-            polls: crate::pass::PollSchedule::default(),
-            alpaca: crate::pass::AlpacaWork::default(),
-            stop: crate::pass::StopFlag::default(),
-            clock: crate::clock::system(),
-            passes: crate::pass::PassCount::default(),
-            fence,
-        };
+        let mut reconcile = ReconcileLoop::new(
+            parts.store.clone(),
+            parts.chain.clone(),
+            parts.broker.clone(),
+            parts.config.clone(),
+        );
+        reconcile.fence = fence;
         let shutting_down = AtomicBool::new(false);
         let until = async {
             tokio::select! {

@@ -204,6 +204,23 @@ impl PollSchedule {
 }
 
 impl<B: Broker + Clone + 'static> ReconcileLoop<B> {
+    /// A loop on the system clock, with nothing in flight, whose fence always passes (the
+    /// single instance); HA mode and tests set the fields they need afterwards.
+    pub fn new(store: Arc<dyn Store>, chain: Chain, broker: B, config: PassConfig) -> Self {
+        ReconcileLoop {
+            store,
+            chain,
+            broker,
+            config,
+            polls: PollSchedule::default(),
+            alpaca: AlpacaWork::default(),
+            stop: StopFlag::default(),
+            clock: crate::clock::system(),
+            passes: PassCount::default(),
+            fence: crate::ha::Fence::single(),
+        }
+    }
+
     /// What an Alpaca job needs, owned.
     fn job_ctx(&self) -> alpaca_jobs::JobCtx<B> {
         alpaca_jobs::JobCtx {
