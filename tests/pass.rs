@@ -756,3 +756,108 @@ fn rig_clone_for(rig: &Rig, client_id: reconciler::ClientId, wallet: Address) ->
         looping: new_loop(&rig.store, &rig.chain, &rig.sim, &rig.policy, None),
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn callbacks_whose_answers_are_lost_reach_alpaca_once() {
+    let rig = Rig::new();
+    // Half of Alpaca's answers are cut after the call took effect.
+    rig.sim.set_faults(Faults {
+        drop_connections_rate: 0.5,
+        ..Faults::default()
+    });
+    let ids: Vec<_> = (0..8)
+        .map(|i| rig.issue_confirmed(&format!("tr-lost-{i}"), "1"))
+        .collect();
+    for _ in 0..300 {
+        rig.pass().await;
+        rig.node.mine();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if ids.iter().all(|id| rig.acked(id)) {
+            break;
+        }
+    }
+    let snapshot = rig.sim.snapshot();
+    for (i, irid) in ids.iter().enumerate() {
+        let trid = format!("tr-lost-{i}");
+        assert!(rig.acked(irid), "{trid} acknowledged in the end");
+        let sent = snapshot
+            .mint_callbacks
+            .iter()
+            .filter(|c| c.tokenization_request_id == trid)
+            .count();
+        assert_eq!(
+            sent, 1,
+            "{trid}: a callback whose answer was lost is looked up, not sent again"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reorg_that_drops_a_transfer_before_it_is_confirmed_asks_alpaca_nothing() {
+    let rig = Rig::with_policy(Policy {
+        confirmations_min: 3,
+        ..Policy::default()
+    });
+    let irid = rig.issue_confirmed("tr-gone", "1");
+    rig.run(6).await;
+    assert!(rig.acked(&irid));
+    let hash = rig
+        .node
+        .transfer(rig.vault, rig.ap_wallet, rig.bot(), shares(1));
+    rig.node.mine();
+    rig.pass().await;
+    let id = IssuerRequestId::for_redemption(hash, 0);
+    assert!(rig.store.redemption(&id).unwrap().is_some(), "detected");
+    // The transfer's block is replaced and the transfer is gone with it.
+    rig.node.reorg(1, false);
+    rig.run(6).await;
+    assert!(
+        rig.store.redemption(&id).unwrap().is_none(),
+        "forgotten: it is not on chain"
+    );
+    assert_eq!(
+        rig.sim.snapshot().redeem_call_count,
+        0,
+        "Alpaca never asked"
+    );
+    assert_eq!(
+        rig.balance(rig.ap_wallet),
+        shares(1),
+        "the AP kept its shares"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reorg_that_drops_a_burn_burns_again_once() {
+    let rig = Rig::with_policy(Policy {
+        confirmations_min: 3,
+        ..Policy::default()
+    });
+    let id = minted_then_sent_back(&rig, "tr-reburn", 2, 2).await;
+    // Until the burn is mined (but not yet confirmed).
+    for _ in 0..12 {
+        rig.pass().await;
+        rig.node.mine();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if rig.withdrawals() == 1 {
+            break;
+        }
+    }
+    assert_eq!(rig.withdrawals(), 1, "burned");
+    rig.node.reorg(1, false);
+    assert_eq!(
+        rig.withdrawals(),
+        0,
+        "the burn's block is gone, and the node forgot it"
+    );
+    rig.run(10).await;
+    let redemption = rig.store.redemption(&id).unwrap().unwrap();
+    assert!(
+        matches!(redemption.state, RedemptionState::Burned { .. }),
+        "{:?}",
+        redemption.state
+    );
+    assert_eq!(rig.withdrawals(), 1, "burned again, once");
+    assert_eq!(rig.node.supply(rig.vault), U256::ZERO);
+    assert_eq!(rig.sim.snapshot().redeem_call_count, 1);
+}
