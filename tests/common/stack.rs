@@ -225,6 +225,7 @@ impl Issuer {
         let passes = issuer::pass::PassCount::default();
         let reconciler = ReconcileLoop {
             store: store.clone(),
+            network: Network::parse("anvil").unwrap(),
             chain,
             broker,
             config: PassConfig {
