@@ -262,6 +262,8 @@ async fn plan_serve(args: &ServeArgs) -> anyhow::Result<ServePlan> {
         failed_auth_per_minute_max: 10,
         custody_account_id: args.custody_account_id.clone(),
         local_networks: local_networks(args.local_networks.as_deref(), local)?,
+        // Filled in once every network's name is known (see `serve`).
+        served_networks: Vec::new(),
         issuer_addresses: {
             let mut bots: Vec<_> = signers.iter().map(BotSigner::address).collect();
             bots.sort_unstable();
@@ -346,6 +348,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     warn_unserved_assets(&local, &plan.networks)?;
+    plan.http_config.served_networks = plan
+        .networks
+        .iter()
+        .filter_map(|n| n.name.clone())
+        .collect();
     let (store, ha): (Arc<dyn Store>, _) = match plan.ha.clone() {
         None => (Arc::new(local), None),
         Some(settings) => {
@@ -556,7 +563,7 @@ fn warn_unserved_assets(store: &dyn Store, networks: &[NetworkPlan]) -> anyhow::
             .any(|n| n.name.as_ref() == Some(&asset.network))
         {
             tracing::warn!(underlying = %asset.underlying, network = %asset.network, vault = %asset.vault,
-                "asset on a network this issuer does not serve: nothing is reconciled for it");
+                "asset on a network this issuer does not serve: left out of the token list, its mints refused");
         }
     }
     Ok(())

@@ -299,6 +299,46 @@ async fn mints_and_redemptions_on_both_networks_at_once() {
     let issuer = two.spawn_issuer(&two.networks_setting(1));
     wait_healthy(&issuer).await;
 
+    // The token list groups the networks per underlying; a network the asset is not on, or one
+    // this issuer does not serve, is refused with the guide's message.
+    let tokens: Value = reqwest::Client::new()
+        .get(format!("{}/tokenization/tokens", issuer.url))
+        .header("X-API-KEY", LOCAL_API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        tokens,
+        json!({"tokens": [{"underlying": "AAPL", "token": "tAAPL", "networks": ["base", "ethereum"]}]}),
+    );
+    for network in ["arbitrum", "anvil"] {
+        let refused = reqwest::Client::new()
+            .post(format!("{}/tokenization/mint", issuer.url))
+            .header("X-API-KEY", LOCAL_API_KEY)
+            .json(&json!({
+                "tokenization_request_id": format!("tr-{network}"),
+                "qty": "1",
+                "underlying_symbol": "AAPL",
+                "token_symbol": "tAAPL",
+                "network": network,
+                "client_external_account_id": two.client_id.as_str(),
+                "wallet_address": AP_WALLET,
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status().as_u16(), 400, "{network}");
+        let body: Value = refused.json().await.unwrap();
+        assert_eq!(
+            body,
+            json!({"error": "Invalid Token: Token not available on the network"}),
+            "{network}"
+        );
+    }
+
     let (on_base, on_eth) = tokio::join!(
         two.mint(&issuer.url, &two.base, "tr-base", "2"),
         two.mint(&issuer.url, &two.eth, "tr-eth", "3"),
@@ -497,21 +537,46 @@ async fn a_deleted_cache_mints_and_calls_back_once_on_both_networks() {
     Two::seed_store(&two.db_path, &[&two.base, &two.eth]);
     let issuer = two.spawn_issuer(&two.networks_setting(1));
     wait_healthy(&issuer).await;
-    issuer.more_passes(10).await;
-    drop(issuer);
-    let store = RedbStore::open(&two.db_path).unwrap();
-    for irid in [&on_base, &on_eth] {
-        let mint = store
-            .mint(&reconciler::IssuerRequestId::parse(irid).unwrap())
+    let rebuilt = || async {
+        let answer: Value = reqwest::Client::new()
+            .get(format!("{}/operator/mints", issuer.url))
+            .header("X-OPERATOR-KEY", issuer::cli::LOCAL_OPERATOR_KEY)
+            .send()
+            .await
             .unwrap()
-            .expect("rebuilt from the chain and Alpaca");
-        assert!(
-            matches!(mint.intent.callback, reconciler::Callback::Acked { .. }),
-            "{irid}: {:?}",
-            mint.intent.callback
-        );
-    }
-    store.close();
+            .json()
+            .await
+            .unwrap();
+        answer["mints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| !m["tx_hash"].is_null())
+            .map(|m| {
+                (
+                    m["issuer_request_id"].as_str().unwrap().to_owned(),
+                    m["network"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    eventually(
+        Duration::from_secs(30),
+        "both mints rebuilt from the chains and Alpaca, acknowledged",
+        || async { rebuilt().await.len() == 2 },
+    )
+    .await;
+    assert_eq!(
+        rebuilt().await,
+        [
+            (on_base.clone(), "base".to_owned()),
+            (on_eth.clone(), "ethereum".to_owned())
+        ]
+        .into_iter()
+        .collect(),
+        "each rebuilt on its own network"
+    );
+    issuer.more_passes(5).await;
     assert_eq!(two.base.deposits_for(&on_base).await, 1);
     assert_eq!(two.eth.deposits_for(&on_eth).await, 1);
     assert_eq!(two.base.deposits_for(&on_eth).await, 0);
