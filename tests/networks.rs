@@ -4,7 +4,8 @@
 //! `--networks`. Guards: mints and redemptions on both networks at once, each once on its own
 //! chain; one network's RPC stalled leaves the other's mint latency as it was; a reorg on one
 //! network is re-observed there and changes nothing on the other; a deleted cache neither mints
-//! nor calls back twice on either network; a wrong chain id refuses to start.
+//! nor calls back twice on either network; a wrong chain id refuses to start; `issuer report`
+//! audits both networks (a section each, a total per underlying) and `--network` picks one.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::too_many_lines)]
 
 mod common;
@@ -288,6 +289,54 @@ impl Two {
     }
 }
 
+impl Two {
+    /// Runs `issuer report` over both networks with `extra` flags; (exit code, stdout).
+    async fn report(&self, issuer_url: &str, extra: &[&str]) -> (i32, String) {
+        let mut args: Vec<String> = vec![
+            "report".into(),
+            "--networks".into(),
+            self.networks_setting(1),
+            "--db".into(),
+            self.db_path.to_str().unwrap().into(),
+            "--issuer-url".into(),
+            issuer_url.into(),
+            "--alpaca-base-url".into(),
+            self.sim_url.clone(),
+            "--alpaca-account-id".into(),
+            SIM_ACCOUNT.into(),
+            "--alpaca-api-key".into(),
+            SIM_KEY.into(),
+            "--alpaca-api-secret".into(),
+            SIM_SECRET.into(),
+        ];
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let output = tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_issuer"))
+                .args(&args)
+                .env_remove("BOT_PRIVATE_KEY")
+                .env_remove("ISSUER_NETWORK")
+                .env_remove("CONFIRMATIONS")
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        assert!(
+            output.status.code().is_some(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let code = output.status.code().unwrap_or(-1);
+        let text = String::from_utf8(output.stdout).unwrap();
+        assert!(
+            !text.is_empty(),
+            "report wrote nothing: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (code, text)
+    }
+}
+
 fn ap() -> Address {
     AP_WALLET.parse().unwrap()
 }
@@ -407,6 +456,56 @@ async fn mints_and_redemptions_on_both_networks_at_once() {
     );
     assert_eq!(two.sim.mint_callback_count("tr-base"), 1);
     assert_eq!(two.sim.mint_callback_count("tr-eth"), 1);
+    // The audit, from the two chains and Alpaca alone: balanced on each network and in total.
+    let (code, text) = two.report(&issuer.url, &["--check"]).await;
+    let report: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(code, 0, "balanced with nothing to look at: {report:#}");
+    assert_eq!(report["verdict"], "balanced");
+    let sections: Vec<(&str, u64)> = report["networks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["network"].as_str().unwrap(),
+                n["chain_id"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        sections,
+        [("base", two.base.chain_id), ("ethereum", two.eth.chain_id)]
+    );
+    for section in report["networks"].as_array().unwrap() {
+        let asset = &section["report"]["assets"][0];
+        assert_eq!(asset["network"], section["network"]);
+        assert_eq!(asset["totals"]["total_supply"], "1", "{section:#}");
+        assert_eq!(asset["difference"], "0");
+    }
+    assert_eq!(
+        report["totals"],
+        json!([{
+            "underlying": "AAPL",
+            "networks": ["base", "ethereum"],
+            "supply": "2",
+            "journaled": "2",
+            "difference": "0"
+        }])
+    );
+    // --network selects one: the single-network report of old.
+    let (code, text) = two.report(&issuer.url, &["--network", "ethereum"]).await;
+    assert_eq!(code, 0);
+    let one: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(one["assets"].as_array().unwrap().len(), 1);
+    assert_eq!(one["assets"][0]["network"], "ethereum");
+    assert_eq!(one["assets"][0]["totals"]["alpaca_journaled"], "1");
+    let (_, markdown) = two.report(&issuer.url, &["--format", "markdown"]).await;
+    assert!(
+        markdown.contains("| AAPL | base, ethereum | 2 | 2 | 0 |"),
+        "{markdown}"
+    );
+    assert!(markdown.contains("## Network base") && markdown.contains("## Network ethereum"));
+
     eprintln!(
         "mints_and_redemptions_on_both_networks_at_once: {:?}",
         started.elapsed()
