@@ -134,6 +134,14 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
     let broker = args.alpaca.broker()?;
     let (text, verdict) = match args.networks.as_deref().filter(|n| !n.trim().is_empty()) {
         None => {
+            let networks: std::collections::BTreeSet<&str> =
+                assets.iter().map(|a| a.network.as_str()).collect();
+            if networks.len() > 1 {
+                bail!(
+                    "the assets are on several networks ({}) and RPC_URL is one chain: list them in ISSUER_NETWORKS, or pick RPC_URL's with --network",
+                    networks.into_iter().collect::<Vec<_>>().join(", ")
+                );
+            }
             let chain = Chain::connect(&args.chain.rpc_url, signer.clone()).await?;
             let report =
                 network_report(&args, &chain, &broker, &assets, args.confirmations).await?;
