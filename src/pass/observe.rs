@@ -346,7 +346,7 @@ async fn record_metrics<B: Broker + Clone + 'static>(
             .set(count(n));
     }
 
-    if !supply_due() {
+    if !supply_due(&r.network) {
         return;
     }
     let Ok(assets) = r.store.assets() else {
@@ -374,15 +374,19 @@ async fn record_metrics<B: Broker + Clone + 'static>(
 /// How often the vaults' supply is read for `/metrics`.
 const SUPPLY_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Whether the supply is due again (at most every [`SUPPLY_EVERY`], across passes).
-fn supply_due() -> bool {
-    static LAST: std::sync::Mutex<Option<tokio::time::Instant>> = std::sync::Mutex::new(None);
+/// Whether `network`'s supply is due again (at most every [`SUPPLY_EVERY`], across passes; each
+/// network's loop on its own clock, so one never starves another's figure).
+fn supply_due(network: &reconciler::Network) -> bool {
+    type Last = std::collections::BTreeMap<reconciler::Network, tokio::time::Instant>;
+    static LAST: std::sync::Mutex<Last> = std::sync::Mutex::new(std::collections::BTreeMap::new());
     let mut last = LAST
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let due = last.is_none_or(|at| at.elapsed() >= SUPPLY_EVERY);
+    let due = last
+        .get(network)
+        .is_none_or(|at| at.elapsed() >= SUPPLY_EVERY);
     if due {
-        *last = Some(tokio::time::Instant::now());
+        last.insert(network.clone(), tokio::time::Instant::now());
     }
     due
 }
