@@ -339,20 +339,6 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     check_chain_ids(&plan.networks).await?;
     let local = open_store(&args.db)?;
     let single = plan.networks.len() == 1;
-    for network in &mut plan.networks {
-        if network.name.is_none() {
-            network.name = Some(resolve_network(
-                &local,
-                plan.http_config.local_networks.first(),
-            )?);
-        }
-    }
-    warn_unserved_assets(&local, &plan.networks)?;
-    plan.http_config.served_networks = plan
-        .networks
-        .iter()
-        .filter_map(|n| n.name.clone())
-        .collect();
     let (store, ha): (Arc<dyn Store>, _) = match plan.ha.clone() {
         None => (Arc::new(local), None),
         Some(settings) => {
@@ -366,6 +352,21 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             )
         }
     };
+    // The asset list as this instance serves it (in HA mode, the shared facts).
+    for network in &mut plan.networks {
+        if network.name.is_none() {
+            network.name = Some(resolve_network(
+                store.as_ref(),
+                plan.http_config.local_networks.first(),
+            )?);
+        }
+    }
+    warn_unserved_assets(store.as_ref(), &plan.networks)?;
+    plan.http_config.served_networks = plan
+        .networks
+        .iter()
+        .filter_map(|n| n.name.clone())
+        .collect();
     let listener = std::net::TcpListener::bind(args.listen)
         .with_context(|| format!("binding {}", args.listen))?;
     let wake = Arc::new(tokio::sync::Notify::new());
