@@ -7,6 +7,7 @@ run := ".run"
 anvil := "contracts/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
 issuer := "target/debug/issuer"
 rpc := "http://127.0.0.1:8545"
+rpc2 := "http://127.0.0.1:8546"
 issuer_url := "http://127.0.0.1:8000"
 sim_url := "http://127.0.0.1:9000"
 
@@ -83,11 +84,48 @@ up: build chain
     echo "vault      $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["vault"])' {{run}}/deploy.json)  (AAPL -> tAAPL on anvil)"
     echo "store      {{run}}/issuer.redb"
 
-# Stop exactly what `just up` started, by PID.
+# The stack with two networks in one issuer: `anvil` (chain id 31337, {{rpc}}) and `anvil2`
+# (chain id 31338, {{rpc2}}), tAAPL deployed on both; `just demo anvil2` mints and redeems on the
+# second. Stop it with `just down`.
+up-multi: build chain
+    #!/usr/bin/env bash
+    set -euo pipefail
+    alive() { [ -f "{{run}}/$1.pid" ] && kill -0 "$(cat "{{run}}/$1.pid")" 2>/dev/null; }
+    if alive issuer; then echo "an issuer is already running (pid $(cat {{run}}/issuer.pid)): just down first"; exit 1; fi
+    if ! alive anvil2; then
+      {{anvil}} --host 127.0.0.1 --port 8546 --chain-id 31338 --block-time 1 > {{run}}/anvil2.log 2>&1 &
+      echo $! > {{run}}/anvil2.pid
+      for _ in $(seq 1 100); do
+        curl -sf -X POST -H 'content-type: application/json' \
+          --data '{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}' {{rpc2}} >/dev/null && break
+        sleep 0.1
+      done
+    fi
+    if ! alive sim; then
+      {{issuer}} alpaca-sim serve --listen 127.0.0.1:9000 > {{run}}/sim.log 2>&1 &
+      echo $! > {{run}}/sim.pid
+    fi
+    export ISSUER_LOCAL_NETWORKS=anvil,anvil2
+    {{issuer}} deploy --asset AAPL --token tAAPL --network anvil --db {{run}}/issuer.redb --rpc-url {{rpc}} > {{run}}/deploy.json
+    {{issuer}} deploy --asset AAPL --token tAAPL --network anvil2 --db {{run}}/issuer.redb --rpc-url {{rpc2}} > {{run}}/deploy-anvil2.json
+    # `just report` reads the same list.
+    echo "name=anvil,rpc={{rpc}},chain-id=31337;name=anvil2,rpc={{rpc2}},chain-id=31338" > {{run}}/networks
+    {{issuer}} serve --db {{run}}/issuer.redb --listen 127.0.0.1:8000 --networks "$(cat {{run}}/networks)" \
+      > {{run}}/issuer.log 2>&1 &
+    echo $! > {{run}}/issuer.pid
+    for _ in $(seq 1 100); do curl -sf {{issuer_url}}/health >/dev/null && break; sleep 0.1; done
+    curl -sf {{issuer_url}}/health >/dev/null || { echo "issuer did not come up; see {{run}}/issuer.log"; tail -20 {{run}}/issuer.log; exit 1; }
+    echo "anvil      {{rpc}}  chain id 31337  pid $(cat {{run}}/anvil.pid)"
+    echo "anvil2     {{rpc2}}  chain id 31338  pid $(cat {{run}}/anvil2.pid)"
+    echo "simulator  {{sim_url}}            pid $(cat {{run}}/sim.pid)"
+    echo "issuer     {{issuer_url}}            pid $(cat {{run}}/issuer.pid)   log {{run}}/issuer.log"
+    curl -sf -H 'X-API-KEY: local-dev-alpaca-key-0123456789abcdef' {{issuer_url}}/tokenization/tokens; echo
+
+# Stop exactly what `just up` (or `just up-multi`) started, by PID.
 down:
     #!/usr/bin/env bash
     set -uo pipefail
-    for name in issuer sim anvil; do
+    for name in issuer sim anvil anvil2; do
       f={{run}}/$name.pid
       [ -f "$f" ] || continue
       pid=$(cat "$f")
@@ -99,6 +137,7 @@ down:
       fi
       rm -f "$f"
     done
+    rm -f {{run}}/networks
 
 # Run every test: the pure reconciler, contract behaviour on anvil, HTTP, end-to-end and crash tests.
 test: _npm
@@ -109,15 +148,17 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
 
-# A full mint through the Alpaca simulator against the running stack.
-demo:
-    bash scripts/demo.sh
+# A full mint and redemption through the Alpaca simulator against the running stack; on
+# `up-multi`, `just demo anvil2` runs it on the second network.
+demo network="anvil":
+    NETWORK={{network}} bash scripts/demo.sh
 
 # Benchmarks that print numbers: durable intake at 64 clients, and 200 mints on a 1-second-block anvil.
 bench:
     cargo bench --bench issuer
 
 # Auditor report of the local stack from chain and simulator only (the asset list asked of the
-# running issuer); `just report html`.
+# running issuer); `just report html`. On `up-multi`: every network, a section each and a total per
+# underlying (json or markdown).
 report format="markdown": build
-    {{issuer}} report --format {{format}}
+    ISSUER_NETWORKS="$(cat {{run}}/networks 2>/dev/null || true)" {{issuer}} report --format {{format}}

@@ -421,22 +421,25 @@ fn add_history(store: &RedbStore, from: u64, to: u64) {
                     continue;
                 }
                 store
-                    .put_tx(&issuer::store::TxRecord {
-                        nonce,
-                        from: Address::ZERO,
-                        to: Address::ZERO,
-                        purpose: reconciler::TxPurpose::Other {
-                            label: "history".into(),
+                    .put_tx(
+                        &bench_network(),
+                        &issuer::store::TxRecord {
+                            nonce,
+                            from: Address::ZERO,
+                            to: Address::ZERO,
+                            purpose: reconciler::TxPurpose::Other {
+                                label: "history".into(),
+                            },
+                            input: Bytes::from(vec![0u8; 200]),
+                            gas_limit: 100_000,
+                            variants: Vec::new(),
+                            settled: Some(issuer::store::Settled {
+                                mined_block: Some(i),
+                                hash: Some(B256::from(U256::from(nonce))),
+                                success: true,
+                            }),
                         },
-                        input: Bytes::from(vec![0u8; 200]),
-                        gas_limit: 100_000,
-                        variants: Vec::new(),
-                        settled: Some(issuer::store::Settled {
-                            mined_block: Some(i),
-                            hash: Some(B256::from(U256::from(nonce))),
-                            success: true,
-                        }),
-                    })
+                    )
                     .unwrap();
             }
         }
@@ -476,11 +479,11 @@ fn pass_reads(store: &RedbStore, live: (usize, usize)) -> (f64, f64) {
     let mut total = Duration::ZERO;
     for round in 0..=rounds {
         let started = Instant::now();
-        let unsettled = store.unsettled_txs().unwrap();
+        let unsettled = store.unsettled_txs(&bench_network()).unwrap();
         for asset in store.assets().unwrap() {
-            let _ = store.cursor(asset.vault).unwrap();
+            let _ = store.cursor(&asset.network, asset.vault).unwrap();
         }
-        let _ = store.block_hashes().unwrap();
+        let _ = store.block_hashes(&bench_network()).unwrap();
         let view_started = Instant::now();
         let view = store.pass_view().unwrap();
         if round > 0 {
@@ -549,18 +552,21 @@ fn pass_reads_at_history() {
         )
         .unwrap();
     store
-        .put_tx(&issuer::store::TxRecord {
-            nonce: u64::MAX / 2,
-            from: alloy::primitives::Address::ZERO,
-            to: alloy::primitives::Address::ZERO,
-            purpose: reconciler::TxPurpose::Other {
-                label: "live".into(),
+        .put_tx(
+            &bench_network(),
+            &issuer::store::TxRecord {
+                nonce: u64::MAX / 2,
+                from: alloy::primitives::Address::ZERO,
+                to: alloy::primitives::Address::ZERO,
+                purpose: reconciler::TxPurpose::Other {
+                    label: "live".into(),
+                },
+                input: alloy::primitives::Bytes::new(),
+                gas_limit: 21_000,
+                variants: Vec::new(),
+                settled: None,
             },
-            input: alloy::primitives::Bytes::new(),
-            gas_limit: 21_000,
-            variants: Vec::new(),
-            settled: None,
-        })
+        )
         .unwrap();
     let live = (40, 10);
     let first = reconciler::TokenizationRequestId::parse("a-0").unwrap();
@@ -651,4 +657,9 @@ fn main() {
         .await;
         mints_with_kms(200).await;
     });
+}
+
+/// The one network the bench's store serves.
+fn bench_network() -> reconciler::Network {
+    reconciler::Network::parse("anvil").unwrap()
 }

@@ -7,7 +7,11 @@ cd "$(dirname "$0")/.."
 ISSUER=target/debug/issuer
 URL=${ISSUER_URL:-http://127.0.0.1:8000}
 SIM=${ALPACA_SIM_URL:-http://127.0.0.1:9000}
-RPC=${RPC_URL:-http://127.0.0.1:8545}
+NETWORK=${NETWORK:-anvil}   # `just up-multi` also serves anvil2 (chain id 31338 on :8546)
+case "$NETWORK" in
+  anvil) RPC=${RPC_URL:-http://127.0.0.1:8545}; DEPLOY=.run/deploy.json ;;
+  *) RPC=${RPC_URL:-http://127.0.0.1:8546}; DEPLOY=.run/deploy-$NETWORK.json ;;
+esac
 KEY=${ISSUER_API_KEY:-local-dev-alpaca-key-0123456789abcdef}
 OPKEY=${ISSUER_OPERATOR_KEY:-local-dev-operator-key-0123456789abcdef}
 AP=0x70997970C51812dc3A010C7d01b50e0d17dc79C8   # anvil's second dev account (unlocked in anvil)
@@ -15,7 +19,8 @@ BOT=0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266  # the issuer's bot: anvil's firs
 EMAIL=ap-demo@example.com
 
 curl -sf "$URL/health" >/dev/null || { echo "the issuer is not running: run 'just up' first"; exit 1; }
-VAULT=$(python3 -c 'import json; print(json.load(open(".run/deploy.json"))["vault"])')
+[ -f "$DEPLOY" ] || { echo "no $DEPLOY: is network $NETWORK part of the running stack?"; exit 1; }
+VAULT=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["vault"])' "$DEPLOY")
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print(d$1)"; }
 rpc() { curl -sf -X POST -H 'content-type: application/json' --data "$1" "$RPC"; }
 balance() {
@@ -34,9 +39,10 @@ echo "client_id $CLIENT"
 
 BEFORE=$(balance "$AP")
 TRID="demo-$(date +%s)"
-echo "== mint 1.5 AAPL -> tAAPL (tokenization_request_id $TRID); AP balance before: $BEFORE"
+echo "== mint 1.5 AAPL -> tAAPL on $NETWORK (tokenization_request_id $TRID); AP balance before: $BEFORE"
 $ISSUER alpaca-sim mint --sim-url "$SIM" --issuer-url "$URL" --issuer-api-key "$KEY" \
-  --qty 1.5 --wallet "$AP" --client-external-account-id "$CLIENT" --tokenization-request-id "$TRID"
+  --qty 1.5 --wallet "$AP" --client-external-account-id "$CLIENT" --tokenization-request-id "$TRID" \
+  --network "$NETWORK"
 for _ in $(seq 1 100); do
   n=$(curl -sf "$SIM/sim/state" | python3 -c "import json,sys; print(json.load(sys.stdin)['mint_callback_counts'].get('$TRID',0))")
   [ "$n" -ge 1 ] && break

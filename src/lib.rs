@@ -8,6 +8,7 @@
 //!
 //! - [`cli`]: subcommands and their wiring; `main.rs` only parses and calls [`cli::run`].
 //! - [`settings`]: the chain and Alpaca settings several subcommands share.
+//! - [`networks`]: the networks one issuer serves (RPC, chain id, confirmations, fees, signer).
 //! - [`serve`]: `issuer serve`: settings checked before start, the server and loop wiring.
 //! - [`clock`]: the one place wall-clock time is read.
 //! - [`config`]: setting types and checks: secrets redacted in `Debug`, CIDR lists, URL checks.
@@ -33,6 +34,7 @@ pub mod fireblocks_sim;
 pub mod ha;
 pub mod http;
 pub mod metrics;
+pub mod networks;
 pub mod pass;
 pub mod report;
 pub mod serve;

@@ -28,6 +28,20 @@ pub struct ServeArgs {
     pub db: PathBuf,
     #[command(flatten)]
     pub chain: ChainArgs,
+    /// Alpaca's name for the network of the single-RPC settings (RPC_URL, CONFIRMATIONS,
+    /// BOT_*). Unset: the network the store's assets are on (`anvil` on the local stack while
+    /// there are none). Not used with ISSUER_NETWORKS.
+    #[arg(long, env = "ISSUER_NETWORK")]
+    pub network: Option<String>,
+    /// The chain id RPC_URL must answer; unset: not checked. Not used with ISSUER_NETWORKS.
+    #[arg(long, env = "CHAIN_ID")]
+    pub chain_id: Option<u64>,
+    /// Several networks in one issuer, each with its own RPC, chain id, confirmations, log
+    /// range, fee cap and signer: `name=base,rpc=URL,chain-id=8453[,confirmations=N]
+    /// [,log-range=N][,max-fee-gwei=N][,key-env=VAR]`, entries separated by `;` (see
+    /// [`crate::networks`]). Replaces RPC_URL and ISSUER_NETWORK.
+    #[arg(long, env = "ISSUER_NETWORKS", hide_env_values = true)]
+    pub networks: Option<String>,
     #[command(flatten)]
     pub alpaca: AlpacaArgs,
     /// Key Alpaca sends in X-API-KEY (at least 32 characters).
@@ -130,28 +144,90 @@ const RPC_PROBE_EVERY: Duration = Duration::from_secs(5);
 struct ServePlan {
     http_config: HttpConfig,
     limits: ConnectionLimits,
-    signer: BotSigner,
     broker: BrokerClient,
-    pass: PassConfig,
+    /// One per network, each with its own RPC, signer and pass settings.
+    networks: Vec<NetworkPlan>,
     /// HA mode's settings; `None` for the single instance.
     ha: Option<crate::ha::HaSettings>,
 }
 
-/// Checks every setting of `serve`; the first unusable one is the error, before a file is opened,
-/// a port bound or a connection made.
-async fn plan_serve(args: &ServeArgs) -> anyhow::Result<ServePlan> {
+/// One network's reconciler, checked and ready to connect.
+#[derive(Clone)]
+struct NetworkPlan {
+    /// `None` only in the single-RPC settings without ISSUER_NETWORK: decided once the store
+    /// is open, from its assets ([`resolve_network`]).
+    name: Option<Network>,
+    rpc_url: String,
+    /// The chain id the RPC must answer, when configured.
+    chain_id: Option<u64>,
+    log_range_blocks: u64,
+    signer: BotSigner,
+    pass: PassConfig,
+}
+
+/// The networks to serve: ISSUER_NETWORKS, or the single-RPC settings as a one-network list.
+fn network_specs(args: &ServeArgs) -> anyhow::Result<Vec<crate::networks::NetworkSpec>> {
+    if let Some(list) = args.networks.as_deref().filter(|l| !l.trim().is_empty()) {
+        if args.network.is_some() || args.chain_id.is_some() {
+            bail!("ISSUER_NETWORKS lists every network: remove ISSUER_NETWORK and CHAIN_ID (they describe the single-RPC settings)");
+        }
+        return Ok(crate::networks::parse(list)?);
+    }
     reqwest::Url::parse(&args.chain.rpc_url).map_err(|e| {
         anyhow::anyhow!(
             "RPC_URL is not a URL ({e}): {}",
             redact_url(&args.chain.rpc_url)
         )
     })?;
-    let local = args.listen.ip().is_loopback() && is_loopback_url(&args.chain.rpc_url);
-    let signer = args.chain.signer().await?;
+    let name = args
+        .network
+        .as_deref()
+        .map(Network::parse)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("ISSUER_NETWORK: {e}"))?;
+    Ok(vec![crate::networks::NetworkSpec {
+        // Resolved from the store when unset; the placeholder is never used as a name.
+        name: name.unwrap_or(Network::parse(UNRESOLVED)?),
+        rpc_url: args.chain.rpc_url.clone(),
+        chain_id: args.chain_id,
+        confirmations: None,
+        log_range_blocks: None,
+        max_fee_per_gas_gwei: None,
+        key_env: None,
+    }])
+}
+
+/// The placeholder name of the single-RPC network until [`resolve_network`] decides it.
+const UNRESOLVED: &str = "unresolved";
+
+/// Checks every setting of `serve`; the first unusable one is the error, before a file is opened,
+/// a port bound or a connection made.
+async fn plan_serve(args: &ServeArgs) -> anyhow::Result<ServePlan> {
+    let specs = network_specs(args)?;
+    let local = args.listen.ip().is_loopback() && specs.iter().all(|n| is_loopback_url(&n.rpc_url));
+    let shared_signer = args.chain.signer().await?;
+    let mut signers = Vec::with_capacity(specs.len());
+    for spec in &specs {
+        signers.push(match &spec.key_env {
+            None => shared_signer.clone(),
+            Some(var) => {
+                let key = std::env::var(var).map_err(|_| {
+                    anyhow::anyhow!(
+                        "network {}: key-env names {var}, which is not set",
+                        spec.name
+                    )
+                })?;
+                BotSigner::from(
+                    crate::chain::EthersSigner::from_private_key(key.trim())
+                        .map_err(|e| anyhow::anyhow!("network {}: {var}: {e}", spec.name))?,
+                )
+            }
+        });
+    }
     let uses_dev_defaults = (args.alpaca_auth == AlpacaAuthScheme::ApiKey
         && args.api_key.expose() == LOCAL_API_KEY)
         || args.operator_key.expose() == LOCAL_OPERATOR_KEY
-        || is_anvil_dev_account(signer.address());
+        || signers.iter().any(|s| is_anvil_dev_account(s.address()));
     if uses_dev_defaults && !local {
         bail!("the built-in local keys and anvil's dev keys are only accepted when listening on loopback with a loopback RPC; set ISSUER_API_KEY, ISSUER_OPERATOR_KEY and BOT_PRIVATE_KEY/BOT_KEYSTORE");
     }
@@ -186,7 +262,14 @@ async fn plan_serve(args: &ServeArgs) -> anyhow::Result<ServePlan> {
         failed_auth_per_minute_max: 10,
         custody_account_id: args.custody_account_id.clone(),
         local_networks: local_networks(args.local_networks.as_deref(), local)?,
-        issuer_addresses: vec![signer.address()],
+        // Filled in once every network's name is known (see `serve`).
+        served_networks: Vec::new(),
+        issuer_addresses: {
+            let mut bots: Vec<_> = signers.iter().map(BotSigner::address).collect();
+            bots.sort_unstable();
+            bots.dedup();
+            bots
+        },
     };
     http_config
         .check()
@@ -209,42 +292,81 @@ async fn plan_serve(args: &ServeArgs) -> anyhow::Result<ServePlan> {
         bail!("SIGNATURE_MAX_AGE_SECS must be at least 1");
     }
     let ha = args.ha.settings(args.listen).map_err(anyhow::Error::msg)?;
+    if ha.is_some() && specs.len() > 1 {
+        bail!("HA mode (ISSUER_HA_ETCD) serves one network for now: leadership is kept per signing key and one leader runs one network's loop; run ISSUER_NETWORKS in the single-instance mode");
+    }
     // The reconciler's Alpaca calls honour rate limits by scheduling, never by sleeping.
     let broker = args.alpaca.broker_with(RetryPolicy::for_reconciler())?;
+    let networks = specs
+        .into_iter()
+        .zip(signers)
+        .map(|(spec, signer)| NetworkPlan {
+            name: (spec.name.as_str() != UNRESOLVED).then_some(spec.name),
+            rpc_url: spec.rpc_url,
+            chain_id: spec.chain_id,
+            log_range_blocks: spec
+                .log_range_blocks
+                .unwrap_or(crate::chain::LOG_RANGE_BLOCKS_MAX),
+            signer,
+            pass: PassConfig {
+                interval: Duration::from_millis(args.reconcile_interval_ms),
+                backoff_max: Duration::from_secs(30),
+                policy: Policy {
+                    confirmations_min: spec.confirmations.unwrap_or(args.confirmations),
+                    mints_per_tx_max: args.mints_per_tx_max,
+                    ..Policy::default()
+                },
+                crash_at: args.crash_at,
+                max_fee_per_gas_wei: u128::from(
+                    spec.max_fee_per_gas_gwei
+                        .unwrap_or(args.max_fee_per_gas_gwei),
+                )
+                .saturating_mul(1_000_000_000),
+            },
+        })
+        .collect();
     Ok(ServePlan {
         http_config,
         limits,
-        signer,
         broker,
-        pass: PassConfig {
-            interval: Duration::from_millis(args.reconcile_interval_ms),
-            backoff_max: Duration::from_secs(30),
-            policy: Policy {
-                confirmations_min: args.confirmations,
-                mints_per_tx_max: args.mints_per_tx_max,
-                ..Policy::default()
-            },
-            crash_at: args.crash_at,
-            max_fee_per_gas_wei: u128::from(args.max_fee_per_gas_gwei)
-                .saturating_mul(1_000_000_000),
-        },
+        networks,
         ha,
     })
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let plan = plan_serve(&args).await?;
+    let mut plan = plan_serve(&args).await?;
+    check_chain_ids(&plan.networks).await?;
     let local = open_store(&args.db)?;
+    let single = plan.networks.len() == 1;
     let (store, ha): (Arc<dyn Store>, _) = match plan.ha.clone() {
         None => (Arc::new(local), None),
         Some(settings) => {
-            let ha = crate::ha::HaParts::connect(settings, plan.signer.address(), local).await?;
+            let Some(first) = plan.networks.first() else {
+                bail!("no network to serve");
+            };
+            let ha = crate::ha::HaParts::connect(settings, first.signer.address(), local).await?;
             (
                 Arc::new(crate::ha::HaStore::new(ha.facts.clone())),
                 Some(ha),
             )
         }
     };
+    // The asset list as this instance serves it (in HA mode, the shared facts).
+    for network in &mut plan.networks {
+        if network.name.is_none() {
+            network.name = Some(resolve_network(
+                store.as_ref(),
+                plan.http_config.local_networks.first(),
+            )?);
+        }
+    }
+    warn_unserved_assets(store.as_ref(), &plan.networks)?;
+    plan.http_config.served_networks = plan
+        .networks
+        .iter()
+        .filter_map(|n| n.name.clone())
+        .collect();
     let listener = std::net::TcpListener::bind(args.listen)
         .with_context(|| format!("binding {}", args.listen))?;
     let wake = Arc::new(tokio::sync::Notify::new());
@@ -253,12 +375,18 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let readiness = Readiness::default();
-    readiness.fail("rpc", "connecting");
     if ha.is_some() {
         readiness.set_role("standby");
     }
-    let rpc_url = args.chain.rpc_url.clone();
-    tracing::info!(listen = %args.listen, rpc = %redact_url(&rpc_url), signer = %plan.signer.kind(), bot = %plan.signer.address(), db = %args.db.display(), "issuer serving");
+    let checks: Vec<Checks> = plan
+        .networks
+        .iter()
+        .map(|n| Checks::for_network(n.name.as_ref(), single))
+        .collect();
+    for (network, check) in plan.networks.iter().zip(&checks) {
+        readiness.fail(check.rpc, "connecting");
+        tracing::info!(listen = %args.listen, network = ?network.name.as_ref().map(Network::as_str), rpc = %redact_url(&network.rpc_url), signer = %network.signer.kind(), bot = %network.signer.address(), db = %args.db.display(), "issuer serving");
+    }
 
     let mut server = tokio::spawn(http::serve_with(
         listener,
@@ -271,29 +399,59 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         shutdown(stop_rx.clone()),
     ));
-    let pending = Unconnected {
-        store,
-        broker: plan.broker,
-        config: plan.pass,
-    };
     let mut work = match ha {
-        None => tokio::spawn(reconcile_when_connected(
-            rpc_url,
-            plan.signer,
-            pending,
-            readiness,
-            wake,
-            shutdown(stop_rx),
-        )),
-        Some(ha) => tokio::spawn(lead_when_connected(
-            rpc_url,
-            plan.signer,
-            pending,
-            ha,
-            readiness,
-            wake,
-            shutdown(stop_rx),
-        )),
+        None => {
+            // Each network runs its own loop as its own task: a stalled RPC holds only its own.
+            // An intent wakes every loop; each plans only its own network's work.
+            let mut loops = tokio::task::JoinSet::new();
+            let mut wakes = Vec::new();
+            for (network, checks) in plan.networks.into_iter().zip(checks) {
+                let own_wake = Arc::new(tokio::sync::Notify::new());
+                wakes.push(own_wake.clone());
+                loops.spawn(reconcile_when_connected(
+                    network,
+                    Unconnected {
+                        store: store.clone(),
+                        broker: plan.broker.clone(),
+                    },
+                    readiness.clone(),
+                    checks,
+                    own_wake,
+                    shutdown(stop_rx.clone()),
+                ));
+            }
+            let fan_out = wake.clone();
+            tokio::spawn(async move {
+                let wake_all = tokio::spawn(async move {
+                    loop {
+                        fan_out.notified().await;
+                        for w in &wakes {
+                            w.notify_one();
+                        }
+                    }
+                });
+                while loops.join_next().await.is_some() {}
+                wake_all.abort();
+            })
+        }
+        Some(ha) => {
+            let Some(network) = plan.networks.into_iter().next() else {
+                bail!("no network to serve");
+            };
+            let checks = checks.into_iter().next().unwrap_or(Checks::SINGLE);
+            tokio::spawn(lead_when_connected(
+                network,
+                Unconnected {
+                    store,
+                    broker: plan.broker,
+                },
+                ha,
+                readiness,
+                checks,
+                wake,
+                shutdown(stop_rx),
+            ))
+        }
     };
     let ended = tokio::select! {
         _ = tokio::signal::ctrl_c() => { tracing::info!("interrupt: shutting down"); None }
@@ -306,6 +464,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .is_err()
     {
         tracing::warn!("shutdown: abandoning an unfinished pass; the next start redoes it");
+        // Dropping the loops' set with the task aborts every loop in it.
         work.abort();
     }
     let outcome = match ended {
@@ -326,124 +485,260 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
 }
 
+/// The names of one network's `/readyz` checks: `rpc` and `roles` with one network (as before),
+/// `rpc base` and `roles base` with several.
+#[derive(Clone, Copy)]
+struct Checks {
+    rpc: &'static str,
+    roles: &'static str,
+}
+
+impl Checks {
+    const SINGLE: Checks = Checks {
+        rpc: "rpc",
+        roles: "roles",
+    };
+
+    fn for_network(name: Option<&Network>, single: bool) -> Checks {
+        match name {
+            Some(name) if !single => Checks {
+                // Made once per configured network at start: a handful of bytes for the
+                // process's life, so readiness keeps its `&'static str` check names.
+                rpc: Box::leak(format!("rpc {name}").into_boxed_str()),
+                roles: Box::leak(format!("roles {name}").into_boxed_str()),
+            },
+            _ => Checks::SINGLE,
+        }
+    }
+}
+
+/// Reaches every configured network once: one answering another chain id than configured
+/// refuses to start (a wrong RPC would mint on the wrong chain). One not reachable yet is
+/// checked again when its loop connects.
+async fn check_chain_ids(networks: &[NetworkPlan]) -> anyhow::Result<()> {
+    for network in networks {
+        let Some(expected) = network.chain_id else {
+            continue;
+        };
+        let reached = tokio::time::timeout(
+            RPC_PROBE_EVERY,
+            crate::chain::RpcNode::connect(&network.rpc_url),
+        )
+        .await;
+        if let Ok(Ok(node)) = reached {
+            let found = crate::chain::Node::chain_id(&node);
+            if found != expected {
+                bail!(
+                    "network {}: {} answers chain id {found}, configured {expected}: refusing to start",
+                    network.name.as_ref().map_or("(single)", Network::as_str),
+                    redact_url(&network.rpc_url)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The network of the single-RPC settings when ISSUER_NETWORK is unset: the one the store's
+/// assets are on, else the local network on the local stack.
+fn resolve_network(store: &dyn Store, local_network: Option<&Network>) -> anyhow::Result<Network> {
+    let networks: std::collections::BTreeSet<Network> =
+        store.assets()?.into_iter().map(|a| a.network).collect();
+    let mut names = networks.iter();
+    match (names.next(), names.next(), local_network) {
+        (Some(only), None, _) => Ok(only.clone()),
+        (None, _, Some(local)) => Ok(local.clone()),
+        (None, _, None) => bail!("ISSUER_NETWORK is required: the store has no asset yet to tell which network RPC_URL is"),
+        (Some(_), Some(_), _) => bail!(
+            "the store's assets are on several networks ({}): set ISSUER_NETWORK for RPC_URL's, or list every network in ISSUER_NETWORKS",
+            networks.iter().map(Network::as_str).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
+/// Logs every asset on a network this issuer does not serve: its mints would wait.
+fn warn_unserved_assets(store: &dyn Store, networks: &[NetworkPlan]) -> anyhow::Result<()> {
+    for asset in store.assets()? {
+        if !networks
+            .iter()
+            .any(|n| n.name.as_ref() == Some(&asset.network))
+        {
+            tracing::warn!(underlying = %asset.underlying, network = %asset.network, vault = %asset.vault,
+                "asset on a network this issuer does not serve: left out of the token list, its mints refused");
+        }
+    }
+    Ok(())
+}
+
 /// A reconciler still without its chain.
 struct Unconnected {
     store: Arc<dyn Store>,
     broker: BrokerClient,
-    config: PassConfig,
 }
 
-/// The reconciler half of `serve`: connects to the RPC,
+/// One network's reconciler half of `serve`: connects to its RPC,
 /// retrying with capped backoff and jitter while `/readyz` says why (intake is served all along),
 /// then runs passes until `shutdown`, probing the RPC for `/readyz` beside them.
 async fn reconcile_when_connected(
-    rpc_url: String,
-    signer: BotSigner,
+    network: NetworkPlan,
     pending: Unconnected,
     readiness: Readiness,
+    checks: Checks,
     wake: Arc<tokio::sync::Notify>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) {
-    let chain = connect_chain(&rpc_url, signer, &readiness).await;
+    let Some(name) = network.name.clone() else {
+        return;
+    };
+    let chain = connect_chain(&network, &readiness, checks).await;
     tracing::info!(
+        network = %name,
         chain_id = chain.chain_id(),
         signer = %chain.signer().kind(),
         bot = %chain.bot(),
         "rpc: connected; reconciler starting"
     );
-    check_roles(&chain, pending.store.as_ref(), &readiness).await;
-    let probe = tokio::spawn(probe_rpc(chain.clone(), pending.store.clone(), readiness));
-    let reconciler = ReconcileLoop::new(pending.store, chain, pending.broker, pending.config);
+    check_roles(&chain, &name, pending.store.as_ref(), &readiness, checks).await;
+    let probe = tokio::spawn(probe_rpc(
+        chain.clone(),
+        name.clone(),
+        pending.store.clone(),
+        readiness,
+        checks,
+    ));
+    let reconciler = ReconcileLoop::new(pending.store, name, chain, pending.broker, network.pass);
     reconciler.run(wake, shutdown).await;
     probe.abort();
 }
 
 /// HA mode's reconciler half of `serve`: connects to the RPC like the single instance, keeps
 /// importing the shared facts, and campaigns; while it leads it runs the passes
-/// ([`crate::ha::leader::run`]).
+/// ([`crate::ha::leader::run`]). HA mode serves one network.
+#[allow(clippy::too_many_arguments)] // the wiring of one task; each part is distinct
 async fn lead_when_connected(
-    rpc_url: String,
-    signer: BotSigner,
+    network: NetworkPlan,
     pending: Unconnected,
     ha: crate::ha::HaParts,
     readiness: Readiness,
+    checks: Checks,
     wake: Arc<tokio::sync::Notify>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) {
+    let Some(name) = network.name.clone() else {
+        return;
+    };
     let sync = tokio::spawn(crate::ha::facts::sync_forever(
         ha.facts.clone(),
         readiness.clone(),
         wake.clone(),
     ));
-    let chain = connect_chain(&rpc_url, signer, &readiness).await;
+    let chain = connect_chain(&network, &readiness, checks).await;
     tracing::info!(
+        network = %name,
         chain_id = chain.chain_id(),
         signer = %chain.signer().kind(),
         bot = %chain.bot(),
         "rpc: connected; campaigning for leadership"
     );
-    check_roles(&chain, pending.store.as_ref(), &readiness).await;
+    check_roles(&chain, &name, pending.store.as_ref(), &readiness, checks).await;
     let probe = tokio::spawn(probe_rpc(
         chain.clone(),
+        name.clone(),
         pending.store.clone(),
         readiness.clone(),
+        checks,
     ));
     let parts = crate::ha::leader::TermParts {
         store: Arc::new(ha.local.clone()),
         local: ha.local,
+        network: name,
         chain,
         broker: pending.broker,
-        config: pending.config,
+        config: network.pass,
     };
     crate::ha::leader::run(ha.leadership, ha.facts, parts, readiness, wake, shutdown).await;
     probe.abort();
     sync.abort();
 }
 
-/// Connects to the RPC, retrying with capped backoff and jitter while `/readyz` says why.
-async fn connect_chain(rpc_url: &str, signer: BotSigner, readiness: &Readiness) -> Chain {
+/// Connects to the network's RPC, retrying with capped backoff and jitter while `/readyz` says
+/// why. An RPC answering another chain id than configured is never used: it is reported and
+/// tried again (an operator may be fixing it), and nothing is sent meanwhile.
+async fn connect_chain(network: &NetworkPlan, readiness: &Readiness, checks: Checks) -> Chain {
     let mut delay = RPC_RETRY_FIRST;
     let chain = loop {
-        match Chain::connect(rpc_url, signer.clone()).await {
-            Ok(chain) => break chain,
+        let failure = match crate::chain::RpcNode::connect_with(
+            &network.rpc_url,
+            network.log_range_blocks,
+        )
+        .await
+        {
+            Ok(node) => match network.chain_id {
+                Some(expected) if crate::chain::Node::chain_id(&node) != expected => {
+                    let text = format!(
+                        "answers chain id {}, configured {expected}",
+                        crate::chain::Node::chain_id(&node)
+                    );
+                    tracing::error!(network = ?network.name.as_ref().map(Network::as_str), rpc = %redact_url(&network.rpc_url), problem = %text, "rpc: wrong chain; not used");
+                    text
+                }
+                _ => break Chain::new(Arc::new(node), network.signer.clone()),
+            },
             Err(e) => {
-                crate::metrics::heartbeat();
-                tracing::warn!(error = %e, retry_in_ms = delay.as_millis(), "rpc: not reachable; intake is served, the reconciler waits");
-                readiness.fail("rpc", e.to_string());
-                let jitter = Duration::from_millis(rand::random::<u64>() % 100);
-                tokio::time::sleep(delay + jitter).await;
-                delay = delay.saturating_mul(2).min(RPC_RETRY_MAX);
+                tracing::warn!(network = ?network.name.as_ref().map(Network::as_str), error = %e, retry_in_ms = delay.as_millis(), "rpc: not reachable; intake is served, the reconciler waits");
+                e.to_string()
             }
-        }
+        };
+        crate::metrics::heartbeat();
+        readiness.fail(checks.rpc, failure);
+        let jitter = Duration::from_millis(rand::random::<u64>() % 100);
+        tokio::time::sleep(delay + jitter).await;
+        delay = delay.saturating_mul(2).min(RPC_RETRY_MAX);
     };
-    readiness.pass("rpc");
+    readiness.pass(checks.rpc);
     chain
 }
 
-/// Keeps the `rpc` and `roles` checks of `/readyz` current while the reconciler runs.
-async fn probe_rpc(chain: Chain, store: Arc<dyn Store>, readiness: Readiness) {
+/// Keeps the network's `rpc` and `roles` checks of `/readyz` current while its reconciler runs.
+async fn probe_rpc(
+    chain: Chain,
+    network: Network,
+    store: Arc<dyn Store>,
+    readiness: Readiness,
+    checks: Checks,
+) {
     loop {
         tokio::time::sleep(RPC_PROBE_EVERY).await;
         match tokio::time::timeout(RPC_PROBE_EVERY, chain.head()).await {
-            Ok(Ok(_)) => readiness.pass("rpc"),
-            Ok(Err(e)) => readiness.fail("rpc", e.to_string()),
-            Err(_) => readiness.fail("rpc", "eth_blockNumber: timed out"),
+            Ok(Ok(_)) => readiness.pass(checks.rpc),
+            Ok(Err(e)) => readiness.fail(checks.rpc, e.to_string()),
+            Err(_) => readiness.fail(checks.rpc, "eth_blockNumber: timed out"),
         }
-        check_roles(&chain, store.as_ref(), &readiness).await;
+        check_roles(&chain, &network, store.as_ref(), &readiness, checks).await;
     }
 }
 
 /// The `roles` check of `/readyz`: the bot (whichever signer holds its key) must hold DEPOSIT and
 /// WITHDRAW on every asset's authorizer. A missing role is logged as an error naming it and the
 /// issuer reports not ready; its mints and burns would not estimate, so nothing is spent meanwhile.
-async fn check_roles(chain: &Chain, store: &dyn Store, readiness: &Readiness) {
+async fn check_roles(
+    chain: &Chain,
+    network: &Network,
+    store: &dyn Store,
+    readiness: &Readiness,
+    checks: Checks,
+) {
     let assets = match store.assets() {
         Ok(assets) => assets,
         Err(e) => {
-            readiness.fail("roles", format!("cannot read the asset list: {e}"));
+            readiness.fail(checks.roles, format!("cannot read the asset list: {e}"));
             return;
         }
     };
+    let assets: Vec<_> = assets
+        .into_iter()
+        .filter(|a| a.network == *network)
+        .collect();
     let mut problems = Vec::new();
     for asset in &assets {
         let checked =
@@ -464,11 +759,11 @@ async fn check_roles(chain: &Chain, store: &dyn Store, readiness: &Readiness) {
         }
     }
     if problems.is_empty() {
-        readiness.pass("roles");
+        readiness.pass(checks.roles);
     } else {
         let text = problems.join("; ");
         tracing::error!(problem = %text, "the bot lacks vault roles it needs: not ready");
-        readiness.fail("roles", text);
+        readiness.fail(checks.roles, text);
     }
 }
 

@@ -111,10 +111,10 @@ async fn a_dropped_transaction_is_replaced_at_the_same_nonce() {
     eventually(
         Duration::from_secs(20),
         "the mint transaction is stored",
-        || async { !issuer.store.unsettled_txs().unwrap().is_empty() },
+        || async { !issuer.store.unsettled_txs(&anvil()).unwrap().is_empty() },
     )
     .await;
-    let first = issuer.store.unsettled_txs().unwrap().remove(0);
+    let first = issuer.store.unsettled_txs(&anvil()).unwrap().remove(0);
     // The node forgets it; empty blocks go by.
     anvil_rpc(
         &world,
@@ -130,7 +130,7 @@ async fn a_dropped_transaction_is_replaced_at_the_same_nonce() {
         || async { world.sim.mint_callback_count("tr-stuck") >= 1 },
     )
     .await;
-    let record = issuer.store.tx(first.nonce).unwrap().unwrap();
+    let record = issuer.store.tx(&anvil(), first.nonce).unwrap().unwrap();
     assert!(
         record.variants.len() >= 2,
         "a replacement was signed: {:?}",
@@ -141,7 +141,7 @@ async fn a_dropped_transaction_is_replaced_at_the_same_nonce() {
     eventually(Duration::from_secs(20), "the nonce is settled", || async {
         issuer
             .store
-            .tx(first.nonce)
+            .tx(&anvil(), first.nonce)
             .unwrap()
             .unwrap()
             .settled
@@ -150,7 +150,7 @@ async fn a_dropped_transaction_is_replaced_at_the_same_nonce() {
     .await;
     let settled = issuer
         .store
-        .tx(first.nonce)
+        .tx(&anvil(), first.nonce)
         .unwrap()
         .unwrap()
         .settled
@@ -166,4 +166,8 @@ async fn a_dropped_transaction_is_replaced_at_the_same_nonce() {
     assert_eq!(world.deposits_for(&irid).await, 1);
     assert_eq!(world.sim.mint_callback_count("tr-stuck"), 1);
     issuer.stop().await;
+}
+
+fn anvil() -> reconciler::Network {
+    reconciler::Network::parse("anvil").unwrap()
 }

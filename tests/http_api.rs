@@ -60,6 +60,7 @@ fn config(alpaca_allow: &str) -> HttpConfig {
         failed_auth_per_minute_max: 10,
         custody_account_id: "issuer-custody-0001".into(),
         local_networks: vec![reconciler::Network::parse("anvil").unwrap()],
+        served_networks: vec![],
         issuer_addresses: vec![BOT.parse().unwrap()],
     }
 }

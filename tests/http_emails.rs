@@ -25,6 +25,7 @@ async fn control_and_invisible_characters_in_emails_are_refused() {
         body_limit_bytes: 4096,
         failed_auth_per_minute_max: 10,
         local_networks: vec![],
+        served_networks: vec![],
         issuer_addresses: vec![],
         custody_account_id: "custody".into(),
     };

@@ -25,6 +25,7 @@ fn config(alpaca_allow: &str) -> HttpConfig {
         body_limit_bytes: 4096,
         failed_auth_per_minute_max: 1000,
         local_networks: vec![],
+        served_networks: vec![],
         issuer_addresses: vec![],
         custody_account_id: "custody".into(),
     }

@@ -60,6 +60,7 @@ fn new_loop(
 ) -> ReconcileLoop<BrokerClient> {
     ReconcileLoop {
         store: rig_store.clone(),
+        network: Network::parse("base").unwrap(),
         chain: chain.clone(),
         broker: broker(sim),
         config: PassConfig {
@@ -414,6 +415,7 @@ impl Rig {
     async fn looping_rebroadcast(&self) {
         issuer::pass::rebroadcast_all(
             self.store.as_ref(),
+            &Network::parse("base").unwrap(),
             &self.chain,
             &issuer::ha::Fence::single(),
         )
@@ -511,7 +513,11 @@ async fn a_transaction_stuck_below_the_base_fee_is_replaced_and_mined_once() {
     rig.run(8).await;
     assert_eq!(rig.deposits_for(&irid), 1);
     assert_eq!(rig.callbacks("tr-fee"), 1);
-    let tx = rig.store.tx(0).unwrap().unwrap();
+    let tx = rig
+        .store
+        .tx(&Network::parse("base").unwrap(), 0)
+        .unwrap()
+        .unwrap();
     assert!(
         tx.variants.len() >= 2,
         "replaced at the same nonce: {} variants",

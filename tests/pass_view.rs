@@ -185,11 +185,16 @@ fn scanned(store: &dyn Store) -> PassView {
 
 /// Unsettled nonces found by reading every nonce, as the full scan did.
 fn unsettled_scanned(store: &dyn Store) -> Vec<u64> {
-    let Some(highest) = store.highest_nonce().unwrap() else {
+    let Some(highest) = store.highest_nonce(&base()).unwrap() else {
         return Vec::new();
     };
     (0..=highest)
-        .filter(|n| store.tx(*n).unwrap().is_some_and(|t| t.settled.is_none()))
+        .filter(|n| {
+            store
+                .tx(&base(), *n)
+                .unwrap()
+                .is_some_and(|t| t.settled.is_none())
+        })
         .collect()
 }
 
@@ -202,7 +207,7 @@ fn same_as_scan(store: &dyn Store, when: &str) -> PassView {
         "pass view differs from the scan {when}"
     );
     let unsettled: Vec<u64> = store
-        .unsettled_txs()
+        .unsettled_txs(&base())
         .unwrap()
         .iter()
         .map(|t| t.nonce)
@@ -236,7 +241,25 @@ fn deposit_blocks(view: &PassView) -> Vec<(IssuerRequestId, u64)> {
 
 /// Fills a store with finished and active items of every kind, written every way the shell
 /// writes them, then rewinds a reorg; checks the indexed reads against the scans at each step.
+fn base() -> Network {
+    Network::parse("base").unwrap()
+}
+
 fn build(store: &dyn Store) -> PassView {
+    // The vault's asset: a reorg on its network drops the observations on its vaults.
+    store
+        .put_asset(&issuer::store::Asset {
+            underlying: Symbol::parse("AAPL").unwrap(),
+            token: Symbol::parse("tAAPL").unwrap(),
+            network: base(),
+            vault: VAULT,
+            receipt: Address::repeat_byte(0x12),
+            authorizer: Address::repeat_byte(0x13),
+            deploy_block: 1,
+            frozen: false,
+            mint_qty_max: None,
+        })
+        .unwrap();
     // Mints: active ones, finished ones, one finished after the fact, a stuck one.
     assert!(matches!(
         store
@@ -273,6 +296,7 @@ fn build(store: &dyn Store) -> PassView {
     let detected_late = redemption(2, 50, RedemptionState::Detected);
     store
         .advance(
+            &base(),
             VAULT,
             20,
             Scan {
@@ -352,6 +376,7 @@ fn build(store: &dyn Store) -> PassView {
         .unwrap();
     store
         .advance(
+            &base(),
             VAULT,
             60,
             Scan {
@@ -380,18 +405,18 @@ fn build(store: &dyn Store) -> PassView {
         issuer::store::ReturnOutcome::Requested
     );
     // Our transactions: settled before the fork, settled after it, not settled.
-    store.put_tx(&tx(0, Some(5))).unwrap();
-    store.put_tx(&tx(1, Some(52))).unwrap();
-    store.put_tx(&tx(2, None)).unwrap();
-    store.put_tx(&tx(3, None)).unwrap();
-    store.put_tx(&tx(3, Some(58))).unwrap();
+    store.put_tx(&base(), &tx(0, Some(5))).unwrap();
+    store.put_tx(&base(), &tx(1, Some(52))).unwrap();
+    store.put_tx(&base(), &tx(2, None)).unwrap();
+    store.put_tx(&base(), &tx(3, None)).unwrap();
+    store.put_tx(&base(), &tx(3, Some(58))).unwrap();
     let before = same_as_scan(store, "before the reorg");
     assert_eq!(before.redemptions.len(), 5, "{:?}", before.redemptions);
     assert_eq!(before.burns.len(), 2, "{:?}", before.burns);
 
     // A reorg from block 40: deposits, burns and the detected transfer above it are forgotten;
     // our transactions settled in it are tracked again.
-    store.drop_observations_from(40).unwrap();
+    store.drop_observations_from(&base(), 40).unwrap();
     let view = same_as_scan(store, "after the reorg");
 
     let names = |list: &[&str]| list.iter().map(|n| irid(n)).collect::<BTreeSet<_>>();
@@ -419,7 +444,7 @@ fn build(store: &dyn Store) -> PassView {
     assert_eq!(ids, expected);
     assert_eq!(view.burns, vec![burn(&journaled, 38)]);
     let unsettled: Vec<u64> = store
-        .unsettled_txs()
+        .unsettled_txs(&base())
         .unwrap()
         .iter()
         .map(|t| t.nonce)
@@ -470,8 +495,11 @@ fn make_version_1(path: &std::path::Path) {
             .unwrap());
     }
     assert!(txn
-        .delete_table(TableDefinition::<u64, ()>::new("unsettled_txs"))
+        .delete_table(TableDefinition::<(&str, u64), ()>::new(
+            "network_unsettled_txs"
+        ))
         .unwrap());
+    to_single_network(&txn);
     for name in ["deposits_by_mint", "burns_by_redemption"] {
         assert!(txn
             .delete_multimap_table(MultimapTableDefinition::<&str, &str>::new(name))
@@ -482,6 +510,100 @@ fn make_version_1(path: &std::path::Path) {
         .insert("schema_version", 1)
         .unwrap();
     txn.commit().unwrap();
+}
+
+/// Moves cursors, block hashes and transactions back to schema 2's keys (one network per file,
+/// keyed without it), as a file written before several networks were served holds them.
+fn to_single_network(txn: &redb::WriteTransaction) {
+    use redb::ReadableTable;
+    let net_txs = TableDefinition::<(&str, u64), &[u8]>::new("network_txs");
+    let net_blocks = TableDefinition::<(&str, u64), &[u8]>::new("network_blocks");
+    let net_cursors = TableDefinition::<(&str, &str), u64>::new("network_cursors");
+    {
+        let from = txn.open_table(net_txs).unwrap();
+        let mut to = txn
+            .open_table(TableDefinition::<u64, &[u8]>::new("txs"))
+            .unwrap();
+        for entry in from.iter().unwrap() {
+            let (k, v) = entry.unwrap();
+            to.insert(k.value().1, v.value()).unwrap();
+        }
+        let from = txn.open_table(net_blocks).unwrap();
+        let mut to = txn
+            .open_table(TableDefinition::<u64, &[u8]>::new("blocks"))
+            .unwrap();
+        for entry in from.iter().unwrap() {
+            let (k, v) = entry.unwrap();
+            to.insert(k.value().1, v.value()).unwrap();
+        }
+        let from = txn.open_table(net_cursors).unwrap();
+        let mut to = txn
+            .open_table(TableDefinition::<&str, u64>::new("cursors"))
+            .unwrap();
+        for entry in from.iter().unwrap() {
+            let (k, v) = entry.unwrap();
+            to.insert(k.value().1, v.value()).unwrap();
+        }
+    }
+    assert!(txn.delete_table(net_txs).unwrap());
+    assert!(txn.delete_table(net_blocks).unwrap());
+    assert!(txn.delete_table(net_cursors).unwrap());
+}
+
+/// Turns a current file into what schema version 2 wrote: indexes, but one network per file.
+fn make_version_2(path: &std::path::Path) {
+    use redb::ReadableTable;
+    let db = Database::open(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    let net_unsettled = TableDefinition::<(&str, u64), ()>::new("network_unsettled_txs");
+    {
+        let from = txn.open_table(net_unsettled).unwrap();
+        let mut to = txn
+            .open_table(TableDefinition::<u64, ()>::new("unsettled_txs"))
+            .unwrap();
+        for entry in from.iter().unwrap() {
+            to.insert(entry.unwrap().0.value().1, ()).unwrap();
+        }
+    }
+    assert!(txn.delete_table(net_unsettled).unwrap());
+    to_single_network(&txn);
+    txn.open_table(TableDefinition::<&str, u32>::new("meta"))
+        .unwrap()
+        .insert("schema_version", 2)
+        .unwrap();
+    txn.commit().unwrap();
+}
+
+#[test]
+fn a_version_2_file_keeps_its_transactions_hashes_and_cursors_under_its_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("issuer.redb");
+    let store = RedbStore::open(&path).unwrap();
+    let view = build(&store);
+    let unsettled = store.unsettled_txs(&base()).unwrap();
+    let hashes = store.block_hashes(&base()).unwrap();
+    let cursor = store.cursor(&base(), VAULT).unwrap();
+    let highest = store.highest_nonce(&base()).unwrap();
+    assert!(!unsettled.is_empty() && cursor.is_some() && highest.is_some());
+    store.close();
+    make_version_2(&path);
+    assert_eq!(schema_version(&path), 2);
+
+    let migrated = RedbStore::open(&path).unwrap();
+    assert_eq!(same_as_scan(&migrated, "after the migration"), view);
+    assert_eq!(migrated.unsettled_txs(&base()).unwrap(), unsettled);
+    assert_eq!(migrated.block_hashes(&base()).unwrap(), hashes);
+    assert_eq!(migrated.cursor(&base(), VAULT).unwrap(), cursor);
+    assert_eq!(migrated.highest_nonce(&base()).unwrap(), highest);
+    // Another network starts empty: its nonce 0 is not the migrated network's.
+    let other = Network::parse("ethereum").unwrap();
+    assert_eq!(migrated.highest_nonce(&other).unwrap(), None);
+    assert!(migrated.unsettled_txs(&other).unwrap().is_empty());
+    assert!(migrated.block_hashes(&other).unwrap().is_empty());
+    assert_eq!(migrated.cursor(&other, VAULT).unwrap(), None);
+    assert_eq!(migrated.tx(&other, 0).unwrap(), None);
+    migrated.close();
+    assert_eq!(schema_version(&path), SCHEMA_VERSION);
 }
 
 fn schema_version(path: &std::path::Path) -> u32 {
@@ -500,14 +622,14 @@ fn a_version_1_file_gets_its_indexes_once_at_open_and_the_same_pass() {
     let path = dir.path().join("issuer.redb");
     let store = RedbStore::open(&path).unwrap();
     let view = build(&store);
-    let unsettled = store.unsettled_txs().unwrap();
+    let unsettled = store.unsettled_txs(&base()).unwrap();
     store.close();
     make_version_1(&path);
     assert_eq!(schema_version(&path), 1);
 
     let migrated = RedbStore::open(&path).unwrap();
     assert_eq!(same_as_scan(&migrated, "after the migration"), view);
-    assert_eq!(migrated.unsettled_txs().unwrap(), unsettled);
+    assert_eq!(migrated.unsettled_txs(&base()).unwrap(), unsettled);
     // The indexes keep up with writes after the migration.
     migrated
         .update_mint(
@@ -516,7 +638,7 @@ fn a_version_1_file_gets_its_indexes_once_at_open_and_the_same_pass() {
         )
         .unwrap()
         .unwrap();
-    migrated.drop_observations_from(11).unwrap();
+    migrated.drop_observations_from(&base(), 11).unwrap();
     let after = same_as_scan(&migrated, "after writes on the migrated file");
     assert_eq!(
         mint_names(&after),

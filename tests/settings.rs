@@ -21,6 +21,9 @@ const SECRET_RPC: &str = "http://rpcuser:rpcpassword@127.0.0.1:1/?apikey=rpcquer
 /// Every setting variable the tests may set, removed so the caller's environment cannot leak in.
 const VARS: &[&str] = &[
     "RPC_URL",
+    "ISSUER_NETWORKS",
+    "ISSUER_NETWORK",
+    "CHAIN_ID",
     "BOT_PRIVATE_KEY",
     "BOT_KEYSTORE",
     "BOT_KEYSTORE_PASSWORD",
@@ -284,7 +287,34 @@ async fn a_bad_setting_stops_the_process_at_once_with_its_message() {
         ("ISSUER_HTTP_CONNECTIONS_MAX", "0", "connection limit"),
         ("CONFIRMATIONS", "0", "CONFIRMATIONS"),
         ("ALPACA_BASE_URL", "not a url", "base_url"),
+        // Several networks: a list missing what it needs, an RPC on another chain than
+        // configured (anvil answers 31337), a per-network key that is not there.
+        (
+            "ISSUER_NETWORKS",
+            "name=base,rpc=http://127.0.0.1:1",
+            "every network needs name, rpc and chain-id",
+        ),
+        ("CHAIN_ID", "1", "answers chain id 31337, configured 1"),
     ];
+    let with_rpc = [
+        (
+            format!("name=base,rpc={rpc},chain-id=8453"),
+            "answers chain id 31337, configured 8453".to_owned(),
+        ),
+        (
+            format!("name=anvil,rpc={rpc},chain-id=31337,key-env=NO_SUCH_KEY_VAR"),
+            "NO_SUCH_KEY_VAR, which is not set".to_owned(),
+        ),
+    ];
+    let cases: Vec<(&str, &str, &str)> = cases
+        .iter()
+        .copied()
+        .chain(
+            with_rpc
+                .iter()
+                .map(|(v, m)| ("ISSUER_NETWORKS", v.as_str(), m.as_str())),
+        )
+        .collect();
     for (var, value, message) in cases {
         let mut serve = Serve::start(&rpc, |cmd| {
             cmd.env(var, value);

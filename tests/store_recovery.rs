@@ -92,6 +92,7 @@ fn config() -> HttpConfig {
         body_limit_bytes: 4096,
         failed_auth_per_minute_max: 10,
         local_networks: vec![],
+        served_networks: vec![],
         issuer_addresses: vec![],
         custody_account_id: "custody".into(),
     }

@@ -38,16 +38,27 @@ async fn timed<T, E: std::fmt::Display>(
 pub struct RpcNode {
     provider: RootProvider<Ethereum>,
     chain_id: u64,
+    /// Most blocks one `eth_getLogs` asks for (providers cap it differently per network).
+    log_range_blocks: u64,
 }
 
 impl RpcNode {
     pub async fn connect(rpc_url: &str) -> Result<RpcNode, ChainError> {
+        RpcNode::connect_with(rpc_url, LOG_RANGE_BLOCKS_MAX).await
+    }
+
+    /// [`RpcNode::connect`] with this network's log range (at least 1 block).
+    pub async fn connect_with(rpc_url: &str, log_range_blocks: u64) -> Result<RpcNode, ChainError> {
         let url = rpc_url
             .parse()
             .map_err(|_| ChainError::BadUrl(crate::config::redact_url(rpc_url)))?;
         let provider = RootProvider::<Ethereum>::new_http(url);
         let chain_id = timed("eth_chainId", provider.get_chain_id()).await?;
-        Ok(RpcNode { provider, chain_id })
+        Ok(RpcNode {
+            provider,
+            chain_id,
+            log_range_blocks: log_range_blocks.max(1),
+        })
     }
 }
 
@@ -179,7 +190,7 @@ impl Node for RpcNode {
         let mut out = Vec::new();
         let mut start = from;
         while start <= to {
-            let end = to.min(start.saturating_add(LOG_RANGE_BLOCKS_MAX - 1));
+            let end = to.min(start.saturating_add(self.log_range_blocks - 1));
             let ranged = filter.clone().from_block(start).to_block(end);
             let logs = timed("eth_getLogs", self.provider.get_logs(&ranged)).await?;
             out.extend(logs.iter().filter_map(vault_log));

@@ -520,20 +520,26 @@ impl Store for HaStore {
     fn deposits(&self) -> Result<Vec<ObservedDeposit>, StoreError> {
         self.local.deposits()
     }
-    fn drop_observations_from(&self, block_number: u64) -> Result<(), StoreError> {
-        self.local.drop_observations_from(block_number)
+    fn drop_observations_from(
+        &self,
+        network: &Network,
+        block_number: u64,
+    ) -> Result<(), StoreError> {
+        self.local.drop_observations_from(network, block_number)
     }
-    fn cursor(&self, vault: Address) -> Result<Option<u64>, StoreError> {
-        self.local.cursor(vault)
+    fn cursor(&self, network: &Network, vault: Address) -> Result<Option<u64>, StoreError> {
+        self.local.cursor(network, vault)
     }
     fn advance(
         &self,
+        network: &Network,
         vault: Address,
         block_number: u64,
         scan: Scan,
         hashes: Vec<(u64, B256)>,
     ) -> Result<(), StoreError> {
-        self.local.advance(vault, block_number, scan, hashes)
+        self.local
+            .advance(network, vault, block_number, scan, hashes)
     }
     fn redemptions(&self) -> Result<Vec<Redemption>, StoreError> {
         self.local.redemptions()
@@ -560,22 +566,22 @@ impl Store for HaStore {
     fn request_return(&self, id: &IssuerRequestId) -> Result<ReturnOutcome, StoreError> {
         self.local.request_return(id)
     }
-    fn rewind_cursors(&self, block_number: u64) -> Result<(), StoreError> {
-        self.local.rewind_cursors(block_number)
+    fn rewind_cursors(&self, network: &Network, block_number: u64) -> Result<(), StoreError> {
+        self.local.rewind_cursors(network, block_number)
     }
-    fn block_hashes(&self) -> Result<Vec<(u64, B256)>, StoreError> {
-        self.local.block_hashes()
+    fn block_hashes(&self, network: &Network) -> Result<Vec<(u64, B256)>, StoreError> {
+        self.local.block_hashes(network)
     }
-    fn put_tx(&self, tx: &TxRecord) -> Result<(), StoreError> {
-        self.local.put_tx(tx)
+    fn put_tx(&self, network: &Network, tx: &TxRecord) -> Result<(), StoreError> {
+        self.local.put_tx(network, tx)
     }
-    fn unsettled_txs(&self) -> Result<Vec<TxRecord>, StoreError> {
-        self.local.unsettled_txs()
+    fn unsettled_txs(&self, network: &Network) -> Result<Vec<TxRecord>, StoreError> {
+        self.local.unsettled_txs(network)
     }
-    fn tx(&self, nonce: u64) -> Result<Option<TxRecord>, StoreError> {
-        self.local.tx(nonce)
+    fn tx(&self, network: &Network, nonce: u64) -> Result<Option<TxRecord>, StoreError> {
+        self.local.tx(network, nonce)
     }
-    fn highest_nonce(&self) -> Result<Option<u64>, StoreError> {
-        self.local.highest_nonce()
+    fn highest_nonce(&self, network: &Network) -> Result<Option<u64>, StoreError> {
+        self.local.highest_nonce(network)
     }
 }

@@ -303,6 +303,8 @@ pub struct TermParts<B> {
     pub store: Arc<dyn Store>,
     /// The same redb, for what a new term rebuilds.
     pub local: RedbStore,
+    /// The one network HA mode serves (several networks run in the single-instance mode only).
+    pub network: reconciler::Network,
     pub chain: Chain,
     pub broker: B,
     pub config: PassConfig,
@@ -349,6 +351,7 @@ pub async fn run<B>(
         tracing::info!(instance = %leadership.instance(), term = term.create_revision, "ha: leading; reconciler starting");
         let mut reconcile = ReconcileLoop::new(
             parts.store.clone(),
+            parts.network.clone(),
             parts.chain.clone(),
             parts.broker.clone(),
             parts.config.clone(),
@@ -413,7 +416,7 @@ async fn prepare_term<B>(
         .nonce_latest()
         .await
         .map_err(|e| HaError::Store(crate::store::StoreError::Storage(e.to_string())))?;
-    let forgotten = parts.local.forget_unsent_txs_from(latest)?;
+    let forgotten = parts.local.forget_unsent_txs_from(&parts.network, latest)?;
     let store = parts.store.as_ref();
     let mut asking = 0usize;
     for record in store.active_mints()? {

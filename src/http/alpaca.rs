@@ -206,9 +206,11 @@ pub(super) fn issuer_address(
 }
 
 /// `GET /tokenized-assets` and `GET /tokenization/tokens`: every (underlying, token) pair with
-/// the networks it is on, frozen ones included (freezing suspends minting, not the listing).
+/// the networks it is on (those this issuer serves), frozen ones included (freezing suspends
+/// minting, not the listing).
 pub(super) async fn tokens(req: Request<AppState>) -> Result<Response, HttpError> {
-    let assets = blocking(req.state(), |store| Ok(store.assets()?)).await?;
+    let mut assets = blocking(req.state(), |store| Ok(store.assets()?)).await?;
+    assets.retain(|a| req.state().config().network_served(&a.network));
     Ok(json(
         StatusCode::Ok,
         &json!({ "tokens": token_list(&assets) }),
@@ -460,7 +462,7 @@ fn check_rules(
     issuance: &Issuance,
     qty: Qty,
 ) -> Result<(Asset, ClientId), HttpError> {
-    if !config.network_allowed(&issuance.network) {
+    if !config.network_allowed(&issuance.network) || !config.network_served(&issuance.network) {
         return Err(HttpError::Refused(INVALID_TOKEN.into()));
     }
     let asset = store

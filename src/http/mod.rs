@@ -78,6 +78,10 @@ pub struct HttpConfig {
     /// Chains besides Alpaca's own networks ([`ALPACA_NETWORKS`]) this issuer serves, such as
     /// `anvil` on the local stack. A mint or an asset on any other network is refused.
     pub local_networks: Vec<Network>,
+    /// The networks this issuer runs a reconciler for. A mint naming another network is refused
+    /// as `Invalid Token` and the token list leaves it out, as nothing would ever mint there.
+    /// Empty: no such restriction (an HTTP server without reconcilers, as in some tests).
+    pub served_networks: Vec<Network>,
 }
 
 /// The `network` values Alpaca's API knows (its TokenizationNetwork enum, November 2026).
@@ -100,6 +104,11 @@ impl HttpConfig {
     /// Whether mints and assets may name `network`: one of Alpaca's, or a configured local one.
     pub fn network_allowed(&self, network: &Network) -> bool {
         ALPACA_NETWORKS.contains(&network.as_str()) || self.local_networks.contains(network)
+    }
+
+    /// Whether a reconciler runs for `network` (see [`HttpConfig::served_networks`]).
+    pub fn network_served(&self, network: &Network) -> bool {
+        self.served_networks.is_empty() || self.served_networks.contains(network)
     }
 }
 
@@ -603,6 +612,7 @@ mod tests {
             custody_account_id: "custody".into(),
             issuer_addresses: vec![],
             local_networks: vec![],
+            served_networks: vec![],
         };
         assert!(check_config(&good).is_ok());
         let short = HttpConfig {

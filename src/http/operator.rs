@@ -352,15 +352,22 @@ fn mint_json(m: &crate::store::MintRecord) -> serde_json::Value {
 /// - `mints`: every mint with a `problem` (the reconciler stopped on it), and every mint whose
 ///   journal is completed but whose callback is not acknowledged although it was accepted more
 ///   than a minute ago (there is no confirmation timestamp, so the age is since acceptance).
-/// - `transactions`: every unsettled transaction of ours. They carry no wall-clock time, only
+/// - `transactions`: every unsettled transaction of ours, with its network. They carry no wall-clock time, only
 ///   the block they were signed at, so all are listed with that block.
 pub(super) async fn stuck(req: Request<AppState>) -> Result<Response, HttpError> {
     let (mints, txs, redemptions) = blocking(req.state(), |store| {
-        Ok((
-            store.all_mints()?,
-            store.unsettled_txs()?,
-            store.redemptions()?,
-        ))
+        let networks: std::collections::BTreeSet<_> =
+            store.assets()?.into_iter().map(|a| a.network).collect();
+        let mut txs = Vec::new();
+        for network in &networks {
+            txs.extend(
+                store
+                    .unsettled_txs(network)?
+                    .into_iter()
+                    .map(|tx| (network.clone(), tx)),
+            );
+        }
+        Ok((store.all_mints()?, txs, store.redemptions()?))
     })
     .await?;
     // Flagged redemptions wait for an operator; others that failed before may be heading there.
@@ -394,7 +401,7 @@ pub(super) async fn stuck(req: Request<AppState>) -> Result<Response, HttpError>
         .collect();
     let stuck_txs: Vec<_> = txs
         .iter()
-        .map(|tx| {
+        .map(|(network, tx)| {
             let label = match &tx.purpose {
                 TxPurpose::Mint { issuer_request_ids, .. } => format!("mint of {} intents", issuer_request_ids.len()),
                 TxPurpose::Burn { redemption_id, .. } => format!("burn for redemption {redemption_id}"),
@@ -402,6 +409,7 @@ pub(super) async fn stuck(req: Request<AppState>) -> Result<Response, HttpError>
                 TxPurpose::Other { label } => label.clone(),
             };
             json!({
+                "network": network.as_str(),
                 "nonce": tx.nonce,
                 "to": address_text(tx.to),
                 "purpose": label,

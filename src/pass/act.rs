@@ -56,7 +56,7 @@ async fn act_one<B: Broker + Clone + 'static>(
             summary.mints_sent += items.len();
         }
         Action::Rebroadcast { nonce } => {
-            if let Some(tx) = r.store.tx(nonce)? {
+            if let Some(tx) = r.store.tx(&r.network, nonce)? {
                 if let Some(v) = tx.variants.last() {
                     r.fence.check(&format!("broadcast {}", v.hash)).await?;
                     r.chain.broadcast(&v.raw).await?;
@@ -218,9 +218,13 @@ fn action_label(action: &Action) -> String {
     }
 }
 
-async fn next_nonce(store: &dyn Store, chain: &Chain) -> Result<u64, PassError> {
+async fn next_nonce(
+    store: &dyn Store,
+    network: &reconciler::Network,
+    chain: &Chain,
+) -> Result<u64, PassError> {
     let chain_nonce = chain.nonce_latest().await?;
-    let stored = store.highest_nonce()?.map_or(0, |n| n + 1);
+    let stored = store.highest_nonce(network)?.map_or(0, |n| n + 1);
     Ok(chain_nonce.max(stored))
 }
 
@@ -358,7 +362,7 @@ async fn send_estimated<B: Broker + Clone + 'static>(
 ) -> Result<(), PassError> {
     r.fence.check("sign").await?;
     let fees = r.chain.fees().await?;
-    let nonce = next_nonce(r.store.as_ref(), &r.chain).await?;
+    let nonce = next_nonce(r.store.as_ref(), &r.network, &r.chain).await?;
     if r.fence.is_ha() {
         // A transaction of the bot this store does not know is pending (a previous leader's):
         // wait until it is mined and observed rather than do its work a second time.
@@ -393,7 +397,7 @@ async fn send_estimated<B: Broker + Clone + 'static>(
         }],
         settled: None,
     };
-    r.store.put_tx(&record)?;
+    r.store.put_tx(&r.network, &record)?;
     maybe_crash(r.config.crash_at, CrashPoint::AfterSign);
     tracing::info!(nonce, %hash, %to, purpose = ?record.purpose, "transaction stored; broadcasting");
     r.fence.check(&format!("broadcast {hash}")).await?;
@@ -447,7 +451,7 @@ async fn replace<B: Broker + Clone + 'static>(
     head: u64,
     nonce: u64,
 ) -> Result<(), PassError> {
-    let Some(mut tx) = r.store.tx(nonce)? else {
+    let Some(mut tx) = r.store.tx(&r.network, nonce)? else {
         return Ok(());
     };
     let Some(last) = tx.variants.last() else {
@@ -495,7 +499,7 @@ async fn replace<B: Broker + Clone + 'static>(
         max_priority_fee_per_gas: fees.max_priority_fee_per_gas,
         signed_at_block: head,
     });
-    r.store.put_tx(&tx)?;
+    r.store.put_tx(&r.network, &tx)?;
     r.fence.check(&format!("broadcast {hash}")).await?;
     r.chain.broadcast(&raw).await?;
     Ok(())
@@ -507,7 +511,7 @@ fn settle<B: Broker + Clone + 'static>(
     failed: &[IssuerRequestId],
     world: &World,
 ) -> Result<(), PassError> {
-    let Some(mut tx) = r.store.tx(nonce)? else {
+    let Some(mut tx) = r.store.tx(&r.network, nonce)? else {
         return Ok(());
     };
     // The block, status and hash observed this pass: no second lookup that could disagree.
@@ -538,7 +542,7 @@ fn settle<B: Broker + Clone + 'static>(
             Box::new(move |r| r.state = RedemptionState::Returned { tx_hash: hash }),
         )?;
     }
-    r.store.put_tx(&tx)?;
+    r.store.put_tx(&r.network, &tx)?;
     for id in failed {
         let updated = r.store.update_mint(
             id,
@@ -552,14 +556,15 @@ fn settle<B: Broker + Clone + 'static>(
     Ok(())
 }
 
-/// After a restart, re-sends every stored unsettled transaction once: one may have been signed
+/// After a restart, re-sends every stored unsettled transaction on `network` once: one may have been signed
 /// and stored but never broadcast.
 pub async fn rebroadcast_all(
     store: &dyn Store,
+    network: &reconciler::Network,
     chain: &Chain,
     fence: &crate::ha::Fence,
 ) -> Result<(), PassError> {
-    for tx in store.unsettled_txs()? {
+    for tx in store.unsettled_txs(network)? {
         if let Some(v) = tx.variants.last() {
             fence.check(&format!("broadcast {}", v.hash)).await?;
             chain.broadcast(&v.raw).await?;

@@ -39,6 +39,8 @@ pub(super) struct JobCtx<B> {
     pub crash_at: Option<CrashPoint>,
     pub clock: Arc<dyn crate::clock::Clock>,
     pub fence: crate::ha::Fence,
+    /// The network of the loop that started the job.
+    pub network: reconciler::Network,
 }
 
 /// The Alpaca jobs in flight and what the finished polls saw. Cheap to clone.
@@ -484,6 +486,13 @@ pub(super) async fn recover<B: Broker>(
         tracing::error!(issuer_request_id = %id, "Alpaca's request for a tagged deposit is not a mint with a client");
         return Ok(());
     };
+    if request.network != d.network {
+        // A vault at the same address on another network (same deployer, same nonce): that
+        // network's loop rebuilds the intent from its own chain.
+        tracing::debug!(issuer_request_id = %id, network = %request.network, loop_network = %d.network,
+            "tagged deposit belongs to another network's mint; left to that network's loop");
+        return Ok(());
+    }
     let intent = MintIntent {
         issuer_request_id: id.clone(),
         tokenization_request_id: request.id.clone(),

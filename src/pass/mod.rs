@@ -63,6 +63,10 @@ pub struct PassSummary {
 /// Everything a pass needs.
 pub struct ReconcileLoop<B> {
     pub store: Arc<dyn Store>,
+    /// The one network this loop reconciles: it observes only this network's assets, mints,
+    /// redemptions, cursors, block hashes and transactions, so another network's loop (with
+    /// its own chain and signer) never waits on it.
+    pub network: reconciler::Network,
     pub chain: Chain,
     pub broker: B,
     pub config: PassConfig,
@@ -206,9 +210,16 @@ impl PollSchedule {
 impl<B: Broker + Clone + 'static> ReconcileLoop<B> {
     /// A loop on the system clock, with nothing in flight, whose fence always passes (the
     /// single instance); HA mode and tests set the fields they need afterwards.
-    pub fn new(store: Arc<dyn Store>, chain: Chain, broker: B, config: PassConfig) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        network: reconciler::Network,
+        chain: Chain,
+        broker: B,
+        config: PassConfig,
+    ) -> Self {
         ReconcileLoop {
             store,
+            network,
             chain,
             broker,
             config,
@@ -230,6 +241,7 @@ impl<B: Broker + Clone + 'static> ReconcileLoop<B> {
             crash_at: self.config.crash_at,
             clock: self.clock.clone(),
             fence: self.fence.clone(),
+            network: self.network.clone(),
         }
     }
 
@@ -253,7 +265,9 @@ impl<B: Broker + Clone + 'static> ReconcileLoop<B> {
         let mut failures: u32 = 0;
         // A new head starts a pass: what it confirmed is acted on without waiting for the timer.
         let watcher = tokio::spawn(watch_head(self.chain.clone(), wake.clone(), HEAD_POLL));
-        if let Err(e) = act::rebroadcast_all(self.store.as_ref(), &self.chain, &self.fence).await {
+        if let Err(e) =
+            act::rebroadcast_all(self.store.as_ref(), &self.network, &self.chain, &self.fence).await
+        {
             tracing::warn!(error = %e, "start-up rebroadcast failed; passes will retry");
         }
         loop {

@@ -24,13 +24,20 @@ pub async fn observe<B: Broker + Clone + 'static>(
         .block_hash(head)
         .await?
         .ok_or(ChainError::NodeBehind { block: head })?;
-    detect_reorg(store, chain).await?;
+    detect_reorg(store, &r.network, chain).await?;
+    // This loop's network alone: another network's assets are another loop's, on another chain.
+    let assets: Vec<_> = store
+        .assets()?
+        .into_iter()
+        .filter(|a| a.network == r.network)
+        .collect();
+    let our_vaults: BTreeSet<_> = assets.iter().map(|a| a.vault).collect();
 
     // Nonce before receipts: a variant mined after the nonce was read still shows its receipt, so
     // a nonce is never taken for "someone else's" while our own transaction used it. The nonce
     // is read one block below the confirmation depth, so a reorg at the tip cannot make our own
     // transaction look displaced (and its action be sent again under another nonce).
-    let unsettled = store.unsettled_txs()?;
+    let unsettled = store.unsettled_txs(&r.network)?;
     let mut txs = Vec::with_capacity(unsettled.len());
     let mut receipt_deposits = Vec::new();
     let mut receipt_burns = Vec::new();
@@ -78,8 +85,8 @@ pub async fn observe<B: Broker + Clone + 'static>(
 
     // Tagged deposits after our transactions, so one mined in between is seen as a deposit.
     let mut scans = Vec::new();
-    for asset in store.assets()? {
-        let from = match store.cursor(asset.vault)? {
+    for asset in &assets {
+        let from = match store.cursor(&r.network, asset.vault)? {
             Some(cursor) => cursor + 1,
             None => asset.deploy_block,
         };
@@ -152,13 +159,13 @@ pub async fn observe<B: Broker + Clone + 'static>(
         store.put_burns(receipt_burns)?;
     }
     for (vault, scan) in scans {
-        store.advance(vault, head, scan, vec![(head, head_hash)])?;
+        store.advance(&r.network, vault, head, scan, vec![(head, head_hash)])?;
         crate::metrics::metrics().scanned(&format!("{vault:#x}"), head, head);
     }
 
     // One snapshot of the live items, through the store's indexes: what it costs follows what is
     // in flight, not the history.
-    let view = store.pass_view()?;
+    let view = scoped(store.pass_view()?, &r.network, &our_vaults);
     let redemptions = view.redemptions;
     let burns = view.burns;
     let alpaca = alpaca_views(r, &redemptions);
@@ -176,11 +183,7 @@ pub async fn observe<B: Broker + Clone + 'static>(
     } else {
         store.deposits()?
     };
-    for asset in store
-        .assets()?
-        .into_iter()
-        .filter(|a| burning.contains(&a.vault))
-    {
+    for asset in assets.iter().filter(|a| burning.contains(&a.vault)) {
         let mut ids: Vec<U256> = deposits_all
             .iter()
             .filter(|d| d.vault == asset.vault && d.owner == chain.bot())
@@ -219,6 +222,43 @@ pub async fn observe<B: Broker + Clone + 'static>(
     };
     record_metrics(r, &world, stuck_mints).await;
     Ok(world)
+}
+
+/// The part of the store's pass view that is `network`'s: its mints and redemptions, and the
+/// deposits and burns on its vaults that no other network's item claims (a vault at the same
+/// address on two chains is two vaults).
+fn scoped(
+    view: crate::store::PassView,
+    network: &reconciler::Network,
+    vaults: &BTreeSet<alloy::primitives::Address>,
+) -> crate::store::PassView {
+    let (mints, other_mints): (Vec<_>, Vec<_>) = view
+        .mints
+        .into_iter()
+        .partition(|m| m.intent.network == *network);
+    let (redemptions, other_redemptions): (Vec<_>, Vec<_>) = view
+        .redemptions
+        .into_iter()
+        .partition(|r| r.network == *network);
+    let other_mints: BTreeSet<_> = other_mints
+        .into_iter()
+        .map(|m| m.intent.issuer_request_id)
+        .collect();
+    let other_redemptions: BTreeSet<_> = other_redemptions.into_iter().map(|r| r.id).collect();
+    crate::store::PassView {
+        deposits: view
+            .deposits
+            .into_iter()
+            .filter(|d| vaults.contains(&d.vault) && !other_mints.contains(&d.issuer_request_id))
+            .collect(),
+        burns: view
+            .burns
+            .into_iter()
+            .filter(|b| vaults.contains(&b.vault) && !other_redemptions.contains(&b.redemption_id))
+            .collect(),
+        mints,
+        redemptions,
+    }
 }
 
 /// What this pass saw, for `/metrics`: the head, our transactions, items by state and stuck, and
@@ -306,13 +346,13 @@ async fn record_metrics<B: Broker + Clone + 'static>(
             .set(count(n));
     }
 
-    if !supply_due() {
+    if !supply_due(&r.network) {
         return;
     }
     let Ok(assets) = r.store.assets() else {
         return;
     };
-    for asset in assets {
+    for asset in assets.into_iter().filter(|a| a.network == r.network) {
         match r.chain.total_supply(asset.vault).await {
             Ok(units) => {
                 #[allow(clippy::cast_precision_loss)] // a dashboard figure; the report is exact
@@ -334,15 +374,19 @@ async fn record_metrics<B: Broker + Clone + 'static>(
 /// How often the vaults' supply is read for `/metrics`.
 const SUPPLY_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Whether the supply is due again (at most every [`SUPPLY_EVERY`], across passes).
-fn supply_due() -> bool {
-    static LAST: std::sync::Mutex<Option<tokio::time::Instant>> = std::sync::Mutex::new(None);
+/// Whether `network`'s supply is due again (at most every [`SUPPLY_EVERY`], across passes; each
+/// network's loop on its own clock, so one never starves another's figure).
+fn supply_due(network: &reconciler::Network) -> bool {
+    type Last = std::collections::BTreeMap<reconciler::Network, tokio::time::Instant>;
+    static LAST: std::sync::Mutex<Last> = std::sync::Mutex::new(std::collections::BTreeMap::new());
     let mut last = LAST
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let due = last.is_none_or(|at| at.elapsed() >= SUPPLY_EVERY);
+    let due = last
+        .get(network)
+        .is_none_or(|at| at.elapsed() >= SUPPLY_EVERY);
     if due {
-        *last = Some(tokio::time::Instant::now());
+        last.insert(network.clone(), tokio::time::Instant::now());
     }
     due
 }
@@ -383,8 +427,12 @@ fn alpaca_views<B: Broker + Clone + 'static>(
 
 /// Compares the newest block hash we recorded with the chain's; on a mismatch walks back to the
 /// newest block that still matches and forgets everything above it, so it is scanned again.
-async fn detect_reorg(store: &dyn Store, chain: &Chain) -> Result<(), PassError> {
-    let hashes = store.block_hashes()?;
+async fn detect_reorg(
+    store: &dyn Store,
+    network: &reconciler::Network,
+    chain: &Chain,
+) -> Result<(), PassError> {
+    let hashes = store.block_hashes(network)?;
     let Some(&(newest, newest_hash)) = hashes.last() else {
         return Ok(());
     };
@@ -402,10 +450,11 @@ async fn detect_reorg(store: &dyn Store, chain: &Chain) -> Result<(), PassError>
         }
     }
     tracing::error!(
+        %network,
         newest_recorded = newest,
         re_observe_from = fork,
         "REORG: a recorded block hash no longer matches the chain; forgetting observations from the fork and scanning again"
     );
-    store.drop_observations_from(fork)?;
+    store.drop_observations_from(network, fork)?;
     Ok(())
 }

@@ -44,9 +44,15 @@ pub struct ReportArgs {
     /// Block the --vault was deployed in: the scan starts there.
     #[arg(long)]
     pub deploy_block: Option<u64>,
-    /// Network of --vault as Alpaca spells it.
-    #[arg(long, env = "ISSUER_NETWORK", default_value = "anvil")]
-    pub network: String,
+    /// With --vault: the vault's network as Alpaca spells it (default `anvil`). Otherwise: report
+    /// only this network (default: every network).
+    #[arg(long, env = "ISSUER_NETWORK")]
+    pub network: Option<String>,
+    /// The networks to report on, as `issuer serve` takes them (`name=base,rpc=URL,chain-id=N;...`,
+    /// see [`crate::networks`]): each asset is read on its own network's RPC, one section per
+    /// network plus a total per underlying. Unset: RPC_URL for every asset.
+    #[arg(long, env = "ISSUER_NETWORKS", hide_env_values = true)]
+    pub networks: Option<String>,
     /// The redb file holding the asset list (default .run/issuer.redb), when --vault is not given.
     #[arg(long, env = "ISSUER_DB")]
     pub db: Option<PathBuf>,

@@ -122,26 +122,70 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
             bail!("asset {only} is not in the asset list");
         }
     }
+    if args.vault.is_none() {
+        if let Some(only) = &args.network {
+            assets.retain(|a| a.network.as_str() == only);
+            if assets.is_empty() {
+                bail!("no asset on network {only}");
+            }
+        }
+    }
     let signer = args.chain.signer().await?;
-    let chain = Chain::connect(&args.chain.rpc_url, signer.clone()).await?;
     let broker = args.alpaca.broker()?;
-    let head = chain.head().await?;
-    let at_block = match args.at_block {
-        Some(n) if n > head => bail!("--at-block {n} is past the chain's head {head}"),
-        Some(n) => n,
-        None => confirmed_block(head, args.confirmations),
-    };
-    tracing::info!(at_block, assets = assets.len(), bot = %chain.bot(), "building audit report");
-    let input = observe(&chain, &broker, &assets, at_block).await?;
-    let report = audit(&input)?;
-    let text = if args.sign {
-        let envelope = sign(&report, &signer).await?;
-        let mut text =
-            serde_json::to_string_pretty(&envelope).context("encoding the signed report")?;
-        text.push('\n');
-        text
-    } else {
-        render(&report, args.format)?
+    let (text, verdict) = match args.networks.as_deref().filter(|n| !n.trim().is_empty()) {
+        None => {
+            let networks: std::collections::BTreeSet<&str> =
+                assets.iter().map(|a| a.network.as_str()).collect();
+            if networks.len() > 1 {
+                bail!(
+                    "the assets are on several networks ({}) and RPC_URL is one chain: list them in ISSUER_NETWORKS, or pick RPC_URL's with --network",
+                    networks.into_iter().collect::<Vec<_>>().join(", ")
+                );
+            }
+            let chain = Chain::connect(&args.chain.rpc_url, signer.clone()).await?;
+            let report =
+                network_report(&args, &chain, &broker, &assets, args.confirmations).await?;
+            let text = output(&args, &report, &signer).await?;
+            let verdict = render::verdict(&report);
+            if !report.balanced {
+                tracing::warn!("the book is not balanced: see the report's items");
+            }
+            (text, (verdict, report.verdict.exit_code()))
+        }
+        Some(list) => {
+            let sections = network_sections(&args, list, &signer, &broker, &assets).await?;
+            if let [only] = sections.as_slice() {
+                // One network: the report of old, in any format.
+                let report = &only.report;
+                let text = output(&args, report, &signer).await?;
+                (text, (render::verdict(report), report.verdict.exit_code()))
+            } else {
+                let combined = reconciler::audit::combine(sections)?;
+                let text = match args.format {
+                    _ if args.sign => signed_text(&combined, &signer).await?,
+                    ReportFormat::Json => render::json(&combined)?,
+                    ReportFormat::Markdown => render::networks_markdown(&combined),
+                    ReportFormat::Csv | ReportFormat::Html => bail!(
+                        "several networks are reported as json or markdown; pick one network with --network for csv or html"
+                    ),
+                };
+                if !combined.balanced {
+                    tracing::warn!("the book is not balanced across networks: see the totals and each network's items");
+                }
+                let verdict = match combined.verdict {
+                    reconciler::audit::Verdict::Balanced => {
+                        "BALANCED on every network and in total per underlying"
+                    }
+                    reconciler::audit::Verdict::BalancedWithAttention => {
+                        "BALANCED across networks, with items that need attention"
+                    }
+                    reconciler::audit::Verdict::NotBalanced => {
+                        "NOT BALANCED: see the totals per underlying and each network's items"
+                    }
+                };
+                (text, (verdict.to_owned(), combined.verdict.exit_code()))
+            }
+        }
     };
     if let Some(path) = &args.out {
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
@@ -151,17 +195,136 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
         stdout.write_all(text.as_bytes())?;
         stdout.flush()?;
     }
-    if !report.balanced {
-        tracing::warn!("the book is not balanced: see the report's items");
-    }
     if args.check {
-        eprintln!("{}", render::verdict(&report));
-        let code = report.verdict.exit_code();
+        let (text, code) = verdict;
+        eprintln!("{text}");
         if code != 0 {
             std::process::exit(code);
         }
     }
     Ok(())
+}
+
+/// One chain's audit of `assets` at its confirmed block (or --at-block).
+async fn network_report(
+    args: &ReportArgs,
+    chain: &Chain,
+    broker: &crate::alpaca::BrokerClient,
+    assets: &[AssetSpec],
+    confirmations: u64,
+) -> anyhow::Result<AuditReport> {
+    let head = chain.head().await?;
+    let at_block = match args.at_block {
+        Some(n) if n > head => bail!("--at-block {n} is past the chain's head {head}"),
+        Some(n) => n,
+        None => confirmed_block(head, confirmations),
+    };
+    tracing::info!(at_block, assets = assets.len(), bot = %chain.bot(), chain_id = chain.chain_id(), "building audit report");
+    let input = observe(chain, broker, assets, at_block).await?;
+    Ok(audit(&input)?)
+}
+
+/// Each listed network that has assets to report, audited on its own RPC (its chain id checked)
+/// with its own bot and confirmations.
+async fn network_sections(
+    args: &ReportArgs,
+    list: &str,
+    signer: &crate::chain::BotSigner,
+    broker: &crate::alpaca::BrokerClient,
+    assets: &[AssetSpec],
+) -> anyhow::Result<Vec<reconciler::audit::NetworkSection>> {
+    let specs = crate::networks::parse(list)?;
+    for asset in assets {
+        if !specs.iter().any(|s| s.name == asset.network) {
+            bail!(
+                "asset {} is on network {}, which ISSUER_NETWORKS does not list: no RPC to read it on",
+                asset.underlying,
+                asset.network
+            );
+        }
+    }
+    let specs: Vec<_> = specs
+        .into_iter()
+        .filter(|s| assets.iter().any(|a| a.network == s.name))
+        .collect();
+    if specs.len() > 1 && args.at_block.is_some() {
+        bail!("--at-block names one chain's block: pick the network with --network");
+    }
+    let mut sections = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let bot = match &spec.key_env {
+            None => signer.clone(),
+            Some(var) => {
+                let key = std::env::var(var).map_err(|_| {
+                    anyhow::anyhow!(
+                        "network {}: key-env names {var}, which is not set",
+                        spec.name
+                    )
+                })?;
+                crate::chain::BotSigner::from(crate::chain::EthersSigner::from_private_key(
+                    key.trim(),
+                )?)
+            }
+        };
+        let node = crate::chain::RpcNode::connect_with(
+            &spec.rpc_url,
+            spec.log_range_blocks
+                .unwrap_or(crate::chain::LOG_RANGE_BLOCKS_MAX),
+        )
+        .await?;
+        let chain = Chain::new(std::sync::Arc::new(node), bot);
+        if let Some(expected) = spec.chain_id {
+            if chain.chain_id() != expected {
+                bail!(
+                    "network {}: the RPC answers chain id {}, configured {expected}",
+                    spec.name,
+                    chain.chain_id()
+                );
+            }
+        }
+        let own: Vec<AssetSpec> = assets
+            .iter()
+            .filter(|a| a.network == spec.name)
+            .cloned()
+            .collect();
+        let report = network_report(
+            args,
+            &chain,
+            broker,
+            &own,
+            spec.confirmations.unwrap_or(args.confirmations),
+        )
+        .await?;
+        sections.push(reconciler::audit::NetworkSection {
+            network: spec.name,
+            chain_id: chain.chain_id(),
+            report,
+        });
+    }
+    Ok(sections)
+}
+
+/// One report in the chosen format, or signed.
+async fn output(
+    args: &ReportArgs,
+    report: &AuditReport,
+    signer: &crate::chain::BotSigner,
+) -> anyhow::Result<String> {
+    if args.sign {
+        signed_text(report, signer).await
+    } else {
+        Ok(render(report, args.format)?)
+    }
+}
+
+async fn signed_text(
+    report: &(impl serde::Serialize + Sync),
+    signer: &crate::chain::BotSigner,
+) -> anyhow::Result<String> {
+    let envelope = sign(report, signer).await?;
+    let mut text = serde_json::to_string_pretty(&envelope).context("encoding the signed report")?;
+    text.push('\n');
+    Ok(text)
 }
 
 /// The asset list of the issuer running at `--issuer-url` (`GET /operator/assets`).
@@ -192,7 +355,7 @@ async fn asset_list(args: &ReportArgs) -> anyhow::Result<Vec<AssetSpec>> {
         return Ok(vec![AssetSpec {
             underlying: Symbol::parse(underlying)?,
             token: Symbol::parse(token)?,
-            network: Network::parse(&args.network)?,
+            network: Network::parse(args.network.as_deref().unwrap_or("anvil"))?,
             vault,
             deploy_block,
         }]);

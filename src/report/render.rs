@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 /// The report as a JSON value with every object's keys sorted, whatever serde_json's features:
 /// the form that is printed and signed, so the same report always gives the same bytes.
-pub fn canonical_value(report: &AuditReport) -> Result<Value, ReportError> {
+pub fn canonical_value(report: &impl serde::Serialize) -> Result<Value, ReportError> {
     serde_json::to_value(report)
         .map(sorted)
         .map_err(|e| ReportError::Json(e.to_string()))
@@ -32,7 +32,7 @@ pub fn canonical_bytes(value: &Value) -> Result<Vec<u8>, ReportError> {
     serde_json::to_vec(&sorted(value.clone())).map_err(|e| ReportError::Json(e.to_string()))
 }
 
-pub fn json(report: &AuditReport) -> Result<String, ReportError> {
+pub fn json(report: &impl serde::Serialize) -> Result<String, ReportError> {
     let value = canonical_value(report)?;
     let mut text =
         serde_json::to_string_pretty(&value).map_err(|e| ReportError::Json(e.to_string()))?;
@@ -432,5 +432,49 @@ pub fn html(report: &AuditReport) -> String {
         let _ = writeln!(out, "<p class=\"bad\">{}: {}</p>", n.kind, esc(&n.detail));
     }
     out.push_str("</body></html>\n");
+    out
+}
+
+/// Several networks in Markdown: the totals per underlying, then one section per network.
+pub fn networks_markdown(report: &reconciler::audit::NetworksReport) -> String {
+    let mut out = String::from("# Audit across networks\n\n");
+    let _ = writeln!(
+        out,
+        "Verdict: **{}**; {} item(s) need attention.\n",
+        match report.verdict {
+            Verdict::Balanced => "balanced",
+            Verdict::BalancedWithAttention => "balanced, with items to look at",
+            Verdict::NotBalanced => "NOT balanced",
+        },
+        report.attention
+    );
+    out.push_str(
+        "| underlying | networks | supply on all networks | journaled at Alpaca | difference |\n",
+    );
+    out.push_str("| --- | --- | --- | --- | --- |\n");
+    for total in &report.totals {
+        let networks: Vec<&str> = total
+            .networks
+            .iter()
+            .map(reconciler::Network::as_str)
+            .collect();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} |",
+            total.underlying,
+            networks.join(", "),
+            total.supply.to_decimal(),
+            total.journaled,
+            total.difference
+        );
+    }
+    for section in &report.networks {
+        let _ = write!(
+            out,
+            "\n## Network {} (chain id {}, block {})\n\n",
+            section.network, section.chain_id, section.report.at_block
+        );
+        out.push_str(&markdown(&section.report));
+    }
     out
 }

@@ -5,7 +5,6 @@ use super::render::{canonical_bytes, canonical_value};
 use super::ReportError;
 use crate::chain::BotSigner;
 use alloy::primitives::{Address, Signature};
-use reconciler::audit::AuditReport;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -21,7 +20,10 @@ pub struct SignedReport {
 }
 
 /// Signs with the bot's key, whichever backend holds it (a remote one signs the EIP-191 hash).
-pub async fn sign(report: &AuditReport, signer: &BotSigner) -> Result<SignedReport, ReportError> {
+pub async fn sign(
+    report: &(impl serde::Serialize + Sync),
+    signer: &BotSigner,
+) -> Result<SignedReport, ReportError> {
     let value = canonical_value(report)?;
     let bytes = canonical_bytes(&value)?;
     let signature = signer

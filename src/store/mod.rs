@@ -184,14 +184,20 @@ pub trait Store: Send + Sync {
     fn put_deposits(&self, deposits: Vec<ObservedDeposit>) -> Result<(), StoreError>;
     /// Every deposit ever seen (operators, tests; a pass reads [`Store::pass_view`]).
     fn deposits(&self) -> Result<Vec<ObservedDeposit>, StoreError>;
-    /// Forgets every observation from `block_number` on (a reorg).
-    fn drop_observations_from(&self, block_number: u64) -> Result<(), StoreError>;
-    /// Last block scanned for `vault` (inclusive), if any.
-    fn cursor(&self, vault: Address) -> Result<Option<u64>, StoreError>;
-    /// Records the scan of `vault` up to `block_number` together with the block hashes seen,
-    /// in one transaction with the observations it produced.
+    // Chain-local state: each network has its own cursors, reorg window and nonces.
+    /// Forgets every observation on `network` from `block_number` on (a reorg there).
+    fn drop_observations_from(
+        &self,
+        network: &Network,
+        block_number: u64,
+    ) -> Result<(), StoreError>;
+    /// Last block of `network` scanned for `vault` (inclusive), if any.
+    fn cursor(&self, network: &Network, vault: Address) -> Result<Option<u64>, StoreError>;
+    /// Records the scan of `vault` on `network` up to `block_number` together with the block
+    /// hashes seen, in one transaction with the observations it produced.
     fn advance(
         &self,
+        network: &Network,
         vault: Address,
         block_number: u64,
         scan: Scan,
@@ -214,11 +220,12 @@ pub trait Store: Send + Sync {
     fn put_burns(&self, burns: Vec<ObservedBurn>) -> Result<(), StoreError>;
     /// An operator asks to send a flagged redemption's tokens back to its sender.
     fn request_return(&self, id: &IssuerRequestId) -> Result<ReturnOutcome, StoreError>;
-    fn rewind_cursors(&self, block_number: u64) -> Result<(), StoreError>;
-    /// Block hashes we saw, newest last.
-    fn block_hashes(&self) -> Result<Vec<(u64, B256)>, StoreError>;
-    fn put_tx(&self, tx: &TxRecord) -> Result<(), StoreError>;
-    fn unsettled_txs(&self) -> Result<Vec<TxRecord>, StoreError>;
-    fn tx(&self, nonce: u64) -> Result<Option<TxRecord>, StoreError>;
-    fn highest_nonce(&self) -> Result<Option<u64>, StoreError>;
+    fn rewind_cursors(&self, network: &Network, block_number: u64) -> Result<(), StoreError>;
+    /// Block hashes we saw on `network`, newest last.
+    fn block_hashes(&self, network: &Network) -> Result<Vec<(u64, B256)>, StoreError>;
+    /// Our transactions, per network: two chains' nonce 0 are two transactions.
+    fn put_tx(&self, network: &Network, tx: &TxRecord) -> Result<(), StoreError>;
+    fn unsettled_txs(&self, network: &Network) -> Result<Vec<TxRecord>, StoreError>;
+    fn tx(&self, network: &Network, nonce: u64) -> Result<Option<TxRecord>, StoreError>;
+    fn highest_nonce(&self, network: &Network) -> Result<Option<u64>, StoreError>;
 }

@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 /// 2: index tables for the pass (active mints, deposits by mint, unclaimed deposits, active
 /// redemptions, burns by redemption, unsettled transactions), built once when a version 1 file
 /// is opened. An older issuer refuses a version 2 file: its writes would not keep the indexes.
-pub const SCHEMA_VERSION: u32 = 2;
+/// 3: cursors, block hashes and our transactions keyed by network (several networks in one
+/// issuer); a version 2 file's rows move under the one network its assets are on.
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// An Authorized Participant registered by an operator, linked by Alpaca.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,12 +9,15 @@
 //! not at all, so there is no second source of truth that could drift. [`rebuild`] derives every
 //! index from the records alone (the migration from schema version 1, which had none).
 
+use super::records::Asset;
 use super::records::{MintRecord, PassView, TxRecord};
 use super::redb_tables::{
-    burn_key, decode, deposit_key, encode, put_raw, BURNS, DEPOSITS, MINTS, REDEMPTIONS, TXS,
+    addr_key, burn_key, decode, deposit_key, encode, put_raw, ASSETS, BLOCKS, BURNS, CURSORS,
+    DEPOSITS, LEGACY_BLOCKS, LEGACY_CURSORS, LEGACY_TXS, MINTS, REDEMPTIONS, TXS,
 };
 use super::StoreError;
-use reconciler::{ObservedBurn, ObservedDeposit, Redemption};
+use alloy::primitives::Address;
+use reconciler::{Network, ObservedBurn, ObservedDeposit, Redemption};
 use redb::{
     MultimapTableDefinition, ReadTransaction, ReadableMultimapTable, ReadableTable,
     TableDefinition, WriteTransaction,
@@ -36,8 +39,11 @@ pub(super) const ACTIVE_REDEMPTIONS: TableDefinition<&str, ()> =
 /// Redemption id -> key in `burns` of every burn tagged with it.
 pub(super) const BURNS_BY_REDEMPTION: MultimapTableDefinition<&str, &str> =
     MultimapTableDefinition::new("burns_by_redemption");
-/// Nonce of every transaction of ours not yet settled.
-pub(super) const UNSETTLED_TXS: TableDefinition<u64, ()> = TableDefinition::new("unsettled_txs");
+/// (network, nonce) of every transaction of ours not yet settled.
+pub(super) const UNSETTLED_TXS: TableDefinition<(&str, u64), ()> =
+    TableDefinition::new("network_unsettled_txs");
+/// Schema version 2 and older: nonce alone (see [`LEGACY_TXS`]).
+const LEGACY_UNSETTLED_TXS: TableDefinition<u64, ()> = TableDefinition::new("unsettled_txs");
 
 /// Creates every index table (empty), so read transactions can open them.
 pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
@@ -96,10 +102,11 @@ pub(super) fn put_deposit(txn: &WriteTransaction, d: &ObservedDeposit) -> Result
     Ok(())
 }
 
-/// Forgets every deposit from `block_number` on, with its index entries (a reorg).
+/// Forgets every deposit on `vaults` from `block_number` on, with its index entries (a reorg).
 pub(super) fn drop_deposits_from(
     txn: &WriteTransaction,
     block_number: u64,
+    vaults: &BTreeSet<Address>,
 ) -> Result<(), StoreError> {
     let from = format!("{block_number:020}");
     let dropped = {
@@ -109,7 +116,9 @@ pub(super) fn drop_deposits_from(
             let (k, v) = entry?;
             // The tag is needed to unindex it: one that does not decode stops the rewind.
             let d: ObservedDeposit = decode(k.value(), v.value())?;
-            dropped.push((k.value().to_owned(), d.issuer_request_id));
+            if vaults.contains(&d.vault) {
+                dropped.push((k.value().to_owned(), d.issuer_request_id));
+            }
         }
         dropped
     };
@@ -172,8 +181,12 @@ pub(super) fn put_burn(txn: &WriteTransaction, b: &ObservedBurn) -> Result<(), S
     Ok(())
 }
 
-/// Forgets every burn from `block_number` on, with its index entry (a reorg).
-pub(super) fn drop_burns_from(txn: &WriteTransaction, block_number: u64) -> Result<(), StoreError> {
+/// Forgets every burn on `vaults` from `block_number` on, with its index entry (a reorg).
+pub(super) fn drop_burns_from(
+    txn: &WriteTransaction,
+    block_number: u64,
+    vaults: &BTreeSet<Address>,
+) -> Result<(), StoreError> {
     let from = format!("{block_number:020}");
     let dropped = {
         let burns = txn.open_table(BURNS)?;
@@ -181,7 +194,9 @@ pub(super) fn drop_burns_from(txn: &WriteTransaction, block_number: u64) -> Resu
         for entry in burns.range(from.as_str()..)? {
             let (k, v) = entry?;
             let b: ObservedBurn = decode(k.value(), v.value())?;
-            dropped.push((k.value().to_owned(), b.redemption_id));
+            if vaults.contains(&b.vault) {
+                dropped.push((k.value().to_owned(), b.redemption_id));
+            }
         }
         dropped
     };
@@ -194,17 +209,142 @@ pub(super) fn drop_burns_from(txn: &WriteTransaction, block_number: u64) -> Resu
     Ok(())
 }
 
-/// Writes one of our transactions, tracked until it is settled.
-pub(super) fn put_tx(txn: &WriteTransaction, tx: &TxRecord) -> Result<(), StoreError> {
-    txn.open_table(TXS)?
-        .insert(tx.nonce, encode(tx)?.as_slice())?;
+/// Writes one of our transactions on `network`, tracked until it is settled.
+pub(super) fn put_tx(
+    txn: &WriteTransaction,
+    network: &Network,
+    tx: &TxRecord,
+) -> Result<(), StoreError> {
+    let key = (network.as_str(), tx.nonce);
+    txn.open_table(TXS)?.insert(key, encode(tx)?.as_slice())?;
     let mut unsettled = txn.open_table(UNSETTLED_TXS)?;
     if tx.settled.is_some() {
-        unsettled.remove(tx.nonce)?;
+        unsettled.remove(key)?;
     } else {
-        unsettled.insert(tx.nonce, ())?;
+        unsettled.insert(key, ())?;
     }
     Ok(())
+}
+
+/// Why the move to per-network keys could not be made.
+pub(super) enum MigrateError {
+    Store(StoreError),
+    /// Rows exist that cannot be given a network: the file's assets name none, or several.
+    Ambiguous(String),
+}
+
+impl<E: Into<StoreError>> From<E> for MigrateError {
+    fn from(e: E) -> Self {
+        MigrateError::Store(e.into())
+    }
+}
+
+/// Schema 2 -> 3: a file written when an issuer served one network holds cursors, block hashes
+/// and transactions of that network alone, keyed without it. They move under the network of the
+/// file's assets (cursors under the network of their vault's asset). A file whose assets name
+/// several networks while it holds transactions or block hashes is refused, not guessed at:
+/// a transaction filed under the wrong network could let its action be sent again.
+/// Returns the network the rows were given, if any.
+pub(super) fn to_networks(txn: &WriteTransaction) -> Result<Option<String>, MigrateError> {
+    let assets: Vec<Asset> = {
+        let table = txn.open_table(ASSETS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (k, v) = entry?;
+            out.push(decode(k.value(), v.value())?);
+        }
+        out
+    };
+    let networks: BTreeSet<&str> = assets.iter().map(|a| a.network.as_str()).collect();
+    let legacy_txs: Vec<(u64, Vec<u8>)> = {
+        let table = txn.open_table(LEGACY_TXS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (k, v) = entry?;
+            out.push((k.value(), v.value().to_vec()));
+        }
+        out
+    };
+    let legacy_blocks: Vec<(u64, Vec<u8>)> = {
+        let table = txn.open_table(LEGACY_BLOCKS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (k, v) = entry?;
+            out.push((k.value(), v.value().to_vec()));
+        }
+        out
+    };
+    let legacy_cursors: Vec<(String, u64)> = {
+        let table = txn.open_table(LEGACY_CURSORS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (k, v) = entry?;
+            out.push((k.value().to_owned(), v.value()));
+        }
+        out
+    };
+    let single = match networks.len() {
+        1 => networks.iter().next().map(|n| (*n).to_owned()),
+        _ if legacy_txs.is_empty() && legacy_blocks.is_empty() => None,
+        0 => {
+            return Err(MigrateError::Ambiguous(
+                "the file holds transactions or block hashes but no asset names their network"
+                    .to_owned(),
+            ))
+        }
+        _ => {
+            return Err(MigrateError::Ambiguous(format!(
+                "the file holds transactions of a single-network issuer but its assets are on several networks ({}); open it with an issuer of schema version 2 and settle them first",
+                networks.into_iter().collect::<Vec<_>>().join(", ")
+            )))
+        }
+    };
+    if let Some(network) = &single {
+        let network = network.as_str();
+        let mut txs = txn.open_table(TXS)?;
+        let mut unsettled = txn.open_table(UNSETTLED_TXS)?;
+        for (nonce, bytes) in &legacy_txs {
+            let tx: TxRecord = decode(&nonce.to_string(), bytes)?;
+            txs.insert((network, *nonce), bytes.as_slice())?;
+            if tx.settled.is_none() {
+                unsettled.insert((network, *nonce), ())?;
+            }
+        }
+        let mut blocks = txn.open_table(BLOCKS)?;
+        for (number, hash) in &legacy_blocks {
+            blocks.insert((network, *number), hash.as_slice())?;
+        }
+    }
+    {
+        let mut cursors = txn.open_table(CURSORS)?;
+        for (vault, block) in &legacy_cursors {
+            for asset in assets.iter().filter(|a| addr_key(a.vault) == *vault) {
+                cursors.insert((asset.network.as_str(), vault.as_str()), *block)?;
+            }
+        }
+    }
+    txn.delete_table(LEGACY_TXS)?;
+    txn.delete_table(LEGACY_UNSETTLED_TXS)?;
+    txn.delete_table(LEGACY_BLOCKS)?;
+    txn.delete_table(LEGACY_CURSORS)?;
+    Ok(single)
+}
+
+/// The vaults of `network`'s assets.
+pub(super) fn vaults_on(
+    txn: &WriteTransaction,
+    network: &Network,
+) -> Result<BTreeSet<Address>, StoreError> {
+    let table = txn.open_table(ASSETS)?;
+    let mut out = BTreeSet::new();
+    for entry in table.iter()? {
+        let (k, v) = entry?;
+        let asset: Asset = decode(k.value(), v.value())?;
+        if asset.network == *network {
+            out.insert(asset.vault);
+        }
+    }
+    Ok(out)
 }
 
 /// Empties every index and derives it again from the records: what a file written before the
@@ -215,7 +355,7 @@ pub(super) fn rebuild(txn: &WriteTransaction) -> Result<[(&'static str, usize); 
     txn.delete_table(UNCLAIMED_DEPOSITS)?;
     txn.delete_table(ACTIVE_REDEMPTIONS)?;
     txn.delete_multimap_table(BURNS_BY_REDEMPTION)?;
-    txn.delete_table(UNSETTLED_TXS)?;
+    txn.delete_table(LEGACY_UNSETTLED_TXS)?;
     create_tables(txn)?;
     let mut counts = [
         ("active_mints", 0),
@@ -277,8 +417,9 @@ pub(super) fn rebuild(txn: &WriteTransaction) -> Result<[(&'static str, usize); 
         }
     }
     {
-        let txs = txn.open_table(TXS)?;
-        let mut unsettled = txn.open_table(UNSETTLED_TXS)?;
+        // Only a version 1 file is rebuilt: its transactions are still keyed by nonce alone.
+        let txs = txn.open_table(LEGACY_TXS)?;
+        let mut unsettled = txn.open_table(LEGACY_UNSETTLED_TXS)?;
         for entry in txs.iter()? {
             let (k, v) = entry?;
             let tx: TxRecord = decode(&k.value().to_string(), v.value())?;
@@ -374,14 +515,21 @@ pub(super) fn active_mints(txn: &ReadTransaction) -> Result<Vec<MintRecord>, Sto
     Ok(out)
 }
 
-/// Our transactions not yet settled, in nonce order.
-pub(super) fn unsettled_txs(txn: &ReadTransaction) -> Result<Vec<TxRecord>, StoreError> {
+/// Our transactions on `network` not yet settled, in nonce order.
+pub(super) fn unsettled_txs(
+    txn: &ReadTransaction,
+    network: &Network,
+) -> Result<Vec<TxRecord>, StoreError> {
     let records = txn.open_table(TXS)?;
     let mut out = Vec::new();
-    for entry in txn.open_table(UNSETTLED_TXS)?.iter()? {
-        let nonce = entry?.0.value();
-        let key = nonce.to_string();
-        let value = records.get(nonce)?.ok_or_else(|| dangling(&key))?;
+    let net = network.as_str();
+    for entry in txn
+        .open_table(UNSETTLED_TXS)?
+        .range((net, 0)..=(net, u64::MAX))?
+    {
+        let nonce = entry?.0.value().1;
+        let key = format!("{net}/{nonce}");
+        let value = records.get((net, nonce))?.ok_or_else(|| dangling(&key))?;
         out.push(decode(&key, value.value())?);
     }
     Ok(out)

@@ -5,27 +5,37 @@ use super::records::{
     Account, Asset, IssuanceCheck, IssuanceOutcome, IssuanceRefusal, MintRecord, TxRecord,
 };
 use super::redb_index::{
-    active_redemptions_in, drop_burns_from, drop_deposits_from, put_mint, put_tx, remove_redemption,
+    active_redemptions_in, drop_burns_from, drop_deposits_from, put_mint, put_tx,
+    remove_redemption, vaults_on,
 };
 use super::redb_tables::{
     addr_key, asset_key, decode, get_json, ACCOUNTS, ASSETS, BLOCKS, CURSORS, MINTS, MINT_BY_TRID,
     TXS, WALLETS,
 };
 use super::StoreError;
-use reconciler::RedemptionState;
+use reconciler::{Network, RedemptionState};
 use redb::{ReadableTable, WriteTransaction};
+use std::collections::BTreeSet;
 
-/// Forgets observations and block hashes from `block_number` on and pulls every cursor back
-/// below it, so the range is scanned again. Our transactions settled in those blocks are tracked
-/// again: a reorg deeper than the confirmations must re-observe them, not plan their actions anew.
-pub(super) fn drop_from(txn: &WriteTransaction, block_number: u64) -> Result<(), StoreError> {
+/// Forgets `network`'s observations and block hashes from `block_number` on and pulls its
+/// cursors back below it, so the range is scanned again. Our transactions on it settled in those
+/// blocks are tracked again: a reorg deeper than the confirmations must re-observe them, not plan
+/// their actions anew. Another network is untouched, except that a vault at the same address
+/// there (the same deployer and nonce on two chains) has its cursor pulled back too: its
+/// observations share the dropped rows, so it scans them again rather than lose them.
+pub(super) fn drop_from(
+    txn: &WriteTransaction,
+    network: &Network,
+    block_number: u64,
+) -> Result<(), StoreError> {
+    let net = network.as_str();
     {
         let mut unsettled = Vec::new();
         {
             let txs = txn.open_table(TXS)?;
-            for entry in txs.iter()? {
+            for entry in txs.range((net, 0)..=(net, u64::MAX))? {
                 let (k, v) = entry?;
-                let mut tx: TxRecord = decode(&k.value().to_string(), v.value())?;
+                let mut tx: TxRecord = decode(&format!("{net}/{}", k.value().1), v.value())?;
                 if tx
                     .settled
                     .as_ref()
@@ -37,40 +47,49 @@ pub(super) fn drop_from(txn: &WriteTransaction, block_number: u64) -> Result<(),
             }
         }
         for tx in unsettled {
-            put_tx(txn, &tx)?;
+            put_tx(txn, network, &tx)?;
         }
     }
-    drop_deposits_from(txn, block_number)?;
-    drop_burns_from(txn, block_number)?;
+    let vaults = vaults_on(txn, network)?;
+    drop_deposits_from(txn, block_number, &vaults)?;
+    drop_burns_from(txn, block_number, &vaults)?;
     // A transfer in a dropped block that nothing was done for yet is forgotten and found again if
     // it is still on chain; one Alpaca already has is kept (and logged by the caller). Only an
     // active redemption can still be `Detected`. A record that does not decode stops the rewind:
     // forgetting it, or keeping it without knowing what it is, could both lose a redemption.
     for r in active_redemptions_in(txn)? {
-        if r.block_number >= block_number && r.state == RedemptionState::Detected {
+        if r.network == *network
+            && r.block_number >= block_number
+            && r.state == RedemptionState::Detected
+        {
             remove_redemption(txn, r.id.as_str())?;
         }
     }
     {
         let mut blocks = txn.open_table(BLOCKS)?;
         let numbers = blocks
-            .range(block_number..)?
-            .map(|entry| entry.map(|(k, _)| k.value()))
+            .range((net, block_number)..=(net, u64::MAX))?
+            .map(|entry| entry.map(|(k, _)| k.value().1))
             .collect::<Result<Vec<u64>, _>>()?;
         for n in numbers {
-            blocks.remove(n)?;
+            blocks.remove((net, n))?;
         }
     }
+    let vault_keys: BTreeSet<String> = vaults.iter().map(|v| addr_key(*v)).collect();
     let mut cursors = txn.open_table(CURSORS)?;
     let mut moved = Vec::new();
     for entry in cursors.iter()? {
         let (k, v) = entry?;
-        if v.value() >= block_number {
-            moved.push((k.value().to_owned(), block_number.saturating_sub(1)));
+        let (cursor_net, vault) = k.value();
+        if (cursor_net == net || vault_keys.contains(vault)) && v.value() >= block_number {
+            moved.push((
+                (cursor_net.to_owned(), vault.to_owned()),
+                block_number.saturating_sub(1),
+            ));
         }
     }
-    for (key, value) in moved {
-        cursors.insert(key.as_str(), value)?;
+    for ((cursor_net, vault), value) in moved {
+        cursors.insert((cursor_net.as_str(), vault.as_str()), value)?;
     }
     Ok(())
 }

@@ -91,25 +91,31 @@ impl RedbStore {
         })
     }
 
-    /// Forgets the transactions stored unsettled with a nonce of at least `nonce` (the chain's
+    /// Forgets the transactions on `network` stored unsettled with a nonce of at least `nonce` (the chain's
     /// next), returning their nonces. For a new leader only, after every pending transaction
     /// was mined: they were signed in an earlier term and never mined, and another leader may
     /// have done their work since, so sending them now could do it twice.
-    pub fn forget_unsent_txs_from(&self, nonce: u64) -> Result<Vec<u64>, StoreError> {
+    pub fn forget_unsent_txs_from(
+        &self,
+        network: &reconciler::Network,
+        nonce: u64,
+    ) -> Result<Vec<u64>, StoreError> {
+        let network = network.clone();
         self.write(move |txn| {
+            let net = network.as_str();
             let stale: Vec<u64> = {
                 let unsettled = txn.open_table(UNSETTLED_TXS)?;
                 let mut found = Vec::new();
-                for entry in unsettled.range(nonce..)? {
-                    found.push(entry?.0.value());
+                for entry in unsettled.range((net, nonce)..=(net, u64::MAX))? {
+                    found.push(entry?.0.value().1);
                 }
                 found
             };
             let mut txs = txn.open_table(TXS)?;
             let mut unsettled = txn.open_table(UNSETTLED_TXS)?;
             for n in &stale {
-                txs.remove(*n)?;
-                unsettled.remove(*n)?;
+                txs.remove((net, *n))?;
+                unsettled.remove((net, *n))?;
             }
             Ok(stale)
         })

@@ -532,25 +532,35 @@ impl Store for RedbStore {
         self.read_all(DEPOSITS)
     }
 
-    fn drop_observations_from(&self, block_number: u64) -> Result<(), StoreError> {
-        self.write(move |txn| drop_from(txn, block_number))
+    fn drop_observations_from(
+        &self,
+        network: &Network,
+        block_number: u64,
+    ) -> Result<(), StoreError> {
+        let network = network.clone();
+        self.write(move |txn| drop_from(txn, &network, block_number))
     }
 
-    fn cursor(&self, vault: Address) -> Result<Option<u64>, StoreError> {
+    fn cursor(&self, network: &Network, vault: Address) -> Result<Option<u64>, StoreError> {
         let txn = self.db()?.begin_read()?;
         let table = txn.open_table(CURSORS)?;
-        let cursor = table.get(addr_key(vault).as_str())?.map(|v| v.value());
+        let cursor = table
+            .get((network.as_str(), addr_key(vault).as_str()))?
+            .map(|v| v.value());
         Ok(cursor)
     }
 
     fn advance(
         &self,
+        network: &Network,
         vault: Address,
         block_number: u64,
         scan: Scan,
         hashes: Vec<(u64, B256)>,
     ) -> Result<(), StoreError> {
+        let network = network.clone();
         self.write(move |txn| {
+            let net = network.as_str();
             for d in &scan.deposits {
                 put_deposit(txn, d)?;
             }
@@ -565,21 +575,25 @@ impl Store for RedbStore {
             }
             let mut blocks = txn.open_table(BLOCKS)?;
             for (number, hash) in &hashes {
-                blocks.insert(*number, hash.as_slice())?;
+                blocks.insert((net, *number), hash.as_slice())?;
             }
-            let newest = blocks.last()?.map(|(k, _)| k.value());
+            let newest = blocks
+                .range((net, 0)..=(net, u64::MAX))?
+                .next_back()
+                .transpose()?
+                .map(|(k, _)| k.value().1);
             if let Some(newest) = newest {
                 let floor = newest.saturating_sub(BLOCK_WINDOW);
                 let old = blocks
-                    .range(..floor)?
-                    .map(|entry| entry.map(|(k, _)| k.value()))
+                    .range((net, 0)..(net, floor))?
+                    .map(|entry| entry.map(|(k, _)| k.value().1))
                     .collect::<Result<Vec<u64>, _>>()?;
                 for number in old {
-                    blocks.remove(number)?;
+                    blocks.remove((net, number))?;
                 }
             }
             txn.open_table(CURSORS)?
-                .insert(addr_key(vault).as_str(), block_number)?;
+                .insert((net, addr_key(vault).as_str()), block_number)?;
             Ok(())
         })
     }
@@ -648,44 +662,51 @@ impl Store for RedbStore {
         })
     }
 
-    fn rewind_cursors(&self, block_number: u64) -> Result<(), StoreError> {
-        self.write(move |txn| drop_from(txn, block_number))
+    fn rewind_cursors(&self, network: &Network, block_number: u64) -> Result<(), StoreError> {
+        let network = network.clone();
+        self.write(move |txn| drop_from(txn, &network, block_number))
     }
 
-    fn block_hashes(&self) -> Result<Vec<(u64, B256)>, StoreError> {
+    fn block_hashes(&self, network: &Network) -> Result<Vec<(u64, B256)>, StoreError> {
         let txn = self.db()?.begin_read()?;
         let table = txn.open_table(BLOCKS)?;
+        let net = network.as_str();
         let mut out = Vec::new();
-        for entry in table.iter()? {
+        for entry in table.range((net, 0)..=(net, u64::MAX))? {
             let (k, v) = entry?;
-            out.push((k.value(), B256::from_slice(v.value())));
+            out.push((k.value().1, B256::from_slice(v.value())));
         }
         Ok(out)
     }
 
-    fn put_tx(&self, tx: &TxRecord) -> Result<(), StoreError> {
-        let tx = tx.clone();
-        self.write(move |txn| put_tx(txn, &tx))
+    fn put_tx(&self, network: &Network, tx: &TxRecord) -> Result<(), StoreError> {
+        let (network, tx) = (network.clone(), tx.clone());
+        self.write(move |txn| put_tx(txn, &network, &tx))
     }
 
-    fn unsettled_txs(&self) -> Result<Vec<TxRecord>, StoreError> {
-        redb_index::unsettled_txs(&self.db()?.begin_read()?)
+    fn unsettled_txs(&self, network: &Network) -> Result<Vec<TxRecord>, StoreError> {
+        redb_index::unsettled_txs(&self.db()?.begin_read()?, network)
     }
 
-    fn tx(&self, nonce: u64) -> Result<Option<TxRecord>, StoreError> {
+    fn tx(&self, network: &Network, nonce: u64) -> Result<Option<TxRecord>, StoreError> {
         let txn = self.db()?.begin_read()?;
         let table = txn.open_table(TXS)?;
-        let found = table.get(nonce)?;
+        let found = table.get((network.as_str(), nonce))?;
         match found {
-            Some(v) => Ok(Some(decode(&nonce.to_string(), v.value())?)),
+            Some(v) => Ok(Some(decode(&format!("{network}/{nonce}"), v.value())?)),
             None => Ok(None),
         }
     }
 
-    fn highest_nonce(&self) -> Result<Option<u64>, StoreError> {
+    fn highest_nonce(&self, network: &Network) -> Result<Option<u64>, StoreError> {
         let txn = self.db()?.begin_read()?;
         let table = txn.open_table(TXS)?;
-        let last = table.last()?.map(|(k, _)| k.value());
+        let net = network.as_str();
+        let last = table
+            .range((net, 0)..=(net, u64::MAX))?
+            .next_back()
+            .transpose()?
+            .map(|(k, _)| k.value().1);
         Ok(last)
     }
 }

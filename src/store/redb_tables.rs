@@ -24,9 +24,19 @@ pub(super) const ASSETS: Json = TableDefinition::new("assets");
 pub(super) const MINTS: Json = TableDefinition::new("mints");
 pub(super) const MINT_BY_TRID: TableDefinition<&str, &str> = TableDefinition::new("mint_by_trid");
 pub(super) const DEPOSITS: Json = TableDefinition::new("deposits");
-pub(super) const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
-pub(super) const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
-pub(super) const TXS: TableDefinition<u64, &[u8]> = TableDefinition::new("txs");
+/// (network, vault) -> last block scanned: each network has its own cursors.
+pub(super) const CURSORS: TableDefinition<(&str, &str), u64> =
+    TableDefinition::new("network_cursors");
+/// (network, block number) -> block hash: each network's own reorg window.
+pub(super) const BLOCKS: TableDefinition<(&str, u64), &[u8]> =
+    TableDefinition::new("network_blocks");
+/// (network, nonce) -> our transaction: two chains' nonce 0 are two transactions.
+pub(super) const TXS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("network_txs");
+/// Schema version 2 and older, one network per file: keyed by vault, block, nonce alone. Read
+/// only by the migration to version 3, which moves their rows under the file's network.
+pub(super) const LEGACY_CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
+pub(super) const LEGACY_BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
+pub(super) const LEGACY_TXS: TableDefinition<u64, &[u8]> = TableDefinition::new("txs");
 pub(super) const REDEMPTIONS: Json = TableDefinition::new("redemptions");
 pub(super) const BURNS: Json = TableDefinition::new("burns");
 
@@ -147,7 +157,8 @@ pub(super) fn open_existing<B: StorageBackend>(
 
 /// Brings a file of an older schema up to [`SCHEMA_VERSION`] in one two-phase write transaction:
 /// a crash during it leaves the file as it was, and the next open migrates again.
-/// Version 1 -> 2 builds the pass's index tables from the records.
+/// Version 1 -> 2 builds the pass's index tables from the records; 2 -> 3 moves cursors, block
+/// hashes and transactions under the network of the file's assets ([`super::redb_index::to_networks`]).
 fn migrate(shown: &str, db: &Database) -> Result<(), StoreError> {
     let found = {
         let txn = db.begin_read()?;
@@ -161,7 +172,18 @@ fn migrate(shown: &str, db: &Database) -> Result<(), StoreError> {
     let started = std::time::Instant::now();
     let mut txn = db.begin_write()?;
     txn.set_two_phase_commit(true);
-    let counts = super::redb_index::rebuild(&txn)?;
+    let counts = if found < 2 {
+        super::redb_index::rebuild(&txn)?
+    } else {
+        [("none", 0); 6]
+    };
+    let network = super::redb_index::to_networks(&txn).map_err(|detail| match detail {
+        super::redb_index::MigrateError::Store(e) => e,
+        super::redb_index::MigrateError::Ambiguous(detail) => StoreError::Corrupt {
+            path: shown.to_owned(),
+            detail,
+        },
+    })?;
     txn.open_table(META)?
         .insert("schema_version", SCHEMA_VERSION)?;
     txn.commit()?;
@@ -170,8 +192,9 @@ fn migrate(shown: &str, db: &Database) -> Result<(), StoreError> {
         from = found,
         to = SCHEMA_VERSION,
         indexes = ?counts,
+        network = ?network,
         elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-        "store: schema migrated; the pass's index tables were built from the records"
+        "store: schema migrated (indexes built where missing; cursors, block hashes and transactions now per network)"
     );
     Ok(())
 }

@@ -170,6 +170,7 @@ pub fn http_config() -> HttpConfig {
         failed_auth_per_minute_max: 10,
         custody_account_id: "custody-test".into(),
         local_networks: vec![Network::parse("anvil").unwrap()],
+        served_networks: vec![],
         issuer_addresses: vec![bot().address()],
     }
 }
@@ -225,6 +226,7 @@ impl Issuer {
         let passes = issuer::pass::PassCount::default();
         let reconciler = ReconcileLoop {
             store: store.clone(),
+            network: Network::parse("anvil").unwrap(),
             chain,
             broker,
             config: PassConfig {

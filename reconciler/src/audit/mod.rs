@@ -52,6 +52,7 @@ mod book;
 mod chart;
 mod input;
 mod mints;
+mod networks;
 mod redemptions;
 mod signed;
 
@@ -59,6 +60,9 @@ pub use chart::SERIES_POINTS_MAX;
 pub use input::{
     AlpacaRequest, AssetInput, AuditInput, DepositLog, LogPos, ReceiptHolding, RequestKind,
     RequestStatus, Tag, TransferLog, TxBlock, WithdrawLog,
+};
+pub use networks::{
+    combine, NetworkSection, NetworksReport, UnderlyingTotal, NETWORKS_SCHEMA_VERSION,
 };
 pub use signed::SignedQty;
 
