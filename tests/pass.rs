@@ -756,3 +756,87 @@ fn rig_clone_for(rig: &Rig, client_id: reconciler::ClientId, wallet: Address) ->
         looping: new_loop(&rig.store, &rig.chain, &rig.sim, &rig.policy, None),
     }
 }
+
+/// Issue 16: one pass sends all its batches (estimated side by side), with consecutive nonces,
+/// each stored before it is broadcast; every mint goes out in exactly one of them.
+#[tokio::test(start_paused = true)]
+async fn many_batches_in_one_pass_get_consecutive_nonces_and_each_mint_is_deposited_once() {
+    let rig = Rig::new();
+    let ids: Vec<_> = (0..330)
+        .map(|i| rig.issue_confirmed(&format!("tr-{i}"), "1"))
+        .collect();
+    let before = rig.node.broadcasts();
+    rig.pass().await;
+    assert_eq!(
+        rig.node.broadcasts() - before,
+        9,
+        "330 mints at 40 per transaction, all sent by the first pass"
+    );
+    assert_eq!(rig.node.pooled(), 9);
+    let mut covered = std::collections::BTreeMap::new();
+    for nonce in 0..9 {
+        let tx = rig.store.tx(nonce).unwrap().expect("consecutive nonces");
+        let reconciler::TxPurpose::Mint {
+            issuer_request_ids, ..
+        } = tx.purpose
+        else {
+            panic!("nonce {nonce} is not a mint");
+        };
+        for id in issuer_request_ids {
+            assert!(
+                covered.insert(id, nonce).is_none(),
+                "a mint in two transactions"
+            );
+        }
+    }
+    assert!(rig.store.tx(9).unwrap().is_none());
+    assert_eq!(covered.len(), ids.len());
+    rig.run(3).await;
+    assert_eq!(rig.balance(rig.ap_wallet), shares(330));
+    for (i, irid) in ids.iter().enumerate() {
+        assert_eq!(rig.deposits_for(irid), 1);
+        assert_eq!(rig.callbacks(&format!("tr-{i}")), 1);
+    }
+    rig.run(5).await;
+    assert_eq!(rig.node.pooled(), 0);
+    assert_eq!(
+        rig.balance(rig.ap_wallet),
+        shares(330),
+        "nothing sent twice"
+    );
+}
+
+/// Issue 16: a transaction the node lost (the block after it had room, and every nonce behind
+/// it waits) is sent again by the next pass and mined one block late, not two.
+#[tokio::test(start_paused = true)]
+async fn a_nonce_a_block_left_out_is_recovered_in_one_block() {
+    let rig = Rig::new();
+    let ids: Vec<_> = (0..80)
+        .map(|i| rig.issue_confirmed(&format!("tr-{i}"), "1"))
+        .collect();
+    rig.node.faults(|f| f.lose_broadcasts = 1);
+    rig.pass().await;
+    assert_eq!(
+        rig.node.pooled(),
+        1,
+        "nonce 0 lost, nonce 1 waits behind it"
+    );
+    rig.node.mine();
+    assert_eq!(
+        rig.balance(rig.ap_wallet),
+        U256::ZERO,
+        "a block with room left it out"
+    );
+    rig.pass().await;
+    rig.node.mine();
+    assert_eq!(
+        rig.balance(rig.ap_wallet),
+        shares(80),
+        "both mined in the next block"
+    );
+    rig.run(4).await;
+    for (i, irid) in ids.iter().enumerate() {
+        assert_eq!(rig.deposits_for(irid), 1);
+        assert_eq!(rig.callbacks(&format!("tr-{i}")), 1);
+    }
+}

@@ -26,11 +26,26 @@ pub async fn act<B: Broker + Clone + 'static>(
         .iter()
         .map(|m| (&m.issuer_request_id, m))
         .collect();
-    for action in actions {
+    let mut actions = actions.into_iter().peekable();
+    while let Some(action) = actions.next() {
         if r.stop.is_set() || !r.fence.holds() {
             // Shutting down, or (HA) the lease is lost: the rest is planned again after the
             // restart, or by the next leader.
             break;
+        }
+        if let Action::Mint { vault, items } = action {
+            // The plan's mint batches come together: estimated side by side, then sent with
+            // consecutive nonces, instead of one estimate after another.
+            let mut batches = vec![(vault, items)];
+            while let Some(Action::Mint { .. }) = actions.peek() {
+                if let Some(Action::Mint { vault, items }) = actions.next() {
+                    batches.push((vault, items));
+                }
+            }
+            if let Err(e) = send_mints(r, world.head_block, batches, &intents, summary).await {
+                tracing::warn!(error = %e, "mint transactions not sent; the next pass plans them again");
+            }
+            continue;
         }
         // Each action stands alone: one that fails (a node refusing a broadcast) is logged with
         // its ids and planned again next pass; it never stops the others.
@@ -52,8 +67,7 @@ async fn act_one<B: Broker + Clone + 'static>(
 ) -> Result<(), PassError> {
     match action {
         Action::Mint { vault, items } => {
-            send_mint(r, world.head_block, vault, &items, intents).await?;
-            summary.mints_sent += items.len();
+            send_mints(r, world.head_block, vec![(vault, items)], intents, summary).await?;
         }
         Action::Rebroadcast { nonce } => {
             if let Some(tx) = r.store.tx(nonce)? {
@@ -224,20 +238,99 @@ async fn next_nonce(store: &dyn Store, chain: &Chain) -> Result<u64, PassError> 
     Ok(chain_nonce.max(stored))
 }
 
-async fn send_mint<B: Broker + Clone + 'static>(
+/// Most mint batches estimated at once: enough to hide the node's round trips, few enough not to
+/// crowd out the node's other callers.
+const ESTIMATES_AT_ONCE: usize = 8;
+
+/// A transaction ready to sign: its calldata, what it is for and its gas limit.
+struct Prepared {
+    to: alloy::primitives::Address,
+    input: alloy::primitives::Bytes,
+    purpose: TxPurpose,
+    gas_limit: u64,
+}
+
+/// Sends a pass's mint batches: every batch estimated (side by side, [`ESTIMATES_AT_ONCE`] at a
+/// time), then signed, stored and broadcast one after another with consecutive nonces at one
+/// fee. Each transaction is stored before its broadcast; a broadcast that fails stops the rest
+/// (they are planned again next pass) so no nonce is left waiting behind a gap we made.
+async fn send_mints<B: Broker + Clone + 'static>(
     r: &ReconcileLoop<B>,
     head: u64,
+    batches: Vec<(alloy::primitives::Address, Vec<MintItem>)>,
+    intents: &BTreeMap<&IssuerRequestId, &MintIntent>,
+    summary: &mut PassSummary,
+) -> Result<(), PassError> {
+    // Fees and the first nonce are read once; the transactions after it count up from there.
+    let mut next: Option<(Fees, u64)> = None;
+    for chunk in batches.chunks(ESTIMATES_AT_ONCE) {
+        let estimated = futures::future::join_all(
+            chunk
+                .iter()
+                .map(|(vault, items)| prepare_mint(r, *vault, items, intents)),
+        )
+        .await;
+        let mut prepared = Vec::new();
+        for (outcome, (vault, items)) in estimated.into_iter().zip(chunk) {
+            match outcome {
+                Ok(ready) => prepared.extend(ready),
+                Err(e) => {
+                    tracing::warn!(error = %e, %vault, mints = items.len(), "mint batch not sent; planned again next pass");
+                }
+            }
+        }
+        // This chunk goes out while the node still has room in its next block; the next chunk
+        // is estimated after.
+        for tx in prepared {
+            if r.stop.is_set() || !r.fence.holds() {
+                return Ok(());
+            }
+            let (fees, nonce) = if let Some(known) = next {
+                known
+            } else {
+                r.fence.check("sign").await?;
+                let fees = r.chain.fees().await?;
+                let nonce = next_nonce(r.store.as_ref(), &r.chain).await?;
+                if unknown_pending(r, nonce).await? {
+                    return Ok(());
+                }
+                (fees, nonce)
+            };
+            let mints = match &tx.purpose {
+                TxPurpose::Mint {
+                    issuer_request_ids, ..
+                } => issuer_request_ids.len(),
+                _ => 0,
+            };
+            sign_store_broadcast(r, head, nonce, fees, tx).await?;
+            summary.mints_sent += mints;
+            next = Some((fees, nonce + 1));
+        }
+    }
+    Ok(())
+}
+
+/// Estimates one mint batch. One item that cannot be estimated (a receiver that reverts) must
+/// neither hold back the others in its batch nor break them up: each item is then estimated
+/// alone, the ones that fail wait (shown to operators), and the rest go out together as one
+/// transaction (or one each, if each fits alone but not together).
+async fn prepare_mint<B: Broker + Clone + 'static>(
+    r: &ReconcileLoop<B>,
     vault: alloy::primitives::Address,
     items: &[MintItem],
     intents: &BTreeMap<&IssuerRequestId, &MintIntent>,
-) -> Result<(), PassError> {
+) -> Result<Vec<Prepared>, PassError> {
     let input = mint_input(r, items, intents);
-    // Estimated here, before a nonce is taken. One item that cannot be estimated (a receiver
-    // that reverts) must neither hold back the others in its batch nor break them up: each item
-    // is estimated alone, the ones that fail wait (shown to operators), and the rest go out
-    // together as one transaction.
-    let gas_limit = match r.chain.estimate_gas(vault, &input).await {
-        Ok(gas) => gas,
+    match r.chain.estimate_gas(vault, &input).await {
+        Ok(gas_limit) => Ok(vec![Prepared {
+            to: vault,
+            input,
+            purpose: TxPurpose::Mint {
+                vault,
+                issuer_request_ids: items.iter().map(|i| i.issuer_request_id.clone()).collect(),
+            },
+            gas_limit,
+        }]),
         Err(e) if items.len() > 1 => {
             tracing::warn!(error = %e, %vault, mints = items.len(), "batch estimation failed; estimating its mints one by one");
             let alone = futures::future::join_all(items.iter().map(|item| async move {
@@ -253,37 +346,33 @@ async fn send_mint<B: Broker + Clone + 'static>(
                 fits_alone.push(estimate.is_ok());
             }
             let split = reconciler::pacing::split_after_estimates(items, &fits_alone);
+            let mut out = Vec::new();
             // Each fits alone but not together (the batch's gas): one transaction each.
             for item in &split.one_by_one {
-                let sent = Box::pin(send_mint(
-                    r,
-                    head,
-                    vault,
-                    std::slice::from_ref(item),
-                    intents,
-                ))
-                .await;
-                if let Err(e) = sent {
-                    tracing::warn!(issuer_request_id = %item.issuer_request_id, error = %e, "mint not sent");
+                match Box::pin(prepare_mint(r, vault, std::slice::from_ref(item), intents)).await {
+                    Ok(prepared) => out.extend(prepared),
+                    Err(e) => {
+                        tracing::warn!(issuer_request_id = %item.issuer_request_id, error = %e, "mint not sent");
+                    }
                 }
             }
-            if split.together.is_empty() {
-                return Ok(());
+            if !split.together.is_empty() {
+                match Box::pin(prepare_mint(r, vault, &split.together, intents)).await {
+                    Ok(prepared) => out.extend(prepared),
+                    Err(e) => {
+                        tracing::warn!(%vault, mints = split.together.len(), error = %e, "mints not sent");
+                    }
+                }
             }
-            return Box::pin(send_mint(r, head, vault, &split.together, intents)).await;
+            Ok(out)
         }
         Err(e) => {
             if let Some(item) = items.first() {
                 flag_unestimable(r, item, &e)?;
             }
-            return Err(e.into());
+            Err(e.into())
         }
-    };
-    let purpose = TxPurpose::Mint {
-        vault,
-        issuer_request_ids: items.iter().map(|i| i.issuer_request_id.clone()).collect(),
-    };
-    send_estimated(r, head, vault, input, purpose, gas_limit).await
+    }
 }
 
 /// The multicall of `[deposit, transfer]` pairs for `items`, each tagged with its ids.
@@ -359,19 +448,56 @@ async fn send_estimated<B: Broker + Clone + 'static>(
     r.fence.check("sign").await?;
     let fees = r.chain.fees().await?;
     let nonce = next_nonce(r.store.as_ref(), &r.chain).await?;
-    if r.fence.is_ha() {
-        // A transaction of the bot this store does not know is pending (a previous leader's):
-        // wait until it is mined and observed rather than do its work a second time.
-        let pending = r.chain.nonce_pending().await?;
-        if pending > nonce {
-            tracing::warn!(
-                nonce,
-                pending,
-                "a transaction unknown to this leader is pending; not sending until it is mined"
-            );
-            return Ok(());
-        }
+    if unknown_pending(r, nonce).await? {
+        return Ok(());
     }
+    let tx = Prepared {
+        to,
+        input,
+        purpose,
+        gas_limit,
+    };
+    sign_store_broadcast(r, head, nonce, fees, tx).await
+}
+
+/// HA mode: a transaction of the bot this store does not know is pending (a previous leader's):
+/// wait until it is mined and observed rather than do its work a second time.
+async fn unknown_pending<B: Broker + Clone + 'static>(
+    r: &ReconcileLoop<B>,
+    nonce: u64,
+) -> Result<bool, PassError> {
+    if !r.fence.is_ha() {
+        return Ok(false);
+    }
+    let pending = r.chain.nonce_pending().await?;
+    if pending > nonce {
+        tracing::warn!(
+            nonce,
+            pending,
+            "a transaction unknown to this leader is pending; not sending until it is mined"
+        );
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// Signs `tx` at `nonce`, stores it, then broadcasts it: the crash-safety order (a stored
+/// transaction is re-sent after a restart; an unstored one could be signed again at another
+/// nonce).
+async fn sign_store_broadcast<B: Broker + Clone + 'static>(
+    r: &ReconcileLoop<B>,
+    head: u64,
+    nonce: u64,
+    fees: Fees,
+    tx: Prepared,
+) -> Result<(), PassError> {
+    let Prepared {
+        to,
+        input,
+        purpose,
+        gas_limit,
+    } = tx;
+    r.fence.check("sign").await?;
     let (hash, raw) = r
         .chain
         .sign(nonce, to, input.clone(), gas_limit, fees)
