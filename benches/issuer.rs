@@ -16,7 +16,7 @@
 //!
 //! At the end, one `goal N:` line per goal of issue 16, the measured figure first.
 //!
-//! `BENCH_ONLY=store|intake|signers` runs a part.
+//! `BENCH_ONLY=store|intake|signers|mints` runs a part (`mints`: the three mint runs and the goals).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -391,6 +391,13 @@ async fn mints_signed_by(
         .map(|(id, at)| ms_between(seen[&deposit_block[id]], *at))
         .collect();
     block_to_callback.sort();
+    let mut per_block: BTreeMap<u64, (usize, u64)> = BTreeMap::new();
+    for (id, at) in &called_back {
+        let block = deposit_block[id];
+        let slot = per_block.entry(block).or_default();
+        slot.0 += 1;
+        slot.1 = slot.1.max(at.saturating_sub(seen[&block]));
+    }
     let run = MintRun {
         count,
         span: ms_between(first_confirm, last_callback),
@@ -430,6 +437,14 @@ async fn mints_signed_by(
         run.transactions,
         signer.kind(),
         run.blocks
+    );
+    println!(
+        "  per block (mints, slowest block-to-callback ms): {}",
+        per_block
+            .values()
+            .map(|(n, slowest)| format!("({n}, {slowest})"))
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     issuer.stop().await;
     run
@@ -775,7 +790,7 @@ async fn mints_with_intake(count: usize) -> (MintRun, (f64, Duration)) {
         intake().await
     });
     let run = mints_signed_by(
-        &format!("{count}"),
+        &format!("{count}-with-intake"),
         count,
         Policy::default(),
         None,
@@ -846,8 +861,9 @@ fn main() {
         println!("benchmarks run with `just bench` (cargo bench)");
         return;
     }
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let mut store_reads_ms = f64::NAN;
-    if std::env::var("BENCH_ONLY").as_deref() != Ok("signers") {
+    if only != "signers" && only != "mints" {
         store_only();
         store_reads_ms = pass_reads_at_history();
     }
@@ -864,13 +880,20 @@ fn main() {
             mints_with_kms(200).await;
             return;
         }
-        metrics_overhead().await;
-        if std::env::var("BENCH_ONLY").as_deref() == Ok("intake") {
+        if only != "mints" {
+            metrics_overhead().await;
+        }
+        if only == "intake" {
             return;
         }
         let m200 = mints("200", 200, Policy::default()).await;
         let m1000 = mints("1000", 1000, Policy::default()).await;
-        let (m2000, intake_during) = mints_with_intake(2000).await;
+        let m2000 = mints("2000", 2000, Policy::default()).await;
+        let (_, intake_during) = mints_with_intake(2000).await;
+        if only == "mints" {
+            print_goals(store_reads_ms, &m200, &m1000, &m2000, intake_during);
+            return;
+        }
         mints(
             "one-at-a-time",
             20,

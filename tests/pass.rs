@@ -765,12 +765,17 @@ async fn many_batches_in_one_pass_get_consecutive_nonces_and_each_mint_is_deposi
     let ids: Vec<_> = (0..330)
         .map(|i| rig.issue_confirmed(&format!("tr-{i}"), "1"))
         .collect();
-    let before = rig.node.broadcasts();
+    let (before, estimates_before) = (rig.node.broadcasts(), rig.node.estimates());
     rig.pass().await;
     assert_eq!(
         rig.node.broadcasts() - before,
         9,
         "330 mints at 40 per transaction, all sent by the first pass"
+    );
+    assert_eq!(
+        rig.node.estimates() - estimates_before,
+        2,
+        "one estimate per shape: eight batches of 40 to one wallet, one of 10"
     );
     assert_eq!(rig.node.pooled(), 9);
     let mut covered = std::collections::BTreeMap::new();
@@ -838,5 +843,48 @@ async fn a_nonce_a_block_left_out_is_recovered_in_one_block() {
     for (i, irid) in ids.iter().enumerate() {
         assert_eq!(rig.deposits_for(irid), 1);
         assert_eq!(rig.callbacks(&format!("tr-{i}")), 1);
+    }
+}
+
+/// Issue 16: a batch reuses another's estimate only if it has no receiver the other lacks (a
+/// new holder costs more gas); otherwise it is estimated itself, and both are mined.
+#[tokio::test(start_paused = true)]
+async fn a_batch_with_a_receiver_the_estimated_one_lacks_is_estimated_itself() {
+    let rig = Rig::new();
+    let other = Address::repeat_byte(0xc2);
+    let account = rig.store.register_account("second@example.com").unwrap();
+    rig.store
+        .link_account("second@example.com", "ACC-3")
+        .unwrap();
+    assert!(rig.store.add_wallet(&account.client_id, other).unwrap());
+    let second = rig_clone_for(&rig, account.client_id.clone(), other);
+    // The plan batches in issuer_request_id order: the first 40 ids go to one wallet, the next
+    // 40 to the other, so each batch has a wallet the other lacks.
+    let mut trids: Vec<String> = (0..80).map(|i| format!("tr-{i}")).collect();
+    trids.sort_by_key(|t| IssuerRequestId::for_mint(&TokenizationRequestId::parse(t).unwrap()));
+    let ids: Vec<_> = trids
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            if i < 40 {
+                rig.issue_confirmed(t, "1")
+            } else {
+                second.issue_confirmed(t, "1")
+            }
+        })
+        .collect();
+    let estimates_before = rig.node.estimates();
+    rig.pass().await;
+    assert_eq!(
+        rig.node.estimates() - estimates_before,
+        2,
+        "two batches of 40, each to a wallet the other lacks"
+    );
+    rig.run(3).await;
+    assert_eq!(rig.balance(rig.ap_wallet), shares(40));
+    assert_eq!(rig.balance(other), shares(40));
+    for irid in &ids {
+        assert_eq!(rig.deposits_for(irid), 1);
+        assert!(rig.acked(irid));
     }
 }

@@ -250,10 +250,13 @@ struct Prepared {
     gas_limit: u64,
 }
 
-/// Sends a pass's mint batches: every batch estimated (side by side, [`ESTIMATES_AT_ONCE`] at a
-/// time), then signed, stored and broadcast one after another with consecutive nonces at one
-/// fee. Each transaction is stored before its broadcast; a broadcast that fails stops the rest
-/// (they are planned again next pass) so no nonce is left waiting behind a gap we made.
+/// Sends a pass's mint batches. A batch is estimated unless an earlier batch of this pass
+/// covers it ([`covers`]: same vault and size, every receiver among its receivers, no mint that
+/// failed before), whose gas limit it then reuses: one `eth_estimateGas` per shape instead of
+/// one per transaction. The estimates run side by side ([`ESTIMATES_AT_ONCE`] at a time); then
+/// every transaction is signed, stored and broadcast in the plan's order with consecutive
+/// nonces at one fee. Each is stored before its broadcast; a broadcast that fails stops the
+/// rest (planned again next pass), so we leave no gap of our own before a nonce.
 async fn send_mints<B: Broker + Clone + 'static>(
     r: &ReconcileLoop<B>,
     head: u64,
@@ -261,53 +264,128 @@ async fn send_mints<B: Broker + Clone + 'static>(
     intents: &BTreeMap<&IssuerRequestId, &MintIntent>,
     summary: &mut PassSummary,
 ) -> Result<(), PassError> {
-    // Fees and the first nonce are read once; the transactions after it count up from there.
-    let mut next: Option<(Fees, u64)> = None;
-    for chunk in batches.chunks(ESTIMATES_AT_ONCE) {
-        let estimated = futures::future::join_all(
-            chunk
-                .iter()
-                .map(|(vault, items)| prepare_mint(r, *vault, items, intents)),
-        )
+    // Which batches are estimated, and which reuse the estimate of which.
+    let mut estimated: Vec<usize> = Vec::new();
+    let mut reuses: Vec<Option<usize>> = Vec::with_capacity(batches.len());
+    for (i, (vault, items)) in batches.iter().enumerate() {
+        let shape = estimated.iter().copied().find(|&e| {
+            let (shape_vault, shape_items) = &batches[e];
+            shape_vault == vault && covers(shape_items, items, intents)
+        });
+        if shape.is_none() {
+            estimated.push(i);
+        }
+        reuses.push(shape);
+    }
+    let mut prepared_by_batch: BTreeMap<usize, Vec<Prepared>> = BTreeMap::new();
+    for chunk in estimated.chunks(ESTIMATES_AT_ONCE) {
+        let outcomes = futures::future::join_all(chunk.iter().map(|&i| {
+            let (vault, items) = &batches[i];
+            prepare_mint(r, *vault, items, intents)
+        }))
         .await;
-        let mut prepared = Vec::new();
-        for (outcome, (vault, items)) in estimated.into_iter().zip(chunk) {
+        for (outcome, &i) in outcomes.into_iter().zip(chunk) {
             match outcome {
-                Ok(ready) => prepared.extend(ready),
+                Ok(ready) => {
+                    prepared_by_batch.insert(i, ready);
+                }
                 Err(e) => {
+                    let (vault, items) = &batches[i];
                     tracing::warn!(error = %e, %vault, mints = items.len(), "mint batch not sent; planned again next pass");
                 }
             }
         }
-        // This chunk goes out while the node still has room in its next block; the next chunk
-        // is estimated after.
-        for tx in prepared {
-            if r.stop.is_set() || !r.fence.holds() {
-                return Ok(());
-            }
-            let (fees, nonce) = if let Some(known) = next {
-                known
-            } else {
-                r.fence.check("sign").await?;
-                let fees = r.chain.fees().await?;
-                let nonce = next_nonce(r.store.as_ref(), &r.chain).await?;
-                if unknown_pending(r, nonce).await? {
-                    return Ok(());
+    }
+    // A shape's gas limit, where it estimated whole as one transaction; one that had to be split
+    // gives nothing to reuse, and the batches it covers are estimated themselves.
+    let shape_gas: BTreeMap<usize, u64> = prepared_by_batch
+        .iter()
+        .filter_map(|(&i, ready)| match ready.as_slice() {
+            [one] if purpose_len(&one.purpose) == batches[i].1.len() => Some((i, one.gas_limit)),
+            _ => None,
+        })
+        .collect();
+    let mut prepared = Vec::new();
+    for (i, (vault, items)) in batches.iter().enumerate() {
+        match reuses[i] {
+            None => prepared.extend(prepared_by_batch.remove(&i).unwrap_or_default()),
+            Some(shape) => {
+                if let Some(&gas_limit) = shape_gas.get(&shape) {
+                    prepared.push(Prepared {
+                        to: *vault,
+                        input: mint_input(r, items, intents),
+                        purpose: mint_purpose(*vault, items),
+                        gas_limit,
+                    });
+                    continue;
                 }
-                (fees, nonce)
-            };
-            let mints = match &tx.purpose {
-                TxPurpose::Mint {
-                    issuer_request_ids, ..
-                } => issuer_request_ids.len(),
-                _ => 0,
-            };
-            sign_store_broadcast(r, head, nonce, fees, tx).await?;
-            summary.mints_sent += mints;
-            next = Some((fees, nonce + 1));
+                match prepare_mint(r, *vault, items, intents).await {
+                    Ok(ready) => prepared.extend(ready),
+                    Err(e) => {
+                        tracing::warn!(error = %e, %vault, mints = items.len(), "mint batch not sent; planned again next pass");
+                    }
+                }
+            }
         }
     }
+    // Fees and the first nonce are read once; the transactions after it count up from there.
+    let mut next: Option<(Fees, u64)> = None;
+    for tx in prepared {
+        if r.stop.is_set() || !r.fence.holds() {
+            return Ok(());
+        }
+        let (fees, nonce) = if let Some(known) = next {
+            known
+        } else {
+            r.fence.check("sign").await?;
+            let fees = r.chain.fees().await?;
+            let nonce = next_nonce(r.store.as_ref(), &r.chain).await?;
+            if unknown_pending(r, nonce).await? {
+                return Ok(());
+            }
+            (fees, nonce)
+        };
+        let mints = purpose_len(&tx.purpose);
+        sign_store_broadcast(r, head, nonce, fees, tx).await?;
+        summary.mints_sent += mints;
+        next = Some((fees, nonce + 1));
+    }
     Ok(())
+}
+
+/// Whether `items` may reuse the gas limit estimated for `shape`: as many mints, every receiver
+/// of `items` also a receiver in `shape` (a receiver's first mint in a transaction, which may
+/// create its balance, is what costs most; a receiver `shape` has costs no more here), and no
+/// mint of `items` that failed before (those are estimated with their own batch).
+fn covers(
+    shape: &[MintItem],
+    items: &[MintItem],
+    intents: &BTreeMap<&IssuerRequestId, &MintIntent>,
+) -> bool {
+    shape.len() == items.len()
+        && items.iter().all(|item| {
+            shape.iter().any(|s| s.receiver == item.receiver)
+                && intents
+                    .get(&item.issuer_request_id)
+                    .is_some_and(|intent| intent.failed_attempts == 0)
+        })
+}
+
+fn mint_purpose(vault: alloy::primitives::Address, items: &[MintItem]) -> TxPurpose {
+    TxPurpose::Mint {
+        vault,
+        issuer_request_ids: items.iter().map(|i| i.issuer_request_id.clone()).collect(),
+    }
+}
+
+/// How many mints a transaction carries.
+fn purpose_len(purpose: &TxPurpose) -> usize {
+    match purpose {
+        TxPurpose::Mint {
+            issuer_request_ids, ..
+        } => issuer_request_ids.len(),
+        _ => 0,
+    }
 }
 
 /// Estimates one mint batch. One item that cannot be estimated (a receiver that reverts) must
@@ -325,10 +403,7 @@ async fn prepare_mint<B: Broker + Clone + 'static>(
         Ok(gas_limit) => Ok(vec![Prepared {
             to: vault,
             input,
-            purpose: TxPurpose::Mint {
-                vault,
-                issuer_request_ids: items.iter().map(|i| i.issuer_request_id.clone()).collect(),
-            },
+            purpose: mint_purpose(vault, items),
             gas_limit,
         }]),
         Err(e) if items.len() > 1 => {
