@@ -27,11 +27,19 @@ pub async fn act<B: Broker + Clone + 'static>(
         .map(|m| (&m.issuer_request_id, m))
         .collect();
     let mut actions = actions.into_iter().peekable();
+    // Re-sends of stored bytes wait until the pass's other work is done and then go out side by
+    // side: with a block's worth of transactions queued behind the next, one after another they
+    // would hold back the callbacks planned after them.
+    let mut rebroadcasts = Vec::new();
     while let Some(action) = actions.next() {
         if r.stop.is_set() || !r.fence.holds() {
             // Shutting down, or (HA) the lease is lost: the rest is planned again after the
             // restart, or by the next leader.
             break;
+        }
+        if let Action::Rebroadcast { nonce } = action {
+            rebroadcasts.push(nonce);
+            continue;
         }
         if let Action::Mint { vault, items } = action {
             // The plan's mint batches come together: estimated side by side, then sent with
@@ -54,6 +62,35 @@ pub async fn act<B: Broker + Clone + 'static>(
             tracing::warn!(action = what, error = %e, "action failed; the next pass plans it again");
         }
     }
+    for chunk in rebroadcasts.chunks(REBROADCASTS_AT_ONCE) {
+        if r.stop.is_set() || !r.fence.holds() {
+            break;
+        }
+        let sent =
+            futures::future::join_all(chunk.iter().map(|&nonce| rebroadcast(r, nonce))).await;
+        for (nonce, outcome) in chunk.iter().zip(sent) {
+            if let Err(e) = outcome {
+                tracing::warn!(nonce, error = %e, "rebroadcast failed; the next pass plans it again");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Most re-sends in flight at once.
+const REBROADCASTS_AT_ONCE: usize = 16;
+
+/// Re-sends the stored bytes of this nonce's newest variant.
+async fn rebroadcast<B: Broker + Clone + 'static>(
+    r: &ReconcileLoop<B>,
+    nonce: u64,
+) -> Result<(), PassError> {
+    if let Some(tx) = r.store.tx(nonce)? {
+        if let Some(v) = tx.variants.last() {
+            r.fence.check(&format!("broadcast {}", v.hash)).await?;
+            r.chain.broadcast(&v.raw).await?;
+        }
+    }
     Ok(())
 }
 
@@ -69,14 +106,7 @@ async fn act_one<B: Broker + Clone + 'static>(
         Action::Mint { vault, items } => {
             send_mints(r, world.head_block, vec![(vault, items)], intents, summary).await?;
         }
-        Action::Rebroadcast { nonce } => {
-            if let Some(tx) = r.store.tx(nonce)? {
-                if let Some(v) = tx.variants.last() {
-                    r.fence.check(&format!("broadcast {}", v.hash)).await?;
-                    r.chain.broadcast(&v.raw).await?;
-                }
-            }
-        }
+        Action::Rebroadcast { nonce } => rebroadcast(r, nonce).await?,
         Action::Replace { nonce } => replace(r, world.head_block, nonce).await?,
         Action::Settle { nonce, failed } => settle(r, nonce, &failed, world)?,
         // Alpaca's work runs as jobs beside the pass (never awaited here): a slow or
