@@ -2,16 +2,21 @@
 //!
 //! 1. Intake: durable `POST /inkind/issuance` at 64 concurrent clients (requests per second, p50
 //!    and p99 latency), then every answered request is checked on disk.
-//! 2. Mints: 200 confirmed mints on an anvil with 1-second blocks through the simulator: total
-//!    time, mints per second, median and p99 confirm-to-callback latency; then the same with one
-//!    transaction at a time (fewer mints, the rate is what compares).
+//! 2. Mints: 200, 1,000 and 2,000 confirmed mints through the simulator on an anvil with
+//!    1-second blocks (30M gas): first confirm to last callback, mints per second against the gas
+//!    bound (block gas limit / gas used per mint), confirm-to-callback and block-to-callback
+//!    latency (from the bench first seeing the deposit's block, polled every 10 ms, to the
+//!    simulator receiving the callback); every mint checked deposited once and called back once.
+//!    Intake runs again during the 2,000 (goal 5). Then 20 mints one transaction at a time.
 //! 3. The same 200 mints signed by an AWS KMS key (moto's KMS server, as in `tests/signers.rs`)
 //!    beside the local key: one KMS signature per transaction, however many mints it carries.
 //!    Skipped with a line saying so when moto is not installed.
 //! 4. Goal 4: one pass's store reads with 10,000 and 100,000 finished mints and redemptions in
 //!    the store.
 //!
-//! `BENCH_ONLY=store|intake|signers` runs a part.
+//! At the end, one `goal N:` line per goal of issue 16, the measured figure first.
+//!
+//! `BENCH_ONLY=store|intake|signers|mints` runs a part (`mints`: the three mint runs and the goals).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -40,8 +45,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.min(sorted.len() - 1)]
 }
 
-/// Intake's requests per second.
-async fn intake() -> f64 {
+/// Intake's requests per second and p99 latency.
+async fn intake() -> (f64, Duration) {
     const CLIENTS: usize = 64;
     const PER_CLIENT: usize = 160;
     let dir = tempfile::tempdir().unwrap();
@@ -143,7 +148,10 @@ async fn intake() -> f64 {
     );
     println!("  on disk after reopen: {on_disk} of {total}");
     assert_eq!(on_disk, total, "every answered request must be on disk");
-    total as f64 / elapsed.as_secs_f64()
+    (
+        total as f64 / elapsed.as_secs_f64(),
+        percentile(&latencies, 0.99),
+    )
 }
 
 /// Intake with metrics recorded and not, alternately three times each: what `/metrics` costs
@@ -152,9 +160,9 @@ async fn metrics_overhead() {
     let (mut with, mut without) = (Vec::new(), Vec::new());
     for _ in 0..3 {
         issuer::metrics::set_enabled(false);
-        without.push(intake().await);
+        without.push(intake().await.0);
         issuer::metrics::set_enabled(true);
-        with.push(intake().await);
+        with.push(intake().await.0);
     }
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
@@ -173,8 +181,49 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-async fn mints(label: &str, count: usize, policy: Policy) {
-    mints_signed_by(label, count, policy, None).await;
+async fn mints(label: &str, count: usize, policy: Policy) -> MintRun {
+    mints_signed_by(label, count, policy, None, None).await
+}
+
+/// What one mint run measured.
+#[derive(Debug, Clone, Default)]
+struct MintRun {
+    count: usize,
+    /// First confirm answered to last callback received.
+    span: Duration,
+    confirm_to_callback_p50: Duration,
+    confirm_to_callback_p99: Duration,
+    /// From the bench first seeing the block that holds a mint's deposit to its callback.
+    block_to_callback_p50: Duration,
+    block_to_callback_p95: Duration,
+    /// Gas used by the mint transactions, per mint.
+    gas_per_mint: f64,
+    block_gas_limit: u64,
+    transactions: u64,
+    /// Blocks that held at least one of the mints.
+    blocks: usize,
+}
+
+impl MintRun {
+    fn rate(&self) -> f64 {
+        self.count as f64 / self.span.as_secs_f64()
+    }
+
+    /// Mints per second the gas allows at 1-second blocks: block gas limit / gas per mint.
+    fn bound(&self) -> f64 {
+        self.block_gas_limit as f64 / self.gas_per_mint
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn ms_between(from: u64, to: u64) -> Duration {
+    Duration::from_millis(to.saturating_sub(from))
 }
 
 async fn mints_signed_by(
@@ -182,7 +231,9 @@ async fn mints_signed_by(
     count: usize,
     policy: Policy,
     signer: Option<issuer::chain::BotSigner>,
-) {
+    confirmed_all: Option<tokio::sync::oneshot::Sender<()>>,
+) -> MintRun {
+    use alloy::providers::Provider;
     let world = World::start(Some(1)).await;
     let signer = signer.unwrap_or_else(|| common::bot().into());
     let bot = signer.address();
@@ -193,10 +244,31 @@ async fn mints_signed_by(
         .await
         .unwrap();
     let nonce_before = chain.nonce_latest().await.unwrap();
+    // When each block was first seen here, polled every 10 ms (anvil's timestamps are whole
+    // seconds): where block->callback latency starts.
+    let seen_blocks = Arc::new(std::sync::Mutex::new(BTreeMap::<u64, u64>::new()));
+    let (watch_stop, watch_rx) = tokio::sync::watch::channel(false);
+    let watcher = tokio::spawn({
+        let chain = chain.clone();
+        let seen = seen_blocks.clone();
+        async move {
+            let mut last = chain.head().await.unwrap_or(0);
+            while !*watch_rx.borrow() {
+                if let Ok(head) = chain.head().await {
+                    let now = unix_ms();
+                    let mut seen = seen.lock().unwrap();
+                    for n in last + 1..=head {
+                        seen.entry(n).or_insert(now);
+                    }
+                    last = last.max(head);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    });
     let issuer = Issuer::start_with_signer(&world, policy, signer.clone()).await;
     let client = reqwest::Client::new();
     // Confirm every mint as fast as Alpaca could, recording when each confirm was answered.
-    let started = Instant::now();
     let mut confirms = Vec::new();
     // At most 64 of Alpaca's mint conversations at once: 200 at once open more connections to
     // the issuer than its bound (200), which then closes the oldest and the run fails instead of
@@ -232,52 +304,150 @@ async fn mints_signed_by(
                 "sim mint {status}: {}",
                 answer.text().await.unwrap_or_default()
             );
-            (id, Instant::now())
+            (id, unix_ms())
         }));
     }
-    let mut confirmed: BTreeMap<String, Instant> = BTreeMap::new();
+    let mut confirmed: BTreeMap<String, u64> = BTreeMap::new();
     for c in confirms {
         let (id, at) = c.await.unwrap();
         confirmed.insert(id, at);
     }
-    let mut called_back: BTreeMap<String, Instant> = BTreeMap::new();
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while called_back.len() < count && Instant::now() < deadline {
-        let counts = world.sim.snapshot().mint_callback_counts;
-        let now = Instant::now();
-        for id in confirmed.keys() {
-            if counts.get(id).copied().unwrap_or(0) > 0 {
-                called_back.entry(id.clone()).or_insert(now);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    if let Some(tell) = confirmed_all {
+        let _ = tell.send(());
     }
-    let total = started.elapsed();
-    let mut latencies: Vec<Duration> = called_back
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut callbacks = Vec::new();
+    while Instant::now() < deadline {
+        callbacks = world.sim.snapshot().mint_callbacks;
+        let done = callbacks
+            .iter()
+            .filter(|c| c.status == 200 && confirmed.contains_key(&c.tokenization_request_id))
+            .count();
+        if done >= count {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = watch_stop.send(true);
+    let _ = watcher.await;
+    // Exactly once: one callback and one tagged deposit per mint.
+    let mut called_back: BTreeMap<String, u64> = BTreeMap::new();
+    for c in &callbacks {
+        assert!(
+            called_back
+                .insert(c.tokenization_request_id.clone(), c.received_unix_ms)
+                .is_none(),
+            "{} called back twice",
+            c.tokenization_request_id
+        );
+    }
+    assert_eq!(called_back.len(), count, "every mint called back");
+    let head = chain.head().await.unwrap();
+    let (deposits, _) = chain
+        .scan_deposits(world.deployed.vault, 0, head)
+        .await
+        .unwrap();
+    let mut deposit_block: BTreeMap<String, u64> = BTreeMap::new();
+    let mut txs = std::collections::BTreeSet::new();
+    for d in &deposits {
+        assert!(
+            deposit_block
+                .insert(d.tokenization_request_id.to_string(), d.block_number)
+                .is_none(),
+            "{} deposited twice",
+            d.tokenization_request_id
+        );
+        txs.insert(d.tx_hash);
+    }
+    assert_eq!(deposit_block.len(), count, "every mint deposited once");
+    let provider: alloy::providers::RootProvider =
+        alloy::providers::ProviderBuilder::default().connect_http(world.rpc().parse().unwrap());
+    let mut gas_used = 0u64;
+    for hash in &txs {
+        let receipt = provider
+            .get_transaction_receipt(*hash)
+            .await
+            .unwrap()
+            .unwrap();
+        gas_used += receipt.gas_used;
+    }
+    let block_gas_limit = provider
+        .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
+        .await
+        .unwrap()
+        .unwrap()
+        .header
+        .gas_limit;
+    let seen = seen_blocks.lock().unwrap().clone();
+    let first_confirm = confirmed.values().copied().min().unwrap();
+    let last_callback = called_back.values().copied().max().unwrap();
+    let mut confirm_to_callback: Vec<Duration> = called_back
         .iter()
-        .map(|(id, at)| at.duration_since(confirmed[id]))
+        .map(|(id, at)| ms_between(confirmed[id], *at))
         .collect();
-    latencies.sort();
+    confirm_to_callback.sort();
+    let mut block_to_callback: Vec<Duration> = called_back
+        .iter()
+        .map(|(id, at)| ms_between(seen[&deposit_block[id]], *at))
+        .collect();
+    block_to_callback.sort();
+    let mut per_block: BTreeMap<u64, (usize, u64)> = BTreeMap::new();
+    for (id, at) in &called_back {
+        let block = deposit_block[id];
+        let slot = per_block.entry(block).or_default();
+        slot.0 += 1;
+        slot.1 = slot.1.max(at.saturating_sub(seen[&block]));
+    }
+    let run = MintRun {
+        count,
+        span: ms_between(first_confirm, last_callback),
+        confirm_to_callback_p50: percentile(&confirm_to_callback, 0.5),
+        confirm_to_callback_p99: percentile(&confirm_to_callback, 0.99),
+        block_to_callback_p50: percentile(&block_to_callback, 0.5),
+        block_to_callback_p95: percentile(&block_to_callback, 0.95),
+        gas_per_mint: gas_used as f64 / count as f64,
+        block_gas_limit,
+        transactions: chain.nonce_latest().await.unwrap() - nonce_before,
+        blocks: deposit_block
+            .values()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+    };
     println!(
-        "mints ({label}): {} of {count} confirmed mints called back, anvil 1-second blocks",
-        called_back.len()
+        "mints ({label}): {count} confirmed mints, each deposited once and called back once, anvil 1-second blocks"
     );
     println!(
-        "  total {:.2} s, {:.1} mints/s",
-        total.as_secs_f64(),
-        called_back.len() as f64 / total.as_secs_f64()
+        "  first confirm to last callback {:.2} s, {:.1} mints/s; gas bound {:.0} mints/s ({} gas per block / {:.0} gas per mint): {:.0} %",
+        run.span.as_secs_f64(),
+        run.rate(),
+        run.bound(),
+        run.block_gas_limit,
+        run.gas_per_mint,
+        run.rate() / run.bound() * 100.0
     );
     println!(
-        "  confirm-to-callback median {:.0} ms, p99 {:.0} ms",
-        ms(percentile(&latencies, 0.5)),
-        ms(percentile(&latencies, 0.99))
+        "  confirm-to-callback median {:.0} ms, p99 {:.0} ms; block-to-callback median {:.0} ms, p95 {:.0} ms",
+        ms(run.confirm_to_callback_p50),
+        ms(run.confirm_to_callback_p99),
+        ms(run.block_to_callback_p50),
+        ms(run.block_to_callback_p95),
     );
     println!(
-        "  {} transactions signed by the {} signer (one signature each)",
-        chain.nonce_latest().await.unwrap() - nonce_before,
-        signer.kind()
+        "  {} transactions signed by the {} signer (one signature each), deposits in {} blocks",
+        run.transactions,
+        signer.kind(),
+        run.blocks
+    );
+    println!(
+        "  per block (mints, slowest block-to-callback ms): {}",
+        per_block
+            .values()
+            .map(|(n, slowest)| format!("({n}, {slowest})"))
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     issuer.stop().await;
+    run
 }
 
 /// The batched mints again, signed by a KMS key in moto's KMS server; skipped without moto.
@@ -289,7 +459,7 @@ async fn mints_with_kms(count: usize) {
     let kms = common::remote::KmsEmulator::start().await;
     let key_id = kms.create_key().await;
     let signer = issuer::chain::BotSigner::Kms(Arc::new(kms.signer(&key_id).await));
-    mints_signed_by("aws-kms", count, Policy::default(), Some(signer)).await;
+    mints_signed_by("aws-kms", count, Policy::default(), Some(signer), None).await;
 }
 
 /// A mint record of 1 share for `trid`, in the given journal and callback states.
@@ -524,7 +694,7 @@ fn peak_rss_mib() -> Option<f64> {
 /// Goal 4: one pass's store reads do not grow with history. A store with a few live items (40
 /// active mints, one with a deposit; 10 open redemptions, one with a burn; one unsettled
 /// transaction) under 10,000 and then 100,000 finished mints and finished redemptions.
-fn pass_reads_at_history() {
+fn pass_reads_at_history() -> f64 {
     use alloy::primitives::{B256, U256};
     let dir = tempfile::tempdir().unwrap();
     let store = RedbStore::open(&dir.path().join("h.redb")).unwrap();
@@ -615,6 +785,80 @@ fn pass_reads_at_history() {
     if let Some(peak) = peak_rss_mib() {
         println!("goal 4: {peak:.0} MiB peak RSS of the bench process (history built in memory in chunks of 10,000)");
     }
+    reads_large
+}
+
+/// Goal 5's figures: intake at 64 clients while the 2,000 mints are minted, and the run itself.
+async fn mints_with_intake(count: usize) -> (MintRun, (f64, Duration)) {
+    let (tell, confirmed_all) = tokio::sync::oneshot::channel();
+    let intake_during = tokio::spawn(async move {
+        let _ = confirmed_all.await;
+        intake().await
+    });
+    let run = mints_signed_by(
+        &format!("{count}-with-intake"),
+        count,
+        Policy::default(),
+        None,
+        Some(tell),
+    )
+    .await;
+    (run, intake_during.await.unwrap())
+}
+
+/// `(target ...)` or `(target ...: MISSED)`.
+fn target(text: &str, met: bool) -> String {
+    if met {
+        format!("(target {text})")
+    } else {
+        format!("(target {text}: MISSED)")
+    }
+}
+
+/// One line per goal of issue 16, the measured figure first.
+fn print_goals(
+    store_reads_ms: f64,
+    m200: &MintRun,
+    m1000: &MintRun,
+    m2000: &MintRun,
+    intake: (f64, Duration),
+) {
+    let ratio = m2000.rate() / m2000.bound();
+    println!(
+        "goal 1: {:.2} of the gas bound at 2000 mints ({:.0} mints/s of {:.0}: {} gas per block / {:.0} gas per mint at 1-second blocks) {}",
+        ratio,
+        m2000.rate(),
+        m2000.bound(),
+        m2000.block_gas_limit,
+        m2000.gas_per_mint,
+        target(">= 0.80", ratio >= 0.8)
+    );
+    for run in [m200, m2000] {
+        let p95 = run.block_to_callback_p95.as_secs_f64();
+        println!(
+            "goal 2: {p95:.2} s block->callback p95 at {} mints {}",
+            run.count,
+            target("< 0.3 s", p95 < 0.3)
+        );
+    }
+    for (run, limit) in [(m200, 1.0), (m1000, 2.0)] {
+        let p50 = run.confirm_to_callback_p50.as_secs_f64();
+        println!(
+            "goal 3: {p50:.2} s confirm->callback p50 at {} mints {}",
+            run.count,
+            target(&format!("< {limit:.1} s"), p50 < limit)
+        );
+    }
+    println!(
+        "goal 4: {store_reads_ms:.2} ms per pass's store reads at 100,000 finished items {}",
+        target("< 5 ms", store_reads_ms < 5.0)
+    );
+    let (rps, p99) = intake;
+    println!(
+        "goal 5: {rps:.0} durable issuances/s at 64 clients, p99 {:.1} ms, while 2000 mints were minted (own store, same process) {}",
+        ms(p99),
+        target(">= 10000/s, p99 < 20 ms", rps >= 10_000.0 && ms(p99) < 20.0)
+    );
 }
 
 fn main() {
@@ -623,9 +867,11 @@ fn main() {
         println!("benchmarks run with `just bench` (cargo bench)");
         return;
     }
-    if std::env::var("BENCH_ONLY").as_deref() != Ok("signers") {
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let mut store_reads_ms = f64::NAN;
+    if only != "signers" && only != "mints" {
         store_only();
-        pass_reads_at_history();
+        store_reads_ms = pass_reads_at_history();
     }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("store") {
         return;
@@ -640,11 +886,20 @@ fn main() {
             mints_with_kms(200).await;
             return;
         }
-        metrics_overhead().await;
-        if std::env::var("BENCH_ONLY").as_deref() == Ok("intake") {
+        if only != "mints" {
+            metrics_overhead().await;
+        }
+        if only == "intake" {
             return;
         }
-        mints("batched", 200, Policy::default()).await;
+        let m200 = mints("200", 200, Policy::default()).await;
+        let m1000 = mints("1000", 1000, Policy::default()).await;
+        let m2000 = mints("2000", 2000, Policy::default()).await;
+        let (_, intake_during) = mints_with_intake(2000).await;
+        if only == "mints" {
+            print_goals(store_reads_ms, &m200, &m1000, &m2000, intake_during);
+            return;
+        }
         mints(
             "one-at-a-time",
             20,
@@ -656,6 +911,7 @@ fn main() {
         )
         .await;
         mints_with_kms(200).await;
+        print_goals(store_reads_ms, &m200, &m1000, &m2000, intake_during);
     });
 }
 

@@ -867,3 +867,143 @@ async fn a_reorg_that_drops_a_burn_burns_again_once() {
     assert_eq!(rig.node.supply(rig.vault), U256::ZERO);
     assert_eq!(rig.sim.snapshot().redeem_call_count, 1);
 }
+
+/// Issue 16: one pass sends all its batches (estimated side by side), with consecutive nonces,
+/// each stored before it is broadcast; every mint goes out in exactly one of them.
+#[tokio::test(start_paused = true)]
+async fn many_batches_in_one_pass_get_consecutive_nonces_and_each_mint_is_deposited_once() {
+    let rig = Rig::new();
+    let ids: Vec<_> = (0..330)
+        .map(|i| rig.issue_confirmed(&format!("tr-{i}"), "1"))
+        .collect();
+    let (before, estimates_before) = (rig.node.broadcasts(), rig.node.estimates());
+    rig.pass().await;
+    assert_eq!(
+        rig.node.broadcasts() - before,
+        9,
+        "330 mints at 40 per transaction, all sent by the first pass"
+    );
+    assert_eq!(
+        rig.node.estimates() - estimates_before,
+        2,
+        "one estimate per shape: eight batches of 40 to one wallet, one of 10"
+    );
+    assert_eq!(rig.node.pooled(), 9);
+    let mut covered = std::collections::BTreeMap::new();
+    for nonce in 0..9 {
+        let tx = rig
+            .store
+            .tx(&Network::parse("base").unwrap(), nonce)
+            .unwrap()
+            .expect("consecutive nonces");
+        let reconciler::TxPurpose::Mint {
+            issuer_request_ids, ..
+        } = tx.purpose
+        else {
+            panic!("nonce {nonce} is not a mint");
+        };
+        for id in issuer_request_ids {
+            assert!(
+                covered.insert(id, nonce).is_none(),
+                "a mint in two transactions"
+            );
+        }
+    }
+    assert!(rig
+        .store
+        .tx(&Network::parse("base").unwrap(), 9)
+        .unwrap()
+        .is_none());
+    assert_eq!(covered.len(), ids.len());
+    rig.run(3).await;
+    assert_eq!(rig.balance(rig.ap_wallet), shares(330));
+    for (i, irid) in ids.iter().enumerate() {
+        assert_eq!(rig.deposits_for(irid), 1);
+        assert_eq!(rig.callbacks(&format!("tr-{i}")), 1);
+    }
+    rig.run(5).await;
+    assert_eq!(rig.node.pooled(), 0);
+    assert_eq!(
+        rig.balance(rig.ap_wallet),
+        shares(330),
+        "nothing sent twice"
+    );
+}
+
+/// Issue 16: a transaction the node lost (the block after it had room, and every nonce behind
+/// it waits) is sent again by the next pass and mined one block late, not two.
+#[tokio::test(start_paused = true)]
+async fn a_nonce_a_block_left_out_is_recovered_in_one_block() {
+    let rig = Rig::new();
+    let ids: Vec<_> = (0..80)
+        .map(|i| rig.issue_confirmed(&format!("tr-{i}"), "1"))
+        .collect();
+    rig.node.faults(|f| f.lose_broadcasts = 1);
+    rig.pass().await;
+    assert_eq!(
+        rig.node.pooled(),
+        1,
+        "nonce 0 lost, nonce 1 waits behind it"
+    );
+    rig.node.mine();
+    assert_eq!(
+        rig.balance(rig.ap_wallet),
+        U256::ZERO,
+        "a block with room left it out"
+    );
+    rig.pass().await;
+    rig.node.mine();
+    assert_eq!(
+        rig.balance(rig.ap_wallet),
+        shares(80),
+        "both mined in the next block"
+    );
+    rig.run(4).await;
+    for (i, irid) in ids.iter().enumerate() {
+        assert_eq!(rig.deposits_for(irid), 1);
+        assert_eq!(rig.callbacks(&format!("tr-{i}")), 1);
+    }
+}
+
+/// Issue 16: a batch reuses another's estimate only if it has no receiver the other lacks (a
+/// new holder costs more gas); otherwise it is estimated itself, and both are mined.
+#[tokio::test(start_paused = true)]
+async fn a_batch_with_a_receiver_the_estimated_one_lacks_is_estimated_itself() {
+    let rig = Rig::new();
+    let other = Address::repeat_byte(0xc2);
+    let account = rig.store.register_account("second@example.com").unwrap();
+    rig.store
+        .link_account("second@example.com", "ACC-3")
+        .unwrap();
+    assert!(rig.store.add_wallet(&account.client_id, other).unwrap());
+    let second = rig_clone_for(&rig, account.client_id.clone(), other);
+    // The plan batches in issuer_request_id order: the first 40 ids go to one wallet, the next
+    // 40 to the other, so each batch has a wallet the other lacks.
+    let mut trids: Vec<String> = (0..80).map(|i| format!("tr-{i}")).collect();
+    trids.sort_by_key(|t| IssuerRequestId::for_mint(&TokenizationRequestId::parse(t).unwrap()));
+    let ids: Vec<_> = trids
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            if i < 40 {
+                rig.issue_confirmed(t, "1")
+            } else {
+                second.issue_confirmed(t, "1")
+            }
+        })
+        .collect();
+    let estimates_before = rig.node.estimates();
+    rig.pass().await;
+    assert_eq!(
+        rig.node.estimates() - estimates_before,
+        2,
+        "two batches of 40, each to a wallet the other lacks"
+    );
+    rig.run(3).await;
+    assert_eq!(rig.balance(rig.ap_wallet), shares(40));
+    assert_eq!(rig.balance(other), shares(40));
+    for irid in &ids {
+        assert_eq!(rig.deposits_for(irid), 1);
+        assert!(rig.acked(irid));
+    }
+}

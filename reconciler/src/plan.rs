@@ -16,7 +16,10 @@ use std::collections::{BTreeMap, BTreeSet};
 pub struct Policy {
     /// A log counts once it has this many blocks (its own included).
     pub confirmations_min: u64,
-    /// A pending transaction this old is re-sent as is.
+    /// A pending transaction this old is re-sent as is. 1 by default: a transaction a block
+    /// left out (the node lost it, so every nonce after it waits) is re-sent on the next pass
+    /// and mined one block late, not two; a re-send the node already holds costs one refused
+    /// call.
     pub rebroadcast_after_blocks: u64,
     /// A pending transaction this old is replaced at the same nonce with a higher fee.
     pub replace_after_blocks: u64,
@@ -36,7 +39,7 @@ impl Default for Policy {
     fn default() -> Self {
         Policy {
             confirmations_min: 1,
-            rebroadcast_after_blocks: 2,
+            rebroadcast_after_blocks: 1,
             replace_after_blocks: 6,
             mints_per_tx_max: 40,
             mint_attempts_max: 3,

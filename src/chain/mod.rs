@@ -357,6 +357,25 @@ impl Chain {
     }
 }
 
+/// Most receipts asked of the node at once by [`Chain::mined_many`].
+const RECEIPTS_AT_ONCE: usize = 16;
+
+impl Chain {
+    /// [`Chain::mined`] for each of `hashes`, in the same order, asked side by side (a pass with
+    /// fifty transactions in flight does not wait on fifty round trips one after another).
+    pub async fn mined_many(&self, hashes: &[B256]) -> Result<Vec<Option<Mined>>, ChainError> {
+        let mut out = Vec::with_capacity(hashes.len());
+        for chunk in hashes.chunks(RECEIPTS_AT_ONCE) {
+            let answers =
+                futures::future::join_all(chunk.iter().map(|hash| self.mined(*hash))).await;
+            for answer in answers {
+                out.push(answer?);
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// One of our transactions as mined.
 #[derive(Debug, Clone)]
 pub struct Mined {

@@ -26,17 +26,69 @@ pub async fn act<B: Broker + Clone + 'static>(
         .iter()
         .map(|m| (&m.issuer_request_id, m))
         .collect();
-    for action in actions {
+    let mut actions = actions.into_iter().peekable();
+    // Re-sends of stored bytes wait until the pass's other work is done and then go out side by
+    // side: with a block's worth of transactions queued behind the next, one after another they
+    // would hold back the callbacks planned after them.
+    let mut rebroadcasts = Vec::new();
+    while let Some(action) = actions.next() {
         if r.stop.is_set() || !r.fence.holds() {
             // Shutting down, or (HA) the lease is lost: the rest is planned again after the
             // restart, or by the next leader.
             break;
+        }
+        if let Action::Rebroadcast { nonce } = action {
+            rebroadcasts.push(nonce);
+            continue;
+        }
+        if let Action::Mint { vault, items } = action {
+            // The plan's mint batches come together: estimated side by side, then sent with
+            // consecutive nonces, instead of one estimate after another.
+            let mut batches = vec![(vault, items)];
+            while let Some(Action::Mint { .. }) = actions.peek() {
+                if let Some(Action::Mint { vault, items }) = actions.next() {
+                    batches.push((vault, items));
+                }
+            }
+            if let Err(e) = send_mints(r, world.head_block, batches, &intents, summary).await {
+                tracing::warn!(error = %e, "mint transactions not sent; the next pass plans them again");
+            }
+            continue;
         }
         // Each action stands alone: one that fails (a node refusing a broadcast) is logged with
         // its ids and planned again next pass; it never stops the others.
         let what = action_label(&action);
         if let Err(e) = act_one(r, world, action, &intents, summary).await {
             tracing::warn!(action = what, error = %e, "action failed; the next pass plans it again");
+        }
+    }
+    for chunk in rebroadcasts.chunks(REBROADCASTS_AT_ONCE) {
+        if r.stop.is_set() || !r.fence.holds() {
+            break;
+        }
+        let sent =
+            futures::future::join_all(chunk.iter().map(|&nonce| rebroadcast(r, nonce))).await;
+        for (nonce, outcome) in chunk.iter().zip(sent) {
+            if let Err(e) = outcome {
+                tracing::warn!(nonce, error = %e, "rebroadcast failed; the next pass plans it again");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Most re-sends in flight at once.
+const REBROADCASTS_AT_ONCE: usize = 16;
+
+/// Re-sends the stored bytes of this nonce's newest variant.
+async fn rebroadcast<B: Broker + Clone + 'static>(
+    r: &ReconcileLoop<B>,
+    nonce: u64,
+) -> Result<(), PassError> {
+    if let Some(tx) = r.store.tx(&r.network, nonce)? {
+        if let Some(v) = tx.variants.last() {
+            r.fence.check(&format!("broadcast {}", v.hash)).await?;
+            r.chain.broadcast(&v.raw).await?;
         }
     }
     Ok(())
@@ -52,17 +104,9 @@ async fn act_one<B: Broker + Clone + 'static>(
 ) -> Result<(), PassError> {
     match action {
         Action::Mint { vault, items } => {
-            send_mint(r, world.head_block, vault, &items, intents).await?;
-            summary.mints_sent += items.len();
+            send_mints(r, world.head_block, vec![(vault, items)], intents, summary).await?;
         }
-        Action::Rebroadcast { nonce } => {
-            if let Some(tx) = r.store.tx(&r.network, nonce)? {
-                if let Some(v) = tx.variants.last() {
-                    r.fence.check(&format!("broadcast {}", v.hash)).await?;
-                    r.chain.broadcast(&v.raw).await?;
-                }
-            }
-        }
+        Action::Rebroadcast { nonce } => rebroadcast(r, nonce).await?,
         Action::Replace { nonce } => replace(r, world.head_block, nonce).await?,
         Action::Settle { nonce, failed } => settle(r, nonce, &failed, world)?,
         // Alpaca's work runs as jobs beside the pass (never awaited here): a slow or
@@ -228,20 +272,174 @@ async fn next_nonce(
     Ok(chain_nonce.max(stored))
 }
 
-async fn send_mint<B: Broker + Clone + 'static>(
+/// Most mint batches estimated at once: enough to hide the node's round trips, few enough not to
+/// crowd out the node's other callers.
+const ESTIMATES_AT_ONCE: usize = 8;
+
+/// A transaction ready to sign: its calldata, what it is for and its gas limit.
+struct Prepared {
+    to: alloy::primitives::Address,
+    input: alloy::primitives::Bytes,
+    purpose: TxPurpose,
+    gas_limit: u64,
+}
+
+/// Sends a pass's mint batches. A batch is estimated unless an earlier batch of this pass
+/// covers it ([`covers`]: same vault and size, every receiver among its receivers, no mint that
+/// failed before), whose gas limit it then reuses: one `eth_estimateGas` per shape instead of
+/// one per transaction. The estimates run side by side ([`ESTIMATES_AT_ONCE`] at a time); then
+/// every transaction is signed, stored and broadcast in the plan's order with consecutive
+/// nonces at one fee. Each is stored before its broadcast; a broadcast that fails stops the
+/// rest (planned again next pass), so we leave no gap of our own before a nonce.
+async fn send_mints<B: Broker + Clone + 'static>(
     r: &ReconcileLoop<B>,
     head: u64,
+    batches: Vec<(alloy::primitives::Address, Vec<MintItem>)>,
+    intents: &BTreeMap<&IssuerRequestId, &MintIntent>,
+    summary: &mut PassSummary,
+) -> Result<(), PassError> {
+    // Which batches are estimated, and which reuse the estimate of which.
+    let mut estimated: Vec<usize> = Vec::new();
+    let mut reuses: Vec<Option<usize>> = Vec::with_capacity(batches.len());
+    for (i, (vault, items)) in batches.iter().enumerate() {
+        let shape = estimated.iter().copied().find(|&e| {
+            let (shape_vault, shape_items) = &batches[e];
+            shape_vault == vault && covers(shape_items, items, intents)
+        });
+        if shape.is_none() {
+            estimated.push(i);
+        }
+        reuses.push(shape);
+    }
+    let mut prepared_by_batch: BTreeMap<usize, Vec<Prepared>> = BTreeMap::new();
+    for chunk in estimated.chunks(ESTIMATES_AT_ONCE) {
+        let outcomes = futures::future::join_all(chunk.iter().map(|&i| {
+            let (vault, items) = &batches[i];
+            prepare_mint(r, *vault, items, intents)
+        }))
+        .await;
+        for (outcome, &i) in outcomes.into_iter().zip(chunk) {
+            match outcome {
+                Ok(ready) => {
+                    prepared_by_batch.insert(i, ready);
+                }
+                Err(e) => {
+                    let (vault, items) = &batches[i];
+                    tracing::warn!(error = %e, %vault, mints = items.len(), "mint batch not sent; planned again next pass");
+                }
+            }
+        }
+    }
+    // A shape's gas limit, where it estimated whole as one transaction; one that had to be split
+    // gives nothing to reuse, and the batches it covers are estimated themselves.
+    let shape_gas: BTreeMap<usize, u64> = prepared_by_batch
+        .iter()
+        .filter_map(|(&i, ready)| match ready.as_slice() {
+            [one] if purpose_len(&one.purpose) == batches[i].1.len() => Some((i, one.gas_limit)),
+            _ => None,
+        })
+        .collect();
+    let mut prepared = Vec::new();
+    for (i, (vault, items)) in batches.iter().enumerate() {
+        match reuses[i] {
+            None => prepared.extend(prepared_by_batch.remove(&i).unwrap_or_default()),
+            Some(shape) => {
+                if let Some(&gas_limit) = shape_gas.get(&shape) {
+                    prepared.push(Prepared {
+                        to: *vault,
+                        input: mint_input(r, items, intents),
+                        purpose: mint_purpose(*vault, items),
+                        gas_limit,
+                    });
+                    continue;
+                }
+                match prepare_mint(r, *vault, items, intents).await {
+                    Ok(ready) => prepared.extend(ready),
+                    Err(e) => {
+                        tracing::warn!(error = %e, %vault, mints = items.len(), "mint batch not sent; planned again next pass");
+                    }
+                }
+            }
+        }
+    }
+    // Fees and the first nonce are read once; the transactions after it count up from there.
+    let mut next: Option<(Fees, u64)> = None;
+    for tx in prepared {
+        if r.stop.is_set() || !r.fence.holds() {
+            return Ok(());
+        }
+        let (fees, nonce) = if let Some(known) = next {
+            known
+        } else {
+            r.fence.check("sign").await?;
+            let fees = r.chain.fees().await?;
+            let nonce = next_nonce(r.store.as_ref(), &r.network, &r.chain).await?;
+            if unknown_pending(r, nonce).await? {
+                return Ok(());
+            }
+            (fees, nonce)
+        };
+        let mints = purpose_len(&tx.purpose);
+        sign_store_broadcast(r, head, nonce, fees, tx).await?;
+        summary.mints_sent += mints;
+        next = Some((fees, nonce + 1));
+    }
+    Ok(())
+}
+
+/// Whether `items` may reuse the gas limit estimated for `shape`: as many mints, every receiver
+/// of `items` also a receiver in `shape` (a receiver's first mint in a transaction, which may
+/// create its balance, is what costs most; a receiver `shape` has costs no more here), and no
+/// mint of `items` that failed before (those are estimated with their own batch).
+fn covers(
+    shape: &[MintItem],
+    items: &[MintItem],
+    intents: &BTreeMap<&IssuerRequestId, &MintIntent>,
+) -> bool {
+    shape.len() == items.len()
+        && items.iter().all(|item| {
+            shape.iter().any(|s| s.receiver == item.receiver)
+                && intents
+                    .get(&item.issuer_request_id)
+                    .is_some_and(|intent| intent.failed_attempts == 0)
+        })
+}
+
+fn mint_purpose(vault: alloy::primitives::Address, items: &[MintItem]) -> TxPurpose {
+    TxPurpose::Mint {
+        vault,
+        issuer_request_ids: items.iter().map(|i| i.issuer_request_id.clone()).collect(),
+    }
+}
+
+/// How many mints a transaction carries.
+fn purpose_len(purpose: &TxPurpose) -> usize {
+    match purpose {
+        TxPurpose::Mint {
+            issuer_request_ids, ..
+        } => issuer_request_ids.len(),
+        _ => 0,
+    }
+}
+
+/// Estimates one mint batch. One item that cannot be estimated (a receiver that reverts) must
+/// neither hold back the others in its batch nor break them up: each item is then estimated
+/// alone, the ones that fail wait (shown to operators), and the rest go out together as one
+/// transaction (or one each, if each fits alone but not together).
+async fn prepare_mint<B: Broker + Clone + 'static>(
+    r: &ReconcileLoop<B>,
     vault: alloy::primitives::Address,
     items: &[MintItem],
     intents: &BTreeMap<&IssuerRequestId, &MintIntent>,
-) -> Result<(), PassError> {
+) -> Result<Vec<Prepared>, PassError> {
     let input = mint_input(r, items, intents);
-    // Estimated here, before a nonce is taken. One item that cannot be estimated (a receiver
-    // that reverts) must neither hold back the others in its batch nor break them up: each item
-    // is estimated alone, the ones that fail wait (shown to operators), and the rest go out
-    // together as one transaction.
-    let gas_limit = match r.chain.estimate_gas(vault, &input).await {
-        Ok(gas) => gas,
+    match r.chain.estimate_gas(vault, &input).await {
+        Ok(gas_limit) => Ok(vec![Prepared {
+            to: vault,
+            input,
+            purpose: mint_purpose(vault, items),
+            gas_limit,
+        }]),
         Err(e) if items.len() > 1 => {
             tracing::warn!(error = %e, %vault, mints = items.len(), "batch estimation failed; estimating its mints one by one");
             let alone = futures::future::join_all(items.iter().map(|item| async move {
@@ -257,37 +455,33 @@ async fn send_mint<B: Broker + Clone + 'static>(
                 fits_alone.push(estimate.is_ok());
             }
             let split = reconciler::pacing::split_after_estimates(items, &fits_alone);
+            let mut out = Vec::new();
             // Each fits alone but not together (the batch's gas): one transaction each.
             for item in &split.one_by_one {
-                let sent = Box::pin(send_mint(
-                    r,
-                    head,
-                    vault,
-                    std::slice::from_ref(item),
-                    intents,
-                ))
-                .await;
-                if let Err(e) = sent {
-                    tracing::warn!(issuer_request_id = %item.issuer_request_id, error = %e, "mint not sent");
+                match Box::pin(prepare_mint(r, vault, std::slice::from_ref(item), intents)).await {
+                    Ok(prepared) => out.extend(prepared),
+                    Err(e) => {
+                        tracing::warn!(issuer_request_id = %item.issuer_request_id, error = %e, "mint not sent");
+                    }
                 }
             }
-            if split.together.is_empty() {
-                return Ok(());
+            if !split.together.is_empty() {
+                match Box::pin(prepare_mint(r, vault, &split.together, intents)).await {
+                    Ok(prepared) => out.extend(prepared),
+                    Err(e) => {
+                        tracing::warn!(%vault, mints = split.together.len(), error = %e, "mints not sent");
+                    }
+                }
             }
-            return Box::pin(send_mint(r, head, vault, &split.together, intents)).await;
+            Ok(out)
         }
         Err(e) => {
             if let Some(item) = items.first() {
                 flag_unestimable(r, item, &e)?;
             }
-            return Err(e.into());
+            Err(e.into())
         }
-    };
-    let purpose = TxPurpose::Mint {
-        vault,
-        issuer_request_ids: items.iter().map(|i| i.issuer_request_id.clone()).collect(),
-    };
-    send_estimated(r, head, vault, input, purpose, gas_limit).await
+    }
 }
 
 /// The multicall of `[deposit, transfer]` pairs for `items`, each tagged with its ids.
@@ -363,19 +557,56 @@ async fn send_estimated<B: Broker + Clone + 'static>(
     r.fence.check("sign").await?;
     let fees = r.chain.fees().await?;
     let nonce = next_nonce(r.store.as_ref(), &r.network, &r.chain).await?;
-    if r.fence.is_ha() {
-        // A transaction of the bot this store does not know is pending (a previous leader's):
-        // wait until it is mined and observed rather than do its work a second time.
-        let pending = r.chain.nonce_pending().await?;
-        if pending > nonce {
-            tracing::warn!(
-                nonce,
-                pending,
-                "a transaction unknown to this leader is pending; not sending until it is mined"
-            );
-            return Ok(());
-        }
+    if unknown_pending(r, nonce).await? {
+        return Ok(());
     }
+    let tx = Prepared {
+        to,
+        input,
+        purpose,
+        gas_limit,
+    };
+    sign_store_broadcast(r, head, nonce, fees, tx).await
+}
+
+/// HA mode: a transaction of the bot this store does not know is pending (a previous leader's):
+/// wait until it is mined and observed rather than do its work a second time.
+async fn unknown_pending<B: Broker + Clone + 'static>(
+    r: &ReconcileLoop<B>,
+    nonce: u64,
+) -> Result<bool, PassError> {
+    if !r.fence.is_ha() {
+        return Ok(false);
+    }
+    let pending = r.chain.nonce_pending().await?;
+    if pending > nonce {
+        tracing::warn!(
+            nonce,
+            pending,
+            "a transaction unknown to this leader is pending; not sending until it is mined"
+        );
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// Signs `tx` at `nonce`, stores it, then broadcasts it: the crash-safety order (a stored
+/// transaction is re-sent after a restart; an unstored one could be signed again at another
+/// nonce).
+async fn sign_store_broadcast<B: Broker + Clone + 'static>(
+    r: &ReconcileLoop<B>,
+    head: u64,
+    nonce: u64,
+    fees: Fees,
+    tx: Prepared,
+) -> Result<(), PassError> {
+    let Prepared {
+        to,
+        input,
+        purpose,
+        gas_limit,
+    } = tx;
+    r.fence.check("sign").await?;
     let (hash, raw) = r
         .chain
         .sign(nonce, to, input.clone(), gas_limit, fees)

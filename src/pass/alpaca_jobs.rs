@@ -26,7 +26,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
 
 /// Most Alpaca jobs running at once.
-const JOBS_AT_ONCE: usize = 16;
+const JOBS_AT_ONCE: usize = 32;
 /// Longest a job may take, retries included; then it is dropped (every job is safe to cut at any
 /// point: what it marks before calling makes the next attempt ask Alpaca first).
 const JOB_DEADLINE: Duration = Duration::from_secs(60);
@@ -322,6 +322,23 @@ pub(super) async fn redeem_call<B: Broker>(
     Ok(())
 }
 
+/// Changes one stored mint from a job, off the runtime's worker threads. A write waits for its
+/// group commit; on a small runtime (two cores) a worker blocked in it would hold back every
+/// other job's write, so commits would go one by one instead of together.
+async fn update_mint_off_thread<B>(
+    d: &JobCtx<B>,
+    id: &IssuerRequestId,
+    change: crate::store::MintChange,
+) -> Result<Option<MintRecord>, PassError> {
+    let store = d.store.clone();
+    let id = id.clone();
+    match tokio::task::spawn_blocking(move || store.update_mint(&id, change)).await {
+        Ok(written) => Ok(written?),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(crate::store::StoreError::WriterGone.into()),
+    }
+}
+
 /// Sends one mint callback; `Ok(true)` once Alpaca has it.
 pub(super) async fn callback<B: Broker>(
     d: &JobCtx<B>,
@@ -340,10 +357,12 @@ pub(super) async fn callback<B: Broker>(
     if ask_first {
         if let Some(request) = d.broker.request_by_issuer_id(&id).await? {
             if let Some(known) = request.tx_hash {
-                d.store.update_mint(
+                update_mint_off_thread(
+                    d,
                     &id,
                     Box::new(move |m| m.intent.callback = Callback::Acked { tx_hash: known }),
-                )?;
+                )
+                .await?;
                 tracing::info!(issuer_request_id = %id, "Alpaca already has the mint callback; recorded");
                 return Ok(true);
             }
@@ -351,14 +370,16 @@ pub(super) async fn callback<B: Broker>(
     }
     if record.intent.callback == Callback::NotSent {
         // Marked before it goes out: after a crash the next attempt asks Alpaca first.
-        d.store.update_mint(
+        update_mint_off_thread(
+            d,
             &id,
             Box::new(|m| {
                 if m.intent.callback == Callback::NotSent {
                     m.intent.callback = Callback::Attempted;
                 }
             }),
-        )?;
+        )
+        .await?;
     }
     let intent = &record.intent;
     d.fence.check(&format!("mint callback {id}")).await?;
@@ -398,7 +419,8 @@ pub(super) async fn callback<B: Broker>(
                     code: code.clone(),
                     message: message.clone(),
                 };
-                d.store.update_mint(
+                update_mint_off_thread(
+                    d,
                     &id,
                     Box::new(move |m| {
                         // An acknowledgement recorded meanwhile stands.
@@ -407,7 +429,8 @@ pub(super) async fn callback<B: Broker>(
                             m.problem = Some(text);
                         }
                     }),
-                )?;
+                )
+                .await?;
                 tracing::error!(issuer_request_id = %id, status, code = code.as_deref().unwrap_or(""), message = %message,
                     "Alpaca refused the mint callback; stopped until an operator retries it (issuer operator retry-mint ID)");
                 return Ok(false);
@@ -416,13 +439,15 @@ pub(super) async fn callback<B: Broker>(
     }
     sent?;
     maybe_crash(d.crash_at, CrashPoint::AfterCallback);
-    let acked = d.store.update_mint(
+    let acked = update_mint_off_thread(
+        d,
         &id,
         Box::new(move |m| {
             m.intent.callback = Callback::Acked { tx_hash };
             m.problem = None;
         }),
-    )?;
+    )
+    .await?;
     if let Some(confirmed) = acked.and_then(|m| m.confirmed_at_ms) {
         let now_ms = d.clock.unix_ms();
         #[allow(clippy::cast_precision_loss)] // milliseconds to seconds for a histogram

@@ -45,10 +45,19 @@ pub async fn observe<B: Broker + Clone + 'static>(
         let settled_nonce = chain
             .nonce_at(head.saturating_sub(r.config.policy.confirmations_min))
             .await?;
+        let hashes: Vec<_> = unsettled
+            .iter()
+            .flat_map(|tx| tx.variants.iter().map(|v| v.hash))
+            .collect();
+        let mut mined_by_hash: std::collections::HashMap<_, _> = hashes
+            .iter()
+            .copied()
+            .zip(chain.mined_many(&hashes).await?)
+            .collect();
         for tx in unsettled {
             let mut status = None;
             for variant in tx.variants.iter().rev() {
-                if let Some(mined) = chain.mined(variant.hash).await? {
+                if let Some(mined) = mined_by_hash.remove(&variant.hash).flatten() {
                     if mined.block_number > head {
                         // Mined after the head was read: its block's hash is not checked this
                         // pass, so neither it nor its logs count yet.

@@ -145,6 +145,9 @@ pub struct ReceivedMintCallback {
     pub tokenization_request_id: String,
     pub body: Value,
     pub status: u16,
+    /// When it arrived, in milliseconds since the Unix epoch (what the bench measures latency to).
+    #[serde(default)]
+    pub received_unix_ms: u64,
 }
 
 /// One `callback/redeem` the simulator received, whatever it answered.
@@ -417,10 +420,14 @@ impl State {
             Some(refusal) => Reply::error(refusal.status, refusal.message.clone()),
             None => self.mint_callback_reply(&trid, &body),
         };
+        let received_unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         self.mint_callbacks.push(ReceivedMintCallback {
             tokenization_request_id: trid,
             body,
             status: reply.status,
+            received_unix_ms,
         });
         reply
     }

@@ -95,6 +95,7 @@ struct State {
     /// Makes re-mined blocks' hashes differ from the ones they replace.
     salt: u64,
     broadcasts: u64,
+    estimates: u64,
     next_address: u64,
 }
 
@@ -124,6 +125,7 @@ impl MemNode {
                 faults: MemFaults::default(),
                 salt: 0,
                 broadcasts: 0,
+                estimates: 0,
                 next_address: 0x1000,
             }),
         }
@@ -247,6 +249,11 @@ impl MemNode {
     /// Broadcasts received (including lost and refused ones).
     pub fn broadcasts(&self) -> u64 {
         self.with(|s| s.broadcasts)
+    }
+
+    /// `eth_estimateGas` calls answered (failed ones included).
+    pub fn estimates(&self) -> u64 {
+        self.with(|s| s.estimates)
     }
 
     /// Transactions waiting in the pool.
@@ -575,6 +582,7 @@ impl Node for MemNode {
     ) -> Result<u64, ChainError> {
         self.check("eth_estimateGas")?;
         self.with(|s| {
+            s.estimates += 1;
             let mut ledger = s.latest().clone();
             execute(&mut ledger, &s.faults, from, to, input)
                 .map(|(_, gas)| gas)
