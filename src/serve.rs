@@ -649,7 +649,9 @@ async fn lead_when_connected(
         checks,
     ));
     let parts = crate::ha::leader::TermParts {
-        store: Arc::new(ha.local.clone()),
+        // The shared store: what the loop writes of its transactions is in etcd before it is
+        // broadcast (the rest of its writes are local).
+        store: Arc::new(crate::ha::HaStore::new(ha.facts.clone())),
         local: ha.local,
         network: name,
         chain,

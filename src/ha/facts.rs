@@ -323,6 +323,42 @@ impl SharedFacts {
         Ok(changed)
     }
 
+    /// Shares a signed transaction (every variant, and whether it settled) before it is
+    /// broadcast. Only the fenced leader signs, so a plain put.
+    async fn put_tx(&self, network: &Network, tx: &TxRecord) -> Result<(), HaError> {
+        let key = self.keys.tx(network, tx.nonce);
+        timed(self.client.kv_client().put(key, encode(tx)?, None)).await?;
+        Ok(())
+    }
+
+    /// Imports every transaction the leaders of `network` signed into the local store, where the
+    /// local copy is missing or knows fewer variants: a new leader then re-sends a previous
+    /// leader's transaction (the same bytes, at its nonce) instead of doing its work again at
+    /// another nonce. How many were imported.
+    pub async fn import_txs(&self, network: &Network) -> Result<usize, HaError> {
+        let got = timed(self.client.kv_client().get(
+            self.keys.txs(network),
+            Some(GetOptions::new().with_prefix()),
+        ))
+        .await?;
+        let mut imported = 0;
+        for found in got.kvs() {
+            let shared: TxRecord = decode(found.key(), found.value())?;
+            let local = self.local.tx(network, shared.nonce)?;
+            let newer = local.as_ref().is_none_or(|l| {
+                l.variants.len() < shared.variants.len()
+                    || (l.variants.len() == shared.variants.len()
+                        && l.settled.is_none()
+                        && shared.settled.is_some())
+            });
+            if newer {
+                self.local.put_tx(network, &shared)?;
+                imported += 1;
+            }
+        }
+        Ok(imported)
+    }
+
     /// Imports every shared fact: what a new leader does before its first pass.
     pub async fn import_all(&self) -> Result<usize, HaError> {
         self.sync_directory().await?;
@@ -572,7 +608,10 @@ impl Store for HaStore {
     fn block_hashes(&self, network: &Network) -> Result<Vec<(u64, B256)>, StoreError> {
         self.local.block_hashes(network)
     }
+    /// Shared first: a transaction is in etcd before it is in the local store, so before it can
+    /// be broadcast.
     fn put_tx(&self, network: &Network, tx: &TxRecord) -> Result<(), StoreError> {
+        self.facts.block(self.facts.put_tx(network, tx))?;
         self.local.put_tx(network, tx)
     }
     fn unsettled_txs(&self, network: &Network) -> Result<Vec<TxRecord>, StoreError> {

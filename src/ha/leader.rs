@@ -299,7 +299,8 @@ impl Leadership {
 
 /// What a term's reconcile loop is built from.
 pub struct TermParts<B> {
-    /// The store the loop reads and writes (the local redb).
+    /// The store the loop reads and writes: the local redb, with every transaction it signs
+    /// written through to etcd before the broadcast ([`super::HaStore`]).
     pub store: Arc<dyn Store>,
     /// The same redb, for what a new term rebuilds.
     pub local: RedbStore,
@@ -375,8 +376,8 @@ pub async fn run<B>(
 }
 
 /// What a new leader does before its first pass: import every shared fact; wait until no
-/// transaction of the bot it does not know is pending; forget its own unsent transactions from
-/// an earlier term (another leader may have used their nonces for the same work); and make
+/// transaction of the bot it does not know is pending; import every transaction the leaders
+/// signed (a previous leader's may still be queued at the node behind a nonce gap); and make
 /// every callback and redeem call not known to be done ask Alpaca first, since a previous
 /// leader may have made it.
 async fn prepare_term<B>(
@@ -416,7 +417,11 @@ async fn prepare_term<B>(
         .nonce_latest()
         .await
         .map_err(|e| HaError::Store(crate::store::StoreError::Storage(e.to_string())))?;
-    let forgotten = parts.local.forget_unsent_txs_from(&parts.network, latest)?;
+    // Every transaction a leader signed is shared before it is broadcast. A previous leader's
+    // that the node holds queued behind a nonce gap is invisible to the pending count above, and
+    // would be mined as soon as anything filled the gap: importing them makes them this
+    // leader's own, re-sent at their nonces (never their work again at new ones).
+    let imported_txs = facts.import_txs(&parts.network).await?;
     let store = parts.store.as_ref();
     let mut asking = 0usize;
     for record in store.active_mints()? {
@@ -449,7 +454,7 @@ async fn prepare_term<B>(
     }
     tracing::info!(
         imported,
-        forgotten = forgotten.len(),
+        imported_txs,
         asking_first = asking,
         nonce = latest,
         "ha: term prepared"

@@ -163,6 +163,17 @@ impl Keys {
     pub fn mint(&self, issuer_request_id: &reconciler::IssuerRequestId) -> String {
         format!("{}{}", self.mints(), issuer_request_id.as_str())
     }
+
+    /// Every transaction the leaders of one network signed, one key each: a signed transaction
+    /// lives nowhere else until it is mined, and a node may hold it queued behind a nonce gap.
+    pub fn txs(&self, network: &reconciler::Network) -> String {
+        format!("{}facts/txs/{}/", self.prefix, network.as_str())
+    }
+
+    /// Zero-padded, so the keys sort by nonce.
+    pub fn tx(&self, network: &reconciler::Network, nonce: u64) -> String {
+        format!("{}{nonce:020}", self.txs(network))
+    }
 }
 
 /// Connects to etcd. The channel reconnects by itself: a call made while etcd is down fails, and

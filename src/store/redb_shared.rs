@@ -4,16 +4,15 @@
 //! stays as it is.
 
 use super::records::{Account, Asset, MintRecord};
-use super::redb_index::{put_mint, UNSETTLED_TXS};
+use super::redb_index::put_mint;
 use super::redb_store::RedbStore;
 use super::redb_tables::{
     addr_key, asset_key, get_json, put_json, ACCOUNTS, ACCOUNT_BY_EMAIL, ASSETS, MINTS,
-    MINT_BY_TRID, TXS, WALLETS,
+    MINT_BY_TRID, WALLETS,
 };
 use super::StoreError;
 use alloy::primitives::Address;
 use reconciler::{ClientId, Journal};
-use redb::ReadableTable;
 
 /// What importing one mint fact did to the local record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,36 +87,6 @@ impl RedbStore {
                 return Ok(MintMerge::Updated);
             }
             Ok(MintMerge::Unchanged)
-        })
-    }
-
-    /// Forgets the transactions on `network` stored unsettled with a nonce of at least `nonce` (the chain's
-    /// next), returning their nonces. For a new leader only, after every pending transaction
-    /// was mined: they were signed in an earlier term and never mined, and another leader may
-    /// have done their work since, so sending them now could do it twice.
-    pub fn forget_unsent_txs_from(
-        &self,
-        network: &reconciler::Network,
-        nonce: u64,
-    ) -> Result<Vec<u64>, StoreError> {
-        let network = network.clone();
-        self.write(move |txn| {
-            let net = network.as_str();
-            let stale: Vec<u64> = {
-                let unsettled = txn.open_table(UNSETTLED_TXS)?;
-                let mut found = Vec::new();
-                for entry in unsettled.range((net, nonce)..=(net, u64::MAX))? {
-                    found.push(entry?.0.value().1);
-                }
-                found
-            };
-            let mut txs = txn.open_table(TXS)?;
-            let mut unsettled = txn.open_table(UNSETTLED_TXS)?;
-            for n in &stale {
-                txs.remove((net, *n))?;
-                unsettled.remove((net, *n))?;
-            }
-            Ok(stale)
         })
     }
 }
