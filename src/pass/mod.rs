@@ -3,7 +3,8 @@
 //! at once, and does not know which of those woke it: the same world gives the same plan.
 
 mod act;
-pub use act::rebroadcast_all;
+mod resend;
+pub use resend::rebroadcast_all;
 mod alpaca_jobs;
 mod crash;
 mod observe;
@@ -266,7 +267,8 @@ impl<B: Broker + Clone + 'static> ReconcileLoop<B> {
         // A new head starts a pass: what it confirmed is acted on without waiting for the timer.
         let watcher = tokio::spawn(watch_head(self.chain.clone(), wake.clone(), HEAD_POLL));
         if let Err(e) =
-            act::rebroadcast_all(self.store.as_ref(), &self.network, &self.chain, &self.fence).await
+            resend::rebroadcast_all(self.store.as_ref(), &self.network, &self.chain, &self.fence)
+                .await
         {
             tracing::warn!(error = %e, "start-up rebroadcast failed; passes will retry");
         }

@@ -1,0 +1,155 @@
+//! What happens to a transaction after it is sent: re-sent as it is, replaced at its nonce with
+//! higher fees ([`reconciler::pacing::replacement`] decides them), and settled once mined or
+//! displaced.
+
+use super::{PassError, ReconcileLoop};
+use crate::alpaca::Broker;
+use crate::chain::{Chain, Fees};
+use crate::store::{Settled, Store, TxVariant};
+use reconciler::pacing::Replacement;
+use reconciler::{IssuerRequestId, RedemptionState, TxPurpose, World};
+
+/// Most re-sends in flight at once.
+pub(super) const REBROADCASTS_AT_ONCE: usize = 16;
+
+/// Re-sends the stored bytes of this nonce's newest variant.
+pub(super) async fn rebroadcast<B: Broker + Clone + 'static>(
+    r: &ReconcileLoop<B>,
+    nonce: u64,
+) -> Result<(), PassError> {
+    if let Some(tx) = r.store.tx(&r.network, nonce)? {
+        if let Some(v) = tx.variants.last() {
+            r.fence.check(&format!("broadcast {}", v.hash)).await?;
+            r.chain.broadcast(&v.raw).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Re-signs a stuck nonce with fees at least 25% higher (nodes want 10%), same calldata.
+pub(super) async fn replace<B: Broker + Clone + 'static>(
+    r: &ReconcileLoop<B>,
+    head: u64,
+    nonce: u64,
+) -> Result<(), PassError> {
+    let Some(mut tx) = r.store.tx(&r.network, nonce)? else {
+        return Ok(());
+    };
+    let Some(last) = tx.variants.last() else {
+        return Ok(());
+    };
+    let market = r.chain.fees().await?;
+    let cap = r.config.max_fee_per_gas_wei;
+    let last_bid = Fees {
+        max_fee_per_gas: last.max_fee_per_gas,
+        max_priority_fee_per_gas: last.max_priority_fee_per_gas,
+    };
+    let fees = match reconciler::pacing::replacement(last_bid, market, cap) {
+        Replacement::Bid(fees) => fees,
+        // At the ceiling an operator decides; re-sending keeps it in the node's pool meanwhile.
+        Replacement::ResendAtCap => {
+            tracing::error!(
+                nonce,
+                max_fee = last.max_fee_per_gas,
+                cap,
+                "stuck transaction already at the fee cap; not replacing"
+            );
+            r.fence.check(&format!("broadcast {}", last.hash)).await?;
+            return Ok(r.chain.broadcast(&last.raw).await?);
+        }
+        Replacement::ResendNoRoom => {
+            tracing::error!(
+                nonce,
+                cap,
+                "a replacement under the fee cap would not be accepted; re-sending"
+            );
+            r.fence.check(&format!("broadcast {}", last.hash)).await?;
+            return Ok(r.chain.broadcast(&last.raw).await?);
+        }
+    };
+    r.fence.check("sign").await?;
+    let (hash, raw) = r
+        .chain
+        .sign(nonce, tx.to, tx.input.clone(), tx.gas_limit, fees)
+        .await?;
+    tracing::warn!(nonce, %hash, max_fee = fees.max_fee_per_gas, "replacing a stuck transaction at the same nonce");
+    tx.variants.push(TxVariant {
+        hash,
+        raw: raw.clone(),
+        max_fee_per_gas: fees.max_fee_per_gas,
+        max_priority_fee_per_gas: fees.max_priority_fee_per_gas,
+        signed_at_block: head,
+    });
+    r.store.put_tx(&r.network, &tx)?;
+    r.fence.check(&format!("broadcast {hash}")).await?;
+    r.chain.broadcast(&raw).await?;
+    Ok(())
+}
+
+pub(super) fn settle<B: Broker + Clone + 'static>(
+    r: &ReconcileLoop<B>,
+    nonce: u64,
+    failed: &[IssuerRequestId],
+    world: &World,
+) -> Result<(), PassError> {
+    let Some(mut tx) = r.store.tx(&r.network, nonce)? else {
+        return Ok(());
+    };
+    // The block, status and hash observed this pass: no second lookup that could disagree.
+    let mined = world
+        .txs
+        .iter()
+        .find(|t| t.nonce == nonce)
+        .and_then(|t| match t.status {
+            reconciler::TxStatus::Mined {
+                block_number,
+                success,
+                hash,
+            } => Some((block_number, success, hash)),
+            _ => None,
+        });
+    let hash = mined.map(|(_, _, h)| h);
+    tx.settled = Some(Settled {
+        mined_block: mined.map(|(b, _, _)| b),
+        hash,
+        success: mined.is_some_and(|(_, s, _)| s),
+    });
+    if let (TxPurpose::Return { redemption_id, .. }, Some(hash), true) =
+        (&tx.purpose, hash, mined.is_some_and(|(_, s, _)| s))
+    {
+        tracing::info!(redemption = %redemption_id, %hash, "tokens returned to the sender");
+        r.store.update_redemption(
+            redemption_id,
+            Box::new(move |r| r.state = RedemptionState::Returned { tx_hash: hash }),
+        )?;
+    }
+    r.store.put_tx(&r.network, &tx)?;
+    for id in failed {
+        let updated = r.store.update_mint(
+            id,
+            Box::new(|m| m.intent.failed_attempts = m.intent.failed_attempts.saturating_add(1)),
+        )?;
+        if let Some(record) = updated {
+            tracing::warn!(issuer_request_id = %id, nonce, attempts = record.intent.failed_attempts,
+                "mint transaction settled without a Deposit for this request; it will be planned again");
+        }
+    }
+    Ok(())
+}
+
+/// After a restart, re-sends every stored unsettled transaction on `network` once: one may have been signed
+/// and stored but never broadcast.
+pub async fn rebroadcast_all(
+    store: &dyn Store,
+    network: &reconciler::Network,
+    chain: &Chain,
+    fence: &crate::ha::Fence,
+) -> Result<(), PassError> {
+    for tx in store.unsettled_txs(network)? {
+        if let Some(v) = tx.variants.last() {
+            fence.check(&format!("broadcast {}", v.hash)).await?;
+            chain.broadcast(&v.raw).await?;
+        }
+    }
+    Ok(())
+}
