@@ -2,7 +2,7 @@
 //! server, the reconcile loop and the RPC watch, with a graceful stop.
 
 use crate::alpaca::{BrokerClient, RetryPolicy};
-use crate::chain::BotSigner;
+use crate::chain::{BotSigner, Chain};
 mod rpc;
 
 use crate::config::{is_anvil_dev_account, is_loopback_url, parse_cidrs, redact_url, Secret};
@@ -539,15 +539,39 @@ async fn reconcile_when_connected(
     let Some(name) = network.name.clone() else {
         return;
     };
-    let chain = connect_chain(&network, &readiness, checks).await;
+    let (chain, probe) = connected(
+        &network,
+        &name,
+        &pending,
+        readiness,
+        checks,
+        "reconciler starting",
+    )
+    .await;
+    let reconciler = ReconcileLoop::new(pending.store, name, chain, pending.broker, network.pass);
+    reconciler.run(wake, shutdown).await;
+    probe.abort();
+}
+
+/// Connects to `network`'s RPC (with backoff, `/readyz` saying why meanwhile), checks the bot's
+/// roles, and starts the probe that keeps `rpc` and `roles` current.
+async fn connected(
+    network: &NetworkPlan,
+    name: &Network,
+    pending: &Unconnected,
+    readiness: Readiness,
+    checks: Checks,
+    next: &str,
+) -> (Chain, tokio::task::JoinHandle<()>) {
+    let chain = connect_chain(network, &readiness, checks).await;
     tracing::info!(
         network = %name,
         chain_id = chain.chain_id(),
         signer = %chain.signer().kind(),
         bot = %chain.bot(),
-        "rpc: connected; reconciler starting"
+        "rpc: connected; {next}"
     );
-    check_roles(&chain, &name, pending.store.as_ref(), &readiness, checks).await;
+    check_roles(&chain, name, pending.store.as_ref(), &readiness, checks).await;
     let probe = tokio::spawn(probe_rpc(
         chain.clone(),
         name.clone(),
@@ -555,9 +579,7 @@ async fn reconcile_when_connected(
         readiness,
         checks,
     ));
-    let reconciler = ReconcileLoop::new(pending.store, name, chain, pending.broker, network.pass);
-    reconciler.run(wake, shutdown).await;
-    probe.abort();
+    (chain, probe)
 }
 
 /// HA mode's reconciler half of `serve`: connects to the RPC like the single instance, keeps
@@ -581,22 +603,15 @@ async fn lead_when_connected(
         readiness.clone(),
         wake.clone(),
     ));
-    let chain = connect_chain(&network, &readiness, checks).await;
-    tracing::info!(
-        network = %name,
-        chain_id = chain.chain_id(),
-        signer = %chain.signer().kind(),
-        bot = %chain.bot(),
-        "rpc: connected; campaigning for leadership"
-    );
-    check_roles(&chain, &name, pending.store.as_ref(), &readiness, checks).await;
-    let probe = tokio::spawn(probe_rpc(
-        chain.clone(),
-        name.clone(),
-        pending.store.clone(),
+    let (chain, probe) = connected(
+        &network,
+        &name,
+        &pending,
         readiness.clone(),
         checks,
-    ));
+        "campaigning for leadership",
+    )
+    .await;
     let parts = crate::ha::leader::TermParts {
         // The shared store: what the loop writes of its transactions is in etcd before it is
         // broadcast (the rest of its writes are local).
