@@ -186,10 +186,14 @@ impl PollSchedule {
         self.lock().get(id).is_none_or(|(at, _)| now >= *at)
     }
 
-    /// Every item backing off and when it is due: what the plan sees.
+    /// The items still backing off and when each is due: what the plan sees. An item already
+    /// due is left out (the plan takes an absent item as due), so what a pass copies follows
+    /// what is failing now, not every item that ever failed.
     pub fn due_times(&self) -> std::collections::BTreeMap<reconciler::IssuerRequestId, u64> {
+        let now = self.now_ms();
         self.lock()
             .iter()
+            .filter(|(_, (at, _))| *at > now)
             .map(|(id, (at, _))| (id.clone(), *at))
             .collect()
     }
