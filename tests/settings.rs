@@ -61,6 +61,11 @@ fn with_secrets(cmd: &mut Command) -> &mut Command {
         .env("ALPACA_API_SECRET", SECRET_ALPACA)
         .env("BOT_KEYSTORE_PASSWORD", SECRET_PASSWORD)
         .env("RPC_URL", SECRET_RPC)
+        .env(
+            "ISSUER_NETWORKS",
+            "name=base,rpc=https://u:netrpcpassword@base.example/v2/netrpcquerykey,chain-id=8453",
+        )
+        .env("ISSUER_HA_ETCD", "http://root:etcdpassword@10.0.0.5:2379")
 }
 
 fn text(output: &Output) -> String {
@@ -82,6 +87,9 @@ fn assert_no_secret(what: &str, all: &str) {
         SECRET_PASSWORD,
         "rpcpassword",
         "rpcquerykey",
+        "netrpcpassword",
+        "netrpcquerykey",
+        "etcdpassword",
     ] {
         assert!(!all.contains(secret), "{what} shows {secret:?}:\n{all}");
     }

@@ -33,7 +33,7 @@ use std::time::Duration;
 pub struct HaArgs {
     /// etcd endpoints, comma-separated (`http://10.0.0.5:2379,...`): turns HA on. Unset: one
     /// instance with its embedded store (the default).
-    #[arg(long = "ha-etcd", env = "ISSUER_HA_ETCD")]
+    #[arg(long = "ha-etcd", env = "ISSUER_HA_ETCD", hide_env_values = true)]
     pub etcd: Option<String>,
     /// Seconds the leader's lease lives without renewal: a dead leader is replaced after at most
     /// this long.
@@ -76,11 +76,19 @@ impl HaArgs {
             return Err("ISSUER_HA_ETCD names no endpoint".into());
         }
         for endpoint in &endpoints {
+            let shown = crate::config::redact_url(endpoint);
             let url = reqwest::Url::parse(endpoint)
-                .map_err(|e| format!("ISSUER_HA_ETCD: {endpoint} is not a URL ({e})"))?;
+                .map_err(|e| format!("ISSUER_HA_ETCD: {shown} is not a URL ({e})"))?;
             if url.scheme() != "http" {
                 return Err(format!(
-                    "ISSUER_HA_ETCD: {endpoint}: only http:// endpoints are supported (run etcd on a private network or behind a TLS-terminating proxy)"
+                    "ISSUER_HA_ETCD: {shown}: only http:// endpoints are supported (run etcd on a private network or behind a TLS-terminating proxy)"
+                ));
+            }
+            // etcd's own authentication is not supported: credentials in the URL would only
+            // travel in clear text and into logs.
+            if !url.username().is_empty() || url.password().is_some() {
+                return Err(format!(
+                    "ISSUER_HA_ETCD: {shown}: credentials in the endpoint are not supported (etcd auth is not used; keep etcd on a private network)"
                 ));
             }
         }
@@ -254,6 +262,16 @@ mod tests {
         .unwrap();
         assert_eq!(on.endpoints.len(), 2);
         assert_eq!(on.renew_every, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn credentials_in_an_endpoint_are_refused_without_being_echoed() {
+        let listen = "127.0.0.1:8000".parse().unwrap();
+        let refused = args(Some("http://root:etcdpassword@10.0.0.5:2379"), 5, None)
+            .settings(listen)
+            .unwrap_err();
+        assert!(refused.contains("credentials"), "{refused}");
+        assert!(!refused.contains("etcdpassword"), "{refused}");
     }
 
     #[test]
