@@ -221,3 +221,34 @@ async fn issuance_rules_hold_inside_the_write_transaction() {
     );
     assert_eq!(store.all_mints().unwrap().len(), 1);
 }
+
+/// A damaged wallet entry is an error, never "nobody owns this wallet": a redemption from a
+/// whitelisted wallet taken for an unknown sender's would be flagged instead of redeemed.
+#[test]
+fn a_wallet_owner_that_does_not_parse_is_an_error_not_an_unknown_sender() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("issuer.redb");
+    let wallet = alloy::primitives::Address::repeat_byte(0x11);
+    {
+        let store = RedbStore::open(&path).unwrap();
+        let account = store.register_account("ap@example.com").unwrap();
+        assert!(store.add_wallet(&account.client_id, wallet).unwrap());
+        assert!(store.wallet_owner(wallet).unwrap().is_some());
+        store.close();
+    }
+    {
+        let db = Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(TableDefinition::<&str, &str>::new("wallets"))
+            .unwrap()
+            .insert(format!("{wallet:#x}").as_str(), "not an id \u{7}")
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let store = RedbStore::open(&path).unwrap();
+    let read = store.wallet_owner(wallet);
+    assert!(
+        matches!(read, Err(StoreError::Decode { .. })),
+        "a damaged owner must be an error: {read:?}"
+    );
+}
