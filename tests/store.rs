@@ -252,3 +252,234 @@ fn a_wallet_owner_that_does_not_parse_is_an_error_not_an_unknown_sender() {
         "a damaged owner must be an error: {read:?}"
     );
 }
+
+/// Changes the file under `path` behind the store's back, as damage or a bug would.
+fn damage(path: &std::path::Path, change: impl FnOnce(&redb::WriteTransaction)) {
+    let db = Database::open(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    change(&txn);
+    txn.commit().unwrap();
+}
+
+/// An email index entry whose account record is gone is an error, never "no such email": the
+/// link would otherwise be answered 404 (final for Alpaca) for an AP that registered.
+#[test]
+fn an_email_that_points_to_no_account_is_an_error_not_an_unknown_email() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("issuer.redb");
+    let account = {
+        let store = RedbStore::open(&path).unwrap();
+        let account = store.register_account("ap@example.com").unwrap();
+        store.close();
+        account
+    };
+    damage(&path, |txn| {
+        txn.open_table(TableDefinition::<&str, &[u8]>::new("accounts"))
+            .unwrap()
+            .remove(account.client_id.as_str())
+            .unwrap();
+    });
+    let store = RedbStore::open(&path).unwrap();
+    let linked = store.link_account("ap@example.com", "ALP-1");
+    assert!(
+        matches!(linked, Err(StoreError::Decode { .. })),
+        "a dangling email index must be an error: {linked:?}"
+    );
+    let found = store.account_by_email("ap@example.com");
+    assert!(
+        matches!(found, Err(StoreError::Decode { .. })),
+        "a dangling email index must be an error: {found:?}"
+    );
+}
+
+fn aapl_asset(vault: alloy::primitives::Address) -> issuer::store::Asset {
+    use reconciler::{Network, Symbol};
+    issuer::store::Asset {
+        underlying: Symbol::parse("AAPL").unwrap(),
+        token: Symbol::parse("tAAPL").unwrap(),
+        network: Network::parse("base").unwrap(),
+        vault,
+        receipt: alloy::primitives::Address::repeat_byte(0x12),
+        authorizer: alloy::primitives::Address::repeat_byte(0x13),
+        deploy_block: 1,
+        frozen: false,
+        mint_qty_max: None,
+    }
+}
+
+fn mint_record(
+    trid: &str,
+    client: &reconciler::ClientId,
+    wallet: alloy::primitives::Address,
+    vault: alloy::primitives::Address,
+) -> issuer::store::MintRecord {
+    use reconciler::{
+        Callback, ClientRef, IssuerRequestId, Journal, MintIntent, Network, Qty, Symbol,
+        TokenizationRequestId,
+    };
+    let trid = TokenizationRequestId::parse(trid).unwrap();
+    issuer::store::MintRecord {
+        intent: MintIntent {
+            issuer_request_id: IssuerRequestId::for_mint(&trid),
+            tokenization_request_id: trid,
+            client: ClientRef::ClientExternalAccountId(client.clone()),
+            wallet,
+            underlying: Symbol::parse("AAPL").unwrap(),
+            token: Symbol::parse("tAAPL").unwrap(),
+            network: Network::parse("base").unwrap(),
+            qty: Qty::parse("1").unwrap(),
+            vault,
+            journal: Journal::Pending,
+            callback: Callback::NotSent,
+            failed_attempts: 0,
+            accepted_at: 0,
+        },
+        fingerprint: "f".into(),
+        reject_reason: None,
+        problem: None,
+        confirmed_at_ms: None,
+    }
+}
+
+/// A tokenization_request_id whose index entry points to no mint record is an error, never a
+/// conflict: a 409 is final for Alpaca, for a request that may well be the same one.
+#[test]
+fn a_request_id_that_points_to_no_mint_is_an_error_not_a_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("issuer.redb");
+    let vault = alloy::primitives::Address::repeat_byte(0x11);
+    let wallet = alloy::primitives::Address::repeat_byte(0x22);
+    let client = reconciler::ClientId::parse("c-1").unwrap();
+    let record = mint_record("t-1", &client, wallet, vault);
+    {
+        let store = RedbStore::open(&path).unwrap();
+        assert!(matches!(
+            store.submit_issuance(record.clone()).unwrap(),
+            issuer::store::IssuanceOutcome::Created(_)
+        ));
+        store.close();
+    }
+    damage(&path, |txn| {
+        txn.open_table(TableDefinition::<&str, &[u8]>::new("mints"))
+            .unwrap()
+            .remove(record.intent.issuer_request_id.as_str())
+            .unwrap();
+    });
+    let store = RedbStore::open(&path).unwrap();
+    let again = store.submit_issuance(record);
+    assert!(
+        matches!(again, Err(StoreError::Decode { .. })),
+        "a dangling request id index must be an error: {again:?}"
+    );
+}
+
+/// A damaged wallet owner found inside the issuance's write transaction is an error, never the
+/// final refusal "wallet does not belong to client".
+#[tokio::test]
+async fn a_damaged_wallet_owner_inside_the_issuance_is_an_error_not_a_refusal() {
+    use issuer::store::IssuanceCheck;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("issuer.redb");
+    let vault = alloy::primitives::Address::repeat_byte(0x11);
+    let wallet = alloy::primitives::Address::repeat_byte(0x22);
+    let asset = aapl_asset(vault);
+    let account = {
+        let store = RedbStore::open(&path).unwrap();
+        store.put_asset(&asset).unwrap();
+        let account = store.register_account("ap@example.com").unwrap();
+        store.link_account("ap@example.com", "ALP-1").unwrap();
+        assert!(store.add_wallet(&account.client_id, wallet).unwrap());
+        store.close();
+        account
+    };
+    damage(&path, |txn| {
+        txn.open_table(TableDefinition::<&str, &str>::new("wallets"))
+            .unwrap()
+            .insert(format!("{wallet:#x}").as_str(), "not an id \u{7}")
+            .unwrap();
+    });
+    let store = RedbStore::open(&path).unwrap();
+    let check = IssuanceCheck {
+        client_id: account.client_id.clone(),
+        wallet,
+        underlying: asset.underlying.clone(),
+        token: asset.token.clone(),
+        network: asset.network.clone(),
+        vault,
+    };
+    let outcome = store
+        .submit_issuance_async(mint_record("t-1", &account.client_id, wallet, vault), check)
+        .await;
+    assert!(
+        matches!(outcome, Err(StoreError::Decode { .. })),
+        "a damaged owner must be an error: {outcome:?}"
+    );
+}
+
+/// A stored block hash of the wrong length is an error, not a panic of the pass.
+#[test]
+fn a_block_hash_of_the_wrong_length_is_an_error() {
+    use alloy::primitives::B256;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("issuer.redb");
+    let base = reconciler::Network::parse("base").unwrap();
+    let vault = alloy::primitives::Address::repeat_byte(0x11);
+    {
+        let store = RedbStore::open(&path).unwrap();
+        store
+            .advance(
+                &base,
+                vault,
+                7,
+                issuer::store::Scan::default(),
+                vec![(7, B256::repeat_byte(7))],
+            )
+            .unwrap();
+        assert_eq!(
+            store.block_hashes(&base).unwrap(),
+            vec![(7, B256::repeat_byte(7))]
+        );
+        store.close();
+    }
+    damage(&path, |txn| {
+        txn.open_table(TableDefinition::<(&str, u64), &[u8]>::new("network_blocks"))
+            .unwrap()
+            .insert(("base", 7), [1u8, 2, 3].as_slice())
+            .unwrap();
+    });
+    let store = RedbStore::open(&path).unwrap();
+    let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.block_hashes(&base)));
+    assert!(
+        matches!(read, Ok(Err(StoreError::Decode { .. }))),
+        "a short block hash must be an error, not a panic: {read:?}"
+    );
+}
+
+/// A write that finds a record it cannot decode answers its caller with that error, not with
+/// "store writer stopped": the writer is fine, the record is not, and the operator must be told
+/// which.
+#[test]
+fn a_write_that_meets_a_damaged_record_answers_with_the_decode_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("issuer.redb");
+    let asset = aapl_asset(alloy::primitives::Address::repeat_byte(0x11));
+    {
+        let store = RedbStore::open(&path).unwrap();
+        store.put_asset(&asset).unwrap();
+        store.close();
+    }
+    damage(&path, |txn| {
+        txn.open_table(TableDefinition::<&str, &[u8]>::new("assets"))
+            .unwrap()
+            .insert("AAPL/base", b"{not json".as_slice())
+            .unwrap();
+    });
+    let store = RedbStore::open(&path).unwrap();
+    let frozen = store.set_frozen(&asset.underlying, true);
+    assert!(
+        matches!(frozen, Err(StoreError::Decode { ref key, .. }) if key == "AAPL/base"),
+        "the write must fail with the decode error naming the key: {frozen:?}"
+    );
+    // The writer still works.
+    store.register_account("ap@example.com").unwrap();
+}

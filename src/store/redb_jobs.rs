@@ -107,12 +107,15 @@ pub(super) fn issuance_job(
         found
     };
     if let Some(irid) = existing {
-        let old: Option<MintRecord> = get_json(txn, MINTS, &irid)?;
-        return Ok(match old {
-            Some(old) if old.fingerprint == record.fingerprint => {
-                IssuanceOutcome::Repeat(old.intent.issuer_request_id)
-            }
-            _ => IssuanceOutcome::Conflict,
+        // An index entry pointing nowhere is an error, not a conflict: a 409 is final for Alpaca.
+        let old: MintRecord = get_json(txn, MINTS, &irid)?.ok_or_else(|| StoreError::Decode {
+            key: trid.clone(),
+            detail: format!("the request id index points to no mint ({irid})"),
+        })?;
+        return Ok(if old.fingerprint == record.fingerprint {
+            IssuanceOutcome::Repeat(old.intent.issuer_request_id)
+        } else {
+            IssuanceOutcome::Conflict
         });
     }
     if let Some(refusal) = check.map(|c| refused_in_txn(txn, c)).transpose()?.flatten() {
@@ -147,7 +150,16 @@ pub(super) fn refused_in_txn(
             .map(|v| v.value().to_owned());
         found
     };
-    if owner.as_deref() != Some(check.client_id.as_str()) {
+    // A stored owner that does not parse is an error, not a refusal (which is final).
+    let owner = owner
+        .map(|o| {
+            reconciler::ClientId::parse(&o).map_err(|e| StoreError::Decode {
+                key: addr_key(check.wallet),
+                detail: e.to_string(),
+            })
+        })
+        .transpose()?;
+    if owner.as_ref() != Some(&check.client_id) {
         return Ok(Some(IssuanceRefusal::InvalidWallet));
     }
     if asset.frozen {

@@ -185,10 +185,8 @@ impl Store for RedbStore {
                 found
             };
             if let Some(id) = existing {
-                return get_json::<Account>(txn, ACCOUNTS, &id)?.ok_or(StoreError::Decode {
-                    key: id,
-                    detail: "account index points nowhere".into(),
-                });
+                return get_json::<Account>(txn, ACCOUNTS, &id)?
+                    .ok_or_else(|| dangling_account(&id));
             }
             let client_id = ClientId::parse(&new_client_id()).map_err(|e| StoreError::Decode {
                 key: email.clone(),
@@ -224,7 +222,10 @@ impl Store for RedbStore {
             found
         };
         match id {
-            Some(id) => self.read_json(ACCOUNTS, &id),
+            Some(id) => Ok(Some(
+                self.read_json(ACCOUNTS, &id)?
+                    .ok_or_else(|| dangling_account(&id))?,
+            )),
             None => Ok(None),
         }
     }
@@ -243,9 +244,8 @@ impl Store for RedbStore {
                 found
             };
             let Some(id) = id else { return Ok(None) };
-            let Some(mut account) = get_json::<Account>(txn, ACCOUNTS, &id)? else {
-                return Ok(None);
-            };
+            let mut account =
+                get_json::<Account>(txn, ACCOUNTS, &id)?.ok_or_else(|| dangling_account(&id))?;
             if account.linked() {
                 return Ok(Some((account, false)));
             }
@@ -674,7 +674,12 @@ impl Store for RedbStore {
         let mut out = Vec::new();
         for entry in table.range((net, 0)..=(net, u64::MAX))? {
             let (k, v) = entry?;
-            out.push((k.value().1, B256::from_slice(v.value())));
+            let number = k.value().1;
+            let hash = B256::try_from(v.value()).map_err(|_| StoreError::Decode {
+                key: format!("{net}/{number}"),
+                detail: format!("a block hash of {} bytes", v.value().len()),
+            })?;
+            out.push((number, hash));
         }
         Ok(out)
     }
@@ -708,5 +713,14 @@ impl Store for RedbStore {
             .transpose()?
             .map(|(k, _)| k.value().1);
         Ok(last)
+    }
+}
+
+/// An email index entry whose account record is gone: a bug (they are written together) or a
+/// damaged file, never "no such email".
+fn dangling_account(id: &str) -> StoreError {
+    StoreError::Decode {
+        key: id.to_owned(),
+        detail: "account index points nowhere".into(),
     }
 }

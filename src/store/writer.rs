@@ -115,7 +115,30 @@ fn is_io(detail: &str) -> bool {
 const JOBS_PER_COMMIT_MAX: usize = 512;
 
 type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-type Job = Box<dyn FnOnce(&WriteTransaction) -> Result<Completion, StoreError> + Send>;
+/// A queued job: run in the batch's transaction, it yields what answers its caller once the
+/// batch is durable, or fails the batch. A job that fails has already answered its own caller
+/// with its own error (a record that does not decode is that, not "writer stopped"); the
+/// others in the batch are answered with the failure's text.
+type Job = Box<dyn FnOnce(&WriteTransaction) -> Result<Completion, String> + Send>;
+
+/// Wraps `job` with its answer: `send` gets the job's own error at once, or the batch's outcome
+/// after the commit.
+fn queued<R, F>(job: F, send: impl FnOnce(Result<R, StoreError>) + Send + 'static) -> Job
+where
+    R: Send + 'static,
+    F: FnOnce(&WriteTransaction) -> Result<R, StoreError> + Send + 'static,
+{
+    Box::new(move |txn| match job(txn) {
+        Ok(value) => Ok(Box::new(move |committed: Result<(), StoreError>| {
+            send(committed.map(|()| value));
+        }) as Completion),
+        Err(e) => {
+            let detail = e.to_string();
+            send(Err(e));
+            Err(detail)
+        }
+    })
+}
 
 /// Handle to the writer thread. Dropping it lets queued jobs finish, then joins the thread, so
 /// the database file is closed when the last store handle is gone (a reopen right after works).
@@ -158,11 +181,9 @@ impl Writer {
         F: FnOnce(&WriteTransaction) -> Result<R, StoreError> + Send + 'static,
     {
         let (tx, rx) = futures::channel::oneshot::channel::<Result<R, StoreError>>();
-        let boxed: Job = Box::new(move |txn| {
-            let value = job(txn)?;
-            Ok(Box::new(move |committed: Result<(), StoreError>| {
-                let _ = tx.send(committed.map(|()| value));
-            }) as Completion)
+        // A caller that stopped waiting is no one to answer.
+        let boxed = queued(job, move |answer| {
+            let _ = tx.send(answer);
         });
         if let Some(jobs) = self.jobs.as_ref() {
             // A closed channel drops the job and with it the sender: the receiver sees Canceled.
@@ -179,11 +200,8 @@ impl Writer {
         F: FnOnce(&WriteTransaction) -> Result<R, StoreError> + Send + 'static,
     {
         let (tx, rx) = mpsc::sync_channel::<Result<R, StoreError>>(1);
-        let boxed: Job = Box::new(move |txn| {
-            let value = job(txn)?;
-            Ok(Box::new(move |committed: Result<(), StoreError>| {
-                let _ = tx.send(committed.map(|()| value));
-            }) as Completion)
+        let boxed = queued(job, move |answer| {
+            let _ = tx.send(answer);
         });
         let jobs = self.jobs.as_ref().ok_or(StoreError::WriterGone)?;
         jobs.send(boxed).map_err(|_| StoreError::WriterGone)?;
@@ -248,7 +266,7 @@ fn commit_batch(cell: &DbCell, batch: Vec<Job>) -> Result<(), String> {
         }
         match job(&txn) {
             Ok(done) => completions.push(done),
-            Err(e) => failure = Some(e.to_string()),
+            Err(detail) => failure = Some(detail),
         }
     }
     let outcome = match failure {
