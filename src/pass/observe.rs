@@ -229,7 +229,7 @@ pub async fn observe<B: Broker + Clone + 'static>(
         now_ms: r.polls.now_ms(),
         alpaca_due_at_ms: r.polls.due_times(),
     };
-    record_metrics(r, &world, stuck_mints).await;
+    record_metrics(r, &world, &assets, stuck_mints).await;
     Ok(world)
 }
 
@@ -271,10 +271,11 @@ fn scoped(
 }
 
 /// What this pass saw, for `/metrics`: the head, our transactions, items by state and stuck, and
-/// (every [`SUPPLY_EVERY`]) each vault's supply.
+/// (every [`SUPPLY_EVERY`]) the supply of each of `assets` (this network's, as the pass read them).
 async fn record_metrics<B: Broker + Clone + 'static>(
     r: &ReconcileLoop<B>,
     world: &World,
+    assets: &[crate::store::Asset],
     stuck_mints: usize,
 ) {
     use crate::metrics::{metrics, AssetLabels, KindLabels, Metrics};
@@ -358,10 +359,7 @@ async fn record_metrics<B: Broker + Clone + 'static>(
     if !supply_due(&r.network) {
         return;
     }
-    let Ok(assets) = r.store.assets() else {
-        return;
-    };
-    for asset in assets.into_iter().filter(|a| a.network == r.network) {
+    for asset in assets {
         match r.chain.total_supply(asset.vault).await {
             Ok(units) => {
                 #[allow(clippy::cast_precision_loss)] // a dashboard figure; the report is exact
