@@ -30,7 +30,7 @@
 mod common;
 
 use common::stack::{http_config, Issuer, World, AP_WALLET};
-use issuer::store::{RedbStore, Store};
+use issuer::store::{RedbStore, Select, Store};
 use reconciler::Policy;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -69,7 +69,7 @@ async fn intake() -> (f64, Duration) {
     store
         .add_wallet(&account.client_id, AP_WALLET.parse().unwrap())
         .unwrap();
-    let store: Arc<dyn Store> = Arc::new(store);
+    let store = Arc::new(store);
     let listener = common::loopback_listener();
     let url = format!("http://{}/inkind/issuance", listener.local_addr().unwrap());
     let (stop, rx) = tokio::sync::watch::channel(false);
@@ -133,7 +133,7 @@ async fn intake() -> (f64, Duration) {
     let _ = server.await;
     store.close();
     let reopened = RedbStore::open(&path).unwrap();
-    let on_disk = reopened.all_mints().unwrap().len();
+    let on_disk = reopened.mints(Select::All).unwrap().len();
     println!("intake: {total} durable POST /inkind/issuance, {CLIENTS} concurrent clients");
     println!(
         "  {:.0} requests/s over {:.2} s",
@@ -581,9 +581,8 @@ fn add_history(store: &RedbStore, from: u64, to: u64) {
             redemptions.push(redemption);
         }
         store.put_mints(mints).unwrap();
-        store.put_deposits(deposits).unwrap();
         store.put_redemptions(redemptions).unwrap();
-        store.put_burns(burns).unwrap();
+        store.record_receipts(deposits, burns).unwrap();
         for i in at..end {
             // A burn per redemption, a mint multicall per 40 mints: nonces 2i and 2i+1.
             for nonce in [2 * i, 2 * i + 1] {
@@ -675,9 +674,9 @@ fn full_scans(store: &RedbStore) -> f64 {
     let rounds = 3;
     let started = Instant::now();
     for _ in 0..rounds {
-        let _ = store.all_mints().unwrap();
+        let _ = store.mints(Select::All).unwrap();
         let _ = store.deposits().unwrap();
-        let _ = store.redemptions().unwrap();
+        let _ = store.redemptions(Select::All).unwrap();
         let _ = store.burns().unwrap();
     }
     ms(started.elapsed()) / f64::from(rounds)
@@ -741,32 +740,32 @@ fn pass_reads_at_history() -> f64 {
     let live = (40, 10);
     let first = reconciler::TokenizationRequestId::parse("a-0").unwrap();
     store
-        .put_deposits(vec![reconciler::ObservedDeposit {
-            vault: alloy::primitives::Address::ZERO,
-            issuer_request_id: reconciler::IssuerRequestId::for_mint(&first),
-            tokenization_request_id: first,
-            owner: alloy::primitives::Address::ZERO,
-            assets: U256::from(1u64),
-            receipt_id: U256::from(u64::MAX),
-            block_number: 5,
-            block_hash: B256::repeat_byte(5),
-            tx_hash: B256::repeat_byte(5),
-            log_index: 7,
-        }])
-        .unwrap();
-    store
-        .put_burns(vec![reconciler::ObservedBurn {
-            vault: alloy::primitives::Address::ZERO,
-            redemption_id: reconciler::IssuerRequestId::for_redemption(
-                B256::from(U256::from(1_000_000_000u64)),
-                0,
-            ),
-            shares: U256::from(1u64),
-            receipt_id: U256::from(u64::MAX),
-            block_number: 6,
-            tx_hash: B256::repeat_byte(6),
-            log_index: 7,
-        }])
+        .record_receipts(
+            vec![reconciler::ObservedDeposit {
+                vault: alloy::primitives::Address::ZERO,
+                issuer_request_id: reconciler::IssuerRequestId::for_mint(&first),
+                tokenization_request_id: first,
+                owner: alloy::primitives::Address::ZERO,
+                assets: U256::from(1u64),
+                receipt_id: U256::from(u64::MAX),
+                block_number: 5,
+                block_hash: B256::repeat_byte(5),
+                tx_hash: B256::repeat_byte(5),
+                log_index: 7,
+            }],
+            vec![reconciler::ObservedBurn {
+                vault: alloy::primitives::Address::ZERO,
+                redemption_id: reconciler::IssuerRequestId::for_redemption(
+                    B256::from(U256::from(1_000_000_000u64)),
+                    0,
+                ),
+                shares: U256::from(1u64),
+                receipt_id: U256::from(u64::MAX),
+                block_number: 6,
+                tx_hash: B256::repeat_byte(6),
+                log_index: 7,
+            }],
+        )
         .unwrap();
 
     add_history(&store, 0, 10_000);

@@ -7,7 +7,7 @@
 use issuer::config::Secret;
 use issuer::http::operator_cli::{self, OperatorArgs, OperatorCommand};
 use issuer::http::{serve, AlpacaAuth, HttpConfig, HttpError};
-use issuer::store::{RedbStore, Store};
+use issuer::store::{RedbStore, Select, Store};
 use reconciler::{ClientId, ClientRef, IssuerRequestId, Journal, TokenizationRequestId};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -349,7 +349,7 @@ async fn keys_are_checked_per_route_kind() {
         )
         .await;
     assert_eq!(alpaca_header_on_operator_route.0, StatusCode::UNAUTHORIZED);
-    assert!(f.server.store.all_mints().unwrap().is_empty());
+    assert!(f.server.store.mints(Select::All).unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -382,7 +382,7 @@ async fn an_address_outside_the_allowlist_is_403_even_with_the_key() {
         s.operator(Method::GET, "/operator/assets", None).await.0,
         StatusCode::OK
     );
-    assert!(s.store.all_mints().unwrap().is_empty());
+    assert!(s.store.mints(Select::All).unwrap().is_empty());
     s.stop().await;
 }
 
@@ -786,15 +786,15 @@ async fn every_row_of_the_refusal_table_answers_its_status_and_message_and_write
         }
     }
     assert!(
-        s.store.all_mints().unwrap().is_empty(),
+        s.store.mints(Select::All).unwrap().is_empty(),
         "a refused request wrote an intent"
     );
-    assert!(s.store.active_mints().unwrap().is_empty());
+    assert!(s.store.mints(Select::Active).unwrap().is_empty());
 
     // And the unrefused body is accepted: the refusals were about their one change.
     let (status, answer) = s.post("/inkind/issuance", &base).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
-    assert_eq!(s.store.all_mints().unwrap().len(), 1);
+    assert_eq!(s.store.mints(Select::All).unwrap().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -837,7 +837,7 @@ async fn issuance_is_idempotent_per_tokenization_request_id() {
     assert_eq!(status, StatusCode::CONFLICT);
     assert!(answer["error"].is_string());
 
-    let mints = s.store.all_mints().unwrap();
+    let mints = s.store.mints(Select::All).unwrap();
     assert_eq!(mints.len(), 1);
     let intent = &mints[0].intent;
     assert_eq!(intent.issuer_request_id, expected_id);
@@ -891,7 +891,7 @@ async fn thirty_two_identical_concurrent_issuances_create_one_intent() {
         ids.insert(answer["issuer_request_id"].as_str().unwrap().to_owned());
     }
     assert_eq!(ids.len(), 1);
-    assert_eq!(s.store.all_mints().unwrap().len(), 1);
+    assert_eq!(s.store.mints(Select::All).unwrap().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1052,7 +1052,7 @@ async fn a_body_over_the_limit_is_413_and_not_read() {
     let _ = stream.read_to_end(&mut answer).await;
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
-    assert!(s.store.all_mints().unwrap().is_empty());
+    assert!(s.store.mints(Select::All).unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1145,7 +1145,7 @@ async fn connect_and_wallets_answer_their_table() {
         s.post(&other_wallets, &fixture("wallet.json")).await.0,
         StatusCode::CONFLICT
     );
-    assert_eq!(s.store.wallets().unwrap().len(), 1);
+    assert_eq!(s.store.directory().unwrap().wallets.len(), 1);
     s.stop().await;
 }
 
@@ -1301,7 +1301,7 @@ async fn operator_routes_manage_accounts_wallets_assets_and_show_stuck_work() {
             json!({ "mints": [], "transactions": [], "redemptions": [] })
         )
     );
-    let mut record = s.store.all_mints().unwrap().remove(0);
+    let mut record = s.store.mints(Select::All).unwrap().remove(0);
     record.problem = Some(issuer::store::MintProblem::Note(
         "vault reverted 3 times".into(),
     ));
@@ -1376,7 +1376,7 @@ async fn every_issuance_answered_200_survives_a_restart() {
     } = f;
     server.stop().await;
     let store = reopen(&path).await;
-    let mints = store.all_mints().unwrap();
+    let mints = store.mints(Select::All).unwrap();
     assert_eq!(mints.len(), 5);
     for id in &accepted {
         let record = store
@@ -1439,7 +1439,7 @@ async fn an_operator_retries_a_mint_that_stopped() {
         .await;
     assert_eq!(status, StatusCode::OK);
     let irid = answer["issuer_request_id"].as_str().unwrap().to_owned();
-    let mut record = s.store.all_mints().unwrap().remove(0);
+    let mut record = s.store.mints(Select::All).unwrap().remove(0);
     record.intent.failed_attempts = 3;
     record.problem = Some(issuer::store::MintProblem::Plan {
         plan: reconciler::Problem::AttemptsExhausted { attempts: 3 },
@@ -1450,7 +1450,7 @@ async fn an_operator_retries_a_mint_that_stopped() {
         .operator(Method::POST, &format!("/operator/mints/{irid}/retry"), None)
         .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
-    let record = s.store.all_mints().unwrap().remove(0);
+    let record = s.store.mints(Select::All).unwrap().remove(0);
     assert_eq!(record.intent.failed_attempts, 0);
     assert_eq!(record.problem, None);
     let (status, _) = s
@@ -1471,7 +1471,7 @@ async fn wallets_that_are_the_issuers_own_or_zero_are_refused() {
     let f = seeded().await;
     let s = &f.server;
     let asset = fixture("operator_asset.json");
-    let before = s.store.wallets().unwrap();
+    let before = s.store.directory().unwrap().wallets;
     let zero = "0x0000000000000000000000000000000000000000";
     for (wallet, what) in [
         (zero, "the zero address"),
@@ -1513,7 +1513,11 @@ async fn wallets_that_are_the_issuers_own_or_zero_are_refused() {
             .await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{wallet}");
     }
-    assert_eq!(s.store.wallets().unwrap(), before, "nothing whitelisted");
+    assert_eq!(
+        s.store.directory().unwrap().wallets,
+        before,
+        "nothing whitelisted"
+    );
 
     // Whitelisted before the rule (straight into the store): refused at intake, nothing written.
     let client = ClientId::parse(&f.client_id).unwrap();
@@ -1526,7 +1530,7 @@ async fn wallets_that_are_the_issuers_own_or_zero_are_refused() {
         s.post("/tokenization/mint", &body).await,
         (StatusCode::BAD_REQUEST, error(INVALID_WALLET))
     );
-    assert!(s.store.all_mints().unwrap().is_empty());
+    assert!(s.store.mints(Select::All).unwrap().is_empty());
 }
 
 /// A body that does not say it is JSON is refused with 415 before it is parsed; JSON with a
@@ -1558,7 +1562,10 @@ async fn a_body_without_a_json_content_type_is_415() {
         let answer: Value = response.json().await.unwrap();
         assert_eq!(answer, error("Content-Type must be application/json"));
     }
-    assert!(s.store.all_mints().unwrap().is_empty(), "nothing written");
+    assert!(
+        s.store.mints(Select::All).unwrap().is_empty(),
+        "nothing written"
+    );
     let response = s
         .http
         .post(format!("{}/tokenization/mint", s.base))
@@ -1586,7 +1593,7 @@ async fn quantities_above_the_assets_limit_are_refused() {
             "{qty}"
         );
     }
-    assert!(s.store.all_mints().unwrap().is_empty());
+    assert!(s.store.mints(Select::All).unwrap().is_empty());
     let at_limit = with(
         issuance(&f.client_id, "q-3"),
         &[("qty", json!("1000000000"))],

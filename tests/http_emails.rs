@@ -76,7 +76,7 @@ async fn control_and_invisible_characters_in_emails_are_refused() {
         .await;
         assert_eq!(status, 422, "Alpaca linked {bad:?}");
     }
-    assert!(store.accounts().unwrap().is_empty());
+    assert!(store.directory().unwrap().accounts.is_empty());
     let status = post(
         "/operator/accounts",
         "X-OPERATOR-KEY",

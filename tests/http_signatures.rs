@@ -11,7 +11,7 @@ mod common;
 use common::stack::http_config;
 use issuer::http::signature::{parse_key, public_key_pem, sign, SignatureConfig};
 use issuer::http::AlpacaAuth;
-use issuer::store::{RedbStore, Store};
+use issuer::store::{AccountKey, RedbStore, Store};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -135,7 +135,7 @@ async fn only_requests_signed_by_alpacas_key_get_through() {
     assert_eq!(post(&url, &body, &local_target).await.0, 401);
     assert!(
         !store
-            .account_by_email("ap@example.com")
+            .account(AccountKey::Email("ap@example.com"))
             .unwrap()
             .unwrap()
             .linked(),
@@ -146,7 +146,7 @@ async fn only_requests_signed_by_alpacas_key_get_through() {
     let (status, answer) = post(&url, &body, &signed).await;
     assert_eq!(status, 200, "{answer}");
     assert!(store
-        .account_by_email("ap@example.com")
+        .account(AccountKey::Email("ap@example.com"))
         .unwrap()
         .unwrap()
         .linked());

@@ -213,6 +213,7 @@ impl Rig {
                 irid,
                 Journal::Completed,
                 None,
+                self.looping.clock.unix_ms(),
             )
             .unwrap();
     }

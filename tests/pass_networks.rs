@@ -175,7 +175,7 @@ impl Rig {
             "{outcome:?}"
         );
         self.store
-            .confirm_issuance(&trid, &irid, Journal::Completed, None)
+            .confirm_issuance(&trid, &irid, Journal::Completed, None, 1_800_000_000_000)
             .unwrap();
         irid
     }

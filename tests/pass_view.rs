@@ -8,7 +8,8 @@
 
 use alloy::primitives::{Address, Bytes, B256, U256};
 use issuer::store::{
-    MintProblem, MintRecord, PassView, RedbStore, Scan, Settled, Store, TxRecord, SCHEMA_VERSION,
+    MintProblem, MintRecord, PassView, RedbStore, Scan, Select, Settled, Store, TxRecord,
+    SCHEMA_VERSION,
 };
 use reconciler::{
     Anomaly, Callback, ClientId, ClientRef, IssuerRequestId, Journal, MintIntent, Network,
@@ -145,8 +146,8 @@ fn burned_state() -> RedemptionState {
 }
 
 /// What a pass read before the indexes: every record, filtered to the live ones.
-fn scanned(store: &dyn Store) -> PassView {
-    let all = store.all_mints().unwrap();
+fn scanned(store: &RedbStore) -> PassView {
+    let all = store.mints(Select::All).unwrap();
     let known: BTreeSet<_> = all
         .iter()
         .map(|m| m.intent.issuer_request_id.clone())
@@ -163,7 +164,7 @@ fn scanned(store: &dyn Store) -> PassView {
         .filter(|d| active.contains(&d.issuer_request_id) || !known.contains(&d.issuer_request_id))
         .collect();
     let redemptions: Vec<Redemption> = store
-        .redemptions()
+        .redemptions(Select::All)
         .unwrap()
         .into_iter()
         .filter(|r| !r.state.is_final())
@@ -184,7 +185,7 @@ fn scanned(store: &dyn Store) -> PassView {
 }
 
 /// Unsettled nonces found by reading every nonce, as the full scan did.
-fn unsettled_scanned(store: &dyn Store) -> Vec<u64> {
+fn unsettled_scanned(store: &RedbStore) -> Vec<u64> {
     let Some(highest) = store.highest_nonce(&base()).unwrap() else {
         return Vec::new();
     };
@@ -199,7 +200,7 @@ fn unsettled_scanned(store: &dyn Store) -> Vec<u64> {
 }
 
 /// The indexed reads equal the scans; returns the view.
-fn same_as_scan(store: &dyn Store, when: &str) -> PassView {
+fn same_as_scan(store: &RedbStore, when: &str) -> PassView {
     let view = store.pass_view().unwrap();
     assert_eq!(
         view,
@@ -218,9 +219,14 @@ fn same_as_scan(store: &dyn Store, when: &str) -> PassView {
         "unsettled transactions differ {when}"
     );
     assert_eq!(
-        store.active_mints().unwrap(),
+        store.mints(Select::Active).unwrap(),
         view.mints,
         "active mints differ {when}"
+    );
+    assert_eq!(
+        store.redemptions(Select::Active).unwrap(),
+        view.redemptions,
+        "active redemptions differ {when}"
     );
     view
 }
@@ -245,7 +251,7 @@ fn base() -> Network {
     Network::parse("base").unwrap()
 }
 
-fn build(store: &dyn Store) -> PassView {
+fn build(store: &RedbStore) -> PassView {
     // The vault's asset: a reorg on its network drops the observations on its vaults.
     store
         .put_asset(&issuer::store::Asset {
@@ -276,6 +282,7 @@ fn build(store: &dyn Store) -> PassView {
             &irid("rejected"),
             Journal::Rejected,
             Some("no".into()),
+            1_800_000_000_000,
         )
         .unwrap();
     let mut stuck = mint("stuck", Journal::Completed, Callback::NotSent);
@@ -314,12 +321,15 @@ fn build(store: &dyn Store) -> PassView {
         )
         .unwrap();
     store
-        .put_deposits(vec![
-            deposit("double", 41, 0),
-            deposit("acked-later", 15, 0),
-            deposit("lost-late", 45, 0),
-            deposit("stuck", 16, 0),
-        ])
+        .record_receipts(
+            vec![
+                deposit("double", 41, 0),
+                deposit("acked-later", 15, 0),
+                deposit("lost-late", 45, 0),
+                deposit("stuck", 16, 0),
+            ],
+            Vec::new(),
+        )
         .unwrap();
     same_as_scan(store, "after the deposits");
 
@@ -395,7 +405,9 @@ fn build(store: &dyn Store) -> PassView {
             vec![(60, B256::repeat_byte(60))],
         )
         .unwrap();
-    store.put_burns(vec![burn(&journaled, 38)]).unwrap();
+    store
+        .record_receipts(Vec::new(), vec![burn(&journaled, 38)])
+        .unwrap();
     store
         .update_redemption(&finishing.id, Box::new(|r| r.state = burned_state()))
         .unwrap()
@@ -416,7 +428,7 @@ fn build(store: &dyn Store) -> PassView {
 
     // A reorg from block 40: deposits, burns and the detected transfer above it are forgotten;
     // our transactions settled in it are tracked again.
-    store.drop_observations_from(&base(), 40).unwrap();
+    store.rewind(&base(), 40).unwrap();
     let view = same_as_scan(store, "after the reorg");
 
     let names = |list: &[&str]| list.iter().map(|n| irid(n)).collect::<BTreeSet<_>>();
@@ -453,7 +465,10 @@ fn build(store: &dyn Store) -> PassView {
 
     // The same logs seen again after the reorg: the double deposit is back.
     store
-        .put_deposits(vec![deposit("double", 41, 0), deposit("lost-late", 45, 0)])
+        .record_receipts(
+            vec![deposit("double", 41, 0), deposit("lost-late", 45, 0)],
+            Vec::new(),
+        )
         .unwrap();
     let view = same_as_scan(store, "after the logs are seen again");
     assert_eq!(
@@ -638,7 +653,7 @@ fn a_version_1_file_gets_its_indexes_once_at_open_and_the_same_pass() {
         )
         .unwrap()
         .unwrap();
-    migrated.drop_observations_from(&base(), 11).unwrap();
+    migrated.rewind(&base(), 11).unwrap();
     let after = same_as_scan(&migrated, "after writes on the migrated file");
     assert_eq!(
         mint_names(&after),

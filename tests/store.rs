@@ -3,7 +3,7 @@
 //! were. A store closed and reopened keeps what it was told.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use issuer::store::{RedbStore, Store, StoreError, SCHEMA_VERSION};
+use issuer::store::{AccountKey, RedbStore, Select, Store, StoreError, SCHEMA_VERSION};
 use redb::{Database, TableDefinition};
 
 fn bytes(path: &std::path::Path) -> Vec<u8> {
@@ -120,11 +120,16 @@ fn what_is_written_survives_close_and_reopen() {
     );
     store.close();
     assert!(matches!(
-        store.account(&account.client_id),
+        store.account(AccountKey::Client(&account.client_id)),
         Err(StoreError::Closed)
     ));
     let reopened = RedbStore::open(&path).unwrap();
-    assert_eq!(reopened.account(&account.client_id).unwrap(), Some(account));
+    assert_eq!(
+        reopened
+            .account(AccountKey::Client(&account.client_id))
+            .unwrap(),
+        Some(account)
+    );
 }
 
 /// The refusal-table rules are checked again inside the issuance's own write transaction: a
@@ -192,7 +197,7 @@ async fn issuance_rules_hold_inside_the_write_transaction() {
     // The operator removed the wallet after the handler looked: refused, nothing written.
     assert!(store.remove_wallet(&account.client_id, wallet).unwrap());
     let outcome = store
-        .submit_issuance_async(record("t-1"), check.clone())
+        .submit_issuance_async(record("t-1"), Some(check.clone()))
         .await
         .unwrap();
     assert_eq!(
@@ -203,23 +208,26 @@ async fn issuance_rules_hold_inside_the_write_transaction() {
     assert!(store.add_wallet(&account.client_id, wallet).unwrap());
     assert_eq!(store.set_frozen(&asset.underlying, true).unwrap(), 1);
     let outcome = store
-        .submit_issuance_async(record("t-2"), check.clone())
+        .submit_issuance_async(record("t-2"), Some(check.clone()))
         .await
         .unwrap();
     assert_eq!(outcome, IssuanceOutcome::Refused(IssuanceRefusal::Frozen));
-    assert!(store.all_mints().unwrap().is_empty(), "nothing written");
+    assert!(
+        store.mints(Select::All).unwrap().is_empty(),
+        "nothing written"
+    );
 
     // Everything holds: written.
     assert_eq!(store.set_frozen(&asset.underlying, false).unwrap(), 1);
     let outcome = store
-        .submit_issuance_async(record("t-3"), check)
+        .submit_issuance_async(record("t-3"), Some(check))
         .await
         .unwrap();
     assert!(
         matches!(outcome, IssuanceOutcome::Created(_)),
         "{outcome:?}"
     );
-    assert_eq!(store.all_mints().unwrap().len(), 1);
+    assert_eq!(store.mints(Select::All).unwrap().len(), 1);
 }
 
 /// A damaged wallet entry is an error, never "nobody owns this wallet": a redemption from a
@@ -233,7 +241,13 @@ fn a_wallet_owner_that_does_not_parse_is_an_error_not_an_unknown_sender() {
         let store = RedbStore::open(&path).unwrap();
         let account = store.register_account("ap@example.com").unwrap();
         assert!(store.add_wallet(&account.client_id, wallet).unwrap());
-        assert!(store.wallet_owner(wallet).unwrap().is_some());
+        assert_eq!(
+            store
+                .account(AccountKey::Wallet(wallet))
+                .unwrap()
+                .map(|a| a.client_id),
+            Some(account.client_id)
+        );
         store.close();
     }
     {
@@ -246,7 +260,7 @@ fn a_wallet_owner_that_does_not_parse_is_an_error_not_an_unknown_sender() {
         txn.commit().unwrap();
     }
     let store = RedbStore::open(&path).unwrap();
-    let read = store.wallet_owner(wallet);
+    let read = store.account(AccountKey::Wallet(wallet));
     assert!(
         matches!(read, Err(StoreError::Decode { .. })),
         "a damaged owner must be an error: {read:?}"
@@ -285,7 +299,7 @@ fn an_email_that_points_to_no_account_is_an_error_not_an_unknown_email() {
         matches!(linked, Err(StoreError::Decode { .. })),
         "a dangling email index must be an error: {linked:?}"
     );
-    let found = store.account_by_email("ap@example.com");
+    let found = store.account(AccountKey::Email("ap@example.com"));
     assert!(
         matches!(found, Err(StoreError::Decode { .. })),
         "a dangling email index must be an error: {found:?}"
@@ -408,7 +422,10 @@ async fn a_damaged_wallet_owner_inside_the_issuance_is_an_error_not_a_refusal() 
         vault,
     };
     let outcome = store
-        .submit_issuance_async(mint_record("t-1", &account.client_id, wallet, vault), check)
+        .submit_issuance_async(
+            mint_record("t-1", &account.client_id, wallet, vault),
+            Some(check),
+        )
         .await;
     assert!(
         matches!(outcome, Err(StoreError::Decode { .. })),

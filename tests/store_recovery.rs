@@ -184,8 +184,9 @@ async fn a_full_disk_is_reported_by_readyz_and_the_store_recovers_by_itself() {
 
     let emails = |store: &dyn Store| {
         let mut emails: Vec<String> = store
-            .accounts()
+            .directory()
             .unwrap()
+            .accounts
             .into_iter()
             .map(|a| a.email)
             .collect();

@@ -18,8 +18,9 @@
 use super::{timed, HaError, Keys};
 use crate::http::Readiness;
 use crate::store::{
-    Account, Asset, AttachOutcome, ConfirmOutcome, IssuanceCheck, IssuanceOutcome, MintMerge,
-    MintRecord, PassView, RedbStore, ReturnOutcome, Scan, Store, StoreError, TxRecord,
+    Account, AccountKey, Asset, AttachOutcome, ConfirmOutcome, Directory, IssuanceCheck,
+    IssuanceOutcome, MintMerge, MintRecord, PassView, RedbStore, ReturnOutcome, Scan, Select,
+    Store, StoreError, TxRecord, TxSelect,
 };
 use alloy::primitives::{Address, B256};
 use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp};
@@ -27,7 +28,7 @@ use reconciler::{
     AlpacaAccountId, Callback, ClientId, IssuerRequestId, Journal, Network, ObservedBurn,
     ObservedDeposit, Redemption, Symbol, TokenizationRequestId,
 };
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::future::Future;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -38,14 +39,6 @@ use tokio::sync::Notify;
 pub const SYNC_EVERY: Duration = Duration::from_millis(200);
 /// Compare-and-swap attempts before a write gives up (answered 500: Alpaca retries).
 const WRITE_ATTEMPTS: usize = 8;
-
-/// The directory as stored in etcd.
-#[derive(Debug, Serialize, Deserialize)]
-struct Directory {
-    accounts: Vec<Account>,
-    wallets: Vec<(Address, ClientId)>,
-    assets: Vec<Asset>,
-}
 
 /// The directory as last read from etcd.
 struct Seen {
@@ -100,12 +93,9 @@ impl SharedFacts {
         })
     }
 
+    /// The local directory, encoded as etcd holds it (one snapshot of the store).
     fn export_directory(&self) -> Result<Vec<u8>, HaError> {
-        encode(&Directory {
-            accounts: self.local.accounts()?,
-            wallets: self.local.wallets()?,
-            assets: self.local.assets()?,
-        })
+        encode(&self.local.directory()?)
     }
 
     /// Makes the local directory etcd's. The first instance to run with an etcd that has none
@@ -119,11 +109,7 @@ impl SharedFacts {
                 let value = found.value().to_vec();
                 if self.export_directory()? != value {
                     let directory: Directory = decode(found.key(), &value)?;
-                    self.local.replace_directory(
-                        directory.accounts,
-                        directory.wallets,
-                        directory.assets,
-                    )?;
+                    self.local.replace_directory(directory)?;
                 }
                 return Ok(Seen {
                     mod_revision: found.mod_revision(),
@@ -131,11 +117,7 @@ impl SharedFacts {
                 });
             }
             let value = self.export_directory()?;
-            let empty = encode(&Directory {
-                accounts: Vec::new(),
-                wallets: Vec::new(),
-                assets: Vec::new(),
-            })?;
+            let empty = encode(&Directory::default())?;
             if value == empty {
                 // Never seed an empty directory: an instance started on a fresh file before the
                 // one holding the data would otherwise wipe it everywhere.
@@ -235,14 +217,10 @@ impl SharedFacts {
         for _ in 0..WRITE_ATTEMPTS {
             let directory = self.sync_directory().await?;
             let known = self.sync_mint(&id).await?;
-            let outcome = match &check {
-                Some(check) => {
-                    self.local
-                        .submit_issuance_async(record.clone(), check.clone())
-                        .await?
-                }
-                None => self.local.submit_issuance(record.clone())?,
-            };
+            let outcome = self
+                .local
+                .submit_issuance_async(record.clone(), check.clone())
+                .await?;
             if !matches!(
                 outcome,
                 IssuanceOutcome::Created(_) | IssuanceOutcome::Repeat(_)
@@ -267,12 +245,13 @@ impl SharedFacts {
         id: &IssuerRequestId,
         journal: Journal,
         reason: Option<String>,
+        confirmed_at_ms: u64,
     ) -> Result<ConfirmOutcome, HaError> {
         for _ in 0..WRITE_ATTEMPTS {
             let known = self.sync_mint(id).await?;
-            let outcome = self
-                .local
-                .confirm_issuance(trid, id, journal, reason.clone())?;
+            let outcome =
+                self.local
+                    .confirm_issuance(trid, id, journal, reason.clone(), confirmed_at_ms)?;
             if outcome != ConfirmOutcome::Recorded {
                 return Ok(outcome);
             }
@@ -323,11 +302,13 @@ impl SharedFacts {
         Ok(changed)
     }
 
-    /// Shares a signed transaction (every variant, and whether it settled) before it is
-    /// broadcast. Only the fenced leader signs, so a plain put.
-    async fn put_tx(&self, network: &Network, tx: &TxRecord) -> Result<(), HaError> {
-        let key = self.keys.tx(network, tx.nonce);
-        timed(self.client.kv_client().put(key, encode(tx)?, None)).await?;
+    /// Shares signed transactions (every variant, and whether each settled) before they are
+    /// broadcast. Only the fenced leader signs, so plain puts.
+    async fn put_txs(&self, network: &Network, txs: &[TxRecord]) -> Result<(), HaError> {
+        for tx in txs {
+            let key = self.keys.tx(network, tx.nonce);
+            timed(self.client.kv_client().put(key, encode(tx)?, None)).await?;
+        }
         Ok(())
     }
 
@@ -429,23 +410,11 @@ impl HaStore {
 }
 
 impl Store for HaStore {
-    fn close(&self) {
-        self.local.close();
-    }
     fn health(&self) -> Result<(), StoreError> {
         self.local.health()
     }
     fn register_account(&self, email: &str) -> Result<Account, StoreError> {
         self.directory(|s| s.register_account(email))
-    }
-    fn account(&self, client_id: &ClientId) -> Result<Option<Account>, StoreError> {
-        self.local.account(client_id)
-    }
-    fn account_by_email(&self, email: &str) -> Result<Option<Account>, StoreError> {
-        self.local.account_by_email(email)
-    }
-    fn accounts(&self) -> Result<Vec<Account>, StoreError> {
-        self.local.accounts()
     }
     fn link_account(
         &self,
@@ -461,26 +430,23 @@ impl Store for HaStore {
     ) -> Result<AttachOutcome, StoreError> {
         self.directory(|s| s.attach_alpaca_account(client_id, alpaca_account_id))
     }
-    fn account_by_alpaca_id(
-        &self,
-        alpaca_account_id: &AlpacaAccountId,
-    ) -> Result<Option<Account>, StoreError> {
-        self.local.account_by_alpaca_id(alpaca_account_id)
-    }
     fn add_wallet(&self, client_id: &ClientId, wallet: Address) -> Result<bool, StoreError> {
         self.directory(|s| s.add_wallet(client_id, wallet))
     }
     fn remove_wallet(&self, client_id: &ClientId, wallet: Address) -> Result<bool, StoreError> {
         self.directory(|s| s.remove_wallet(client_id, wallet))
     }
-    fn wallet_owner(&self, wallet: Address) -> Result<Option<ClientId>, StoreError> {
-        self.local.wallet_owner(wallet)
-    }
-    fn wallets(&self) -> Result<Vec<(Address, ClientId)>, StoreError> {
-        self.local.wallets()
-    }
     fn put_asset(&self, asset: &Asset) -> Result<(), StoreError> {
         self.directory(|s| s.put_asset(asset))
+    }
+    fn set_frozen(&self, underlying: &Symbol, frozen: bool) -> Result<usize, StoreError> {
+        self.directory(|s| s.set_frozen(underlying, frozen))
+    }
+    fn account(&self, key: AccountKey<'_>) -> Result<Option<Account>, StoreError> {
+        self.local.account(key)
+    }
+    fn directory(&self) -> Result<Directory, StoreError> {
+        self.local.directory()
     }
     fn assets(&self) -> Result<Vec<Asset>, StoreError> {
         self.local.assets()
@@ -488,22 +454,16 @@ impl Store for HaStore {
     fn asset(&self, underlying: &Symbol, network: &Network) -> Result<Option<Asset>, StoreError> {
         self.local.asset(underlying, network)
     }
-    fn set_frozen(&self, underlying: &Symbol, frozen: bool) -> Result<usize, StoreError> {
-        self.directory(|s| s.set_frozen(underlying, frozen))
-    }
-    fn submit_issuance(&self, record: MintRecord) -> Result<IssuanceOutcome, StoreError> {
-        self.facts.block(self.facts.submit(record, None))
-    }
     fn submit_issuance_async(
         &self,
         record: MintRecord,
-        check: IssuanceCheck,
+        check: Option<IssuanceCheck>,
     ) -> crate::store::Pending<IssuanceOutcome> {
         let facts = self.facts.clone();
         let job = self
             .facts
             .handle
-            .spawn(async move { facts.submit(record, Some(check)).await });
+            .spawn(async move { facts.submit(record, check).await });
         Box::pin(async move {
             match job.await {
                 Ok(result) => result.map_err(into_store_error),
@@ -517,25 +477,18 @@ impl Store for HaStore {
         issuer_request_id: &IssuerRequestId,
         journal: Journal,
         reason: Option<String>,
+        confirmed_at_ms: u64,
     ) -> Result<ConfirmOutcome, StoreError> {
         self.facts.block(self.facts.confirm(
             tokenization_request_id,
             issuer_request_id,
             journal,
             reason,
+            confirmed_at_ms,
         ))
     }
-    fn mint(&self, issuer_request_id: &IssuerRequestId) -> Result<Option<MintRecord>, StoreError> {
-        self.local.mint(issuer_request_id)
-    }
-    fn active_mints(&self) -> Result<Vec<MintRecord>, StoreError> {
-        self.local.active_mints()
-    }
-    fn all_mints(&self) -> Result<Vec<MintRecord>, StoreError> {
-        self.local.all_mints()
-    }
-    fn put_mints(&self, records: Vec<MintRecord>) -> Result<(), StoreError> {
-        self.local.put_mints(records)
+    fn mints(&self, which: Select<'_>) -> Result<Vec<MintRecord>, StoreError> {
+        self.local.mints(which)
     }
     fn update_mint(
         &self,
@@ -547,24 +500,37 @@ impl Store for HaStore {
     fn insert_mint_if_absent(&self, record: MintRecord) -> Result<bool, StoreError> {
         self.local.insert_mint_if_absent(record)
     }
+    fn redemptions(&self, which: Select<'_>) -> Result<Vec<Redemption>, StoreError> {
+        self.local.redemptions(which)
+    }
+    fn update_redemption(
+        &self,
+        id: &IssuerRequestId,
+        change: crate::store::RedemptionChange,
+    ) -> Result<Option<Redemption>, StoreError> {
+        self.local.update_redemption(id, change)
+    }
+    fn request_return(&self, id: &IssuerRequestId) -> Result<ReturnOutcome, StoreError> {
+        self.local.request_return(id)
+    }
     fn pass_view(&self) -> Result<PassView, StoreError> {
         self.local.pass_view()
-    }
-    fn put_deposits(&self, deposits: Vec<ObservedDeposit>) -> Result<(), StoreError> {
-        self.local.put_deposits(deposits)
     }
     fn deposits(&self) -> Result<Vec<ObservedDeposit>, StoreError> {
         self.local.deposits()
     }
-    fn drop_observations_from(
+    fn record_receipts(
         &self,
-        network: &Network,
-        block_number: u64,
+        deposits: Vec<ObservedDeposit>,
+        burns: Vec<ObservedBurn>,
     ) -> Result<(), StoreError> {
-        self.local.drop_observations_from(network, block_number)
+        self.local.record_receipts(deposits, burns)
     }
     fn cursor(&self, network: &Network, vault: Address) -> Result<Option<u64>, StoreError> {
         self.local.cursor(network, vault)
+    }
+    fn block_hashes(&self, network: &Network) -> Result<Vec<(u64, B256)>, StoreError> {
+        self.local.block_hashes(network)
     }
     fn advance(
         &self,
@@ -577,50 +543,16 @@ impl Store for HaStore {
         self.local
             .advance(network, vault, block_number, scan, hashes)
     }
-    fn redemptions(&self) -> Result<Vec<Redemption>, StoreError> {
-        self.local.redemptions()
-    }
-    fn redemption(&self, id: &IssuerRequestId) -> Result<Option<Redemption>, StoreError> {
-        self.local.redemption(id)
-    }
-    fn put_redemptions(&self, redemptions: Vec<Redemption>) -> Result<(), StoreError> {
-        self.local.put_redemptions(redemptions)
-    }
-    fn update_redemption(
-        &self,
-        id: &IssuerRequestId,
-        change: crate::store::RedemptionChange,
-    ) -> Result<Option<Redemption>, StoreError> {
-        self.local.update_redemption(id, change)
-    }
-    fn burns(&self) -> Result<Vec<ObservedBurn>, StoreError> {
-        self.local.burns()
-    }
-    fn put_burns(&self, burns: Vec<ObservedBurn>) -> Result<(), StoreError> {
-        self.local.put_burns(burns)
-    }
-    fn request_return(&self, id: &IssuerRequestId) -> Result<ReturnOutcome, StoreError> {
-        self.local.request_return(id)
-    }
-    fn rewind_cursors(&self, network: &Network, block_number: u64) -> Result<(), StoreError> {
-        self.local.rewind_cursors(network, block_number)
-    }
-    fn block_hashes(&self, network: &Network) -> Result<Vec<(u64, B256)>, StoreError> {
-        self.local.block_hashes(network)
+    fn rewind(&self, network: &Network, from_block: u64) -> Result<(), StoreError> {
+        self.local.rewind(network, from_block)
     }
     /// Shared first: a transaction is in etcd before it is in the local store, so before it can
     /// be broadcast.
-    fn put_tx(&self, network: &Network, tx: &TxRecord) -> Result<(), StoreError> {
-        self.facts.block(self.facts.put_tx(network, tx))?;
-        self.local.put_tx(network, tx)
+    fn put_txs(&self, network: &Network, txs: &[TxRecord]) -> Result<(), StoreError> {
+        self.facts.block(self.facts.put_txs(network, txs))?;
+        self.local.put_txs(network, txs)
     }
-    fn unsettled_txs(&self, network: &Network) -> Result<Vec<TxRecord>, StoreError> {
-        self.local.unsettled_txs(network)
-    }
-    fn tx(&self, network: &Network, nonce: u64) -> Result<Option<TxRecord>, StoreError> {
-        self.local.tx(network, nonce)
-    }
-    fn highest_nonce(&self, network: &Network) -> Result<Option<u64>, StoreError> {
-        self.local.highest_nonce(network)
+    fn txs(&self, network: &Network, which: TxSelect) -> Result<Vec<TxRecord>, StoreError> {
+        self.local.txs(network, which)
     }
 }

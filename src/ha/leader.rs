@@ -7,7 +7,7 @@ use crate::alpaca::Broker;
 use crate::chain::Chain;
 use crate::http::Readiness;
 use crate::pass::{PassConfig, ReconcileLoop};
-use crate::store::{RedbStore, Store};
+use crate::store::{RedbStore, Select, Store};
 use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
 use reconciler::{Callback, Journal, RedemptionState};
 use std::future::Future;
@@ -424,7 +424,7 @@ async fn prepare_term<B>(
     let imported_txs = facts.import_txs(&parts.network).await?;
     let store = parts.store.as_ref();
     let mut asking = 0usize;
-    for record in store.active_mints()? {
+    for record in store.mints(Select::Active)? {
         if record.intent.callback == Callback::NotSent
             && record.intent.journal == Journal::Completed
         {
@@ -439,7 +439,8 @@ async fn prepare_term<B>(
             asking += 1;
         }
     }
-    for redemption in store.redemptions()? {
+    // Only a redemption not final can still be `Detected`.
+    for redemption in store.redemptions(Select::Active)? {
         if redemption.state == RedemptionState::Detected {
             store.update_redemption(
                 &redemption.id,

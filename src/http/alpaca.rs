@@ -7,7 +7,8 @@
 
 use super::{blocking, body, json, AppState, HttpError, INVALID_PAYLOAD};
 use crate::store::{
-    Asset, ConfirmOutcome, IssuanceCheck, IssuanceOutcome, IssuanceRefusal, MintRecord, Store,
+    AccountKey, Asset, ConfirmOutcome, IssuanceCheck, IssuanceOutcome, IssuanceRefusal, MintRecord,
+    Store,
 };
 use alloy::primitives::Address;
 use reconciler::{
@@ -172,7 +173,7 @@ pub(super) fn whitelist(
             address_text(wallet)
         )));
     }
-    if store.account(client_id)?.is_none() {
+    if store.account(AccountKey::Client(client_id))?.is_none() {
         return Err(HttpError::NotFound("unknown client".into()));
     }
     if store.add_wallet(client_id, wallet)? {
@@ -419,7 +420,7 @@ async fn accept_issuance(mut req: Request<AppState>) -> Result<(IssuerRequestId,
             problem: None,
             confirmed_at_ms: None,
         };
-        store.submit_issuance_async(record, check)
+        store.submit_issuance_async(record, Some(check))
     };
     let outcome = pending.await?;
     match outcome {
@@ -473,14 +474,16 @@ fn check_rules(
         return Err(HttpError::Refused(INVALID_PAYLOAD.into()));
     }
     let account = match &issuance.client {
-        ClientRef::ClientExternalAccountId(id) => store.account(id)?,
-        ClientRef::ClientAccountId(id) => store.account_by_alpaca_id(id)?,
+        ClientRef::ClientExternalAccountId(id) => store.account(AccountKey::Client(id))?,
+        ClientRef::ClientAccountId(id) => store.account(AccountKey::Alpaca(id))?,
     };
     let Some(account) = account.filter(crate::store::Account::linked) else {
         return Err(HttpError::Refused(NOT_ELIGIBLE.into()));
     };
     if issuer_address(store, config, issuance.wallet)?.is_some()
-        || store.wallet_owner(issuance.wallet)?.as_ref() != Some(&account.client_id)
+        || store
+            .account(AccountKey::Wallet(issuance.wallet))?
+            .is_none_or(|owner| owner.client_id != account.client_id)
     {
         return Err(HttpError::Refused(INVALID_WALLET.into()));
     }
@@ -519,7 +522,7 @@ pub(super) async fn confirm(mut req: Request<AppState>) -> Result<Response, Http
     let reason = raw.reason;
     let (t, i) = (trid.clone(), irid.clone());
     let outcome = blocking(req.state(), move |store| {
-        Ok(store.confirm_issuance(&t, &i, journal, reason)?)
+        Ok(store.confirm_issuance(&t, &i, journal, reason, crate::clock::unix_now_ms())?)
     })
     .await?;
     match outcome {

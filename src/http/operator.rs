@@ -3,7 +3,7 @@
 
 use super::alpaca::{address_text, checked_email, whitelist};
 use super::{blocking, body, json, AppState, HttpError, INVALID_PAYLOAD};
-use crate::store::{Account, Asset, AttachOutcome, ReturnOutcome};
+use crate::store::{Account, AccountKey, Asset, AttachOutcome, Directory, ReturnOutcome, Select};
 use alloy::primitives::Address;
 use reconciler::{
     parse_address, AlpacaAccountId, Callback, ClientId, IssuerRequestId, Journal, Network, Symbol,
@@ -63,10 +63,9 @@ pub(super) async fn register_account(mut req: Request<AppState>) -> Result<Respo
 
 /// `GET /operator/accounts`: every account with its whitelisted wallets.
 pub(super) async fn accounts(req: Request<AppState>) -> Result<Response, HttpError> {
-    let (accounts, wallets) = blocking(req.state(), |store| {
-        Ok((store.accounts()?, store.wallets()?))
-    })
-    .await?;
+    let Directory {
+        accounts, wallets, ..
+    } = blocking(req.state(), |store| Ok(store.directory()?)).await?;
     let mut by_client: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for (wallet, client) in &wallets {
         by_client
@@ -159,7 +158,7 @@ pub(super) async fn remove_wallet(mut req: Request<AppState>) -> Result<Response
     let (client, wallet) = parse_wallet_body(&raw)?;
     let c = client.clone();
     let removed = blocking(req.state(), move |store| {
-        if store.account(&c)?.is_none() {
+        if store.account(AccountKey::Client(&c))?.is_none() {
             return Err(HttpError::NotFound("unknown client".into()));
         }
         Ok(store.remove_wallet(&c, wallet)?)
@@ -238,7 +237,11 @@ pub(super) async fn put_asset(mut req: Request<AppState>) -> Result<Response, Ht
 /// redemptions, from the cache) and their difference. `issuer report` is the authority.
 pub(super) async fn assets(req: Request<AppState>) -> Result<Response, HttpError> {
     let (assets, mints, redemptions) = blocking(req.state(), |store| {
-        Ok((store.assets()?, store.all_mints()?, store.redemptions()?))
+        Ok((
+            store.assets()?,
+            store.mints(Select::All)?,
+            store.redemptions(Select::All)?,
+        ))
     })
     .await?;
     let listed: Vec<serde_json::Value> = assets
@@ -292,7 +295,7 @@ pub(super) async fn mints(req: Request<AppState>) -> Result<Response, HttpError>
         .and_then(|(_, v)| v.parse::<usize>().ok())
         .unwrap_or(50)
         .min(1000);
-    let mut all = blocking(req.state(), |store| Ok(store.all_mints()?)).await?;
+    let mut all = blocking(req.state(), |store| Ok(store.mints(Select::All)?)).await?;
     all.sort_by_key(|m| std::cmp::Reverse(m.intent.accepted_at));
     let items: Vec<_> = all.iter().take(limit).map(mint_json).collect();
     Ok(json(StatusCode::Ok, &json!({ "mints": items })))
@@ -367,7 +370,11 @@ pub(super) async fn stuck(req: Request<AppState>) -> Result<Response, HttpError>
                     .map(|tx| (network.clone(), tx)),
             );
         }
-        Ok((store.all_mints()?, txs, store.redemptions()?))
+        Ok((
+            store.mints(Select::All)?,
+            txs,
+            store.redemptions(Select::All)?,
+        ))
     })
     .await?;
     // Flagged redemptions wait for an operator; others that failed before may be heading there.
@@ -426,7 +433,7 @@ pub(super) async fn stuck(req: Request<AppState>) -> Result<Response, HttpError>
 
 /// `GET /operator/redemptions`: every redemption with its state, newest first.
 pub(super) async fn redemptions(req: Request<AppState>) -> Result<Response, HttpError> {
-    let mut all = blocking(req.state(), |store| Ok(store.redemptions()?)).await?;
+    let mut all = blocking(req.state(), |store| Ok(store.redemptions(Select::All)?)).await?;
     all.sort_by_key(|r| std::cmp::Reverse((r.block_number, r.log_index)));
     let items: Vec<_> = all
         .iter()

@@ -4,7 +4,7 @@ use super::crash::{maybe_crash, CrashPoint};
 use super::{alpaca_jobs, PassError, ReconcileLoop};
 use crate::alpaca::Broker;
 use crate::chain::{Chain, ChainError};
-use crate::store::{Scan, Store};
+use crate::store::{AccountKey, Scan, Store};
 use alloy::primitives::U256;
 use reconciler::{
     AlpacaView, IssuerRequestId, Qty, ReceiptBalance, Redemption, RedemptionState, TrackedTx,
@@ -123,12 +123,9 @@ pub async fn observe<B: Broker + Clone + 'static>(
                 tx_hash,
                 index_in_tx: log_index,
             } = transfer;
-            let account = match store.wallet_owner(sender)? {
-                Some(client) => store
-                    .account(&client)?
-                    .filter(crate::store::Account::linked),
-                None => None,
-            };
+            let account = store
+                .account(AccountKey::Wallet(sender))?
+                .filter(crate::store::Account::linked);
             let client_id = account.as_ref().map(|a| a.client_id.clone());
             let client_account_id = account.and_then(|a| a.alpaca_account_id);
             redemptions.push(Redemption {
@@ -161,11 +158,8 @@ pub async fn observe<B: Broker + Clone + 'static>(
         return Err(ChainError::HeadChanged { block: head }.into());
     }
     // What our own receipts showed is recorded even if a log query missed it.
-    if !receipt_deposits.is_empty() {
-        store.put_deposits(receipt_deposits)?;
-    }
-    if !receipt_burns.is_empty() {
-        store.put_burns(receipt_burns)?;
+    if !receipt_deposits.is_empty() || !receipt_burns.is_empty() {
+        store.record_receipts(receipt_deposits, receipt_burns)?;
     }
     for (vault, scan) in scans {
         store.advance(&r.network, vault, head, scan, vec![(head, head_hash)])?;
@@ -462,6 +456,6 @@ async fn detect_reorg(
         re_observe_from = fork,
         "REORG: a recorded block hash no longer matches the chain; forgetting observations from the fork and scanning again"
     );
-    store.drop_observations_from(network, fork)?;
+    store.rewind(network, fork)?;
     Ok(())
 }

@@ -8,15 +8,16 @@
 mod records;
 mod redb_index;
 mod redb_jobs;
+mod redb_open;
 mod redb_shared;
 mod redb_store;
 mod redb_tables;
 mod writer;
 
 pub use records::{
-    Account, Asset, AttachOutcome, CallbackRefusal, ConfirmOutcome, IssuanceCheck, IssuanceOutcome,
-    IssuanceRefusal, MintProblem, MintRecord, PassView, ReturnOutcome, Scan, Settled, TxRecord,
-    TxVariant, MINT_QTY_MAX_DEFAULT, SCHEMA_VERSION,
+    Account, Asset, AttachOutcome, CallbackRefusal, ConfirmOutcome, Directory, IssuanceCheck,
+    IssuanceOutcome, IssuanceRefusal, MintProblem, MintRecord, PassView, ReturnOutcome, Scan,
+    Settled, TxRecord, TxVariant, MINT_QTY_MAX_DEFAULT, SCHEMA_VERSION,
 };
 pub use redb_shared::MintMerge;
 pub use redb_store::RedbStore;
@@ -88,28 +89,61 @@ pub type RedemptionChange = Box<dyn FnOnce(&mut Redemption) + Send>;
 pub type Pending<T> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, StoreError>> + Send>>;
 
-/// What a pass or a handler needs from the cache. Small on purpose: a faulty double is a short
-/// test type, and redb stays behind it.
-pub trait Store: Send + Sync {
-    /// Releases the file for every handle (in-process restarts, tests). Later calls fail with
-    /// [`StoreError::Closed`].
-    fn close(&self);
+/// Each way a caller names an AP's account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountKey<'a> {
+    /// Our client id (what Alpaca's `client_external_account_id` carries).
+    Client(&'a ClientId),
+    /// The email an operator registered it under (normalised before the lookup).
+    Email(&'a str),
+    /// The AP's Alpaca account UUID, once an operator attached it.
+    Alpaca(&'a AlpacaAccountId),
+    /// A whitelisted wallet: the account of the client it belongs to. A stored owner that does
+    /// not parse is an error, never "nobody": a redemption from a whitelisted wallet must not be
+    /// taken for an unknown sender's.
+    Wallet(Address),
+}
 
+/// Which mints or redemptions to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Select<'a> {
+    /// The one under this issuer_request_id (redemption id), if any.
+    One(&'a IssuerRequestId),
+    /// Those still needing the reconciler ([`MintRecord::is_active`], a redemption not final),
+    /// read through their index: the cost follows what is in flight.
+    Active,
+    /// Every one ever recorded: for operators, never for a pass (it grows with history).
+    All,
+}
+
+/// Which of our transactions on one network to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxSelect {
+    /// The one at this nonce, if any.
+    Nonce(u64),
+    /// Those not yet settled, in nonce order (through their index).
+    Unsettled,
+    /// The one at the highest nonce we ever signed.
+    Last,
+}
+
+/// What a pass or a handler needs from the cache. Small on purpose: a faulty double is a short
+/// test type, and redb stays behind it. The required methods are the domain operations; the
+/// provided ones are shorthands over them. [`RedbStore`] adds what only tests, benches, the
+/// report and HA need (closing, bulk seeding, the shared directory).
+pub trait Store: Send + Sync {
     /// `Err` while the store cannot write (a disk error it has not yet recovered from): what
     /// `/readyz` reports. A store that cannot fail this way is always healthy.
     fn health(&self) -> Result<(), StoreError> {
         Ok(())
     }
 
-    // Accounts and wallets.
+    // The directory: accounts, their wallets and the asset list (operators and Alpaca write it).
+
     /// Registers an AP by email (normalised: trimmed, lower case). Idempotent per email.
     fn register_account(&self, email: &str) -> Result<Account, StoreError>;
-    fn account(&self, client_id: &ClientId) -> Result<Option<Account>, StoreError>;
-    fn account_by_email(&self, email: &str) -> Result<Option<Account>, StoreError>;
-    /// Every registered account, for operators.
-    fn accounts(&self) -> Result<Vec<Account>, StoreError>;
     /// Links the account of `email` to Alpaca's account number: `Ok(None)` for an unknown email,
-    /// `Err`-free `Some((account, false))` when it was already linked.
+    /// `Some((account, false))` when it was already linked.
     fn link_account(
         &self,
         email: &str,
@@ -121,50 +155,62 @@ pub trait Store: Send + Sync {
         client_id: &ClientId,
         alpaca_account_id: &AlpacaAccountId,
     ) -> Result<AttachOutcome, StoreError>;
-    /// The client an Alpaca account UUID is attached to.
-    fn account_by_alpaca_id(
-        &self,
-        alpaca_account_id: &AlpacaAccountId,
-    ) -> Result<Option<Account>, StoreError>;
     /// Whitelists `wallet` for `client_id`; `false` if the wallet belongs to another client.
     fn add_wallet(&self, client_id: &ClientId, wallet: Address) -> Result<bool, StoreError>;
+    /// Removes `wallet` from `client_id`'s whitelist; `false` if it was not theirs.
     fn remove_wallet(&self, client_id: &ClientId, wallet: Address) -> Result<bool, StoreError>;
-    fn wallet_owner(&self, wallet: Address) -> Result<Option<ClientId>, StoreError>;
-    fn wallets(&self) -> Result<Vec<(Address, ClientId)>, StoreError>;
-
-    // Assets.
     /// Inserts or replaces the asset for (underlying, network).
     fn put_asset(&self, asset: &Asset) -> Result<(), StoreError>;
-    fn assets(&self) -> Result<Vec<Asset>, StoreError>;
-    fn asset(&self, underlying: &Symbol, network: &Network) -> Result<Option<Asset>, StoreError>;
     /// Freezes or unfreezes minting of `underlying` on every network; the number of assets changed.
     fn set_frozen(&self, underlying: &Symbol, frozen: bool) -> Result<usize, StoreError>;
+    /// The account `key` names, if any.
+    fn account(&self, key: AccountKey<'_>) -> Result<Option<Account>, StoreError>;
+    /// The whole directory from one snapshot: operators' listings, HA's shared copy.
+    fn directory(&self) -> Result<Directory, StoreError>;
+    /// The asset list alone: what a pass and most handlers read.
+    fn assets(&self) -> Result<Vec<Asset>, StoreError> {
+        Ok(self.directory()?.assets)
+    }
+    /// The asset of `underlying` on `network`, if any.
+    fn asset(&self, underlying: &Symbol, network: &Network) -> Result<Option<Asset>, StoreError> {
+        Ok(self
+            .assets()?
+            .into_iter()
+            .find(|a| a.underlying == *underlying && a.network == *network))
+    }
 
     // Mint intents.
-    /// Records an accepted issuance, or finds the one already under its tokenization_request_id.
-    fn submit_issuance(&self, record: MintRecord) -> Result<IssuanceOutcome, StoreError>;
-    /// [`Store::submit_issuance`] for async callers: queued at once, answered when durable. A new
-    /// intent is written only if `check` still holds inside the write transaction; a repeat of an
-    /// accepted one is answered as before whatever changed since.
+
+    /// Records an accepted issuance, or finds the one already under its tokenization_request_id:
+    /// queued at once, answered when durable. With a `check`, a new intent is written only if it
+    /// still holds inside the write transaction; a repeat of an accepted one is answered as
+    /// before whatever changed since.
     fn submit_issuance_async(
         &self,
         record: MintRecord,
-        check: IssuanceCheck,
+        check: Option<IssuanceCheck>,
     ) -> Pending<IssuanceOutcome>;
-    /// Records Alpaca's journal outcome for a mint.
+    /// [`Store::submit_issuance_async`] without a check, waiting on this thread until durable
+    /// (tests, benches, tools).
+    fn submit_issuance(&self, record: MintRecord) -> Result<IssuanceOutcome, StoreError> {
+        futures::executor::block_on(self.submit_issuance_async(record, None))
+    }
+    /// Records Alpaca's journal outcome for a mint; `confirmed_at_ms` (Unix milliseconds, from
+    /// the caller's clock) is kept when it completes the journal.
     fn confirm_issuance(
         &self,
         tokenization_request_id: &TokenizationRequestId,
         issuer_request_id: &IssuerRequestId,
         journal: Journal,
         reason: Option<String>,
+        confirmed_at_ms: u64,
     ) -> Result<ConfirmOutcome, StoreError>;
-    fn mint(&self, issuer_request_id: &IssuerRequestId) -> Result<Option<MintRecord>, StoreError>;
-    /// Mints not yet acknowledged by Alpaca and not rejected.
-    fn active_mints(&self) -> Result<Vec<MintRecord>, StoreError>;
-    /// Every mint ever accepted: for operators, never for a pass (it grows with history).
-    fn all_mints(&self) -> Result<Vec<MintRecord>, StoreError>;
-    fn put_mints(&self, records: Vec<MintRecord>) -> Result<(), StoreError>;
+    /// The mints `which` selects, in issuer_request_id order.
+    fn mints(&self, which: Select<'_>) -> Result<Vec<MintRecord>, StoreError>;
+    /// The mint under `issuer_request_id`, if any.
+    fn mint(&self, issuer_request_id: &IssuerRequestId) -> Result<Option<MintRecord>, StoreError> {
+        Ok(self.mints(Select::One(issuer_request_id))?.pop())
+    }
     /// Changes one mint inside a single write transaction, so a concurrent confirm from Alpaca is
     /// never overwritten by a stale copy. `None` if there is no such mint.
     fn update_mint(
@@ -176,23 +222,42 @@ pub trait Store: Send + Sync {
     /// was inserted.
     fn insert_mint_if_absent(&self, record: MintRecord) -> Result<bool, StoreError>;
 
+    // Redemptions.
+
+    /// The redemptions `which` selects, in id order.
+    fn redemptions(&self, which: Select<'_>) -> Result<Vec<Redemption>, StoreError>;
+    /// The redemption under `id`, if any.
+    fn redemption(&self, id: &IssuerRequestId) -> Result<Option<Redemption>, StoreError> {
+        Ok(self.redemptions(Select::One(id))?.pop())
+    }
+    /// Changes one redemption inside a single write transaction; `None` if there is none.
+    fn update_redemption(
+        &self,
+        id: &IssuerRequestId,
+        change: RedemptionChange,
+    ) -> Result<Option<Redemption>, StoreError>;
+    /// An operator asks to send a flagged redemption's tokens back to its sender.
+    fn request_return(&self, id: &IssuerRequestId) -> Result<ReturnOutcome, StoreError>;
+
+    // What the chain showed. Each network has its own cursors, reorg window and nonces.
+
     /// What one reconcile pass works on, read from one snapshot through index tables: its cost
     /// follows the active items, whatever the history holds.
     fn pass_view(&self) -> Result<PassView, StoreError>;
-
-    // Chain observations and our transactions.
-    fn put_deposits(&self, deposits: Vec<ObservedDeposit>) -> Result<(), StoreError>;
-    /// Every deposit ever seen (operators, tests; a pass reads [`Store::pass_view`]).
+    /// Every deposit ever seen (the receipts a burn may spend; a pass reads
+    /// [`Store::pass_view`] for the rest).
     fn deposits(&self) -> Result<Vec<ObservedDeposit>, StoreError>;
-    // Chain-local state: each network has its own cursors, reorg window and nonces.
-    /// Forgets every observation on `network` from `block_number` on (a reorg there).
-    fn drop_observations_from(
+    /// Records the deposits and burns our own transactions' receipts showed, in one transaction
+    /// (a log query may have missed them). A log already recorded is written again unchanged.
+    fn record_receipts(
         &self,
-        network: &Network,
-        block_number: u64,
+        deposits: Vec<ObservedDeposit>,
+        burns: Vec<ObservedBurn>,
     ) -> Result<(), StoreError>;
     /// Last block of `network` scanned for `vault` (inclusive), if any.
     fn cursor(&self, network: &Network, vault: Address) -> Result<Option<u64>, StoreError>;
+    /// Block hashes we saw on `network`, newest last.
+    fn block_hashes(&self, network: &Network) -> Result<Vec<(u64, B256)>, StoreError>;
     /// Records the scan of `vault` on `network` up to `block_number` together with the block
     /// hashes seen, in one transaction with the observations it produced.
     fn advance(
@@ -203,29 +268,32 @@ pub trait Store: Send + Sync {
         scan: Scan,
         hashes: Vec<(u64, B256)>,
     ) -> Result<(), StoreError>;
+    /// A reorg on `network` from `from_block`: forgets the observations and block hashes from
+    /// there on and pulls the cursors back below it, in one transaction, so the range is scanned
+    /// again; our transactions settled in it are tracked again.
+    fn rewind(&self, network: &Network, from_block: u64) -> Result<(), StoreError>;
 
-    // Redemptions.
-    /// Every redemption, final ones included.
-    fn redemptions(&self) -> Result<Vec<Redemption>, StoreError>;
-    fn redemption(&self, id: &IssuerRequestId) -> Result<Option<Redemption>, StoreError>;
-    fn put_redemptions(&self, redemptions: Vec<Redemption>) -> Result<(), StoreError>;
-    /// Changes one redemption inside a single write transaction; `None` if there is none.
-    fn update_redemption(
-        &self,
-        id: &IssuerRequestId,
-        change: RedemptionChange,
-    ) -> Result<Option<Redemption>, StoreError>;
-    /// Every burn ever seen (operators, tests; a pass reads [`Store::pass_view`]).
-    fn burns(&self) -> Result<Vec<ObservedBurn>, StoreError>;
-    fn put_burns(&self, burns: Vec<ObservedBurn>) -> Result<(), StoreError>;
-    /// An operator asks to send a flagged redemption's tokens back to its sender.
-    fn request_return(&self, id: &IssuerRequestId) -> Result<ReturnOutcome, StoreError>;
-    fn rewind_cursors(&self, network: &Network, block_number: u64) -> Result<(), StoreError>;
-    /// Block hashes we saw on `network`, newest last.
-    fn block_hashes(&self, network: &Network) -> Result<Vec<(u64, B256)>, StoreError>;
-    /// Our transactions, per network: two chains' nonce 0 are two transactions.
-    fn put_tx(&self, network: &Network, tx: &TxRecord) -> Result<(), StoreError>;
-    fn unsettled_txs(&self, network: &Network) -> Result<Vec<TxRecord>, StoreError>;
-    fn tx(&self, network: &Network, nonce: u64) -> Result<Option<TxRecord>, StoreError>;
-    fn highest_nonce(&self, network: &Network) -> Result<Option<u64>, StoreError>;
+    // Our transactions, per network: two chains' nonce 0 are two transactions.
+
+    /// Records `txs` (each replacing the one at its nonce) in one write transaction, durable
+    /// before this returns.
+    fn put_txs(&self, network: &Network, txs: &[TxRecord]) -> Result<(), StoreError>;
+    /// [`Store::put_txs`] of one transaction.
+    fn put_tx(&self, network: &Network, tx: &TxRecord) -> Result<(), StoreError> {
+        self.put_txs(network, std::slice::from_ref(tx))
+    }
+    /// The transactions on `network` `which` selects, in nonce order.
+    fn txs(&self, network: &Network, which: TxSelect) -> Result<Vec<TxRecord>, StoreError>;
+    /// The transaction at `nonce` on `network`, if any.
+    fn tx(&self, network: &Network, nonce: u64) -> Result<Option<TxRecord>, StoreError> {
+        Ok(self.txs(network, TxSelect::Nonce(nonce))?.pop())
+    }
+    /// Our transactions on `network` not yet settled, in nonce order.
+    fn unsettled_txs(&self, network: &Network) -> Result<Vec<TxRecord>, StoreError> {
+        self.txs(network, TxSelect::Unsettled)
+    }
+    /// The highest nonce we signed on `network`, if any.
+    fn highest_nonce(&self, network: &Network) -> Result<Option<u64>, StoreError> {
+        Ok(self.txs(network, TxSelect::Last)?.pop().map(|tx| tx.nonce))
+    }
 }

@@ -35,6 +35,16 @@ impl Account {
     }
 }
 
+/// The facts operators and Alpaca keep in the store: accounts, the wallet whitelist and the
+/// asset list. Serialised as HA shares it in etcd.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Directory {
+    pub accounts: Vec<Account>,
+    /// (wallet, the client it is whitelisted for), in wallet order.
+    pub wallets: Vec<(Address, ClientId)>,
+    pub assets: Vec<Asset>,
+}
+
 /// One underlying on one network, with its vault.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Asset {

@@ -1,18 +1,15 @@
 //! What HA mode ([`crate::ha`]) needs of the redb file beyond the [`super::Store`] trait: the
-//! shared facts imported from etcd as they are there, and a new leader's forgetting of its own
-//! transactions from an earlier term. Inherent methods, so the trait every pass and handler sees
-//! stays as it is.
+//! shared facts imported from etcd as they are there. Inherent methods, so the trait every pass
+//! and handler sees does not carry them.
 
-use super::records::{Account, Asset, MintRecord};
+use super::records::{Directory, MintRecord};
 use super::redb_index::put_mint;
 use super::redb_store::RedbStore;
 use super::redb_tables::{
-    addr_key, asset_key, get_json, put_json, ACCOUNTS, ACCOUNT_BY_EMAIL, ASSETS, MINTS,
-    MINT_BY_TRID, WALLETS,
+    addr_key, asset_key, set_link, ACCOUNTS, ACCOUNT_BY_EMAIL, ASSETS, MINTS, MINT_BY_TRID, WALLETS,
 };
 use super::StoreError;
-use alloy::primitives::Address;
-use reconciler::{ClientId, Journal};
+use reconciler::Journal;
 
 /// What importing one mint fact did to the local record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,35 +23,28 @@ pub enum MintMerge {
 }
 
 impl RedbStore {
-    /// Makes the accounts, wallets and assets exactly `accounts`, `wallets` and `assets`, in
-    /// one transaction (the shared directory as etcd holds it).
-    pub fn replace_directory(
-        &self,
-        accounts: Vec<Account>,
-        wallets: Vec<(Address, ClientId)>,
-        assets: Vec<Asset>,
-    ) -> Result<(), StoreError> {
+    /// Makes the directory exactly `directory` (as etcd holds it), in one transaction.
+    pub fn replace_directory(&self, directory: Directory) -> Result<(), StoreError> {
         self.write(move |txn| {
-            txn.open_table(ACCOUNTS)?.retain(|_, _| false)?;
+            txn.open_table(ACCOUNTS.definition())?
+                .retain(|_, _| false)?;
             txn.open_table(ACCOUNT_BY_EMAIL)?.retain(|_, _| false)?;
             txn.open_table(WALLETS)?.retain(|_, _| false)?;
-            txn.open_table(ASSETS)?.retain(|_, _| false)?;
-            for account in &accounts {
-                put_json(txn, ACCOUNTS, account.client_id.as_str(), account)?;
-                txn.open_table(ACCOUNT_BY_EMAIL)?
-                    .insert(account.email.as_str(), account.client_id.as_str())?;
-            }
-            for (wallet, client) in &wallets {
-                txn.open_table(WALLETS)?
-                    .insert(addr_key(*wallet).as_str(), client.as_str())?;
-            }
-            for asset in &assets {
-                put_json(
+            txn.open_table(ASSETS.definition())?.retain(|_, _| false)?;
+            for account in &directory.accounts {
+                ACCOUNTS.put(txn, account.client_id.as_str(), account)?;
+                set_link(
                     txn,
-                    ASSETS,
-                    &asset_key(&asset.underlying, &asset.network),
-                    asset,
+                    ACCOUNT_BY_EMAIL,
+                    &account.email,
+                    account.client_id.as_str(),
                 )?;
+            }
+            for (wallet, client) in &directory.wallets {
+                set_link(txn, WALLETS, &addr_key(*wallet), client.as_str())?;
+            }
+            for asset in &directory.assets {
+                ASSETS.put(txn, &asset_key(&asset.underlying, &asset.network), asset)?;
             }
             Ok(())
         })
@@ -67,10 +57,14 @@ impl RedbStore {
     pub fn merge_mint_fact(&self, fact: MintRecord) -> Result<MintMerge, StoreError> {
         self.write(move |txn| {
             let id = fact.intent.issuer_request_id.as_str().to_owned();
-            let Some(mut local) = get_json::<MintRecord>(txn, MINTS, &id)? else {
+            let Some(mut local) = MINTS.get(txn, &id)? else {
                 put_mint(txn, &fact)?;
-                txn.open_table(MINT_BY_TRID)?
-                    .insert(fact.intent.tokenization_request_id.as_str(), id.as_str())?;
+                set_link(
+                    txn,
+                    MINT_BY_TRID,
+                    fact.intent.tokenization_request_id.as_str(),
+                    &id,
+                )?;
                 return Ok(MintMerge::Inserted);
             };
             if local.fingerprint != fact.fingerprint {

@@ -179,6 +179,8 @@ pub fn http_config() -> HttpConfig {
 pub struct Issuer {
     pub url: String,
     pub store: Arc<dyn Store>,
+    /// The same store, to close its file when the issuer stops.
+    file: RedbStore,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     passes: issuer::pass::PassCount,
@@ -209,7 +211,8 @@ impl Issuer {
         signer: issuer::chain::BotSigner,
         interval: Duration,
     ) -> Issuer {
-        let store: Arc<dyn Store> = Arc::new(RedbStore::open(&world.db_path).unwrap());
+        let file = RedbStore::open(&world.db_path).unwrap();
+        let store: Arc<dyn Store> = Arc::new(file.clone());
         let chain = Chain::connect(&world.rpc(), signer).await.unwrap();
         let broker = BrokerClient::new(BrokerConfig {
             base_url: world.sim_url.clone(),
@@ -255,6 +258,7 @@ impl Issuer {
         Issuer {
             url,
             store,
+            file,
             stop,
             tasks: vec![looping, serving],
             passes,
@@ -275,7 +279,7 @@ impl Issuer {
         for task in self.tasks {
             let _ = task.await;
         }
-        self.store.close();
+        self.file.close();
     }
 }
 
