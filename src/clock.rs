@@ -1,8 +1,9 @@
 //! Wall-clock time, read in one place: Unix seconds and milliseconds for records, ages and
 //! signatures' freshness. A clock before 1970 reads as 0, which only makes every age generous.
 //!
-//! Code that runs under a test's paused clock (the pass, its Alpaca jobs) reads time through a
-//! [`Clock`] it is given; waits and backoffs use tokio's clock, which such a test controls too.
+//! Code whose timestamps a test must control (the pass, its Alpaca jobs, the HTTP layer) reads
+//! time through a [`Clock`] it is given; waits and backoffs use tokio's clock, which such a test
+//! controls too. The rest (metrics, the CLI, the simulators) reads the machine's clock here.
 
 use std::sync::Arc;
 
@@ -66,7 +67,9 @@ pub fn unix_now_ms() -> u64 {
     u64::try_from(since_epoch().as_millis()).unwrap_or(u64::MAX)
 }
 
-fn since_epoch() -> std::time::Duration {
+/// The machine's clock as time since the Unix epoch: the one place it is read (the simulator
+/// wants its microseconds).
+pub fn since_epoch() -> std::time::Duration {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()

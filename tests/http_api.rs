@@ -6,7 +6,7 @@
 
 use issuer::config::Secret;
 use issuer::http::operator_cli::{self, OperatorArgs, OperatorCommand};
-use issuer::http::{serve, AlpacaAuth, HttpConfig, HttpError};
+use issuer::http::{serve, serve_with, AlpacaAuth, HttpConfig, HttpError, ServeOptions};
 use issuer::store::{RedbStore, Select, Store};
 use reconciler::{ClientId, ClientRef, IssuerRequestId, Journal, TokenizationRequestId};
 use reqwest::{Method, StatusCode};
@@ -77,15 +77,26 @@ struct Server {
 
 impl Server {
     async fn start(path: &Path, config: HttpConfig) -> Server {
+        Self::start_with(path, config, ServeOptions::default()).await
+    }
+
+    async fn start_with(path: &Path, config: HttpConfig, options: ServeOptions) -> Server {
         let store = Arc::new(reopen(path).await);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let wake = Arc::new(Notify::new());
         let (stop, stopped) = oneshot::channel::<()>();
         let shared: Arc<dyn Store> = store.clone();
-        let task = tokio::spawn(serve(listener, shared, wake.clone(), config, async move {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(serve_with(
+            listener,
+            shared,
+            wake.clone(),
+            config,
+            options,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
         let http = reqwest::Client::builder().no_proxy().build().unwrap();
         let server = Server {
             base,
@@ -1631,4 +1642,72 @@ async fn quantities_above_the_assets_limit_are_refused() {
             .0,
         StatusCode::UNPROCESSABLE_ENTITY
     );
+}
+
+/// A clock a test sets: Unix milliseconds, moved only when the test says so.
+#[derive(Debug)]
+struct SetClock(std::sync::atomic::AtomicU64);
+
+impl issuer::clock::Clock for SetClock {
+    fn unix_ms(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The HTTP layer reads time from the clock it is given, never the machine's: an intent is
+/// accepted and a journal confirmed at the clock's time, and a completed mint counts as stuck
+/// once the clock (not the wall) says it waited more than a minute.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_http_layer_reads_time_from_the_clock_it_is_given() {
+    // Years ahead of the machine's clock, so a handler reading the wall would show.
+    const START_MS: u64 = 4_000_000_000_123;
+    let clock = Arc::new(SetClock(std::sync::atomic::AtomicU64::new(START_MS)));
+    let dir = tempfile::tempdir().unwrap();
+    let options = ServeOptions {
+        clock: clock.clone(),
+        ..ServeOptions::default()
+    };
+    let s = Server::start_with(
+        &dir.path().join("issuer.redb"),
+        config("127.0.0.1/32"),
+        options,
+    )
+    .await;
+    let client_id = s.seed().await;
+    let (status, created) = s
+        .post("/inkind/issuance", &issuance(&client_id, "clock-1"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    let irid = IssuerRequestId::parse(created["issuer_request_id"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        s.store.mint(&irid).unwrap().unwrap().intent.accepted_at,
+        START_MS / 1000
+    );
+
+    clock
+        .0
+        .store(START_MS + 5_000, std::sync::atomic::Ordering::SeqCst);
+    let confirm = json!({ "tokenization_request_id": "clock-1", "issuer_request_id": irid.as_str(), "status": "completed" });
+    assert_eq!(
+        s.post("/inkind/issuance/confirm", &confirm).await.0,
+        StatusCode::OK
+    );
+    let record = s.store.mint(&irid).unwrap().unwrap();
+    assert_eq!(record.confirmed_at_ms, Some(START_MS + 5_000));
+
+    // Completed, not called back: not stuck a minute after acceptance, stuck just past it.
+    let stuck_mints = || async {
+        let (status, body) = s.operator(Method::GET, "/operator/stuck", None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["mints"].as_array().unwrap().len()
+    };
+    clock
+        .0
+        .store(START_MS + 60_000, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(stuck_mints().await, 0);
+    clock
+        .0
+        .store(START_MS + 62_000, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(stuck_mints().await, 1);
+    s.stop().await;
 }

@@ -464,9 +464,7 @@ impl FireblocksSigner {
 
     /// The request's JWT: RS256 over `{uri, nonce, iat, exp, sub, bodyHash}`.
     fn jwt(&self, uri: &str, body: &str) -> Result<String, jsonwebtoken::errors::Error> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = crate::clock::unix_now();
         let claims = json!({
             "uri": uri,
             "nonce": hex::encode(rand::random::<[u8; 16]>()),

@@ -413,7 +413,7 @@ async fn accept_issuance(mut req: Request<AppState>) -> Result<(IssuerRequestId,
                 journal: Journal::Pending,
                 callback: Callback::NotSent,
                 failed_attempts: 0,
-                accepted_at: crate::clock::unix_now(),
+                accepted_at: req.state().clock().unix_secs(),
             },
             fingerprint,
             reject_reason: None,
@@ -521,8 +521,9 @@ pub(super) async fn confirm(mut req: Request<AppState>) -> Result<Response, Http
     });
     let reason = raw.reason;
     let (t, i) = (trid.clone(), irid.clone());
+    let at_ms = req.state().clock().unix_ms();
     let outcome = blocking(req.state(), move |store| {
-        Ok(store.confirm_issuance(&t, &i, journal, reason, crate::clock::unix_now_ms())?)
+        Ok(store.confirm_issuance(&t, &i, journal, reason, at_ms)?)
     })
     .await?;
     match outcome {

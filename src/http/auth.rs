@@ -133,8 +133,8 @@ impl Guard {
                 signature: signature.as_deref(),
                 body: &bytes,
             };
-            if let Err(e) = super::signature::verify(signatures, &signed, crate::clock::unix_now())
-            {
+            let now_secs = req.state().clock().unix_secs();
+            if let Err(e) = super::signature::verify(signatures, &signed, now_secs) {
                 limiter.record_failure(ip, now);
                 tracing::warn!(%ip, route = %req.url().path(), error = %e, "http: signature refused");
                 return Err(HttpError::BadSignature(e.to_string()));

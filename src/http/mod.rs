@@ -24,6 +24,7 @@ pub mod signature;
 pub use listen::ConnectionLimits;
 pub use ready::Readiness;
 
+use crate::clock::Clock;
 use crate::config::Secret;
 use crate::store::{Store, StoreError};
 use auth::{FailureLimiter, Guard, RouteKind};
@@ -211,6 +212,9 @@ struct Shared {
     wake: Arc<tokio::sync::Notify>,
     config: HttpConfig,
     readiness: Readiness,
+    /// Where handlers read "now": an intent's acceptance, a confirmation's time, a signature's
+    /// freshness, how long a mint has been waiting.
+    clock: Arc<dyn Clock>,
     alpaca_failures: FailureLimiter,
     operator_failures: FailureLimiter,
 }
@@ -224,18 +228,35 @@ impl AppState {
         &self.inner.config
     }
 
+    fn clock(&self) -> &dyn Clock {
+        self.inner.clock.as_ref()
+    }
+
     /// Tells the reconciler there is new work; it runs a pass instead of waiting for its timer.
     fn wake(&self) {
         self.inner.wake.notify_one();
     }
 }
 
-/// How the server runs besides its routes' settings: connection limits and readiness checks.
-#[derive(Debug, Clone, Default)]
+/// How the server runs besides its routes' settings: connection limits, readiness checks and
+/// its clock.
+#[derive(Debug, Clone)]
 pub struct ServeOptions {
     pub limits: ConnectionLimits,
     /// Checks beyond the store that `/readyz` reports (the RPC, set by the caller).
     pub readiness: Readiness,
+    /// Where handlers read the time; the machine's clock unless a test fixes it.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            limits: ConnectionLimits::default(),
+            readiness: Readiness::default(),
+            clock: crate::clock::system(),
+        }
+    }
 }
 
 /// Serves Alpaca's and the operators' routes on `listener` until `shutdown` completes, with the
@@ -275,7 +296,7 @@ pub async fn serve_with(
     options.limits.check().map_err(HttpError::Config)?;
     listener.set_nonblocking(true)?;
     let local = listener.local_addr()?;
-    let app = app(store, wake, config, options.readiness);
+    let app = app(store, wake, config, options.readiness, options.clock);
     let listener = async_std::net::TcpListener::from(listener);
     tracing::info!(address = %local, "http: listening");
     let listening = Box::pin(listen::serve_app_with(listener, app, options.limits));
@@ -345,6 +366,7 @@ fn app(
     wake: Arc<tokio::sync::Notify>,
     config: HttpConfig,
     readiness: Readiness,
+    clock: Arc<dyn Clock>,
 ) -> tide::Server<AppState> {
     let limit = config.failed_auth_per_minute_max;
     let state = AppState {
@@ -353,6 +375,7 @@ fn app(
             wake,
             config,
             readiness,
+            clock,
             alpaca_failures: FailureLimiter::per_minute(limit),
             operator_failures: FailureLimiter::per_minute(limit),
         }),

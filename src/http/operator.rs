@@ -395,7 +395,7 @@ pub(super) async fn stuck(req: Request<AppState>) -> Result<Response, HttpError>
             })
         })
         .collect();
-    let now = crate::clock::unix_now();
+    let now = req.state().clock().unix_secs();
     let stuck_mints: Vec<_> = mints
         .iter()
         .filter(|m| {

@@ -399,6 +399,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ServeOptions {
             limits: plan.limits,
             readiness: readiness.clone(),
+            clock: crate::clock::system(),
         },
         shutdown(stop_rx.clone()),
     ));

@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Who the simulator is: the account in its paths and the Basic credentials it accepts.
 #[derive(Clone)]
@@ -420,9 +419,7 @@ impl State {
             Some(refusal) => Reply::error(refusal.status, refusal.message.clone()),
             None => self.mint_callback_reply(&trid, &body),
         };
-        let received_unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let received_unix_ms = crate::clock::unix_now_ms();
         self.mint_callbacks.push(ReceivedMintCallback {
             tokenization_request_id: trid,
             body,
@@ -689,9 +686,7 @@ fn wire_enum<T: serde::de::DeserializeOwned>(text: &str) -> Option<T> {
 
 /// Now as RFC 3339 UTC with microseconds, which sorts as text in time order.
 pub(super) fn now_rfc3339() -> String {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+    let since = crate::clock::since_epoch();
     let secs = since.as_secs();
     let days = i64::try_from(secs / 86_400).unwrap_or(0);
     let rem = secs % 86_400;
