@@ -38,6 +38,8 @@ use tokio::sync::Notify;
 pub const SYNC_EVERY: Duration = Duration::from_millis(200);
 /// Compare-and-swap attempts before a write gives up (answered 500: Alpaca retries).
 const WRITE_ATTEMPTS: usize = 8;
+/// Most puts in one etcd transaction (etcd's own default limit is 128 operations).
+const PUTS_PER_TXN: usize = 100;
 
 /// The directory as stored in etcd.
 #[derive(Debug, Serialize, Deserialize)]
@@ -331,6 +333,24 @@ impl SharedFacts {
         Ok(())
     }
 
+    /// [`SharedFacts::put_tx`] for several: one etcd transaction per [`PUTS_PER_TXN`].
+    async fn put_txs(&self, network: &Network, txs: &[TxRecord]) -> Result<(), HaError> {
+        for chunk in txs.chunks(PUTS_PER_TXN) {
+            let puts = chunk
+                .iter()
+                .map(|tx| {
+                    Ok(TxnOp::put(
+                        self.keys.tx(network, tx.nonce),
+                        encode(tx)?,
+                        None,
+                    ))
+                })
+                .collect::<Result<Vec<_>, HaError>>()?;
+            timed(self.client.kv_client().txn(Txn::new().and_then(puts))).await?;
+        }
+        Ok(())
+    }
+
     /// Imports every transaction the leaders of `network` signed into the local store, where the
     /// local copy is missing or knows fewer variants: a new leader then re-sends a previous
     /// leader's transaction (the same bytes, at its nonce) instead of doing its work again at
@@ -613,6 +633,10 @@ impl Store for HaStore {
     fn put_tx(&self, network: &Network, tx: &TxRecord) -> Result<(), StoreError> {
         self.facts.block(self.facts.put_tx(network, tx))?;
         self.local.put_tx(network, tx)
+    }
+    fn put_txs(&self, network: &Network, txs: &[TxRecord]) -> Result<(), StoreError> {
+        self.facts.block(self.facts.put_txs(network, txs))?;
+        self.local.put_txs(network, txs)
     }
     fn unsettled_txs(&self, network: &Network) -> Result<Vec<TxRecord>, StoreError> {
         self.local.unsettled_txs(network)

@@ -26,7 +26,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
 
 /// Most Alpaca jobs running at once.
-const JOBS_AT_ONCE: usize = 32;
+const JOBS_AT_ONCE: usize = 128;
 /// Longest a job may take, retries included; then it is dropped (every job is safe to cut at any
 /// point: what it marks before calling makes the next attempt ask Alpaca first).
 const JOB_DEADLINE: Duration = Duration::from_secs(60);

@@ -225,6 +225,9 @@ pub trait Store: Send + Sync {
     fn block_hashes(&self, network: &Network) -> Result<Vec<(u64, B256)>, StoreError>;
     /// Our transactions, per network: two chains' nonce 0 are two transactions.
     fn put_tx(&self, network: &Network, tx: &TxRecord) -> Result<(), StoreError>;
+    /// Several transactions of `network` in one write transaction: all of them are durable when
+    /// this returns, or none (a pass's consecutive nonces never leave a gap in the store).
+    fn put_txs(&self, network: &Network, txs: &[TxRecord]) -> Result<(), StoreError>;
     fn unsettled_txs(&self, network: &Network) -> Result<Vec<TxRecord>, StoreError>;
     fn tx(&self, network: &Network, nonce: u64) -> Result<Option<TxRecord>, StoreError>;
     fn highest_nonce(&self, network: &Network) -> Result<Option<u64>, StoreError>;

@@ -684,6 +684,11 @@ impl Store for RedbStore {
         self.write(move |txn| put_tx(txn, &network, &tx))
     }
 
+    fn put_txs(&self, network: &Network, txs: &[TxRecord]) -> Result<(), StoreError> {
+        let (network, txs) = (network.clone(), txs.to_vec());
+        self.write(move |txn| txs.iter().try_for_each(|tx| put_tx(txn, &network, tx)))
+    }
+
     fn unsettled_txs(&self, network: &Network) -> Result<Vec<TxRecord>, StoreError> {
         redb_index::unsettled_txs(&self.db()?.begin_read()?, network)
     }
