@@ -564,6 +564,12 @@ impl Store for HaStore {
     ) -> Result<Option<MintRecord>, StoreError> {
         self.local.update_mint(id, change)
     }
+    fn mark_callbacks_attempted(
+        &self,
+        ids: &[IssuerRequestId],
+    ) -> Result<Vec<IssuerRequestId>, StoreError> {
+        self.local.mark_callbacks_attempted(ids)
+    }
     fn insert_mint_if_absent(&self, record: MintRecord) -> Result<bool, StoreError> {
         self.local.insert_mint_if_absent(record)
     }

@@ -31,12 +31,10 @@ pub async fn act<B: Broker + Clone + 'static>(
     let (callbacks, actions): (Vec<Action>, Vec<Action>) = actions
         .into_iter()
         .partition(|a| matches!(a, Action::MintCallback { .. }));
-    for action in callbacks {
-        if r.stop.is_set() || !r.fence.holds() {
-            return Ok(());
-        }
-        act_one(r, world, action, &intents, summary).await?;
+    if r.stop.is_set() || !r.fence.holds() {
+        return Ok(());
     }
+    submit_callbacks(r, callbacks, summary)?;
     let (settles, actions): (Vec<Action>, Vec<Action>) = actions
         .into_iter()
         .partition(|a| matches!(a, Action::Settle { .. }));
@@ -103,6 +101,57 @@ pub async fn act<B: Broker + Clone + 'static>(
     Ok(())
 }
 
+/// Hands the pass's mint callbacks to Alpaca jobs. The first sends are marked attempted
+/// together, in one commit, before any job starts (a job marks its own only when the pass could
+/// not): after a crash the next attempt asks Alpaca first.
+fn submit_callbacks<B: Broker + Clone + 'static>(
+    r: &ReconcileLoop<B>,
+    callbacks: Vec<Action>,
+    summary: &mut PassSummary,
+) -> Result<(), PassError> {
+    let first_sends: Vec<IssuerRequestId> = callbacks
+        .iter()
+        .filter_map(|a| match a {
+            Action::MintCallback {
+                issuer_request_id,
+                ask_first: false,
+                ..
+            } => Some(issuer_request_id.clone()),
+            _ => None,
+        })
+        .collect();
+    let marked: std::collections::BTreeSet<IssuerRequestId> = if first_sends.is_empty() {
+        std::collections::BTreeSet::new()
+    } else {
+        r.store
+            .mark_callbacks_attempted(&first_sends)?
+            .into_iter()
+            .collect()
+    };
+    for action in callbacks {
+        // The job reads the record afresh to know whether to ask first; the plan already held
+        // back a retry that is not due.
+        if let Action::MintCallback {
+            issuer_request_id,
+            tx_hash,
+            ask_first: _,
+        } = action
+        {
+            let ctx = r.job_ctx();
+            let marked_now = marked.contains(&issuer_request_id);
+            let id = issuer_request_id.clone();
+            r.alpaca
+                .submit(&issuer_request_id, "callback", &r.polls, async move {
+                    alpaca_jobs::callback(&ctx, id, tx_hash, marked_now)
+                        .await
+                        .map(|_| ())
+                });
+            summary.callbacks_submitted += 1;
+        }
+    }
+    Ok(())
+}
+
 /// Carries out one action of the plan.
 async fn act_one<B: Broker + Clone + 'static>(
     r: &ReconcileLoop<B>,
@@ -120,21 +169,7 @@ async fn act_one<B: Broker + Clone + 'static>(
         Action::Settle { nonce, failed } => settle(r, &[(nonce, failed)], world)?,
         // Alpaca's work runs as jobs beside the pass (never awaited here): a slow or
         // rate-limited Alpaca must not hold back the chain work after it.
-        Action::MintCallback {
-            issuer_request_id,
-            tx_hash,
-            // The job reads the record afresh to know whether to ask first; the plan already
-            // held back a retry that is not due.
-            ask_first: _,
-        } => {
-            let ctx = r.job_ctx();
-            let id = issuer_request_id.clone();
-            r.alpaca
-                .submit(&issuer_request_id, "callback", &r.polls, async move {
-                    alpaca_jobs::callback(&ctx, id, tx_hash).await.map(|_| ())
-                });
-            summary.callbacks_submitted += 1;
-        }
+        Action::MintCallback { .. } => submit_callbacks(r, vec![action], summary)?,
         Action::RecoverMint { deposit } => {
             let ctx = r.job_ctx();
             let id = deposit.issuer_request_id.clone();
