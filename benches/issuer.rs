@@ -16,7 +16,8 @@
 //!
 //! At the end, one `goal N:` line per goal of issue 16, the measured figure first.
 //!
-//! `BENCH_ONLY=store|intake|signers|mints` runs a part (`mints`: the three mint runs and the goals).
+//! `BENCH_ONLY=store|intake|signers|mints|2000` runs a part (`mints`: the three mint runs and the
+//! goals; `2000`: the 2,000 mints alone and with intake). `BENCH_LOG=1` shows the issuer's logs.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -866,6 +867,10 @@ fn main() {
         println!("benchmarks run with `just bench` (cargo bench)");
         return;
     }
+    // `BENCH_LOG=1`: the issuer's logs on stderr (`RUST_LOG` filters), e.g. each pass's timings.
+    if std::env::var_os("BENCH_LOG").is_some() {
+        issuer::telemetry::init(issuer::telemetry::LogFormat::Human);
+    }
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let mut store_reads_ms = f64::NAN;
     if only != "signers" && only != "mints" {
@@ -889,6 +894,11 @@ fn main() {
             metrics_overhead().await;
         }
         if only == "intake" {
+            return;
+        }
+        if only == "2000" {
+            mints("2000", 2000, Policy::default()).await;
+            mints_with_intake(2000).await;
             return;
         }
         let m200 = mints("200", 200, Policy::default()).await;

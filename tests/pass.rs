@@ -931,6 +931,44 @@ async fn many_batches_in_one_pass_get_consecutive_nonces_and_each_mint_is_deposi
     );
 }
 
+/// Issue 16: a pass stores all its transactions in one commit before broadcasting any, so a
+/// crash there leaves every one of them stored (none half-way, no nonce gap): the restarted
+/// loop re-sends exactly those, at their nonces, and signs nothing new for their mints.
+#[tokio::test(start_paused = true)]
+async fn a_crash_after_a_pass_stored_its_transactions_loses_none_and_signs_none_again() {
+    let mut rig = Rig::new();
+    rig.restart(Some(CrashPoint::AfterSign)).await;
+    let ids: Vec<_> = (0..330)
+        .map(|i| rig.issue_confirmed(&format!("tr-{i}"), "1"))
+        .collect();
+    let before = rig.node.broadcasts();
+    rig.pass_crashing().await;
+    assert_eq!(
+        rig.node.broadcasts(),
+        before,
+        "nothing broadcast before the crash"
+    );
+    let base = Network::parse("base").unwrap();
+    for nonce in 0..9 {
+        assert!(
+            rig.store.tx(&base, nonce).unwrap().is_some(),
+            "nonce {nonce} stored with the others"
+        );
+    }
+    rig.restart(None).await;
+    rig.looping_rebroadcast().await;
+    rig.run(6).await;
+    assert_eq!(rig.balance(rig.ap_wallet), shares(330));
+    for (i, irid) in ids.iter().enumerate() {
+        assert_eq!(rig.deposits_for(irid), 1);
+        assert_eq!(rig.callbacks(&format!("tr-{i}")), 1);
+    }
+    assert!(
+        rig.store.tx(&base, 9).unwrap().is_none(),
+        "no transaction signed again for mints already stored"
+    );
+}
+
 /// Issue 16: a transaction the node lost (the block after it had room, and every nonce behind
 /// it waits) is sent again by the next pass and mined one block late, not two.
 #[tokio::test(start_paused = true)]

@@ -500,3 +500,51 @@ fn a_write_that_meets_a_damaged_record_answers_with_the_decode_error() {
     // The writer still works.
     store.register_account("ap@example.com").unwrap();
 }
+
+/// A pass marks its first mint callbacks attempted in one commit: only those never sent move,
+/// and only they are answered (their jobs may send without asking Alpaca first). One already
+/// attempted, acknowledged, or unknown is left as it was, and the marks survive a reopen.
+#[test]
+fn only_callbacks_never_sent_are_marked_attempted() {
+    use reconciler::{Callback, IssuerRequestId, TokenizationRequestId};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("issuer.redb");
+    let vault = alloy::primitives::Address::repeat_byte(0x11);
+    let wallet = alloy::primitives::Address::repeat_byte(0x22);
+    let client = reconciler::ClientId::parse("c-1").unwrap();
+    let store = RedbStore::open(&path).unwrap();
+    let mut ids = Vec::new();
+    for (trid, callback) in [
+        ("t-new", Callback::NotSent),
+        ("t-tried", Callback::Attempted),
+        (
+            "t-acked",
+            Callback::Acked {
+                tx_hash: alloy::primitives::B256::repeat_byte(7),
+            },
+        ),
+        ("t-new-2", Callback::NotSent),
+    ] {
+        let mut record = mint_record(trid, &client, wallet, vault);
+        record.intent.callback = callback;
+        ids.push(record.intent.issuer_request_id.clone());
+        store.submit_issuance(record).unwrap();
+    }
+    let unknown = IssuerRequestId::for_mint(&TokenizationRequestId::parse("t-unknown").unwrap());
+    let mut asked = ids.clone();
+    asked.push(unknown.clone());
+    let marked = store.mark_callbacks_attempted(&asked).unwrap();
+    assert_eq!(marked, vec![ids[0].clone(), ids[3].clone()]);
+    store.close();
+    let store = RedbStore::open(&path).unwrap();
+    let callback = |id: &IssuerRequestId| store.mint(id).unwrap().unwrap().intent.callback;
+    assert_eq!(callback(&ids[0]), Callback::Attempted);
+    assert_eq!(callback(&ids[1]), Callback::Attempted);
+    assert!(matches!(callback(&ids[2]), Callback::Acked { .. }));
+    assert_eq!(callback(&ids[3]), Callback::Attempted);
+    assert!(store.mint(&unknown).unwrap().is_none(), "nothing made up");
+    assert!(
+        store.mark_callbacks_attempted(&ids).unwrap().is_empty(),
+        "a second mark moves nothing"
+    );
+}

@@ -39,6 +39,8 @@ use tokio::sync::Notify;
 pub const SYNC_EVERY: Duration = Duration::from_millis(200);
 /// Compare-and-swap attempts before a write gives up (answered 500: Alpaca retries).
 const WRITE_ATTEMPTS: usize = 8;
+/// Most puts in one etcd transaction (etcd's own default limit is 128 operations).
+const PUTS_PER_TXN: usize = 100;
 
 /// The directory as last read from etcd.
 struct Seen {
@@ -303,11 +305,21 @@ impl SharedFacts {
     }
 
     /// Shares signed transactions (every variant, and whether each settled) before they are
-    /// broadcast. Only the fenced leader signs, so plain puts.
+    /// broadcast: one etcd transaction per [`PUTS_PER_TXN`]. Only the fenced leader signs, so
+    /// plain puts.
     async fn put_txs(&self, network: &Network, txs: &[TxRecord]) -> Result<(), HaError> {
-        for tx in txs {
-            let key = self.keys.tx(network, tx.nonce);
-            timed(self.client.kv_client().put(key, encode(tx)?, None)).await?;
+        for chunk in txs.chunks(PUTS_PER_TXN) {
+            let puts = chunk
+                .iter()
+                .map(|tx| {
+                    Ok(TxnOp::put(
+                        self.keys.tx(network, tx.nonce),
+                        encode(tx)?,
+                        None,
+                    ))
+                })
+                .collect::<Result<Vec<_>, HaError>>()?;
+            timed(self.client.kv_client().txn(Txn::new().and_then(puts))).await?;
         }
         Ok(())
     }
@@ -496,6 +508,12 @@ impl Store for HaStore {
         change: crate::store::MintChange,
     ) -> Result<Option<MintRecord>, StoreError> {
         self.local.update_mint(id, change)
+    }
+    fn mark_callbacks_attempted(
+        &self,
+        ids: &[IssuerRequestId],
+    ) -> Result<Vec<IssuerRequestId>, StoreError> {
+        self.local.mark_callbacks_attempted(ids)
     }
     fn insert_mint_if_absent(&self, record: MintRecord) -> Result<bool, StoreError> {
         self.local.insert_mint_if_absent(record)

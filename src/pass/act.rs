@@ -26,6 +26,30 @@ pub async fn act<B: Broker + Clone + 'static>(
         .iter()
         .map(|m| (&m.issuer_request_id, m))
         .collect();
+    // Callbacks first: they are handed to jobs (never awaited), depend on nothing else the pass
+    // does, and must not wait behind its chain work. Then the settlements, in one commit.
+    let (callbacks, actions): (Vec<Action>, Vec<Action>) = actions
+        .into_iter()
+        .partition(|a| matches!(a, Action::MintCallback { .. }));
+    if r.stop.is_set() || !r.fence.holds() {
+        return Ok(());
+    }
+    submit_callbacks(r, callbacks, summary)?;
+    let (settles, actions): (Vec<Action>, Vec<Action>) = actions
+        .into_iter()
+        .partition(|a| matches!(a, Action::Settle { .. }));
+    let settles: Vec<(u64, Vec<IssuerRequestId>)> = settles
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Settle { nonce, failed } => Some((nonce, failed)),
+            _ => None,
+        })
+        .collect();
+    if !settles.is_empty() {
+        if let Err(e) = settle(r, &settles, world) {
+            tracing::warn!(transactions = settles.len(), error = %e, "settling failed; the next pass plans it again");
+        }
+    }
     let mut actions = actions.into_iter().peekable();
     // Re-sends of stored bytes wait until the pass's other work is done and then go out side by
     // side: with a block's worth of transactions queued behind the next, one after another they
@@ -77,6 +101,57 @@ pub async fn act<B: Broker + Clone + 'static>(
     Ok(())
 }
 
+/// Hands the pass's mint callbacks to Alpaca jobs. The first sends are marked attempted
+/// together, in one commit, before any job starts (a job marks its own only when the pass could
+/// not): after a crash the next attempt asks Alpaca first.
+fn submit_callbacks<B: Broker + Clone + 'static>(
+    r: &ReconcileLoop<B>,
+    callbacks: Vec<Action>,
+    summary: &mut PassSummary,
+) -> Result<(), PassError> {
+    let first_sends: Vec<IssuerRequestId> = callbacks
+        .iter()
+        .filter_map(|a| match a {
+            Action::MintCallback {
+                issuer_request_id,
+                ask_first: false,
+                ..
+            } => Some(issuer_request_id.clone()),
+            _ => None,
+        })
+        .collect();
+    let marked: std::collections::BTreeSet<IssuerRequestId> = if first_sends.is_empty() {
+        std::collections::BTreeSet::new()
+    } else {
+        r.store
+            .mark_callbacks_attempted(&first_sends)?
+            .into_iter()
+            .collect()
+    };
+    for action in callbacks {
+        // The job reads the record afresh to know whether to ask first; the plan already held
+        // back a retry that is not due.
+        if let Action::MintCallback {
+            issuer_request_id,
+            tx_hash,
+            ask_first: _,
+        } = action
+        {
+            let ctx = r.job_ctx();
+            let marked_now = marked.contains(&issuer_request_id);
+            let id = issuer_request_id.clone();
+            r.alpaca
+                .submit(&issuer_request_id, "callback", &r.polls, async move {
+                    alpaca_jobs::callback(&ctx, id, tx_hash, marked_now)
+                        .await
+                        .map(|_| ())
+                });
+            summary.callbacks_submitted += 1;
+        }
+    }
+    Ok(())
+}
+
 /// Carries out one action of the plan.
 async fn act_one<B: Broker + Clone + 'static>(
     r: &ReconcileLoop<B>,
@@ -91,24 +166,10 @@ async fn act_one<B: Broker + Clone + 'static>(
         }
         Action::Rebroadcast { nonce } => rebroadcast(r, nonce).await?,
         Action::Replace { nonce } => replace(r, world.head_block, nonce).await?,
-        Action::Settle { nonce, failed } => settle(r, nonce, &failed, world)?,
+        Action::Settle { nonce, failed } => settle(r, &[(nonce, failed)], world)?,
         // Alpaca's work runs as jobs beside the pass (never awaited here): a slow or
         // rate-limited Alpaca must not hold back the chain work after it.
-        Action::MintCallback {
-            issuer_request_id,
-            tx_hash,
-            // The job reads the record afresh to know whether to ask first; the plan already
-            // held back a retry that is not due.
-            ask_first: _,
-        } => {
-            let ctx = r.job_ctx();
-            let id = issuer_request_id.clone();
-            r.alpaca
-                .submit(&issuer_request_id, "callback", &r.polls, async move {
-                    alpaca_jobs::callback(&ctx, id, tx_hash).await.map(|_| ())
-                });
-            summary.callbacks_submitted += 1;
-        }
+        Action::MintCallback { .. } => submit_callbacks(r, vec![action], summary)?,
         Action::RecoverMint { deposit } => {
             let ctx = r.job_ctx();
             let id = deposit.issuer_request_id.clone();
@@ -345,27 +406,35 @@ async fn send_mints<B: Broker + Clone + 'static>(
             }
         }
     }
+    if prepared.is_empty() || r.stop.is_set() || !r.fence.holds() {
+        return Ok(());
+    }
     // Fees and the first nonce are read once; the transactions after it count up from there.
-    let mut next: Option<(Fees, u64)> = None;
-    for tx in prepared {
+    r.fence.check("sign").await?;
+    let fees = r.chain.fees().await?;
+    let first = next_nonce(r.store.as_ref(), &r.network, &r.chain).await?;
+    if unknown_pending(r, first).await? {
+        return Ok(());
+    }
+    let mut signed = Vec::with_capacity(prepared.len());
+    for (nonce, tx) in (first..).zip(prepared) {
+        signed.push(sign(r, head, nonce, fees, tx).await?);
+    }
+    // One commit for the pass's transactions, before any is broadcast: all are stored or none,
+    // so a crash or a failed write never leaves a gap below a transaction the node has.
+    let records: Vec<TxRecord> = signed.iter().map(|(record, _)| record.clone()).collect();
+    r.store.put_txs(&r.network, &records)?;
+    maybe_crash(r.config.crash_at, CrashPoint::AfterSign);
+    for (record, raw) in signed {
         if r.stop.is_set() || !r.fence.holds() {
+            // Stored: re-sent at start-up, or by the next leader, which imports them.
             return Ok(());
         }
-        let (fees, nonce) = if let Some(known) = next {
-            known
-        } else {
-            r.fence.check("sign").await?;
-            let fees = r.chain.fees().await?;
-            let nonce = next_nonce(r.store.as_ref(), &r.network, &r.chain).await?;
-            if unknown_pending(r, nonce).await? {
-                return Ok(());
-            }
-            (fees, nonce)
-        };
-        let mints = purpose_len(&tx.purpose);
-        sign_store_broadcast(r, head, nonce, fees, tx).await?;
+        let mints = purpose_len(&record.purpose);
+        // A broadcast that fails stops the rest: they are stored, and re-sent in order once the
+        // plan sees them waiting.
+        broadcast_stored(r, &record, &raw).await?;
         summary.mints_sent += mints;
-        next = Some((fees, nonce + 1));
     }
     Ok(())
 }
@@ -583,6 +652,20 @@ async fn sign_store_broadcast<B: Broker + Clone + 'static>(
     fees: Fees,
     tx: Prepared,
 ) -> Result<(), PassError> {
+    let (record, raw) = sign(r, head, nonce, fees, tx).await?;
+    r.store.put_tx(&r.network, &record)?;
+    maybe_crash(r.config.crash_at, CrashPoint::AfterSign);
+    broadcast_stored(r, &record, &raw).await
+}
+
+/// Signs `tx` at `nonce` (fenced): the record to store before the raw bytes go out.
+async fn sign<B: Broker + Clone + 'static>(
+    r: &ReconcileLoop<B>,
+    head: u64,
+    nonce: u64,
+    fees: Fees,
+    tx: Prepared,
+) -> Result<(TxRecord, alloy::primitives::Bytes), PassError> {
     let Prepared {
         to,
         input,
@@ -594,7 +677,6 @@ async fn sign_store_broadcast<B: Broker + Clone + 'static>(
         .chain
         .sign(nonce, to, input.clone(), gas_limit, fees)
         .await?;
-    let is_burn = matches!(purpose, TxPurpose::Burn { .. });
     let record = TxRecord {
         nonce,
         from: r.chain.bot(),
@@ -611,13 +693,23 @@ async fn sign_store_broadcast<B: Broker + Clone + 'static>(
         }],
         settled: None,
     };
-    r.store.put_tx(&r.network, &record)?;
-    maybe_crash(r.config.crash_at, CrashPoint::AfterSign);
-    tracing::info!(nonce, %hash, %to, purpose = ?record.purpose, "transaction stored; broadcasting");
+    Ok((record, raw))
+}
+
+/// Broadcasts a transaction already stored (fenced).
+async fn broadcast_stored<B: Broker + Clone + 'static>(
+    r: &ReconcileLoop<B>,
+    record: &TxRecord,
+    raw: &alloy::primitives::Bytes,
+) -> Result<(), PassError> {
+    let Some(hash) = record.variants.last().map(|v| v.hash) else {
+        return Ok(());
+    };
+    tracing::info!(nonce = record.nonce, %hash, to = %record.to, purpose = ?record.purpose, "transaction stored; broadcasting");
     r.fence.check(&format!("broadcast {hash}")).await?;
-    r.chain.broadcast(&raw).await?;
+    r.chain.broadcast(raw).await?;
     maybe_crash(r.config.crash_at, CrashPoint::AfterBroadcast);
-    if is_burn {
+    if matches!(record.purpose, TxPurpose::Burn { .. }) {
         maybe_crash(r.config.crash_at, CrashPoint::AfterBurnBroadcast);
     }
     Ok(())

@@ -26,7 +26,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
 
 /// Most Alpaca jobs running at once.
-const JOBS_AT_ONCE: usize = 32;
+const JOBS_AT_ONCE: usize = 128;
 /// Longest a job may take, retries included; then it is dropped (every job is safe to cut at any
 /// point: what it marks before calling makes the next attempt ask Alpaca first).
 const JOB_DEADLINE: Duration = Duration::from_secs(60);
@@ -339,11 +339,14 @@ async fn update_mint_off_thread<B>(
     }
 }
 
-/// Sends one mint callback; `Ok(true)` once Alpaca has it.
+/// Sends one mint callback; `Ok(true)` once Alpaca has it. `marked_now`: the pass that
+/// submitted this job marked the callback attempted itself, from "not sent", so no earlier
+/// attempt can have reached Alpaca.
 pub(super) async fn callback<B: Broker>(
     d: &JobCtx<B>,
     id: IssuerRequestId,
     tx_hash: B256,
+    marked_now: bool,
 ) -> Result<bool, PassError> {
     let Some(record) = d.store.mint(&id)? else {
         return Ok(false);
@@ -351,7 +354,7 @@ pub(super) async fn callback<B: Broker>(
     // Decided on the record read now, not on the plan's older copy.
     let ask_first = match record.intent.callback {
         Callback::NotSent => false,
-        Callback::Attempted => true,
+        Callback::Attempted => !marked_now,
         Callback::Acked { .. } | Callback::Refused { .. } => return Ok(false),
     };
     if ask_first {

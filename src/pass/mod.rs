@@ -59,6 +59,10 @@ pub struct PassSummary {
     pub mints_sent: usize,
     /// Mint callbacks handed to Alpaca jobs (acknowledged later, beside the passes).
     pub callbacks_submitted: usize,
+    /// How long observing took (head, receipts, logs, the store's view), in milliseconds.
+    pub observe_ms: u64,
+    /// How long acting took (sending, calls handed to jobs, records), in milliseconds.
+    pub act_ms: u64,
 }
 
 /// Everything a pass needs.
@@ -127,6 +131,10 @@ impl StopFlag {
     pub fn is_set(&self) -> bool {
         self.0.load(std::sync::atomic::Ordering::SeqCst)
     }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// How often the head is polled for a new block (a fraction of any real block time).
@@ -252,14 +260,18 @@ impl<B: Broker + Clone + 'static> ReconcileLoop<B> {
 
     /// One pass: observe, plan, act, record.
     pub async fn pass(&self) -> Result<PassSummary, PassError> {
+        let started = tokio::time::Instant::now();
         let world = observe::observe(self).await?;
+        let observed = tokio::time::Instant::now();
         let actions = reconciler::plan(&world, &self.config.policy);
         let mut summary = PassSummary {
             head_block: world.head_block,
             actions: actions.len(),
+            observe_ms: millis(observed - started),
             ..PassSummary::default()
         };
         act::act(self, &world, actions, &mut summary).await?;
+        summary.act_ms = millis(observed.elapsed());
         Ok(summary)
     }
 
@@ -328,6 +340,8 @@ impl<B: Broker + Clone + 'static> ReconcileLoop<B> {
                             actions = summary.actions,
                             mints_sent = summary.mints_sent,
                             callbacks_submitted = summary.callbacks_submitted,
+                            observe_ms = summary.observe_ms,
+                            act_ms = summary.act_ms,
                             "pass"
                         );
                     }

@@ -86,52 +86,60 @@ pub(super) async fn replace<B: Broker + Clone + 'static>(
     Ok(())
 }
 
+/// Records the pass's settled transactions (mined and confirmed, or their nonce taken) in one
+/// commit, after what each one's settlement implies elsewhere: a return recorded as done before
+/// its transaction stops being looked at, so a crash between the two repeats the first.
 pub(super) fn settle<B: Broker + Clone + 'static>(
     r: &ReconcileLoop<B>,
-    nonce: u64,
-    failed: &[IssuerRequestId],
+    settles: &[(u64, Vec<IssuerRequestId>)],
     world: &World,
 ) -> Result<(), PassError> {
-    let Some(mut tx) = r.store.tx(&r.network, nonce)? else {
-        return Ok(());
-    };
-    // The block, status and hash observed this pass: no second lookup that could disagree.
-    let mined = world
-        .txs
-        .iter()
-        .find(|t| t.nonce == nonce)
-        .and_then(|t| match t.status {
-            reconciler::TxStatus::Mined {
-                block_number,
-                success,
-                hash,
-            } => Some((block_number, success, hash)),
-            _ => None,
+    let mut records = Vec::with_capacity(settles.len());
+    for (nonce, _) in settles {
+        let Some(mut tx) = r.store.tx(&r.network, *nonce)? else {
+            continue;
+        };
+        // The block, status and hash observed this pass: no second lookup that could disagree.
+        let mined = world
+            .txs
+            .iter()
+            .find(|t| t.nonce == *nonce)
+            .and_then(|t| match t.status {
+                reconciler::TxStatus::Mined {
+                    block_number,
+                    success,
+                    hash,
+                } => Some((block_number, success, hash)),
+                _ => None,
+            });
+        let hash = mined.map(|(_, _, h)| h);
+        tx.settled = Some(Settled {
+            mined_block: mined.map(|(b, _, _)| b),
+            hash,
+            success: mined.is_some_and(|(_, s, _)| s),
         });
-    let hash = mined.map(|(_, _, h)| h);
-    tx.settled = Some(Settled {
-        mined_block: mined.map(|(b, _, _)| b),
-        hash,
-        success: mined.is_some_and(|(_, s, _)| s),
-    });
-    if let (TxPurpose::Return { redemption_id, .. }, Some(hash), true) =
-        (&tx.purpose, hash, mined.is_some_and(|(_, s, _)| s))
-    {
-        tracing::info!(redemption = %redemption_id, %hash, "tokens returned to the sender");
-        r.store.update_redemption(
-            redemption_id,
-            Box::new(move |r| r.state = RedemptionState::Returned { tx_hash: hash }),
-        )?;
+        if let (TxPurpose::Return { redemption_id, .. }, Some(hash), true) =
+            (&tx.purpose, hash, mined.is_some_and(|(_, s, _)| s))
+        {
+            tracing::info!(redemption = %redemption_id, %hash, "tokens returned to the sender");
+            r.store.update_redemption(
+                redemption_id,
+                Box::new(move |r| r.state = RedemptionState::Returned { tx_hash: hash }),
+            )?;
+        }
+        records.push(tx);
     }
-    r.store.put_tx(&r.network, &tx)?;
-    for id in failed {
-        let updated = r.store.update_mint(
-            id,
-            Box::new(|m| m.intent.failed_attempts = m.intent.failed_attempts.saturating_add(1)),
-        )?;
-        if let Some(record) = updated {
-            tracing::warn!(issuer_request_id = %id, nonce, attempts = record.intent.failed_attempts,
-                "mint transaction settled without a Deposit for this request; it will be planned again");
+    r.store.put_txs(&r.network, &records)?;
+    for (nonce, failed) in settles {
+        for id in failed {
+            let updated = r.store.update_mint(
+                id,
+                Box::new(|m| m.intent.failed_attempts = m.intent.failed_attempts.saturating_add(1)),
+            )?;
+            if let Some(record) = updated {
+                tracing::warn!(issuer_request_id = %id, nonce, attempts = record.intent.failed_attempts,
+                    "mint transaction settled without a Deposit for this request; it will be planned again");
+            }
         }
     }
     Ok(())

@@ -218,6 +218,13 @@ pub trait Store: Send + Sync {
         id: &IssuerRequestId,
         change: MintChange,
     ) -> Result<Option<MintRecord>, StoreError>;
+    /// Marks the mint callbacks of `ids` as attempted, in one commit, before they go out; the ids
+    /// that were not sent before (whose callback can go out without asking Alpaca first). An
+    /// unknown id, or one already attempted, acknowledged or refused, is left as it is.
+    fn mark_callbacks_attempted(
+        &self,
+        ids: &[IssuerRequestId],
+    ) -> Result<Vec<IssuerRequestId>, StoreError>;
     /// Records a mint rebuilt from the chain and Alpaca unless one is already there; `true` if it
     /// was inserted.
     fn insert_mint_if_absent(&self, record: MintRecord) -> Result<bool, StoreError>;

@@ -294,6 +294,27 @@ impl Store for RedbStore {
         update(self, MINTS, id, change, put_mint)
     }
 
+    fn mark_callbacks_attempted(
+        &self,
+        ids: &[IssuerRequestId],
+    ) -> Result<Vec<IssuerRequestId>, StoreError> {
+        let ids = ids.to_vec();
+        self.write(move |txn| {
+            let mut marked = Vec::new();
+            for id in ids {
+                let Some(mut record) = MINTS.get(txn, id.as_str())? else {
+                    continue;
+                };
+                if record.intent.callback == reconciler::Callback::NotSent {
+                    record.intent.callback = reconciler::Callback::Attempted;
+                    put_mint(txn, &record)?;
+                    marked.push(id);
+                }
+            }
+            Ok(marked)
+        })
+    }
+
     fn insert_mint_if_absent(&self, record: MintRecord) -> Result<bool, StoreError> {
         self.write(move |txn| redb_jobs::insert_mint_if_absent(txn, &record))
     }
