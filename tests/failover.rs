@@ -14,6 +14,7 @@ use alloy::consensus::Transaction as _;
 use alloy::network::TransactionResponse as _;
 use alloy::primitives::{Address, B256, U256};
 use alloy::providers::{Provider, ProviderBuilder, RootProvider};
+use common::etcd::{free_port, Etcd};
 use common::stack::{eventually, World, SIM_ACCOUNT, SIM_KEY, SIM_SECRET};
 use issuer::cli::LOCAL_API_KEY;
 use issuer::sim::{NewMint, SimClient};
@@ -31,81 +32,6 @@ const REDEMPTIONS: usize = 20;
 const LEASE_TTL_SECS: u64 = 3;
 const BLOCK_SECS: u64 = 1;
 const E18: u128 = 1_000_000_000_000_000_000;
-
-/// A real etcd on loopback ports, restartable on the same data directory.
-struct Etcd {
-    child: Option<Child>,
-    data: PathBuf,
-    client_port: u16,
-    peer_port: u16,
-}
-
-impl Etcd {
-    fn start(data: &Path) -> Etcd {
-        let mut etcd = Etcd {
-            child: None,
-            data: data.to_path_buf(),
-            client_port: free_port(),
-            peer_port: free_port(),
-        };
-        etcd.spawn();
-        etcd
-    }
-
-    fn spawn(&mut self) {
-        let client = format!("http://127.0.0.1:{}", self.client_port);
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let child = Command::new(etcd_bin())
-            .args(["--name", "drill"])
-            .arg("--data-dir")
-            .arg(&self.data)
-            .args(["--listen-client-urls", &client])
-            .args(["--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer])
-            .args(["--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &format!("drill={peer}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("etcd: install Debian's etcd-server (or set ETCD_BIN)");
-        self.child = Some(child);
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
-    }
-
-    async fn wait_up(&self) {
-        eventually(Duration::from_secs(30), "etcd answers", || async {
-            match etcd_client::Client::connect([self.endpoint()], None).await {
-                Ok(mut client) => client.status().await.is_ok(),
-                Err(_) => false,
-            }
-        })
-        .await;
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn etcd_bin() -> PathBuf {
-    std::env::var("ETCD_BIN").map_or_else(|_| PathBuf::from("/usr/bin/etcd"), PathBuf::from)
-}
-
-fn free_port() -> u16 {
-    common::loopback_listener().local_addr().unwrap().port()
-}
 
 /// One `issuer serve --ha-etcd` process, its JSON log in a file.
 struct Instance {

@@ -311,6 +311,22 @@ pub struct TermParts<B> {
     pub config: PassConfig,
 }
 
+impl<B: Broker + Clone + 'static> TermParts<B> {
+    /// The reconcile loop of one term: every broadcast and Alpaca call it makes is fenced by
+    /// `fence`.
+    pub fn reconcile_loop(&self, fence: super::Fence) -> ReconcileLoop<B> {
+        let mut reconcile = ReconcileLoop::new(
+            self.store.clone(),
+            self.network.clone(),
+            self.chain.clone(),
+            self.broker.clone(),
+            self.config.clone(),
+        );
+        reconcile.fence = fence;
+        reconcile
+    }
+}
+
 /// Standby, campaign, lead, repeat, until `shutdown`: the HA half of `serve`.
 pub async fn run<B>(
     leadership: Arc<Leadership>,
@@ -350,14 +366,7 @@ pub async fn run<B>(
             continue;
         }
         tracing::info!(instance = %leadership.instance(), term = term.create_revision, "ha: leading; reconciler starting");
-        let mut reconcile = ReconcileLoop::new(
-            parts.store.clone(),
-            parts.network.clone(),
-            parts.chain.clone(),
-            parts.broker.clone(),
-            parts.config.clone(),
-        );
-        reconcile.fence = fence;
+        let reconcile = parts.reconcile_loop(fence);
         let shutting_down = AtomicBool::new(false);
         let until = async {
             tokio::select! {
@@ -380,7 +389,7 @@ pub async fn run<B>(
 /// signed (a previous leader's may still be queued at the node behind a nonce gap); and make
 /// every callback and redeem call not known to be done ask Alpaca first, since a previous
 /// leader may have made it.
-async fn prepare_term<B>(
+pub async fn prepare_term<B>(
     fence: &super::Fence,
     facts: &SharedFacts,
     parts: &TermParts<B>,
