@@ -26,11 +26,11 @@ use issuer::chain::{BotSigner, Chain, EthersSigner, VaultEvent};
 use issuer::ha::leader::{prepare_term, Term, TermParts};
 use issuer::ha::{HaParts, HaSettings, HaStore, Leadership, SharedFacts};
 use issuer::pass::{CrashPoint, PassConfig, ReconcileLoop};
-use issuer::sim::{NewMint, Sim, SimClient, SimConfig, SimTransport};
+use issuer::sim::{NewMint, Refusal, Sim, SimClient, SimConfig, SimTransport};
 use issuer::store::{Asset, IssuanceOutcome, MintRecord, RedbStore, Store, TxRecord};
 use reconciler::{
-    Callback, ClientRef, IssuerRequestId, Journal, MintIntent, Network, Policy, Qty, Symbol,
-    TokenizationRequestId, TxPurpose,
+    Callback, ClientRef, IssuerRequestId, Journal, MintIntent, Network, Policy, Qty,
+    RedemptionState, Symbol, TokenizationRequestId, TxPurpose,
 };
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -333,8 +333,26 @@ impl Pair {
             .collect()
     }
 
+    fn withdrawals(&self) -> usize {
+        self.node
+            .logs(self.vault)
+            .iter()
+            .filter(|l| matches!(l.event, VaultEvent::Withdraw(_)))
+            .count()
+    }
+
     fn callbacks(&self, trid: &str) -> u64 {
         self.sim.mint_callback_count(trid)
+    }
+
+    /// `callback/redeem` calls Alpaca received for one redemption, whatever it answered.
+    fn redeem_calls(&self, id: &IssuerRequestId) -> usize {
+        self.sim
+            .snapshot()
+            .redeem_calls
+            .iter()
+            .filter(|c| c.issuer_request_id.as_deref() == Some(id.as_str()))
+            .count()
     }
 
     fn lookups(&self) -> u64 {
@@ -473,4 +491,107 @@ async fn a_callback_the_old_leader_sent_is_not_sent_again_by_the_next() {
         "the new leader asked Alpaca once, about the callback whose answer was lost"
     );
     eprintln!("callback failover: {:?}", started.elapsed());
+}
+
+/// The old leader finished one mint's callback and Alpaca refused another's for good (the mint
+/// then waits for an operator). After it died, the next leader must neither call Alpaca back for
+/// the finished one nor send the refused one again, nor ask Alpaca about either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callbacks_the_old_leader_finished_or_alpaca_refused_are_left_alone_by_the_next() {
+    let started = Instant::now();
+    let pair = Pair::start(None).await;
+    let a = pair.a.lead().await;
+    let done = pair.issue_confirmed(&pair.a, "tr-done", "1").await;
+    pair.run(&a, 2).await;
+    assert!(matches!(
+        pair.a.mint(&done).intent.callback,
+        Callback::Acked { .. }
+    ));
+    pair.sim.set_faults(issuer::sim::Faults {
+        refuse_mint_callback: Some(Refusal {
+            status: 422,
+            message: "wallet_address does not match the request".into(),
+        }),
+        ..pair.sim.faults()
+    });
+    let refused = pair.issue_confirmed(&pair.a, "tr-refused", "1").await;
+    pair.run(&a, 2).await;
+    assert_eq!(pair.callbacks("tr-refused"), 1);
+    assert!(matches!(
+        pair.a.mint(&refused).intent.callback,
+        Callback::Refused { .. }
+    ));
+    a.die(&pair.etcd, 0).await;
+
+    let b = pair.b.lead().await;
+    let lookups = pair.lookups();
+    pair.run(&b, 4).await;
+    assert_eq!(pair.balance(pair.ap_wallet), shares(2));
+    assert_eq!(pair.callbacks("tr-done"), 1, "tr-done: called back once");
+    assert_eq!(
+        pair.callbacks("tr-refused"),
+        1,
+        "tr-refused: not sent again until an operator retries it"
+    );
+    let stuck = pair.b.mint(&refused);
+    assert!(
+        matches!(stuck.intent.callback, Callback::Refused { .. }) && stuck.problem.is_some(),
+        "the new leader shows the refused callback as stuck: {stuck:?}"
+    );
+    assert_eq!(
+        pair.lookups() - lookups,
+        0,
+        "nothing to ask Alpaca: the old leader recorded both answers"
+    );
+    eprintln!("refused callback failover: {:?}", started.elapsed());
+}
+
+/// The old leader made a redemption's redeem call and died before recording Alpaca's answer.
+/// The next leader must ask Alpaca instead of calling again, then burn once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redeem_call_the_old_leader_made_is_not_made_again_by_the_next() {
+    let started = Instant::now();
+    let pair = Pair::start(Some(CrashPoint::AfterRedeemCall)).await;
+    pair.sim.set_faults(issuer::sim::Faults {
+        redeem_complete_after_polls: 0,
+        ..pair.sim.faults()
+    });
+    let a = pair.a.lead().await;
+    let minted = pair.issue_confirmed(&pair.a, "tr-r", "2").await;
+    pair.run(&a, 2).await;
+    assert!(matches!(
+        pair.a.mint(&minted).intent.callback,
+        Callback::Acked { .. }
+    ));
+    let bot = pair.a.parts.chain.bot();
+    let hash = pair
+        .node
+        .transfer(pair.vault, pair.ap_wallet, bot, shares(2));
+    pair.node.mine();
+    let id = IssuerRequestId::for_redemption(hash, 0);
+    // Its redeem job dies right after Alpaca answered (the crash point), before the record.
+    pair.pass_to_crash(&a, "the redeem call", || pair.redeem_calls(&id) == 1)
+        .await;
+    assert_eq!(
+        pair.a.store.redemption(&id).unwrap().unwrap().state,
+        RedemptionState::Requesting
+    );
+    a.die(&pair.etcd, 1).await;
+
+    let b = pair.b.lead().await;
+    pair.run(&b, 6).await;
+    let redemption = pair.b.store.redemption(&id).unwrap().expect("known");
+    assert!(
+        matches!(redemption.state, RedemptionState::Burned { .. }),
+        "{:?}",
+        redemption.state
+    );
+    assert_eq!(pair.withdrawals(), 1, "burned once");
+    assert_eq!(pair.node.supply(pair.vault), U256::ZERO);
+    assert_eq!(
+        pair.redeem_calls(&id),
+        1,
+        "Alpaca got the redeem call once, from the old leader"
+    );
+    eprintln!("redeem call failover: {:?}", started.elapsed());
 }

@@ -548,3 +548,113 @@ fn only_callbacks_never_sent_are_marked_attempted() {
         "a second mark moves nothing"
     );
 }
+
+/// HA: what a new leader imports of the previous leader's progress never takes back what its own
+/// store knows of a call to Alpaca (an acknowledged callback, one marked attempted), and a
+/// redemption the previous leader had not yet asked Alpaca about is left for the chain to tell
+/// (a reorg may have dropped its transfer); one it had asked about is imported, one final here
+/// stays final.
+#[test]
+fn imported_progress_never_takes_back_a_call_this_store_knows_of() {
+    use issuer::store::MintProgress;
+    use reconciler::{
+        Callback, IssuerRequestId, Network, Qty, Redemption, RedemptionState, Symbol,
+        TokenizationRequestId,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(&dir.path().join("issuer.redb")).unwrap();
+    let vault = alloy::primitives::Address::repeat_byte(0x11);
+    let wallet = alloy::primitives::Address::repeat_byte(0x22);
+    let client = reconciler::ClientId::parse("c-1").unwrap();
+    let acked = Callback::Acked {
+        tx_hash: alloy::primitives::B256::repeat_byte(7),
+    };
+    let refused = Callback::Refused {
+        status: 422,
+        code: None,
+        message: "no".into(),
+    };
+    let progress = |callback: &Callback| MintProgress {
+        callback: callback.clone(),
+        failed_attempts: 1,
+        problem: None,
+    };
+    // (local callback, shared callback, callback after the import)
+    let cases = [
+        (acked.clone(), Callback::Attempted, acked.clone()),
+        (Callback::Attempted, Callback::NotSent, Callback::Attempted),
+        (Callback::NotSent, Callback::Attempted, Callback::Attempted),
+        (Callback::NotSent, refused.clone(), refused.clone()),
+        (refused.clone(), Callback::Attempted, Callback::Attempted),
+        (Callback::Attempted, acked.clone(), acked.clone()),
+    ];
+    for (i, (local, shared, expected)) in cases.iter().enumerate() {
+        let mut record = mint_record(&format!("t-{i}"), &client, wallet, vault);
+        record.intent.callback = local.clone();
+        let id = record.intent.issuer_request_id.clone();
+        store.submit_issuance(record).unwrap();
+        store
+            .merge_mint_progress(vec![(id.clone(), progress(shared))])
+            .unwrap();
+        let now = store.mint(&id).unwrap().unwrap().intent.callback;
+        assert_eq!(&now, expected, "local {local:?}, shared {shared:?}");
+    }
+    let unknown = IssuerRequestId::for_mint(&TokenizationRequestId::parse("t-none").unwrap());
+    let merged = store.merge_mint_progress(vec![(unknown.clone(), progress(&Callback::Attempted))]);
+    assert_eq!(merged.unwrap(), 0);
+    assert!(store.mint(&unknown).unwrap().is_none(), "nothing made up");
+
+    let redemption = |byte: u8, state: RedemptionState| Redemption {
+        id: IssuerRequestId::for_redemption(alloy::primitives::B256::repeat_byte(byte), 0),
+        vault,
+        underlying: Symbol::parse("AAPL").unwrap(),
+        token: Symbol::parse("tAAPL").unwrap(),
+        network: Network::parse("base").unwrap(),
+        sender: wallet,
+        client_id: Some(client.clone()),
+        client_account_id: None,
+        qty: Qty::parse("1").unwrap(),
+        tx_hash: alloy::primitives::B256::repeat_byte(byte),
+        log_index: 0,
+        block_number: 5,
+        state,
+        failed_attempts: 0,
+    };
+    let detected = redemption(1, RedemptionState::Detected);
+    assert_eq!(
+        store
+            .merge_redemption_facts(vec![detected.clone()])
+            .unwrap(),
+        0
+    );
+    assert!(store.redemption(&detected.id).unwrap().is_none());
+    let requesting = redemption(2, RedemptionState::Requesting);
+    assert_eq!(
+        store
+            .merge_redemption_facts(vec![requesting.clone()])
+            .unwrap(),
+        1
+    );
+    let active = store.redemptions(Select::Active).unwrap();
+    assert_eq!(active, vec![requesting], "imported, and still to do");
+    let trid = TokenizationRequestId::parse("tr-9").unwrap();
+    let burned = redemption(
+        3,
+        RedemptionState::Burned {
+            tokenization_request_id: trid.clone(),
+            tx_hash: alloy::primitives::B256::repeat_byte(9),
+        },
+    );
+    assert_eq!(
+        store.merge_redemption_facts(vec![burned.clone()]).unwrap(),
+        1
+    );
+    let older = redemption(
+        3,
+        RedemptionState::Requested {
+            tokenization_request_id: trid,
+        },
+    );
+    assert_eq!(store.merge_redemption_facts(vec![older]).unwrap(), 0);
+    assert_eq!(store.redemption(&burned.id).unwrap(), Some(burned));
+}

@@ -12,6 +12,15 @@
 //!   tokenization_request_id, so the same request accepted on two instances is one key, and the
 //!   store refuses a second intent under one id: re-import is never a second mint.
 //!
+//! - What the leader's reconciler tells Alpaca is shared before Alpaca hears it, so the next
+//!   leader neither calls twice nor forgets a refusal: each mint's progress (callback state,
+//!   failed transactions, problem) under `facts/mint-progress/<issuer_request_id>`, each
+//!   redemption as last recorded under `facts/redemptions/<id>`. [`HaStore`] writes it after the
+//!   local write and before it answers its caller, who only then calls Alpaca; if etcd does not
+//!   take it, the local change is undone and the caller fails, so the local store never holds a
+//!   mark etcd lacks. A new leader imports it all before its first pass
+//!   ([`SharedFacts::import_progress`]); standbys do not need it.
+//!
 //! Every instance imports changes every [`SYNC_EVERY`]; the leader's pass is woken when an intent
 //! or a confirm arrived through another instance.
 
@@ -19,8 +28,8 @@ use super::{timed, HaError, Keys};
 use crate::http::Readiness;
 use crate::store::{
     Account, AccountKey, Asset, AttachOutcome, ConfirmOutcome, Directory, IssuanceCheck,
-    IssuanceOutcome, MintMerge, MintRecord, PassView, RedbStore, ReturnOutcome, Scan, Select,
-    Store, StoreError, TxRecord, TxSelect,
+    IssuanceOutcome, MintChange, MintMerge, MintProgress, MintRecord, PassView, RedbStore,
+    RedemptionChange, ReturnOutcome, Scan, Select, Store, StoreError, TxRecord, TxSelect,
 };
 use alloy::primitives::{Address, B256};
 use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp};
@@ -41,6 +50,10 @@ pub const SYNC_EVERY: Duration = Duration::from_millis(200);
 const WRITE_ATTEMPTS: usize = 8;
 /// Most puts in one etcd transaction (etcd's own default limit is 128 operations).
 const PUTS_PER_TXN: usize = 100;
+/// Locks the progress write-throughs are spread over by item id: writes of one item go one at a
+/// time (so their puts reach etcd in the order of the local writes), writes of different items
+/// side by side.
+const WRITE_STRIPES: usize = 64;
 
 /// The directory as last read from etcd.
 struct Seen {
@@ -57,6 +70,8 @@ pub struct SharedFacts {
     handle: tokio::runtime::Handle,
     /// Highest mod revision among the mint keys imported: the next sync asks only above it.
     mints_seen: AtomicI64,
+    /// See [`WRITE_STRIPES`].
+    writing: [tokio::sync::Mutex<()>; WRITE_STRIPES],
 }
 
 /// A mint record as shared: the intent and Alpaca's journal outcome, without what the
@@ -92,7 +107,32 @@ impl SharedFacts {
             local,
             handle: tokio::runtime::Handle::current(),
             mints_seen: AtomicI64::new(0),
+            writing: std::array::from_fn(|_| tokio::sync::Mutex::new(())),
         })
+    }
+
+    /// Holds the write locks of `ids` (see [`WRITE_STRIPES`]), taken in one order so two callers
+    /// never wait on each other.
+    async fn writing<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a IssuerRequestId>,
+    ) -> Vec<tokio::sync::MutexGuard<'_, ()>> {
+        let mut stripes: Vec<usize> = ids
+            .into_iter()
+            .map(|id| {
+                let mut hasher = std::hash::DefaultHasher::new();
+                std::hash::Hash::hash(id.as_str(), &mut hasher);
+                usize::try_from(std::hash::Hasher::finish(&hasher) % WRITE_STRIPES as u64)
+                    .unwrap_or(0)
+            })
+            .collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut held = Vec::with_capacity(stripes.len());
+        for stripe in stripes {
+            held.push(self.writing[stripe].lock().await);
+        }
+        held
     }
 
     /// The local directory, encoded as etcd holds it (one snapshot of the store).
@@ -304,24 +344,179 @@ impl SharedFacts {
         Ok(changed)
     }
 
-    /// Shares signed transactions (every variant, and whether each settled) before they are
-    /// broadcast: one etcd transaction per [`PUTS_PER_TXN`]. Only the fenced leader signs, so
-    /// plain puts.
-    async fn put_txs(&self, network: &Network, txs: &[TxRecord]) -> Result<(), HaError> {
-        for chunk in txs.chunks(PUTS_PER_TXN) {
-            let puts = chunk
-                .iter()
-                .map(|tx| {
-                    Ok(TxnOp::put(
-                        self.keys.tx(network, tx.nonce),
-                        encode(tx)?,
-                        None,
-                    ))
-                })
-                .collect::<Result<Vec<_>, HaError>>()?;
-            timed(self.client.kv_client().txn(Txn::new().and_then(puts))).await?;
+    /// Plain puts, one etcd transaction per [`PUTS_PER_TXN`]: for what only the fenced leader
+    /// writes.
+    async fn put_all(&self, puts: Vec<(String, Vec<u8>)>) -> Result<(), HaError> {
+        let mut puts = puts.into_iter().peekable();
+        while puts.peek().is_some() {
+            let chunk: Vec<TxnOp> = puts
+                .by_ref()
+                .take(PUTS_PER_TXN)
+                .map(|(key, value)| TxnOp::put(key, value, None))
+                .collect();
+            timed(self.client.kv_client().txn(Txn::new().and_then(chunk))).await?;
         }
         Ok(())
+    }
+
+    /// Shares signed transactions (every variant, and whether each settled) before they are
+    /// broadcast.
+    async fn put_txs(&self, network: &Network, txs: &[TxRecord]) -> Result<(), HaError> {
+        let puts = txs
+            .iter()
+            .map(|tx| Ok((self.keys.tx(network, tx.nonce), encode(tx)?)))
+            .collect::<Result<Vec<_>, HaError>>()?;
+        self.put_all(puts).await
+    }
+
+    /// Shares the progress of `records`.
+    async fn put_mint_progress(&self, records: &[MintRecord]) -> Result<(), HaError> {
+        let puts = records
+            .iter()
+            .map(|r| {
+                let key = self.keys.mint_progress_of(&r.intent.issuer_request_id);
+                Ok((key, encode(&r.progress())?))
+            })
+            .collect::<Result<Vec<_>, HaError>>()?;
+        self.put_all(puts).await
+    }
+
+    /// Changes one mint locally, then shares its progress if that changed; if etcd does not take
+    /// it, the local progress goes back to what it was and the caller fails.
+    async fn update_mint(
+        &self,
+        id: &IssuerRequestId,
+        change: MintChange,
+    ) -> Result<Option<MintRecord>, HaError> {
+        let _writing = self.writing([id]).await;
+        let Some(before) = self.local.mint(id)? else {
+            return Ok(None);
+        };
+        let Some(after) = self.local.update_mint(id, change)? else {
+            return Ok(None);
+        };
+        if after.progress() != before.progress() {
+            if let Err(e) = self.put_mint_progress(std::slice::from_ref(&after)).await {
+                self.undo_progress(&[(before, after.progress())])?;
+                return Err(e);
+            }
+        }
+        Ok(Some(after))
+    }
+
+    /// Marks mint callbacks attempted in one local commit, then shares them in one etcd
+    /// transaction (per [`PUTS_PER_TXN`]) before any can go out.
+    async fn mark_callbacks_attempted(
+        &self,
+        ids: &[IssuerRequestId],
+    ) -> Result<Vec<IssuerRequestId>, HaError> {
+        let _writing = self.writing(ids).await;
+        let marked = self.local.mark_callbacks_attempted(ids)?;
+        let mut records = Vec::with_capacity(marked.len());
+        for id in &marked {
+            records.extend(self.local.mint(id)?);
+        }
+        if let Err(e) = self.put_mint_progress(&records).await {
+            let undo: Vec<_> = records
+                .into_iter()
+                .map(|after| {
+                    let progress = after.progress();
+                    let mut before = after;
+                    before.intent.callback = Callback::NotSent;
+                    (before, progress)
+                })
+                .collect();
+            self.undo_progress(&undo)?;
+            return Err(e);
+        }
+        Ok(marked)
+    }
+
+    /// Puts back each mint's progress as it was (`before`) where it is still `after`: a write etcd
+    /// did not take, made before any call it was meant to precede.
+    fn undo_progress(&self, undo: &[(MintRecord, MintProgress)]) -> Result<(), HaError> {
+        for (before, after) in undo {
+            let (back, after) = (before.progress(), after.clone());
+            self.local.update_mint(
+                &before.intent.issuer_request_id,
+                Box::new(move |m| {
+                    if m.progress() == after {
+                        m.set_progress(back);
+                    }
+                }),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Shares one redemption as recorded.
+    async fn put_redemption(&self, redemption: &Redemption) -> Result<(), HaError> {
+        let put = (self.keys.redemption(&redemption.id), encode(redemption)?);
+        self.put_all(vec![put]).await
+    }
+
+    /// Changes one redemption locally with `write`, then shares it if it changed; if etcd does
+    /// not take it, the local record goes back to what it was and the caller fails.
+    async fn update_redemption<R>(
+        &self,
+        id: &IssuerRequestId,
+        write: impl FnOnce(&RedbStore) -> Result<R, StoreError>,
+    ) -> Result<R, HaError> {
+        let _writing = self.writing([id]).await;
+        let before = self.local.redemption(id)?;
+        let result = write(&self.local)?;
+        let Some(after) = self.local.redemption(id)? else {
+            return Ok(result);
+        };
+        if before.as_ref() == Some(&after) {
+            return Ok(result);
+        }
+        if let Err(e) = self.put_redemption(&after).await {
+            if let Some(before) = before {
+                self.local.update_redemption(
+                    id,
+                    Box::new(move |r| {
+                        if *r == after {
+                            *r = before;
+                        }
+                    }),
+                )?;
+            }
+            return Err(e);
+        }
+        Ok(result)
+    }
+
+    /// Imports every mint's progress and every redemption the leaders shared: what a new leader
+    /// does before its first pass, after the intents. How many local records changed.
+    pub async fn import_progress(&self) -> Result<usize, HaError> {
+        let mut kv = self.client.kv_client();
+        let prefix = self.keys.mint_progress();
+        let got = timed(kv.get(prefix.clone(), Some(GetOptions::new().with_prefix()))).await?;
+        let mut mints = Vec::with_capacity(got.kvs().len());
+        for found in got.kvs() {
+            let key = String::from_utf8_lossy(found.key());
+            let id = key
+                .strip_prefix(&prefix)
+                .and_then(|id| IssuerRequestId::parse(id).ok())
+                .ok_or_else(|| HaError::Decode {
+                    key: key.clone().into_owned(),
+                    detail: "not a mint id".into(),
+                })?;
+            mints.push((id, decode::<MintProgress>(found.key(), found.value())?));
+        }
+        let got = timed(kv.get(
+            self.keys.redemptions(),
+            Some(GetOptions::new().with_prefix()),
+        ))
+        .await?;
+        let redemptions = got
+            .kvs()
+            .iter()
+            .map(|found| decode::<Redemption>(found.key(), found.value()))
+            .collect::<Result<Vec<_>, HaError>>()?;
+        Ok(self.local.merge_mint_progress(mints)?
+            + self.local.merge_redemption_facts(redemptions)?)
     }
 
     /// Imports every transaction the leaders of `network` signed into the local store, where the
@@ -400,8 +595,9 @@ pub async fn sync_forever(facts: Arc<SharedFacts>, readiness: Readiness, wake: A
     }
 }
 
-/// The store in HA mode: the local redb, with the shared facts' writes going through etcd
-/// before they are answered. Everything else is the local store's.
+/// The store in HA mode: the local redb, with the shared facts' writes (the directory, intents,
+/// the leader's transactions and Alpaca-facing progress) going through etcd before they are
+/// answered. Everything else is the local store's.
 pub struct HaStore {
     facts: Arc<SharedFacts>,
     local: RedbStore,
@@ -502,18 +698,20 @@ impl Store for HaStore {
     fn mints(&self, which: Select<'_>) -> Result<Vec<MintRecord>, StoreError> {
         self.local.mints(which)
     }
+    /// Shared before it returns: a callback is marked attempted in etcd before it goes out.
     fn update_mint(
         &self,
         id: &IssuerRequestId,
-        change: crate::store::MintChange,
+        change: MintChange,
     ) -> Result<Option<MintRecord>, StoreError> {
-        self.local.update_mint(id, change)
+        self.facts.block(self.facts.update_mint(id, change))
     }
+    /// Shared before it returns, as [`HaStore::update_mint`].
     fn mark_callbacks_attempted(
         &self,
         ids: &[IssuerRequestId],
     ) -> Result<Vec<IssuerRequestId>, StoreError> {
-        self.local.mark_callbacks_attempted(ids)
+        self.facts.block(self.facts.mark_callbacks_attempted(ids))
     }
     fn insert_mint_if_absent(&self, record: MintRecord) -> Result<bool, StoreError> {
         self.local.insert_mint_if_absent(record)
@@ -521,15 +719,23 @@ impl Store for HaStore {
     fn redemptions(&self, which: Select<'_>) -> Result<Vec<Redemption>, StoreError> {
         self.local.redemptions(which)
     }
+    /// Shared before it returns: a redeem call is marked in etcd before it goes out.
     fn update_redemption(
         &self,
         id: &IssuerRequestId,
-        change: crate::store::RedemptionChange,
+        change: RedemptionChange,
     ) -> Result<Option<Redemption>, StoreError> {
-        self.local.update_redemption(id, change)
+        self.facts.block(
+            self.facts
+                .update_redemption(id, move |local| local.update_redemption(id, change)),
+        )
     }
+    /// Shared before it returns, as [`HaStore::update_redemption`].
     fn request_return(&self, id: &IssuerRequestId) -> Result<ReturnOutcome, StoreError> {
-        self.local.request_return(id)
+        self.facts.block(
+            self.facts
+                .update_redemption(id, |local| local.request_return(id)),
+        )
     }
     fn pass_view(&self) -> Result<PassView, StoreError> {
         self.local.pass_view()

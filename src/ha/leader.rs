@@ -386,9 +386,9 @@ pub async fn run<B>(
 
 /// What a new leader does before its first pass: import every shared fact; wait until no
 /// transaction of the bot it does not know is pending; import every transaction the leaders
-/// signed (a previous leader's may still be queued at the node behind a nonce gap); and make
-/// every callback and redeem call not known to be done ask Alpaca first, since a previous
-/// leader may have made it.
+/// signed (a previous leader's may still be queued at the node behind a nonce gap) and where each
+/// callback and redemption stands; and make every callback and redeem call still not known to be
+/// made ask Alpaca first (a mark lost in a crash between the local write and etcd's).
 pub async fn prepare_term<B>(
     fence: &super::Fence,
     facts: &SharedFacts,
@@ -431,6 +431,10 @@ pub async fn prepare_term<B>(
     // would be mined as soon as anything filled the gap: importing them makes them this
     // leader's own, re-sent at their nonces (never their work again at new ones).
     let imported_txs = facts.import_txs(&parts.network).await?;
+    // Where every callback and redeem call stood when the previous leader last recorded it
+    // (shared before each call went out): one it made is asked about or left alone, never made
+    // again as if new.
+    let imported_progress = facts.import_progress().await?;
     let store = parts.store.as_ref();
     let mut asking = 0usize;
     for record in store.mints(Select::Active)? {
@@ -465,6 +469,7 @@ pub async fn prepare_term<B>(
     tracing::info!(
         imported,
         imported_txs,
+        imported_progress,
         asking_first = asking,
         nonce = latest,
         "ha: term prepared"

@@ -10,8 +10,11 @@
 //!
 //! The facts that live nowhere but in our store (accounts, wallets, assets, freezes, accepted
 //! intents and their journal outcome) are written through to etcd before the HTTP answer
-//! ([`facts::HaStore`]) and imported by every instance; everything else a new leader rebuilds
-//! from the chain and Alpaca as after a lost cache ([`leader`]).
+//! ([`facts::HaStore`]) and imported by every instance. What the leader did that Alpaca or the
+//! chain saw (every transaction it signed, where each mint callback and each redemption's redeem
+//! call stands) is written through to etcd before the effect, and imported by the next leader
+//! before its first pass; everything else a new leader rebuilds from the chain and Alpaca as
+//! after a lost cache ([`leader`]).
 //!
 //! Off by default: without `--ha-etcd` the single binary with its embedded store runs as before,
 //! and [`Fence::single`] passes without I/O.
@@ -172,6 +175,26 @@ impl Keys {
         format!("{}{}", self.mints(), issuer_request_id.as_str())
     }
 
+    /// The reconciler's progress on every mint (its callback to Alpaca, failed transactions,
+    /// problem), one key each: a callback may have reached Alpaca before the leader died.
+    pub fn mint_progress(&self) -> String {
+        format!("{}facts/mint-progress/", self.prefix)
+    }
+
+    pub fn mint_progress_of(&self, issuer_request_id: &reconciler::IssuerRequestId) -> String {
+        format!("{}{}", self.mint_progress(), issuer_request_id.as_str())
+    }
+
+    /// Every redemption as the leader last recorded it, one key each: a redeem call may have
+    /// reached Alpaca before the leader died.
+    pub fn redemptions(&self) -> String {
+        format!("{}facts/redemptions/", self.prefix)
+    }
+
+    pub fn redemption(&self, id: &reconciler::IssuerRequestId) -> String {
+        format!("{}{}", self.redemptions(), id.as_str())
+    }
+
     /// Every transaction the leaders of one network signed, one key each: a signed transaction
     /// lives nowhere else until it is mined, and a node may hold it queued behind a nonce gap.
     pub fn txs(&self, network: &reconciler::Network) -> String {
@@ -297,5 +320,7 @@ mod tests {
             "/issuer/0xabababababababababababababababababababab/leader"
         );
         assert!(keys.mints().starts_with("/issuer/0xabab"));
+        // A prefix read of the intents must not return the progress keys beside them.
+        assert!(!keys.mint_progress().starts_with(&keys.mints()));
     }
 }

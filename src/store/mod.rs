@@ -16,8 +16,8 @@ mod writer;
 
 pub use records::{
     Account, Asset, AttachOutcome, CallbackRefusal, ConfirmOutcome, Directory, IssuanceCheck,
-    IssuanceOutcome, IssuanceRefusal, MintProblem, MintRecord, PassView, ReturnOutcome, Scan,
-    Settled, TxRecord, TxVariant, MINT_QTY_MAX_DEFAULT, SCHEMA_VERSION,
+    IssuanceOutcome, IssuanceRefusal, MintProblem, MintProgress, MintRecord, PassView,
+    ReturnOutcome, Scan, Settled, TxRecord, TxVariant, MINT_QTY_MAX_DEFAULT, SCHEMA_VERSION,
 };
 pub use redb_shared::MintMerge;
 pub use redb_store::RedbStore;

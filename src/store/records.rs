@@ -103,6 +103,32 @@ impl MintRecord {
         self.intent.journal != reconciler::Journal::Rejected
             && !matches!(self.intent.callback, reconciler::Callback::Acked { .. })
     }
+
+    /// What the reconciler knows of this mint beyond the intent and Alpaca's journal outcome.
+    pub fn progress(&self) -> MintProgress {
+        MintProgress {
+            callback: self.intent.callback.clone(),
+            failed_attempts: self.intent.failed_attempts,
+            problem: self.problem.clone(),
+        }
+    }
+
+    /// Makes this record's reconciler part `progress`, leaving the intent and journal as they are.
+    pub fn set_progress(&mut self, progress: MintProgress) {
+        self.intent.callback = progress.callback;
+        self.intent.failed_attempts = progress.failed_attempts;
+        self.problem = progress.problem;
+    }
+}
+
+/// The reconciler's part of a mint record: where its callback to Alpaca stands (what tells
+/// whether sending it again could be a duplicate), its failed transactions, and why it waits for
+/// an operator. In HA mode the leader shares it before acting on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MintProgress {
+    pub callback: reconciler::Callback,
+    pub failed_attempts: u32,
+    pub problem: Option<MintProblem>,
 }
 
 /// What must still hold when an issuance is written: checked again inside its write

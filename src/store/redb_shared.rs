@@ -2,14 +2,15 @@
 //! shared facts imported from etcd as they are there. Inherent methods, so the trait every pass
 //! and handler sees does not carry them.
 
-use super::records::{Directory, MintRecord};
-use super::redb_index::put_mint;
+use super::records::{Directory, MintProgress, MintRecord};
+use super::redb_index::{put_mint, put_redemption};
 use super::redb_store::RedbStore;
 use super::redb_tables::{
-    addr_key, asset_key, set_link, ACCOUNTS, ACCOUNT_BY_EMAIL, ASSETS, MINTS, MINT_BY_TRID, WALLETS,
+    addr_key, asset_key, set_link, ACCOUNTS, ACCOUNT_BY_EMAIL, ASSETS, MINTS, MINT_BY_TRID,
+    REDEMPTIONS, WALLETS,
 };
 use super::StoreError;
-use reconciler::Journal;
+use reconciler::{Callback, IssuerRequestId, Journal, Redemption, RedemptionState};
 
 /// What importing one mint fact did to the local record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +82,58 @@ impl RedbStore {
                 return Ok(MintMerge::Updated);
             }
             Ok(MintMerge::Unchanged)
+        })
+    }
+    /// Imports mints' progress as the last leader shared it, in one transaction; how many local
+    /// records changed. The shared progress is the newer one (only a leader writes it, before
+    /// acting on it), except where this store knows more: a callback it recorded acknowledged
+    /// stays so, and one it marked attempted is not taken back to "not sent". A mint the store
+    /// does not know is left alone (its intent is imported first).
+    pub fn merge_mint_progress(
+        &self,
+        shared: Vec<(IssuerRequestId, MintProgress)>,
+    ) -> Result<usize, StoreError> {
+        self.write(move |txn| {
+            let mut changed = 0;
+            for (id, shared) in shared {
+                let Some(mut local) = MINTS.get(txn, id.as_str())? else {
+                    continue;
+                };
+                let known = local.progress();
+                let keep_local = matches!(known.callback, Callback::Acked { .. })
+                    || (shared.callback == Callback::NotSent
+                        && known.callback != Callback::NotSent);
+                if keep_local || known == shared {
+                    continue;
+                }
+                local.set_progress(shared);
+                put_mint(txn, &local)?;
+                changed += 1;
+            }
+            Ok(changed)
+        })
+    }
+
+    /// Imports redemptions as the last leader shared them, in one transaction; how many local
+    /// records changed. The shared record is the newer one, except that a redemption final here
+    /// stays final. A shared one still `Detected` (no Alpaca call made for it) is not imported:
+    /// the chain says whether that transfer exists, and a reorg may have dropped it.
+    pub fn merge_redemption_facts(&self, shared: Vec<Redemption>) -> Result<usize, StoreError> {
+        self.write(move |txn| {
+            let mut changed = 0;
+            for shared in shared {
+                if shared.state == RedemptionState::Detected {
+                    continue;
+                }
+                if let Some(local) = REDEMPTIONS.get(txn, shared.id.as_str())? {
+                    if local.state.is_final() || local == shared {
+                        continue;
+                    }
+                }
+                put_redemption(txn, &shared)?;
+                changed += 1;
+            }
+            Ok(changed)
         })
     }
 }
