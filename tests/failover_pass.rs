@@ -595,3 +595,69 @@ async fn a_redeem_call_the_old_leader_made_is_not_made_again_by_the_next() {
     );
     eprintln!("redeem call failover: {:?}", started.elapsed());
 }
+
+/// A leader marked a redeem call in its own store and died before etcd had the mark (simulated by
+/// deleting the shared record: the crash window between the local write and etcd's). It led
+/// again, asked Alpaca, made the call and died once more before recording the answer. The next
+/// leader, which finds the transfer on chain by itself, must still ask Alpaca instead of calling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redeem_call_marked_only_in_one_store_is_shared_when_that_instance_leads_again() {
+    let started = Instant::now();
+    let pair = Pair::start(Some(CrashPoint::AfterRedeemCall)).await;
+    let a = pair.a.lead().await;
+    let minted = pair.issue_confirmed(&pair.a, "tr-r2", "2").await;
+    pair.run(&a, 2).await;
+    assert!(matches!(
+        pair.a.mint(&minted).intent.callback,
+        Callback::Acked { .. }
+    ));
+    let bot = pair.a.parts.chain.bot();
+    let hash = pair
+        .node
+        .transfer(pair.vault, pair.ap_wallet, bot, shares(2));
+    pair.node.mine();
+    let id = IssuerRequestId::for_redemption(hash, 0);
+    // Every Alpaca call fails: the redeem call is marked, and never reaches Alpaca.
+    let healthy = pair.sim.faults();
+    pair.sim.set_faults(issuer::sim::Faults {
+        error_rate_5xx: 1.0,
+        ..healthy.clone()
+    });
+    pair.pass(&a).await;
+    assert_eq!(pair.redeem_calls(&id), 0);
+    assert_eq!(
+        pair.a.store.redemption(&id).unwrap().unwrap().state,
+        RedemptionState::Requesting
+    );
+    a.die(&pair.etcd, 0).await;
+    let mut client = etcd_client::Client::connect([pair.etcd.endpoint()], None)
+        .await
+        .unwrap();
+    let key = issuer::ha::Keys::new(bot).redemption(&id);
+    assert_eq!(client.delete(key, None).await.unwrap().deleted(), 1);
+
+    pair.sim.set_faults(issuer::sim::Faults {
+        redeem_complete_after_polls: 0,
+        ..healthy
+    });
+    let a = pair.a.lead().await;
+    pair.pass_to_crash(&a, "the redeem call", || pair.redeem_calls(&id) == 1)
+        .await;
+    a.die(&pair.etcd, 1).await;
+
+    let b = pair.b.lead().await;
+    pair.run(&b, 6).await;
+    let redemption = pair.b.store.redemption(&id).unwrap().expect("known");
+    assert!(
+        matches!(redemption.state, RedemptionState::Burned { .. }),
+        "{:?}",
+        redemption.state
+    );
+    assert_eq!(pair.withdrawals(), 1, "burned once");
+    assert_eq!(
+        pair.redeem_calls(&id),
+        1,
+        "Alpaca got the redeem call once, from the first instance's second term"
+    );
+    eprintln!("unshared redeem mark failover: {:?}", started.elapsed());
+}

@@ -35,7 +35,7 @@ use alloy::primitives::{Address, B256};
 use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp};
 use reconciler::{
     AlpacaAccountId, Callback, ClientId, IssuerRequestId, Journal, Network, ObservedBurn,
-    ObservedDeposit, Redemption, Symbol, TokenizationRequestId,
+    ObservedDeposit, Redemption, RedemptionState, Symbol, TokenizationRequestId,
 };
 use serde::Serialize;
 use std::future::Future;
@@ -515,6 +515,19 @@ impl SharedFacts {
             .iter()
             .map(|found| decode::<Redemption>(found.key(), found.value()))
             .collect::<Result<Vec<_>, HaError>>()?;
+        // A redemption this store asked Alpaca about that etcd does not show as asked: this
+        // instance marked it and died before etcd had it, then led again. Shared now, so a later
+        // leader that finds the transfer on chain asks Alpaca first too.
+        let asked: std::collections::HashSet<&IssuerRequestId> = redemptions
+            .iter()
+            .filter(|r| r.state != RedemptionState::Detected)
+            .map(|r| &r.id)
+            .collect();
+        for local in self.local.redemptions(Select::Active)? {
+            if local.state != RedemptionState::Detected && !asked.contains(&local.id) {
+                self.put_redemption(&local).await?;
+            }
+        }
         Ok(self.local.merge_mint_progress(mints)?
             + self.local.merge_redemption_facts(redemptions)?)
     }

@@ -9,7 +9,7 @@ use crate::http::Readiness;
 use crate::pass::{PassConfig, ReconcileLoop};
 use crate::store::{RedbStore, Select, Store};
 use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
-use reconciler::{Callback, Journal, RedemptionState};
+use reconciler::{Callback, IssuerRequestId, Journal, RedemptionState};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -436,22 +436,18 @@ pub async fn prepare_term<B>(
     // again as if new.
     let imported_progress = facts.import_progress().await?;
     let store = parts.store.as_ref();
-    let mut asking = 0usize;
-    for record in store.mints(Select::Active)? {
-        if record.intent.callback == Callback::NotSent
-            && record.intent.journal == Journal::Completed
-        {
-            store.update_mint(
-                &record.intent.issuer_request_id,
-                Box::new(|m| {
-                    if m.intent.callback == Callback::NotSent {
-                        m.intent.callback = Callback::Attempted;
-                    }
-                }),
-            )?;
-            asking += 1;
-        }
-    }
+    // A callback still "not sent" after the import was not sent by a leader of this version (the
+    // mark is shared before the call). Still asked about first, all in one commit: an issuer of
+    // an older version may have sent it, or a leader that died twice in a row.
+    let unsent: Vec<IssuerRequestId> = store
+        .mints(Select::Active)?
+        .into_iter()
+        .filter(|r| {
+            r.intent.callback == Callback::NotSent && r.intent.journal == Journal::Completed
+        })
+        .map(|r| r.intent.issuer_request_id)
+        .collect();
+    let mut asking = store.mark_callbacks_attempted(&unsent)?.len();
     // Only a redemption not final can still be `Detected`.
     for redemption in store.redemptions(Select::Active)? {
         if redemption.state == RedemptionState::Detected {
