@@ -873,7 +873,7 @@ fn main() {
     }
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let mut store_reads_ms = f64::NAN;
-    if only != "signers" && only != "mints" {
+    if !matches!(only.as_str(), "signers" | "mints" | "2000") {
         store_only();
         store_reads_ms = pass_reads_at_history();
     }

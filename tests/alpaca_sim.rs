@@ -851,3 +851,35 @@ fn the_command_line_parses() {
     .unwrap();
     assert!(matches!(cli.sim.command, issuer::sim::SimCommand::Mint(ref m) if m.reject));
 }
+
+/// The simulator stands in for Alpaca, which has no 200-connection bound: a driver's pool plus
+/// the issuer's Alpaca jobs (up to 128 at once) must not make it close a connection in use. The
+/// first of 300 open connections is still answered.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_simulator_keeps_more_than_two_hundred_connections_open() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let running = start_sim();
+    let addr = running.url.trim_start_matches("http://").to_owned();
+    let mut first = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut others = Vec::new();
+    for _ in 0..299 {
+        others.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    // Let the server accept them all before the first one speaks.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    first
+        .write_all(
+            format!("GET /sim/state HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), first.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "the oldest connection was closed: {answer:?}"
+    );
+    drop(others);
+}

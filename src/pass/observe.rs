@@ -102,7 +102,12 @@ pub async fn observe<B: Broker + Clone + 'static>(
         if from > head {
             continue;
         }
-        let (ours, foreign) = chain.scan_deposits(asset.vault, from, head).await?;
+        // The three log queries of the range go out side by side: one round trip, not three.
+        let ((ours, foreign), burns, transfers) = tokio::try_join!(
+            chain.scan_deposits(asset.vault, from, head),
+            chain.scan_burns(asset.vault, from, head),
+            chain.scan_transfers_to_bot(asset.vault, from, head),
+        )?;
         for f in foreign {
             tracing::warn!(vault = %f.vault, tx = %f.tx_hash, block = f.block_number, assets = %f.assets,
                 detail = %f.detail, "deposit on our vault without our tag: reported as an anomaly");
@@ -110,12 +115,11 @@ pub async fn observe<B: Broker + Clone + 'static>(
         if !ours.is_empty() {
             maybe_crash(r.config.crash_at, CrashPoint::AfterDepositSeen);
         }
-        let burns = chain.scan_burns(asset.vault, from, head).await?;
         if !burns.is_empty() {
             maybe_crash(r.config.crash_at, CrashPoint::AfterBurnSeen);
         }
         let mut redemptions = Vec::new();
-        for transfer in chain.scan_transfers_to_bot(asset.vault, from, head).await? {
+        for transfer in transfers {
             let crate::chain::TransferIn {
                 from: sender,
                 value,
@@ -157,7 +161,20 @@ pub async fn observe<B: Broker + Clone + 'static>(
     if chain.block_hash(head).await? != Some(head_hash) {
         return Err(ChainError::HeadChanged { block: head }.into());
     }
-    // What our own receipts showed is recorded even if a log query missed it.
+    // What our own receipts showed is recorded even if a log query missed it: with its vault's
+    // scan, in the same commit, where that vault was scanned this pass.
+    for (vault, scan) in &mut scans {
+        let (deposits, others): (Vec<_>, Vec<_>) = std::mem::take(&mut receipt_deposits)
+            .into_iter()
+            .partition(|d| d.vault == *vault);
+        receipt_deposits = others;
+        scan.deposits.extend(deposits);
+        let (burns, others): (Vec<_>, Vec<_>) = std::mem::take(&mut receipt_burns)
+            .into_iter()
+            .partition(|b| b.vault == *vault);
+        receipt_burns = others;
+        scan.burns.extend(burns);
+    }
     if !receipt_deposits.is_empty() || !receipt_burns.is_empty() {
         store.record_receipts(receipt_deposits, receipt_burns)?;
     }

@@ -43,10 +43,19 @@ pub async fn serve(
     let listener = async_std::net::TcpListener::from(listener);
     let app = app(AppState { sim, tokio, http });
     tokio::select! {
-        served = crate::http::listen::serve_app(listener, app) => served,
+        served = crate::http::listen::serve_app_with(listener, app, LIMITS) => served,
         () = shutdown => Ok(()),
     }
 }
+
+/// Alpaca has no 200-connection bound: the simulator standing in for it must not close a
+/// connection in use because a test driver's pool and the issuer's Alpaca jobs (up to 128 at
+/// once) together hold more.
+const LIMITS: crate::http::listen::ConnectionLimits = crate::http::listen::ConnectionLimits {
+    connections_max: 1024,
+    head_timeout: Duration::from_secs(10),
+    body_timeout: Duration::from_secs(10),
+};
 
 fn app(state: AppState) -> tide::Server<AppState> {
     let mut app = tide::with_state(state);
