@@ -15,6 +15,7 @@ use common::stack::{eventually, Issuer, World};
 use issuer::sim::{FaultsPatch, Refusal};
 use reconciler::{Callback, IssuerRequestId, Policy, TokenizationRequestId};
 use serde_json::{json, Value};
+use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -30,7 +31,12 @@ struct Driver {
 }
 
 impl Drop for Driver {
+    /// chromedriver leads its own process group, and the chromium it started is in it: the whole
+    /// group goes, or every run would leave a headless browser behind.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-s", "KILL", "--", &format!("-{}", self.child.id())])
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -50,6 +56,7 @@ impl Driver {
         }
         let port = common::loopback_listener().local_addr().unwrap().port();
         let child = Command::new(chromedriver)
+            .process_group(0)
             .arg(format!("--port={port}"))
             .arg("--allowed-ips=127.0.0.1")
             .stdout(Stdio::null())
