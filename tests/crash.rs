@@ -86,6 +86,11 @@ async fn crash_after_deposit_mined_before_recorded() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn crash_after_callbacks_marked_before_any_was_sent() {
+    crash_then_recover("after_callbacks_marked").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn crash_after_callback_before_ack_recorded() {
     crash_then_recover("after_callback").await;
 }

@@ -368,6 +368,7 @@ async fn a_crash_at_any_point_of_a_mint_neither_loses_nor_repeats_it() {
         CrashPoint::AfterSign,
         CrashPoint::AfterBroadcast,
         CrashPoint::AfterDepositSeen,
+        CrashPoint::AfterCallbacksMarked,
         CrashPoint::AfterCallback,
     ] {
         let mut rig = Rig::new();
@@ -375,7 +376,7 @@ async fn a_crash_at_any_point_of_a_mint_neither_loses_nor_repeats_it() {
         let irid = rig.issue_confirmed("tr-crash", "1");
         match point {
             CrashPoint::AfterSign | CrashPoint::AfterBroadcast => rig.pass_crashing().await,
-            CrashPoint::AfterDepositSeen => {
+            CrashPoint::AfterDepositSeen | CrashPoint::AfterCallbacksMarked => {
                 rig.pass().await;
                 rig.node.mine();
                 rig.pass_crashing().await;

@@ -34,7 +34,7 @@ pub async fn act<B: Broker + Clone + 'static>(
     if r.stop.is_set() || !r.fence.holds() {
         return Ok(());
     }
-    submit_callbacks(r, callbacks, summary)?;
+    submit_callbacks(r, callbacks, summary);
     let (settles, actions): (Vec<Action>, Vec<Action>) = actions
         .into_iter()
         .partition(|a| matches!(a, Action::Settle { .. }));
@@ -108,7 +108,7 @@ fn submit_callbacks<B: Broker + Clone + 'static>(
     r: &ReconcileLoop<B>,
     callbacks: Vec<Action>,
     summary: &mut PassSummary,
-) -> Result<(), PassError> {
+) {
     let first_sends: Vec<IssuerRequestId> = callbacks
         .iter()
         .filter_map(|a| match a {
@@ -123,10 +123,18 @@ fn submit_callbacks<B: Broker + Clone + 'static>(
     let marked: std::collections::BTreeSet<IssuerRequestId> = if first_sends.is_empty() {
         std::collections::BTreeSet::new()
     } else {
-        r.store
-            .mark_callbacks_attempted(&first_sends)?
-            .into_iter()
-            .collect()
+        match r.store.mark_callbacks_attempted(&first_sends) {
+            Ok(marked) => {
+                maybe_crash(r.config.crash_at, CrashPoint::AfterCallbacksMarked);
+                marked.into_iter().collect()
+            }
+            // Each job then marks its own before sending, as it does when the pass could not.
+            Err(e) => {
+                tracing::warn!(callbacks = first_sends.len(), first = %first_sends[0], error = %e,
+                    "marking callbacks attempted failed; each job marks its own");
+                std::collections::BTreeSet::new()
+            }
+        }
     };
     for action in callbacks {
         // The job reads the record afresh to know whether to ask first; the plan already held
@@ -149,7 +157,6 @@ fn submit_callbacks<B: Broker + Clone + 'static>(
             summary.callbacks_submitted += 1;
         }
     }
-    Ok(())
 }
 
 /// Carries out one action of the plan.
@@ -169,7 +176,7 @@ async fn act_one<B: Broker + Clone + 'static>(
         Action::Settle { nonce, failed } => settle(r, &[(nonce, failed)], world)?,
         // Alpaca's work runs as jobs beside the pass (never awaited here): a slow or
         // rate-limited Alpaca must not hold back the chain work after it.
-        Action::MintCallback { .. } => submit_callbacks(r, vec![action], summary)?,
+        Action::MintCallback { .. } => submit_callbacks(r, vec![action], summary),
         Action::RecoverMint { deposit } => {
             let ctx = r.job_ctx();
             let id = deposit.issuer_request_id.clone();

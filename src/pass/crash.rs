@@ -12,6 +12,8 @@ pub enum CrashPoint {
     AfterBroadcast,
     /// The Deposit log was observed but the observation not yet recorded.
     AfterDepositSeen,
+    /// A pass marked its first mint callbacks attempted; none has gone out.
+    AfterCallbacksMarked,
     /// Alpaca answered the mint callback; the acknowledgement is not recorded.
     AfterCallback,
     /// Alpaca answered the redeem call; its request id is not recorded.
@@ -31,13 +33,14 @@ impl FromStr for CrashPoint {
             "after_sign" => Ok(Self::AfterSign),
             "after_broadcast" => Ok(Self::AfterBroadcast),
             "after_deposit_seen" => Ok(Self::AfterDepositSeen),
+            "after_callbacks_marked" => Ok(Self::AfterCallbacksMarked),
             "after_callback" => Ok(Self::AfterCallback),
             "after_redeem_call" => Ok(Self::AfterRedeemCall),
             "after_journal_seen" => Ok(Self::AfterJournalSeen),
             "after_burn_broadcast" => Ok(Self::AfterBurnBroadcast),
             "after_burn_seen" => Ok(Self::AfterBurnSeen),
             other => Err(format!(
-                "unknown crash point {other:?} (after_sign, after_broadcast, after_deposit_seen, after_callback, after_redeem_call, after_journal_seen, after_burn_broadcast, after_burn_seen)"
+                "unknown crash point {other:?} (after_sign, after_broadcast, after_deposit_seen, after_callbacks_marked, after_callback, after_redeem_call, after_journal_seen, after_burn_broadcast, after_burn_seen)"
             )),
         }
     }
