@@ -47,7 +47,8 @@ pub async fn act<B: Broker + Clone + 'static>(
         .collect();
     if !settles.is_empty() {
         if let Err(e) = settle(r, &settles, world) {
-            tracing::warn!(transactions = settles.len(), error = %e, "settling failed; the next pass plans it again");
+            let nonces: Vec<u64> = settles.iter().map(|(nonce, _)| *nonce).collect();
+            tracing::warn!(?nonces, error = %e, "settling failed; the next pass plans it again");
         }
     }
     let mut actions = actions.into_iter().peekable();
