@@ -99,6 +99,13 @@ pub struct Metrics {
     /// `issuer_asset_supply_shares{underlying, network}`: the vault's total supply (whole shares,
     /// for dashboards; the audit report holds the exact figure).
     pub supply: Family<AssetLabels, Gauge<f64, AtomicU64>>,
+    /// `issuer_store_commits_total`: the store's group commits that reached the disk.
+    pub store_commits: Counter,
+    /// `issuer_store_committed_writes_total`: writes (an issuance, a pass's record, ...) those
+    /// commits carried; divided by the commits, how many writes share one fsync.
+    pub store_writes: Counter,
+    /// `issuer_store_commit_duration_seconds`: one group commit, its writes and its fsyncs.
+    pub store_commit_duration: Histogram,
 }
 
 static ENABLED: AtomicBool = AtomicBool::new(true);
@@ -256,6 +263,26 @@ impl Metrics {
             "Total supply of the asset's vault, in shares",
             supply.clone(),
         );
+        let store_commits = Counter::default();
+        registry.register(
+            "issuer_store_commits",
+            "Group commits of the store that reached the disk",
+            store_commits.clone(),
+        );
+        let store_writes = Counter::default();
+        registry.register(
+            "issuer_store_committed_writes",
+            "Writes carried by the store's group commits",
+            store_writes.clone(),
+        );
+        let store_commit_duration = Histogram::new([
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+        ]);
+        registry.register(
+            "issuer_store_commit_duration_seconds",
+            "One group commit of the store: its writes and its fsyncs",
+            store_commit_duration.clone(),
+        );
         Self {
             registry,
             intents,
@@ -274,7 +301,21 @@ impl Metrics {
             confirm_to_callback,
             stuck,
             supply,
+            store_commits,
+            store_writes,
+            store_commit_duration,
         }
+    }
+
+    /// A group commit of `writes` writes reached the disk in `seconds`.
+    pub fn store_committed(&self, writes: usize, seconds: f64) {
+        if !enabled() {
+            return;
+        }
+        self.store_commits.inc();
+        self.store_writes
+            .inc_by(u64::try_from(writes).unwrap_or(u64::MAX));
+        self.store_commit_duration.observe(seconds);
     }
 
     /// The text exposition of every metric, for `GET /metrics`.

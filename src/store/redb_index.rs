@@ -97,9 +97,12 @@ pub(super) fn put_mint(txn: &WriteTransaction, record: &MintRecord) -> Result<()
         }
         keys
     };
-    let mut unclaimed = txn.open_table(UNCLAIMED_DEPOSITS)?;
-    for key in keys {
-        unclaimed.remove(key.as_str())?;
+    // A new mint (every intake) has no deposit yet: leave the table unopened.
+    if !keys.is_empty() {
+        let mut unclaimed = txn.open_table(UNCLAIMED_DEPOSITS)?;
+        for key in keys {
+            unclaimed.remove(key.as_str())?;
+        }
     }
     Ok(())
 }

@@ -243,6 +243,8 @@ fn run(cell: &DbCell, rx: &mpsc::Receiver<Job>) {
 }
 
 fn commit_batch(cell: &DbCell, batch: Vec<Job>) -> Result<(), String> {
+    let started = Instant::now();
+    let writes = batch.len();
     let began = cell
         .get()
         .and_then(|db| db.begin_write().map_err(StoreError::from));
@@ -276,8 +278,13 @@ fn commit_batch(cell: &DbCell, batch: Vec<Job>) -> Result<(), String> {
         }
         None => txn.commit().map_err(|e| e.to_string()),
     };
-    if let Err(detail) = &outcome {
-        tracing::error!(error = %detail, "store: batch not committed; its callers get an error");
+    match &outcome {
+        Ok(()) => {
+            crate::metrics::metrics().store_committed(writes, started.elapsed().as_secs_f64());
+        }
+        Err(detail) => {
+            tracing::error!(error = %detail, "store: batch not committed; its callers get an error");
+        }
     }
     for done in completions {
         done(outcome.clone().map_err(StoreError::Storage));
