@@ -76,6 +76,7 @@ fn new_loop(
         clock: Arc::new(issuer::clock::TokioClock::starting_at(1_800_000_000_000)),
         passes: issuer::pass::PassCount::default(),
         fence: issuer::ha::Fence::single(),
+        gas_shapes: issuer::pass::GasShapes::default(),
     }
 }
 
@@ -1042,6 +1043,41 @@ async fn a_batch_with_a_receiver_the_estimated_one_lacks_is_estimated_itself() {
     rig.run(3).await;
     assert_eq!(rig.balance(rig.ap_wallet), shares(40));
     assert_eq!(rig.balance(other), shares(40));
+    for irid in &ids {
+        assert_eq!(rig.deposits_for(irid), 1);
+        assert!(rig.acked(irid));
+    }
+}
+
+/// Issue 16: a gas limit estimated for a batch's shape (vault, mint count, receivers) is reused
+/// by the next passes' batches of that shape for ten blocks: no `eth_estimateGas` per pass
+/// under a steady flow. After ten blocks the shape is estimated again, and every mint is still
+/// deposited once.
+#[tokio::test(start_paused = true)]
+async fn a_shape_estimated_in_one_pass_is_reused_by_later_passes_for_ten_blocks() {
+    let rig = Rig::new();
+    let mut ids = Vec::new();
+    let mut estimates_per_round = Vec::new();
+    for round in 0..3 {
+        if round == 2 {
+            // Past the reuse window: the next batch is estimated again.
+            for _ in 0..10 {
+                rig.node.mine();
+            }
+        }
+        ids.extend((0..40).map(|i| rig.issue_confirmed(&format!("tr-{round}-{i}"), "1")));
+        let before = rig.node.estimates();
+        rig.pass().await;
+        estimates_per_round.push(rig.node.estimates() - before);
+        rig.run(2).await;
+    }
+    assert_eq!(
+        estimates_per_round,
+        vec![1, 0, 1],
+        "estimated, reused a block later, estimated again ten blocks on"
+    );
+    rig.run(3).await;
+    assert_eq!(rig.balance(rig.ap_wallet), shares(120));
     for irid in &ids {
         assert_eq!(rig.deposits_for(irid), 1);
         assert!(rig.acked(irid));

@@ -115,6 +115,7 @@ impl Rig {
             clock: Arc::new(issuer::clock::TokioClock::starting_at(1_800_000_000_000)),
             passes: issuer::pass::PassCount::default(),
             fence: issuer::ha::Fence::single(),
+            gas_shapes: issuer::pass::GasShapes::default(),
         };
         Net {
             name,

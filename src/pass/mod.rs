@@ -4,6 +4,7 @@
 
 mod act;
 mod resend;
+pub use act::GasShapes;
 pub use resend::rebroadcast_all;
 mod alpaca_jobs;
 mod crash;
@@ -89,6 +90,8 @@ pub struct ReconcileLoop<B> {
     /// that this instance still holds the lease ([`crate::ha`]); [`crate::ha::Fence::single`]
     /// otherwise, which always passes.
     pub fence: crate::ha::Fence,
+    /// Gas limits recent passes estimated, reused for batches of the same shape.
+    pub gas_shapes: GasShapes,
 }
 
 /// Counts finished passes and wakes whoever waits for more. Cheap to clone.
@@ -138,7 +141,7 @@ fn millis(d: Duration) -> u64 {
 }
 
 /// How often the head is polled for a new block (a fraction of any real block time).
-const HEAD_POLL: Duration = Duration::from_millis(100);
+const HEAD_POLL: Duration = Duration::from_millis(50);
 
 /// Polls the chain's head every `every` and wakes the loop when it moves. A failing node is
 /// simply polled again; the passes report it.
@@ -242,6 +245,7 @@ impl<B: Broker + Clone + 'static> ReconcileLoop<B> {
             clock: crate::clock::system(),
             passes: PassCount::default(),
             fence: crate::ha::Fence::single(),
+            gas_shapes: GasShapes::default(),
         }
     }
 

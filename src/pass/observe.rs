@@ -5,12 +5,12 @@ use super::{alpaca_jobs, PassError, ReconcileLoop};
 use crate::alpaca::Broker;
 use crate::chain::{Chain, ChainError};
 use crate::store::{AccountKey, Scan, Store};
-use alloy::primitives::U256;
+use alloy::primitives::{Address, U256};
 use reconciler::{
-    AlpacaView, IssuerRequestId, Qty, ReceiptBalance, Redemption, RedemptionState, TrackedTx,
-    TxStatus, World,
+    AlpacaView, IssuerRequestId, ObservedBurn, ObservedDeposit, Qty, ReceiptBalance, Redemption,
+    RedemptionState, TrackedTx, TxStatus, World,
 };
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 pub async fn observe<B: Broker + Clone + 'static>(
     r: &ReconcileLoop<B>,
@@ -20,11 +20,16 @@ pub async fn observe<B: Broker + Clone + 'static>(
     let head = chain.head().await?;
     // The head's hash is fixed before any scan and checked after: logs from a block replaced
     // while we read would otherwise be recorded beside the new block's hash and never re-checked.
-    let head_hash = chain
-        .block_hash(head)
-        .await?
-        .ok_or(ChainError::NodeBehind { block: head })?;
-    detect_reorg(store, &r.network, chain).await?;
+    // Reorg detection compares stored blocks with the chain's: independent of it, side by side.
+    let (head_hash, ()) = tokio::try_join!(
+        async {
+            chain
+                .block_hash(head)
+                .await?
+                .ok_or(PassError::from(ChainError::NodeBehind { block: head }))
+        },
+        detect_reorg(store, &r.network, chain),
+    )?;
     // This loop's network alone: another network's assets are another loop's, on another chain.
     let assets: Vec<_> = store
         .assets()?
@@ -33,147 +38,47 @@ pub async fn observe<B: Broker + Clone + 'static>(
         .collect();
     let our_vaults: BTreeSet<_> = assets.iter().map(|a| a.vault).collect();
 
-    // Nonce before receipts: a variant mined after the nonce was read still shows its receipt, so
-    // a nonce is never taken for "someone else's" while our own transaction used it. The nonce
-    // is read one block below the confirmation depth, so a reorg at the tip cannot make our own
-    // transaction look displaced (and its action be sent again under another nonce).
-    let unsettled = store.unsettled_txs(&r.network)?;
-    let mut txs = Vec::with_capacity(unsettled.len());
-    let mut receipt_deposits = Vec::new();
-    let mut receipt_burns = Vec::new();
-    if !unsettled.is_empty() {
-        let settled_nonce = chain
-            .nonce_at(head.saturating_sub(r.config.policy.confirmations_min))
-            .await?;
-        let hashes: Vec<_> = unsettled
-            .iter()
-            .flat_map(|tx| tx.variants.iter().map(|v| v.hash))
-            .collect();
-        let mut mined_by_hash: std::collections::HashMap<_, _> = hashes
-            .iter()
-            .copied()
-            .zip(chain.mined_many(&hashes).await?)
-            .collect();
-        for tx in unsettled {
-            let mut status = None;
-            for variant in tx.variants.iter().rev() {
-                if let Some(mined) = mined_by_hash.remove(&variant.hash).flatten() {
-                    if mined.block_number > head {
-                        // Mined after the head was read: its block's hash is not checked this
-                        // pass, so neither it nor its logs count yet.
-                        status = Some(TxStatus::Pending { age_blocks: 0 });
-                        break;
-                    }
-                    status = Some(TxStatus::Mined {
-                        block_number: mined.block_number,
-                        success: mined.success,
-                        hash: variant.hash,
-                    });
-                    receipt_deposits.extend(mined.deposits);
-                    receipt_burns.extend(mined.burns);
-                    break;
-                }
-            }
-            let status = match status {
-                Some(s) => s,
-                None if settled_nonce > tx.nonce => TxStatus::NonceTaken,
-                None => {
-                    let signed_at = tx.variants.last().map_or(head, |v| v.signed_at_block);
-                    TxStatus::Pending {
-                        age_blocks: head.saturating_sub(signed_at),
-                    }
-                }
-            };
-            txs.push(TrackedTx {
-                nonce: tx.nonce,
-                purpose: tx.purpose.clone(),
-                status,
-            });
-        }
-    }
-
-    // Tagged deposits after our transactions, so one mined in between is seen as a deposit.
-    let mut scans = Vec::new();
-    for asset in &assets {
-        let from = match store.cursor(&r.network, asset.vault)? {
-            Some(cursor) => cursor + 1,
-            None => asset.deploy_block,
-        };
-        if from > head {
-            continue;
-        }
-        // The three log queries of the range go out side by side: one round trip, not three.
-        let ((ours, foreign), burns, transfers) = tokio::try_join!(
-            chain.scan_deposits(asset.vault, from, head),
-            chain.scan_burns(asset.vault, from, head),
-            chain.scan_transfers_to_bot(asset.vault, from, head),
-        )?;
-        for f in foreign {
-            tracing::warn!(vault = %f.vault, tx = %f.tx_hash, block = f.block_number, assets = %f.assets,
-                detail = %f.detail, "deposit on our vault without our tag: reported as an anomaly");
-        }
-        if !ours.is_empty() {
-            maybe_crash(r.config.crash_at, CrashPoint::AfterDepositSeen);
-        }
-        if !burns.is_empty() {
-            maybe_crash(r.config.crash_at, CrashPoint::AfterBurnSeen);
-        }
-        let mut redemptions = Vec::new();
-        for transfer in transfers {
-            let crate::chain::TransferIn {
-                from: sender,
-                value,
-                block_number,
-                tx_hash,
-                index_in_tx: log_index,
-            } = transfer;
-            let account = store
-                .account(AccountKey::Wallet(sender))?
-                .filter(crate::store::Account::linked);
-            let client_id = account.as_ref().map(|a| a.client_id.clone());
-            let client_account_id = account.and_then(|a| a.alpaca_account_id);
-            redemptions.push(Redemption {
-                id: IssuerRequestId::for_redemption(tx_hash, log_index),
-                vault: asset.vault,
-                underlying: asset.underlying.clone(),
-                token: asset.token.clone(),
-                network: asset.network.clone(),
-                sender,
-                client_id,
-                client_account_id,
-                qty: Qty::from_units(value),
-                tx_hash,
-                log_index,
-                block_number,
-                state: RedemptionState::Detected,
-                failed_attempts: 0,
-            });
-        }
-        scans.push((
-            asset.vault,
-            Scan {
-                deposits: ours,
-                redemptions,
-                burns,
-            },
-        ));
-    }
+    // Our transactions' statuses and the vaults' logs go out side by side: both stop at `head`
+    // (a receipt from a later block counts as pending, a log query ends at `head`), `head`'s hash
+    // is checked after both, and a deposit or burn our receipts show is recorded below even if
+    // a log query missed it; neither needs the other's answer first.
+    let ((txs, mut receipt_deposits, mut receipt_burns), mut scans) =
+        tokio::try_join!(our_transactions(r, head), scan_vaults(r, &assets, head))?;
     if chain.block_hash(head).await? != Some(head_hash) {
         return Err(ChainError::HeadChanged { block: head }.into());
     }
     // What our own receipts showed is recorded even if a log query missed it: with its vault's
     // scan, in the same commit, where that vault was scanned this pass.
+    // A log both showed is written once.
     for (vault, scan) in &mut scans {
         let (deposits, others): (Vec<_>, Vec<_>) = std::mem::take(&mut receipt_deposits)
             .into_iter()
             .partition(|d| d.vault == *vault);
         receipt_deposits = others;
-        scan.deposits.extend(deposits);
+        let seen: HashSet<_> = scan
+            .deposits
+            .iter()
+            .map(|d| (d.tx_hash, d.log_index))
+            .collect();
+        scan.deposits.extend(
+            deposits
+                .into_iter()
+                .filter(|d| !seen.contains(&(d.tx_hash, d.log_index))),
+        );
         let (burns, others): (Vec<_>, Vec<_>) = std::mem::take(&mut receipt_burns)
             .into_iter()
             .partition(|b| b.vault == *vault);
         receipt_burns = others;
-        scan.burns.extend(burns);
+        let seen: HashSet<_> = scan
+            .burns
+            .iter()
+            .map(|b| (b.tx_hash, b.log_index))
+            .collect();
+        scan.burns.extend(
+            burns
+                .into_iter()
+                .filter(|b| !seen.contains(&(b.tx_hash, b.log_index))),
+        );
     }
     if !receipt_deposits.is_empty() || !receipt_burns.is_empty() {
         store.record_receipts(receipt_deposits, receipt_burns)?;
@@ -242,6 +147,153 @@ pub async fn observe<B: Broker + Clone + 'static>(
     };
     record_metrics(r, &world, &assets, stuck_mints).await;
     Ok(world)
+}
+
+/// Our unsettled transactions' statuses as of `head`, with the deposits and burns their receipts
+/// show.
+async fn our_transactions<B: Broker + Clone + 'static>(
+    r: &ReconcileLoop<B>,
+    head: u64,
+) -> Result<(Vec<TrackedTx>, Vec<ObservedDeposit>, Vec<ObservedBurn>), PassError> {
+    let store = r.store.as_ref();
+    let chain = &r.chain;
+    // Nonce before receipts: a variant mined after the nonce was read still shows its receipt, so
+    // a nonce is never taken for "someone else's" while our own transaction used it. The nonce
+    // is read one block below the confirmation depth, so a reorg at the tip cannot make our own
+    // transaction look displaced (and its action be sent again under another nonce).
+    let unsettled = store.unsettled_txs(&r.network)?;
+    let mut txs = Vec::with_capacity(unsettled.len());
+    let mut receipt_deposits = Vec::new();
+    let mut receipt_burns = Vec::new();
+    if !unsettled.is_empty() {
+        let settled_nonce = chain
+            .nonce_at(head.saturating_sub(r.config.policy.confirmations_min))
+            .await?;
+        let hashes: Vec<_> = unsettled
+            .iter()
+            .flat_map(|tx| tx.variants.iter().map(|v| v.hash))
+            .collect();
+        let mut mined_by_hash: std::collections::HashMap<_, _> = hashes
+            .iter()
+            .copied()
+            .zip(chain.mined_many(&hashes).await?)
+            .collect();
+        for tx in unsettled {
+            let mut status = None;
+            for variant in tx.variants.iter().rev() {
+                if let Some(mined) = mined_by_hash.remove(&variant.hash).flatten() {
+                    if mined.block_number > head {
+                        // Mined after the head was read: its block's hash is not checked this
+                        // pass, so neither it nor its logs count yet.
+                        status = Some(TxStatus::Pending { age_blocks: 0 });
+                        break;
+                    }
+                    status = Some(TxStatus::Mined {
+                        block_number: mined.block_number,
+                        success: mined.success,
+                        hash: variant.hash,
+                    });
+                    receipt_deposits.extend(mined.deposits);
+                    receipt_burns.extend(mined.burns);
+                    break;
+                }
+            }
+            let status = match status {
+                Some(s) => s,
+                None if settled_nonce > tx.nonce => TxStatus::NonceTaken,
+                None => {
+                    let signed_at = tx.variants.last().map_or(head, |v| v.signed_at_block);
+                    TxStatus::Pending {
+                        age_blocks: head.saturating_sub(signed_at),
+                    }
+                }
+            };
+            txs.push(TrackedTx {
+                nonce: tx.nonce,
+                purpose: tx.purpose.clone(),
+                status,
+            });
+        }
+    }
+
+    Ok((txs, receipt_deposits, receipt_burns))
+}
+
+/// Each asset's vault scanned from its cursor to `head`: our tagged deposits, burns and the
+/// transfers to the redemption wallet (as detected redemptions).
+async fn scan_vaults<B: Broker + Clone + 'static>(
+    r: &ReconcileLoop<B>,
+    assets: &[crate::store::Asset],
+    head: u64,
+) -> Result<Vec<(Address, Scan)>, PassError> {
+    let store = r.store.as_ref();
+    let chain = &r.chain;
+    let mut scans = Vec::new();
+    for asset in assets {
+        let from = match store.cursor(&r.network, asset.vault)? {
+            Some(cursor) => cursor + 1,
+            None => asset.deploy_block,
+        };
+        if from > head {
+            continue;
+        }
+        // The three log queries of the range go out side by side: one round trip, not three.
+        let ((ours, foreign), burns, transfers) = tokio::try_join!(
+            chain.scan_deposits(asset.vault, from, head),
+            chain.scan_burns(asset.vault, from, head),
+            chain.scan_transfers_to_bot(asset.vault, from, head),
+        )?;
+        for f in foreign {
+            tracing::warn!(vault = %f.vault, tx = %f.tx_hash, block = f.block_number, assets = %f.assets,
+                detail = %f.detail, "deposit on our vault without our tag: reported as an anomaly");
+        }
+        if !ours.is_empty() {
+            maybe_crash(r.config.crash_at, CrashPoint::AfterDepositSeen);
+        }
+        if !burns.is_empty() {
+            maybe_crash(r.config.crash_at, CrashPoint::AfterBurnSeen);
+        }
+        let mut redemptions = Vec::new();
+        for transfer in transfers {
+            let crate::chain::TransferIn {
+                from: sender,
+                value,
+                block_number,
+                tx_hash,
+                index_in_tx: log_index,
+            } = transfer;
+            let account = store
+                .account(AccountKey::Wallet(sender))?
+                .filter(crate::store::Account::linked);
+            let client_id = account.as_ref().map(|a| a.client_id.clone());
+            let client_account_id = account.and_then(|a| a.alpaca_account_id);
+            redemptions.push(Redemption {
+                id: IssuerRequestId::for_redemption(tx_hash, log_index),
+                vault: asset.vault,
+                underlying: asset.underlying.clone(),
+                token: asset.token.clone(),
+                network: asset.network.clone(),
+                sender,
+                client_id,
+                client_account_id,
+                qty: Qty::from_units(value),
+                tx_hash,
+                log_index,
+                block_number,
+                state: RedemptionState::Detected,
+                failed_attempts: 0,
+            });
+        }
+        scans.push((
+            asset.vault,
+            Scan {
+                deposits: ours,
+                redemptions,
+                burns,
+            },
+        ));
+    }
+    Ok(scans)
 }
 
 /// The part of the store's pass view that is `network`'s: its mints and redemptions, and the

@@ -245,6 +245,7 @@ impl Issuer {
             clock: issuer::clock::system(),
             passes: passes.clone(),
             fence: issuer::ha::Fence::single(),
+            gas_shapes: issuer::pass::GasShapes::default(),
         };
         let looping = tokio::spawn(reconciler.run(wake.clone(), stopper(rx.clone())));
         let serving = tokio::spawn({
