@@ -412,7 +412,9 @@ async fn send_mints<B: Broker + Clone + 'static>(
     }
     let mut prepared = Vec::new();
     for (i, (vault, items)) in batches.iter().enumerate() {
-        if let Some(gas_limit) = remembered[i] {
+        // A limit remembered from an earlier pass, or this pass's estimate of a covering shape.
+        let known = remembered[i].or_else(|| reuses[i].and_then(|s| shape_gas.get(&s).copied()));
+        if let Some(gas_limit) = known {
             prepared.push(Prepared {
                 to: *vault,
                 input: mint_input(r, items, intents),
@@ -421,24 +423,14 @@ async fn send_mints<B: Broker + Clone + 'static>(
             });
             continue;
         }
-        match reuses[i] {
-            None => prepared.extend(prepared_by_batch.remove(&i).unwrap_or_default()),
-            Some(shape) => {
-                if let Some(&gas_limit) = shape_gas.get(&shape) {
-                    prepared.push(Prepared {
-                        to: *vault,
-                        input: mint_input(r, items, intents),
-                        purpose: mint_purpose(*vault, items),
-                        gas_limit,
-                    });
-                    continue;
-                }
-                match prepare_mint(r, *vault, items, intents).await {
-                    Ok(ready) => prepared.extend(ready),
-                    Err(e) => {
-                        tracing::warn!(error = %e, %vault, mints = items.len(), "mint batch not sent; planned again next pass");
-                    }
-                }
+        if reuses[i].is_none() {
+            prepared.extend(prepared_by_batch.remove(&i).unwrap_or_default());
+            continue;
+        }
+        match prepare_mint(r, *vault, items, intents).await {
+            Ok(ready) => prepared.extend(ready),
+            Err(e) => {
+                tracing::warn!(error = %e, %vault, mints = items.len(), "mint batch not sent; planned again next pass");
             }
         }
     }

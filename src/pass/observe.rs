@@ -51,34 +51,12 @@ pub async fn observe<B: Broker + Clone + 'static>(
     // scan, in the same commit, where that vault was scanned this pass.
     // A log both showed is written once.
     for (vault, scan) in &mut scans {
-        let (deposits, others): (Vec<_>, Vec<_>) = std::mem::take(&mut receipt_deposits)
-            .into_iter()
-            .partition(|d| d.vault == *vault);
-        receipt_deposits = others;
-        let seen: HashSet<_> = scan
-            .deposits
-            .iter()
-            .map(|d| (d.tx_hash, d.log_index))
-            .collect();
-        scan.deposits.extend(
-            deposits
-                .into_iter()
-                .filter(|d| !seen.contains(&(d.tx_hash, d.log_index))),
-        );
-        let (burns, others): (Vec<_>, Vec<_>) = std::mem::take(&mut receipt_burns)
-            .into_iter()
-            .partition(|b| b.vault == *vault);
-        receipt_burns = others;
-        let seen: HashSet<_> = scan
-            .burns
-            .iter()
-            .map(|b| (b.tx_hash, b.log_index))
-            .collect();
-        scan.burns.extend(
-            burns
-                .into_iter()
-                .filter(|b| !seen.contains(&(b.tx_hash, b.log_index))),
-        );
+        move_new_logs(*vault, &mut receipt_deposits, &mut scan.deposits, |d| {
+            (d.vault, d.tx_hash, d.log_index)
+        });
+        move_new_logs(*vault, &mut receipt_burns, &mut scan.burns, |b| {
+            (b.vault, b.tx_hash, b.log_index)
+        });
     }
     if !receipt_deposits.is_empty() || !receipt_burns.is_empty() {
         store.record_receipts(receipt_deposits, receipt_burns)?;
@@ -147,6 +125,31 @@ pub async fn observe<B: Broker + Clone + 'static>(
     };
     record_metrics(r, &world, &assets, stuck_mints).await;
     Ok(world)
+}
+
+/// Moves `vault`'s logs from `receipts` into `scanned`, leaving out those `scanned` already has
+/// (`log` names an item's vault, transaction and log index).
+fn move_new_logs<T>(
+    vault: Address,
+    receipts: &mut Vec<T>,
+    scanned: &mut Vec<T>,
+    log: impl Fn(&T) -> (Address, alloy::primitives::B256, u64),
+) {
+    let (ours, others): (Vec<_>, Vec<_>) = std::mem::take(receipts)
+        .into_iter()
+        .partition(|item| log(item).0 == vault);
+    *receipts = others;
+    let seen: HashSet<_> = scanned
+        .iter()
+        .map(|item| {
+            let (_, tx, index) = log(item);
+            (tx, index)
+        })
+        .collect();
+    scanned.extend(ours.into_iter().filter(|item| {
+        let (_, tx, index) = log(item);
+        !seen.contains(&(tx, index))
+    }));
 }
 
 /// Our unsettled transactions' statuses as of `head`, with the deposits and burns their receipts
