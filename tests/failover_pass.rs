@@ -116,6 +116,7 @@ impl Instance {
             broker,
             config: PassConfig {
                 interval: Duration::from_millis(500),
+                head_poll: Duration::from_millis(50),
                 backoff_max: Duration::from_secs(2),
                 policy: Policy::default(),
                 crash_at,

@@ -65,6 +65,7 @@ fn new_loop(
         broker: broker(sim),
         config: PassConfig {
             interval: Duration::from_millis(500),
+            head_poll: Duration::from_millis(50),
             backoff_max: Duration::from_secs(2),
             policy: *policy,
             crash_at,

@@ -104,6 +104,7 @@ impl Rig {
             ),
             config: PassConfig {
                 interval: Duration::from_millis(500),
+                head_poll: Duration::from_millis(50),
                 backoff_max: Duration::from_secs(2),
                 policy: Policy::default(),
                 crash_at: None,

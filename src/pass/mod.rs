@@ -42,6 +42,9 @@ pub enum PassError {
 pub struct PassConfig {
     /// Time between passes when nothing wakes the loop.
     pub interval: Duration,
+    /// How often the head is polled for a new block, which starts a pass (a fraction of the
+    /// block time).
+    pub head_poll: Duration,
     /// Longest wait after repeated failures.
     pub backoff_max: Duration,
     pub policy: Policy,
@@ -139,9 +142,6 @@ impl StopFlag {
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
-
-/// How often the head is polled for a new block (a fraction of any real block time).
-const HEAD_POLL: Duration = Duration::from_millis(50);
 
 /// Polls the chain's head every `every` and wakes the loop when it moves. A failing node is
 /// simply polled again; the passes report it.
@@ -285,7 +285,11 @@ impl<B: Broker + Clone + 'static> ReconcileLoop<B> {
         tokio::pin!(shutdown);
         let mut failures: u32 = 0;
         // A new head starts a pass: what it confirmed is acted on without waiting for the timer.
-        let watcher = tokio::spawn(watch_head(self.chain.clone(), wake.clone(), HEAD_POLL));
+        let watcher = tokio::spawn(watch_head(
+            self.chain.clone(),
+            wake.clone(),
+            self.config.head_poll,
+        ));
         if let Err(e) =
             resend::rebroadcast_all(self.store.as_ref(), &self.network, &self.chain, &self.fence)
                 .await

@@ -98,6 +98,10 @@ pub struct ServeArgs {
     /// Milliseconds between reconcile passes when nothing wakes the loop.
     #[arg(long, env = "RECONCILE_INTERVAL_MS", default_value_t = 500)]
     pub reconcile_interval_ms: u64,
+    /// Milliseconds between polls of each network's head (one `eth_blockNumber` call each); a
+    /// new head starts a pass.
+    #[arg(long, env = "HEAD_POLL_MS", default_value_t = 50)]
+    pub head_poll_ms: u64,
     /// Blocks a log needs (its own included) before it is acted on.
     #[arg(long, env = "CONFIRMATIONS", default_value_t = 1)]
     pub confirmations: u64,
@@ -243,6 +247,9 @@ async fn plan_serve(args: &ServeArgs) -> anyhow::Result<ServePlan> {
     if args.reconcile_interval_ms == 0 {
         bail!("RECONCILE_INTERVAL_MS must be at least 1");
     }
+    if args.head_poll_ms == 0 {
+        bail!("HEAD_POLL_MS must be at least 1");
+    }
     if args.max_fee_per_gas_gwei == 0 {
         bail!("MAX_FEE_PER_GAS_GWEI must be at least 1");
     }
@@ -313,6 +320,7 @@ async fn plan_serve(args: &ServeArgs) -> anyhow::Result<ServePlan> {
             signer,
             pass: PassConfig {
                 interval: Duration::from_millis(args.reconcile_interval_ms),
+                head_poll: Duration::from_millis(args.head_poll_ms),
                 backoff_max: Duration::from_secs(30),
                 policy: Policy {
                     confirmations_min: spec.confirmations.unwrap_or(args.confirmations),

@@ -234,6 +234,7 @@ impl Issuer {
             broker,
             config: PassConfig {
                 interval,
+                head_poll: Duration::from_millis(50),
                 backoff_max: Duration::from_secs(2),
                 policy,
                 crash_at: None,
