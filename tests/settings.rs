@@ -294,7 +294,12 @@ async fn a_bad_setting_stops_the_process_at_once_with_its_message() {
         ("ALPACA_SIGNATURE_KEYS", "k1:not-base64!", "k1"),
         ("ISSUER_HTTP_CONNECTIONS_MAX", "0", "connection limit"),
         ("CONFIRMATIONS", "0", "CONFIRMATIONS"),
-        ("HEAD_POLL_MS", "0", "HEAD_POLL_MS must be at least 1"),
+        ("HEAD_POLL_MS", "0", "HEAD_POLL_MS must be from 1 to 60000"),
+        (
+            "HEAD_POLL_MS",
+            "18446744073709551615",
+            "HEAD_POLL_MS must be from 1 to 60000",
+        ),
         ("ALPACA_BASE_URL", "not a url", "base_url"),
         // Several networks: a list missing what it needs, an RPC on another chain than
         // configured (anvil answers 31337), a per-network key that is not there.

@@ -247,8 +247,8 @@ async fn plan_serve(args: &ServeArgs) -> anyhow::Result<ServePlan> {
     if args.reconcile_interval_ms == 0 {
         bail!("RECONCILE_INTERVAL_MS must be at least 1");
     }
-    if args.head_poll_ms == 0 {
-        bail!("HEAD_POLL_MS must be at least 1");
+    if !(1..=HEAD_POLL_MS_MAX).contains(&args.head_poll_ms) {
+        bail!("HEAD_POLL_MS must be from 1 to {HEAD_POLL_MS_MAX} (a minute)");
     }
     if args.max_fee_per_gas_gwei == 0 {
         bail!("MAX_FEE_PER_GAS_GWEI must be at least 1");
@@ -344,6 +344,9 @@ async fn plan_serve(args: &ServeArgs) -> anyhow::Result<ServePlan> {
         ha,
     })
 }
+
+/// The slowest head poll allowed: a pass still runs every `RECONCILE_INTERVAL_MS` regardless.
+const HEAD_POLL_MS_MAX: u64 = 60_000;
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut plan = plan_serve(&args).await?;
