@@ -3,8 +3,9 @@
 //! at once, and does not know which of those woke it: the same world gives the same plan.
 
 mod act;
+mod gas_shapes;
 mod resend;
-pub use act::GasShapes;
+pub use gas_shapes::GasShapes;
 pub use resend::rebroadcast_all;
 mod alpaca_jobs;
 mod crash;
