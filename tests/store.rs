@@ -355,6 +355,14 @@ fn mint_record(
     }
 }
 
+/// A mint rebuilt from the chain under an issuer_request_id that is not the one derived from
+/// Alpaca's id (`IssuerRequestId::for_mint`): the same (record, id) as `record`, under `irid`.
+fn under_another_id(record: &issuer::store::MintRecord, irid: &str) -> issuer::store::MintRecord {
+    let mut moved = record.clone();
+    moved.intent.issuer_request_id = reconciler::IssuerRequestId::parse(irid).unwrap();
+    moved
+}
+
 /// A tokenization_request_id whose index entry points to no mint record is an error, never a
 /// conflict: a 409 is final for Alpaca, for a request that may well be the same one.
 #[test]
@@ -365,18 +373,17 @@ fn a_request_id_that_points_to_no_mint_is_an_error_not_a_conflict() {
     let wallet = alloy::primitives::Address::repeat_byte(0x22);
     let client = reconciler::ClientId::parse("c-1").unwrap();
     let record = mint_record("t-1", &client, wallet, vault);
+    // Only a mint under another id than the derived one needs an index entry.
+    let rebuilt = under_another_id(&record, "mint-rebuilt-1");
     {
         let store = RedbStore::open(&path).unwrap();
-        assert!(matches!(
-            store.submit_issuance(record.clone()).unwrap(),
-            issuer::store::IssuanceOutcome::Created(_)
-        ));
+        assert!(store.insert_mint_if_absent(rebuilt.clone()).unwrap());
         store.close();
     }
     damage(&path, |txn| {
         txn.open_table(TableDefinition::<&str, &[u8]>::new("mints"))
             .unwrap()
-            .remove(record.intent.issuer_request_id.as_str())
+            .remove(rebuilt.intent.issuer_request_id.as_str())
             .unwrap();
     });
     let store = RedbStore::open(&path).unwrap();
@@ -385,6 +392,62 @@ fn a_request_id_that_points_to_no_mint_is_an_error_not_a_conflict() {
         matches!(again, Err(StoreError::Decode { .. })),
         "a dangling request id index must be an error: {again:?}"
     );
+}
+
+/// Alpaca's id stays taken by a mint whichever issuer_request_id it is stored under: the one
+/// derived from it (every intake) or another (a mint rebuilt from the chain), before and after a
+/// reopen. A repeat answers with the stored id, a changed body is a conflict, and no second mint
+/// is ever recorded for it.
+#[test]
+fn a_request_id_stays_taken_whatever_id_its_mint_is_stored_under() {
+    use issuer::store::IssuanceOutcome;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("issuer.redb");
+    let vault = alloy::primitives::Address::repeat_byte(0x11);
+    let wallet = alloy::primitives::Address::repeat_byte(0x22);
+    let client = reconciler::ClientId::parse("c-1").unwrap();
+    let derived = mint_record("t-derived", &client, wallet, vault);
+    let rebuilt = under_another_id(
+        &mint_record("t-rebuilt", &client, wallet, vault),
+        "mint-rebuilt-2",
+    );
+    let changed = |r: &issuer::store::MintRecord| {
+        let mut c = r.clone();
+        c.fingerprint = "another body".into();
+        c
+    };
+    {
+        let store = RedbStore::open(&path).unwrap();
+        assert!(matches!(
+            store.submit_issuance(derived.clone()).unwrap(),
+            IssuanceOutcome::Created(_)
+        ));
+        assert!(store.insert_mint_if_absent(rebuilt.clone()).unwrap());
+        store.close();
+    }
+    for reopened in [false, true] {
+        let store = RedbStore::open(&path).unwrap();
+        for r in [&derived, &rebuilt] {
+            let repeat = store.submit_issuance(r.clone()).unwrap();
+            assert!(
+                matches!(&repeat, IssuanceOutcome::Repeat(id) if *id == r.intent.issuer_request_id),
+                "reopened {reopened}: {repeat:?}"
+            );
+            let conflict = store.submit_issuance(changed(r)).unwrap();
+            assert!(
+                matches!(conflict, IssuanceOutcome::Conflict),
+                "{conflict:?}"
+            );
+        }
+        // A rebuild never adds a second mint for a taken request id, under either id.
+        let derived_again = mint_record("t-rebuilt", &client, wallet, vault);
+        assert!(!store.insert_mint_if_absent(derived_again).unwrap());
+        assert!(!store
+            .insert_mint_if_absent(under_another_id(&derived, "mint-rebuilt-3"))
+            .unwrap());
+        assert_eq!(store.mints(Select::All).unwrap().len(), 2);
+        store.close();
+    }
 }
 
 /// A damaged wallet owner found inside the issuance's write transaction is an error, never the

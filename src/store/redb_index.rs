@@ -8,15 +8,21 @@
 //! [`drop_burns_from`], [`remove_redemption`]): a record and its index entries commit together or
 //! not at all, so there is no second source of truth that could drift. [`rebuild`] derives every
 //! index from the records alone (the migration from schema version 1, which had none).
+//!
+//! A mint is found by Alpaca's id without an index when it is stored under the id derived from
+//! it ([`IssuerRequestId::for_mint`], every intake): the link table holds only the others
+//! ([`link_mint`], [`mint_for_trid`]), which spares each intake a random write in a second tree.
 
 use super::records::{MintRecord, PassView, TxRecord};
 use super::redb_tables::{
-    block_key, burn_key, decode, deposit_key, Snapshot, BURNS, DEPOSITS, LEGACY_TXS, MINTS,
-    REDEMPTIONS, TXS,
+    block_key, burn_key, decode, deposit_key, link, set_link, Snapshot, BURNS, DEPOSITS,
+    LEGACY_TXS, MINTS, MINT_BY_TRID, REDEMPTIONS, TXS,
 };
 use super::StoreError;
 use alloy::primitives::Address;
-use reconciler::{Network, ObservedBurn, ObservedDeposit, Redemption};
+use reconciler::{
+    IssuerRequestId, Network, ObservedBurn, ObservedDeposit, Redemption, TokenizationRequestId,
+};
 use redb::{
     MultimapTableDefinition, ReadTransaction, ReadableMultimapTable, ReadableTable,
     TableDefinition, WriteTransaction,
@@ -105,6 +111,58 @@ pub(super) fn put_mint(txn: &WriteTransaction, record: &MintRecord) -> Result<()
         }
     }
     Ok(())
+}
+
+/// Links Alpaca's id to `record` when the mint is stored under another id than the one derived
+/// from it (a mint rebuilt from a deposit tagged with another id). A mint under its derived id
+/// needs no link: [`mint_for_trid`] derives the id and finds it.
+pub(super) fn link_mint(txn: &WriteTransaction, record: &MintRecord) -> Result<(), StoreError> {
+    let (trid, irid) = (
+        &record.intent.tokenization_request_id,
+        &record.intent.issuer_request_id,
+    );
+    if *irid == IssuerRequestId::for_mint(trid) {
+        return Ok(());
+    }
+    set_link(txn, MINT_BY_TRID, trid.as_str(), irid.as_str())
+}
+
+/// The mint recorded for Alpaca's `trid`: under the id derived from it, else under the id its
+/// link names (files written before links were kept for the others alone have one for every
+/// mint). A link pointing to no mint is an error, never "no such mint": a request would then be
+/// recorded twice under two ids.
+pub(super) fn mint_for_trid(
+    txn: &impl Snapshot,
+    trid: &TokenizationRequestId,
+) -> Result<Option<MintRecord>, StoreError> {
+    let derived = IssuerRequestId::for_mint(trid);
+    if let Some(record) = MINTS.get(txn, derived.as_str())? {
+        if record.intent.tokenization_request_id == *trid {
+            return Ok(Some(record));
+        }
+    }
+    let Some(irid) = link(txn, MINT_BY_TRID, trid.as_str())? else {
+        return Ok(None);
+    };
+    MINTS
+        .get(txn, &irid)?
+        .ok_or_else(|| StoreError::Decode {
+            key: trid.as_str().to_owned(),
+            detail: format!("the request id index points to no mint ({irid})"),
+        })
+        .map(Some)
+}
+
+/// Whether a mint is recorded for `trid` or under `irid`, without decoding one: what a rebuild
+/// checks before it adds a mint (any hit, even a dangling link, leaves the store as it is).
+pub(super) fn mint_taken(
+    txn: &impl Snapshot,
+    trid: &TokenizationRequestId,
+    irid: &IssuerRequestId,
+) -> Result<bool, StoreError> {
+    Ok(MINTS.contains(txn, irid.as_str())?
+        || MINTS.contains(txn, IssuerRequestId::for_mint(trid).as_str())?
+        || link(txn, MINT_BY_TRID, trid.as_str())?.is_some())
 }
 
 /// Writes a deposit with its index entries. The key names the log (block, transaction, log

@@ -7,13 +7,13 @@ use super::records::{
     MintRecord, ReturnOutcome, Scan,
 };
 use super::redb_index::{
-    active_redemptions, drop_burns_from, drop_deposits_from, put_burn, put_deposit, put_mint,
-    put_redemption, put_tx, remove_redemption,
+    active_redemptions, drop_burns_from, drop_deposits_from, link_mint, mint_for_trid, mint_taken,
+    put_burn, put_deposit, put_mint, put_redemption, put_tx, remove_redemption,
 };
 use super::redb_tables::{
     addr_key, asset_key, link, new_client_id, normalise_email, set_link, wallet_owner, Snapshot,
-    ACCOUNTS, ACCOUNT_BY_EMAIL, ASSETS, BLOCKS, BLOCK_WINDOW, CURSORS, MINTS, MINT_BY_TRID,
-    REDEMPTIONS, TXS, WALLETS,
+    ACCOUNTS, ACCOUNT_BY_EMAIL, ASSETS, BLOCKS, BLOCK_WINDOW, CURSORS, MINTS, REDEMPTIONS, TXS,
+    WALLETS,
 };
 use super::{AccountKey, StoreError};
 use alloy::primitives::{Address, B256};
@@ -166,13 +166,8 @@ pub(super) fn submit_issuance(
     record: &MintRecord,
     check: Option<&IssuanceCheck>,
 ) -> Result<IssuanceOutcome, StoreError> {
-    let trid = record.intent.tokenization_request_id.as_str();
-    if let Some(irid) = link(txn, MINT_BY_TRID, trid)? {
-        // An index entry pointing nowhere is an error, not a conflict: a 409 is final for Alpaca.
-        let old = MINTS.get(txn, &irid)?.ok_or_else(|| StoreError::Decode {
-            key: trid.to_owned(),
-            detail: format!("the request id index points to no mint ({irid})"),
-        })?;
+    // An index entry pointing nowhere is an error, not a conflict: a 409 is final for Alpaca.
+    if let Some(old) = mint_for_trid(txn, &record.intent.tokenization_request_id)? {
         return Ok(if old.fingerprint == record.fingerprint {
             IssuanceOutcome::Repeat(old.intent.issuer_request_id)
         } else {
@@ -184,7 +179,7 @@ pub(super) fn submit_issuance(
     }
     let irid = record.intent.issuer_request_id.clone();
     put_mint(txn, record)?;
-    set_link(txn, MINT_BY_TRID, trid, irid.as_str())?;
+    link_mint(txn, record)?;
     Ok(IssuanceOutcome::Created(irid))
 }
 
@@ -218,13 +213,16 @@ pub(super) fn insert_mint_if_absent(
     txn: &WriteTransaction,
     record: &MintRecord,
 ) -> Result<bool, StoreError> {
-    let trid = record.intent.tokenization_request_id.as_str();
-    let irid = record.intent.issuer_request_id.as_str();
-    if link(txn, MINT_BY_TRID, trid)?.is_some() || MINTS.contains(txn, irid)? {
+    let intent = &record.intent;
+    if mint_taken(
+        txn,
+        &intent.tokenization_request_id,
+        &intent.issuer_request_id,
+    )? {
         return Ok(false);
     }
     put_mint(txn, record)?;
-    set_link(txn, MINT_BY_TRID, trid, irid)?;
+    link_mint(txn, record)?;
     Ok(true)
 }
 

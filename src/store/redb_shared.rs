@@ -3,11 +3,10 @@
 //! and handler sees does not carry them.
 
 use super::records::{Directory, MintProgress, MintRecord};
-use super::redb_index::{put_mint, put_redemption};
+use super::redb_index::{link_mint, put_mint, put_redemption};
 use super::redb_store::RedbStore;
 use super::redb_tables::{
-    addr_key, asset_key, set_link, ACCOUNTS, ACCOUNT_BY_EMAIL, ASSETS, MINTS, MINT_BY_TRID,
-    REDEMPTIONS, WALLETS,
+    addr_key, asset_key, set_link, ACCOUNTS, ACCOUNT_BY_EMAIL, ASSETS, MINTS, REDEMPTIONS, WALLETS,
 };
 use super::StoreError;
 use reconciler::{Callback, IssuerRequestId, Journal, Redemption, RedemptionState};
@@ -60,12 +59,7 @@ impl RedbStore {
             let id = fact.intent.issuer_request_id.as_str().to_owned();
             let Some(mut local) = MINTS.get(txn, &id)? else {
                 put_mint(txn, &fact)?;
-                set_link(
-                    txn,
-                    MINT_BY_TRID,
-                    fact.intent.tokenization_request_id.as_str(),
-                    &id,
-                )?;
+                link_mint(txn, &fact)?;
                 return Ok(MintMerge::Inserted);
             };
             if local.fingerprint != fact.fingerprint {

@@ -5,12 +5,12 @@ use super::records::{
     Account, Asset, AttachOutcome, ConfirmOutcome, Directory, IssuanceCheck, IssuanceOutcome,
     MintRecord, PassView, ReturnOutcome, Scan, TxRecord,
 };
-use super::redb_index::{self, put_burn, put_deposit, put_mint, put_redemption, put_tx};
+use super::redb_index::{self, link_mint, put_burn, put_deposit, put_mint, put_redemption, put_tx};
 use super::redb_jobs;
 use super::redb_open::{check_before_open, create_new, open_existing, unusable};
 use super::redb_tables::{
-    addr_key, asset_key, decode_hash, normalise_email, set_link, wallets, Snapshot, ACCOUNTS,
-    ASSETS, BLOCKS, BURNS, CURSORS, DEPOSITS, MINTS, MINT_BY_TRID, REDEMPTIONS, TXS,
+    addr_key, asset_key, decode_hash, normalise_email, wallets, Snapshot, ACCOUNTS, ASSETS, BLOCKS,
+    BURNS, CURSORS, DEPOSITS, MINTS, REDEMPTIONS, TXS,
 };
 use super::writer::{DbCell, Writer};
 use super::{AccountKey, Pending, Select, Store, StoreError, TxSelect};
@@ -122,12 +122,7 @@ impl RedbStore {
         self.write(move |txn| {
             for record in &records {
                 put_mint(txn, record)?;
-                set_link(
-                    txn,
-                    MINT_BY_TRID,
-                    record.intent.tokenization_request_id.as_str(),
-                    record.intent.issuer_request_id.as_str(),
-                )?;
+                link_mint(txn, record)?;
             }
             Ok(())
         })

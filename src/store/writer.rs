@@ -234,15 +234,13 @@ fn run(cell: &DbCell, rx: &mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        if let Err(detail) = commit_batch(cell, batch) {
-            if is_io(&detail) {
-                cell.mark_broken(&detail);
-            }
-        }
+        commit_batch(cell, batch);
     }
 }
 
-fn commit_batch(cell: &DbCell, batch: Vec<Job>) -> Result<(), String> {
+/// Runs `batch` in one transaction and commits it. An I/O failure marks the store broken before
+/// any caller hears of it, so a `/readyz` asked after a failed write already reports it.
+fn commit_batch(cell: &DbCell, batch: Vec<Job>) {
     let started = Instant::now();
     let writes = batch.len();
     let began = cell
@@ -252,9 +250,13 @@ fn commit_batch(cell: &DbCell, batch: Vec<Job>) -> Result<(), String> {
         Ok(txn) => txn,
         Err(e) => {
             tracing::error!(error = %e, "store: cannot begin a write transaction");
+            let detail = e.to_string();
+            if is_io(&detail) {
+                cell.mark_broken(&detail);
+            }
             // Dropping the jobs drops their reply senders: callers see an error, never success.
             drop(batch);
-            return Err(e.to_string());
+            return;
         }
     };
     txn.set_two_phase_commit(true);
@@ -284,10 +286,12 @@ fn commit_batch(cell: &DbCell, batch: Vec<Job>) -> Result<(), String> {
         }
         Err(detail) => {
             tracing::error!(error = %detail, "store: batch not committed; its callers get an error");
+            if is_io(detail) {
+                cell.mark_broken(detail);
+            }
         }
     }
     for done in completions {
         done(outcome.clone().map_err(StoreError::Storage));
     }
-    outcome
 }
