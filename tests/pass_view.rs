@@ -621,6 +621,60 @@ fn a_version_2_file_keeps_its_transactions_hashes_and_cursors_under_its_network(
     assert_eq!(schema_version(&path), SCHEMA_VERSION);
 }
 
+/// A version 3 file has a request id index entry for every mint; version 4 keeps them and adds
+/// none for a mint under its derived id. Opened, the file is version 4 and every mint still
+/// answers a repeat as a repeat and another body as a conflict.
+#[test]
+fn a_version_3_file_opens_as_version_4_and_its_mints_keep_their_request_ids() {
+    use issuer::store::IssuanceOutcome;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("issuer.redb");
+    let store = RedbStore::open(&path).unwrap();
+    build(&store);
+    let mints = store.mints(Select::All).unwrap();
+    store.close();
+    {
+        let db = Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut links = txn
+                .open_table(TableDefinition::<&str, &str>::new("mint_by_trid"))
+                .unwrap();
+            for m in &mints {
+                let (trid, irid) = (
+                    &m.intent.tokenization_request_id,
+                    &m.intent.issuer_request_id,
+                );
+                links.insert(trid.as_str(), irid.as_str()).unwrap();
+            }
+            txn.open_table(TableDefinition::<&str, u32>::new("meta"))
+                .unwrap()
+                .insert("schema_version", 3)
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    assert_eq!(schema_version(&path), 3);
+    let migrated = RedbStore::open(&path).unwrap();
+    for m in &mints {
+        let repeat = migrated.submit_issuance(m.clone()).unwrap();
+        assert!(
+            matches!(&repeat, IssuanceOutcome::Repeat(id) if *id == m.intent.issuer_request_id),
+            "{repeat:?}"
+        );
+        let mut changed = m.clone();
+        changed.fingerprint = format!("{} changed", m.fingerprint);
+        let conflict = migrated.submit_issuance(changed).unwrap();
+        assert!(
+            matches!(conflict, IssuanceOutcome::Conflict),
+            "{conflict:?}"
+        );
+    }
+    assert_eq!(migrated.mints(Select::All).unwrap(), mints);
+    migrated.close();
+    assert_eq!(schema_version(&path), SCHEMA_VERSION);
+}
+
 fn schema_version(path: &std::path::Path) -> u32 {
     let db = Database::open(path).unwrap();
     let txn = db.begin_read().unwrap();

@@ -13,7 +13,11 @@ use serde::{Deserialize, Serialize};
 /// is opened. An older issuer refuses a version 2 file: its writes would not keep the indexes.
 /// 3: cursors, block hashes and our transactions keyed by network (several networks in one
 /// issuer); a version 2 file's rows move under the one network its assets are on.
-pub const SCHEMA_VERSION: u32 = 3;
+/// 4: a mint stored under the id derived from Alpaca's id has no row in the request id index
+/// (the index keeps the others alone). Nothing moves: a version 3 file's rows stay valid. An
+/// issuer of version 3 refuses a version 4 file: it looks a request id up in the index alone, so
+/// a duplicate racing past its first check would overwrite the mint.
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// An Authorized Participant registered by an operator, linked by Alpaca.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

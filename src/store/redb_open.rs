@@ -166,7 +166,8 @@ fn check_schema(path: &str, db: &impl ReadableDatabase) -> Result<(), StoreError
 /// a crash during it leaves the file as it was, and the next open migrates again.
 /// Version 1 -> 2 builds the pass's index tables from the records ([`redb_index::rebuild`]);
 /// 2 -> 3 moves cursors, block hashes and transactions under the network of the file's assets
-/// ([`to_networks`]).
+/// ([`to_networks`]); 3 -> 4 changes no row (the request id index keeps its entries, which stay
+/// true; new mints under their derived id just get none).
 fn migrate(shown: &str, db: &Database) -> Result<(), StoreError> {
     let found = {
         let txn = db.begin_read()?;
@@ -185,13 +186,17 @@ fn migrate(shown: &str, db: &Database) -> Result<(), StoreError> {
     } else {
         [("none", 0); 6]
     };
-    let network = to_networks(&txn).map_err(|detail| match detail {
-        MigrateError::Store(e) => e,
-        MigrateError::Ambiguous(detail) => StoreError::Corrupt {
-            path: shown.to_owned(),
-            detail,
-        },
-    })?;
+    let network = if found < 3 {
+        to_networks(&txn).map_err(|detail| match detail {
+            MigrateError::Store(e) => e,
+            MigrateError::Ambiguous(detail) => StoreError::Corrupt {
+                path: shown.to_owned(),
+                detail,
+            },
+        })?
+    } else {
+        None
+    };
     txn.open_table(META)?
         .insert("schema_version", SCHEMA_VERSION)?;
     txn.commit()?;
