@@ -343,7 +343,7 @@ struct Prepared {
 }
 
 /// Sends a pass's mint batches. A batch is estimated unless an earlier batch of this pass
-/// covers it ([`covers`]: same vault and size, every receiver among its receivers, no mint that
+/// covers it ([`covers`]: same vault, no bigger, every receiver among its receivers, no mint that
 /// failed before), whose gas limit it then reuses: one `eth_estimateGas` per shape instead of
 /// one per transaction. The estimates run side by side ([`ESTIMATES_AT_ONCE`] at a time); then
 /// every transaction is signed, stored and broadcast in the plan's order with consecutive
@@ -356,6 +356,7 @@ async fn send_mints<B: Broker + Clone + 'static>(
     intents: &BTreeMap<&IssuerRequestId, &MintIntent>,
     summary: &mut PassSummary,
 ) -> Result<(), PassError> {
+    let started = std::time::Instant::now();
     // Which batches reuse a limit an earlier pass estimated, which are estimated, and which
     // reuse the estimate of which.
     let mut remembered: Vec<Option<u64>> = Vec::with_capacity(batches.len());
@@ -437,6 +438,7 @@ async fn send_mints<B: Broker + Clone + 'static>(
     if prepared.is_empty() || r.stop.is_set() || !r.fence.holds() {
         return Ok(());
     }
+    let estimated_at = started.elapsed();
     // Fees and the first nonce are read once; the transactions after it count up from there.
     r.fence.check("sign").await?;
     let fees = r.chain.fees().await?;
@@ -444,14 +446,17 @@ async fn send_mints<B: Broker + Clone + 'static>(
     if unknown_pending(r, first).await? {
         return Ok(());
     }
+    let nonce_at = started.elapsed();
     let mut signed = Vec::with_capacity(prepared.len());
     for (nonce, tx) in (first..).zip(prepared) {
         signed.push(sign(r, head, nonce, fees, tx).await?);
     }
+    let signed_at = started.elapsed();
     // One commit for the pass's transactions, before any is broadcast: all are stored or none,
     // so a crash or a failed write never leaves a gap below a transaction the node has.
     let records: Vec<TxRecord> = signed.iter().map(|(record, _)| record.clone()).collect();
     r.store.put_txs(&r.network, &records)?;
+    let stored_at = started.elapsed();
     maybe_crash(r.config.crash_at, CrashPoint::AfterSign);
     for (record, raw) in signed {
         if r.stop.is_set() || !r.fence.holds() {
@@ -464,6 +469,17 @@ async fn send_mints<B: Broker + Clone + 'static>(
         broadcast_stored(r, &record, &raw).await?;
         summary.mints_sent += mints;
     }
+    let ms = |d: std::time::Duration| d.as_millis();
+    tracing::debug!(
+        txs = records.len(),
+        estimates = estimated.len(),
+        estimated_ms = ms(estimated_at),
+        nonce_ms = ms(nonce_at),
+        signed_ms = ms(signed_at),
+        stored_ms = ms(stored_at),
+        broadcast_ms = ms(started.elapsed()),
+        "mint batches sent"
+    );
     Ok(())
 }
 

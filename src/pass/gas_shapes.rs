@@ -7,17 +7,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 /// Whether `items` may reuse the gas limit estimated for a shape (its receivers and its mint
-/// count): as many mints, every receiver of `items` among the shape's (a receiver's first mint
-/// in a transaction, which may create its balance, is what costs most; a receiver the shape has
-/// costs no more here), and no mint of `items` that failed before (those are estimated with
-/// their own batch).
+/// count): no more mints than the shape (each mint costs tens of thousands of gas, far more than
+/// two batches' ids differ by, and the limit carries the estimate's margin), every receiver of
+/// `items` among the shape's (a receiver's first mint in a transaction, which may create its
+/// balance, is what costs most; a receiver the shape has costs no more here), and no mint of
+/// `items` that failed before (those are estimated with their own batch).
 pub(super) fn covers(
     shape_receivers: &BTreeSet<Address>,
     shape_len: usize,
     items: &[MintItem],
     intents: &BTreeMap<&IssuerRequestId, &MintIntent>,
 ) -> bool {
-    shape_len == items.len()
+    items.len() <= shape_len
         && items.iter().all(|item| {
             shape_receivers.contains(&item.receiver)
                 && intents
@@ -59,7 +60,7 @@ impl GasShapes {
     }
 
     /// The remembered limit for `items` on `vault`, if a shape learned within
-    /// [`SHAPE_REUSE_BLOCKS`] of `head` covers them.
+    /// [`SHAPE_REUSE_BLOCKS`] of `head` covers them (the lowest, if several do).
     pub(super) fn limit_for(
         &self,
         head: u64,
@@ -67,15 +68,18 @@ impl GasShapes {
         items: &[MintItem],
         intents: &BTreeMap<&IssuerRequestId, &MintIntent>,
     ) -> Option<u64> {
+        // The tightest of the covering limits: a limit above need can keep a transaction out of
+        // a block's last gas.
         self.lock()
             .iter()
-            .find(|s| {
+            .filter(|s| {
                 s.vault == vault
                     && head < s.learned_at.saturating_add(SHAPE_REUSE_BLOCKS)
                     && head >= s.learned_at
                     && covers(&s.receivers, s.len, items, intents)
             })
             .map(|s| s.gas_limit)
+            .min()
     }
 
     /// Remembers the limit estimated at `head` for `items` on `vault` (and drops stale shapes).
