@@ -53,6 +53,12 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 /// Intake's requests per second and p99 latency.
 async fn intake() -> (f64, Duration) {
+    intake_with_assets(1).await
+}
+
+/// [`intake`] with `listed` assets in the store (the requests name the first): what the number
+/// of listed assets costs each request.
+async fn intake_with_assets(listed: usize) -> (f64, Duration) {
     const CLIENTS: usize = 64;
     const PER_CLIENT: usize = 160;
     let dir = tempfile::tempdir().unwrap();
@@ -70,6 +76,19 @@ async fn intake() -> (f64, Duration) {
         mint_qty_max: None,
     };
     store.put_asset(&asset).unwrap();
+    for i in 1..listed {
+        let byte = |n: usize| u8::try_from(n % 251).unwrap();
+        store
+            .put_asset(&issuer::store::Asset {
+                underlying: reconciler::Symbol::parse(&format!("S{i}")).unwrap(),
+                token: reconciler::Symbol::parse(&format!("tS{i}")).unwrap(),
+                vault: alloy::primitives::Address::repeat_byte(byte(3 * i + 10)),
+                receipt: alloy::primitives::Address::repeat_byte(byte(3 * i + 11)),
+                authorizer: alloy::primitives::Address::repeat_byte(byte(3 * i + 12)),
+                ..asset.clone()
+            })
+            .unwrap();
+    }
     let account = store.register_account("bench@example.com").unwrap();
     store.link_account("bench@example.com", "ALP-1").unwrap();
     store
@@ -144,7 +163,7 @@ async fn intake() -> (f64, Duration) {
     store.close();
     let reopened = RedbStore::open(&path).unwrap();
     let on_disk = reopened.mints(Select::All).unwrap().len();
-    println!("intake: {total} durable POST /inkind/issuance, {CLIENTS} concurrent clients");
+    println!("intake: {total} durable POST /inkind/issuance, {CLIENTS} concurrent clients, {listed} asset(s) listed");
     println!(
         "  {:.0} requests/s over {:.2} s",
         total as f64 / elapsed.as_secs_f64(),
@@ -914,6 +933,8 @@ fn main() {
         }
         if only != "mints" {
             metrics_overhead().await;
+            // Listed assets must not cost each request: 500 listed, against one above.
+            intake_with_assets(500).await;
         }
         if only == "intake" {
             return;

@@ -1544,6 +1544,57 @@ async fn wallets_that_are_the_issuers_own_or_zero_are_refused() {
     assert!(s.store.mints(Select::All).unwrap().is_empty());
 }
 
+/// An asset listed after intake has run names, as its vault, a wallet an AP already uses: from
+/// the listing's answer on, an issuance to that wallet is refused (the issuer's own contract),
+/// and nothing is written. Intake keeps what it knows of the assets' contracts in memory; the
+/// listing must reach it at once. Relisting the asset with other contracts lets the wallet in.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wallet_that_becomes_an_assets_contract_is_refused_from_the_listing_on() {
+    let f = seeded().await;
+    let s = &f.server;
+    let wallet = fixture("wallet.json")["wallet"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _) = s
+        .post("/inkind/issuance", &issuance(&f.client_id, "before"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let listed = |vault: &str| {
+        with(
+            fixture("operator_asset.json"),
+            &[
+                ("underlying", json!("MSFT")),
+                ("token", json!("tMSFT")),
+                ("vault", json!(vault)),
+            ],
+        )
+    };
+    let (status, answer) = s
+        .operator(Method::POST, "/operator/assets", Some(&listed(&wallet)))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(
+        s.post("/inkind/issuance", &issuance(&f.client_id, "after"))
+            .await,
+        (StatusCode::BAD_REQUEST, error(INVALID_WALLET))
+    );
+    assert_eq!(s.store.mints(Select::All).unwrap().len(), 1);
+
+    let (status, answer) = s
+        .operator(
+            Method::POST,
+            "/operator/assets",
+            Some(&listed("0x00000000000000000000000000000000000000aa")),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let (status, answer) = s
+        .post("/inkind/issuance", &issuance(&f.client_id, "relisted"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+}
+
 /// A body that does not say it is JSON is refused with 415 before it is parsed; JSON with a
 /// charset parameter is JSON.
 #[tokio::test(flavor = "multi_thread")]

@@ -672,6 +672,9 @@ impl Store for HaStore {
     fn assets(&self) -> Result<Vec<Asset>, StoreError> {
         self.local.assets()
     }
+    fn is_asset_contract(&self, address: Address) -> Result<bool, StoreError> {
+        self.local.is_asset_contract(address)
+    }
     fn asset(&self, underlying: &Symbol, network: &Network) -> Result<Option<Asset>, StoreError> {
         self.local.asset(underlying, network)
     }

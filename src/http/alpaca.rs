@@ -199,10 +199,7 @@ pub(super) fn issuer_address(
     if config.issuer_addresses.contains(&wallet) {
         return Ok(Some("the issuer's bot"));
     }
-    let ours = store
-        .assets()?
-        .iter()
-        .any(|a| [a.vault, a.receipt, a.authorizer].contains(&wallet));
+    let ours = store.is_asset_contract(wallet)?;
     Ok(ours.then_some("a vault, receipt or authorizer contract of the issuer"))
 }
 

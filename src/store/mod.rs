@@ -5,6 +5,7 @@
 //! two-phase, fsynced transaction ([`writer`]): a caller is answered only after its job is on disk,
 //! and many concurrent callers share one fsync.
 
+mod asset_contracts;
 mod records;
 mod redb_index;
 mod redb_jobs;
@@ -170,6 +171,14 @@ pub trait Store: Send + Sync {
     /// The asset list alone: what a pass and most handlers read.
     fn assets(&self) -> Result<Vec<Asset>, StoreError> {
         Ok(self.directory()?.assets)
+    }
+    /// Whether `address` is a vault, receipt or authorizer of a listed asset (never an AP's
+    /// wallet).
+    fn is_asset_contract(&self, address: Address) -> Result<bool, StoreError> {
+        Ok(self
+            .assets()?
+            .iter()
+            .any(|a| [a.vault, a.receipt, a.authorizer].contains(&address)))
     }
     /// The asset of `underlying` on `network`, if any.
     fn asset(&self, underlying: &Symbol, network: &Network) -> Result<Option<Asset>, StoreError> {

@@ -25,7 +25,7 @@ pub enum MintMerge {
 impl RedbStore {
     /// Makes the directory exactly `directory` (as etcd holds it), in one transaction.
     pub fn replace_directory(&self, directory: Directory) -> Result<(), StoreError> {
-        self.write(move |txn| {
+        let written = self.write(move |txn| {
             txn.open_table(ACCOUNTS.definition())?
                 .retain(|_, _| false)?;
             txn.open_table(ACCOUNT_BY_EMAIL)?.retain(|_, _| false)?;
@@ -47,7 +47,9 @@ impl RedbStore {
                 ASSETS.put(txn, &asset_key(&asset.underlying, &asset.network), asset)?;
             }
             Ok(())
-        })
+        });
+        self.assets_changed();
+        written
     }
 
     /// Imports an accepted intent as etcd holds it. Only what intake decides is taken: the

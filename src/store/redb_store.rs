@@ -1,6 +1,7 @@
 //! [`Store`] on a redb file: each operation is one read snapshot or one queued write job, over
 //! the typed tables of [`super::redb_tables`]; the bigger jobs live in [`super::redb_jobs`].
 
+use super::asset_contracts::AssetContracts;
 use super::records::{
     Account, Asset, AttachOutcome, ConfirmOutcome, Directory, IssuanceCheck, IssuanceOutcome,
     MintRecord, PassView, ReturnOutcome, Scan, TxRecord,
@@ -29,6 +30,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 #[derive(Clone)]
 pub struct RedbStore {
     open: Arc<RwLock<Option<Open>>>,
+    contracts: AssetContracts,
 }
 
 struct Open {
@@ -79,6 +81,7 @@ impl RedbStore {
         let writer = Writer::start(cell.clone());
         Ok(RedbStore {
             open: Arc::new(RwLock::new(Some(Open { cell, writer }))),
+            contracts: AssetContracts::default(),
         })
     }
 
@@ -92,6 +95,12 @@ impl RedbStore {
             .take();
         // Dropping the writer finishes queued jobs and joins its thread; then the file closes.
         drop(taken);
+    }
+
+    /// After a write of the assets, committed or not: the asset contracts intake refuses as
+    /// wallets are read again.
+    pub(super) fn assets_changed(&self) {
+        self.contracts.changed();
     }
 
     /// Runs `job` on one read snapshot.
@@ -212,14 +221,18 @@ impl Store for RedbStore {
 
     fn put_asset(&self, asset: &Asset) -> Result<(), StoreError> {
         let asset = asset.clone();
-        self.write(move |txn| {
+        let written = self.write(move |txn| {
             ASSETS.put(txn, &asset_key(&asset.underlying, &asset.network), &asset)
-        })
+        });
+        self.assets_changed();
+        written
     }
 
     fn set_frozen(&self, underlying: &Symbol, frozen: bool) -> Result<usize, StoreError> {
         let underlying = underlying.clone();
-        self.write(move |txn| redb_jobs::set_frozen(txn, &underlying, frozen))
+        let written = self.write(move |txn| redb_jobs::set_frozen(txn, &underlying, frozen));
+        self.assets_changed();
+        written
     }
 
     fn account(&self, key: AccountKey<'_>) -> Result<Option<Account>, StoreError> {
@@ -238,6 +251,16 @@ impl Store for RedbStore {
 
     fn assets(&self) -> Result<Vec<Asset>, StoreError> {
         self.read(|txn| ASSETS.all(txn))
+    }
+
+    fn is_asset_contract(&self, address: Address) -> Result<bool, StoreError> {
+        self.contracts.contains(address, || {
+            Ok(self
+                .assets()?
+                .iter()
+                .flat_map(|a| [a.vault, a.receipt, a.authorizer])
+                .collect())
+        })
     }
 
     fn asset(&self, underlying: &Symbol, network: &Network) -> Result<Option<Asset>, StoreError> {
