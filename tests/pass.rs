@@ -1050,6 +1050,26 @@ async fn a_batch_with_a_receiver_the_estimated_one_lacks_is_estimated_itself() {
     }
 }
 
+/// Issue 16: the supply gauge's reads (one `totalSupply` per asset, every two seconds) never
+/// hold a pass: with the node taking a minute to answer them, a confirmed mint is deposited and
+/// called back within seconds (virtual time), as with a fast node.
+#[tokio::test(start_paused = true)]
+async fn slow_supply_reads_never_hold_a_pass() {
+    let rig = Rig::new();
+    rig.node
+        .faults(|f| f.supply_delay = Some(Duration::from_secs(60)));
+    let started = tokio::time::Instant::now();
+    let irid = rig.issue_confirmed("tr-slow-supply", "1");
+    rig.run(3).await;
+    assert_eq!(rig.deposits_for(&irid), 1);
+    assert!(rig.acked(&irid));
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the mint waited behind the supply reads: {:?}",
+        started.elapsed()
+    );
+}
+
 /// Issue 16: a batch with fewer mints than an estimated shape, to receivers the shape has, reuses
 /// its gas limit (it needs less gas): the remainder a pass sends after its full batches costs no
 /// `eth_estimateGas` of its own. A bigger batch is estimated. Every mint is deposited once, so no

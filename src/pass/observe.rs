@@ -123,7 +123,7 @@ pub async fn observe<B: Broker + Clone + 'static>(
         now_ms: r.polls.now_ms(),
         alpaca_due_at_ms: r.polls.due_times(),
     };
-    record_metrics(r, &world, &assets, stuck_mints).await;
+    record_metrics(r, &world, &assets, stuck_mints);
     Ok(world)
 }
 
@@ -337,8 +337,9 @@ fn scoped(
 }
 
 /// What this pass saw, for `/metrics`: the head, our transactions, items by state and stuck, and
-/// (every [`SUPPLY_EVERY`]) the supply of each of `assets` (this network's, as the pass read them).
-async fn record_metrics<B: Broker + Clone + 'static>(
+/// (every [`SUPPLY_EVERY`], read off the pass) the supply of each of `assets` (this network's, as
+/// the pass read them).
+fn record_metrics<B: Broker + Clone + 'static>(
     r: &ReconcileLoop<B>,
     world: &World,
     assets: &[crate::store::Asset],
@@ -422,46 +423,84 @@ async fn record_metrics<B: Broker + Clone + 'static>(
             .set(count(n));
     }
 
-    if !supply_due(&r.network) {
+    let Some(done) = supply_due(&r.network) else {
         return;
-    }
-    for asset in assets {
-        match r.chain.total_supply(asset.vault).await {
-            Ok(units) => {
-                #[allow(clippy::cast_precision_loss)] // a dashboard figure; the report is exact
-                let shares = f64::from(units) / 1e18;
-                m.supply
-                    .get_or_create(&AssetLabels {
-                        underlying: asset.underlying.to_string(),
-                        network: asset.network.to_string(),
-                    })
-                    .set(shares);
-            }
-            Err(e) => {
-                tracing::debug!(vault = %asset.vault, error = %e, "supply for metrics not read");
+    };
+    // Off the pass: one read per asset, a few at a time, never awaited here (with many assets or
+    // a far node they would hold every callback of the pass behind a dashboard figure).
+    let chain = r.chain.clone();
+    let assets = assets.to_vec();
+    tokio::spawn(async move {
+        use futures::StreamExt;
+        let m = metrics();
+        let mut reads = futures::stream::iter(assets)
+            .map(|asset| {
+                let chain = chain.clone();
+                async move { (chain.total_supply(asset.vault).await, asset) }
+            })
+            .buffer_unordered(SUPPLY_READS_AT_ONCE);
+        while let Some((read, asset)) = reads.next().await {
+            match read {
+                Ok(units) => {
+                    #[allow(clippy::cast_precision_loss)] // a dashboard figure; the report is exact
+                    let shares = f64::from(units) / 1e18;
+                    m.supply
+                        .get_or_create(&AssetLabels {
+                            underlying: asset.underlying.to_string(),
+                            network: asset.network.to_string(),
+                        })
+                        .set(shares);
+                }
+                Err(e) => {
+                    tracing::debug!(vault = %asset.vault, error = %e, "supply for metrics not read");
+                }
             }
         }
-    }
+        drop(done);
+    });
 }
+
+/// Most supply reads for `/metrics` in flight at once.
+const SUPPLY_READS_AT_ONCE: usize = 8;
 
 /// How often the vaults' supply is read for `/metrics`.
 const SUPPLY_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Whether `network`'s supply is due again (at most every [`SUPPLY_EVERY`], across passes; each
-/// network's loop on its own clock, so one never starves another's figure).
-fn supply_due(network: &reconciler::Network) -> bool {
-    type Last = std::collections::BTreeMap<reconciler::Network, tokio::time::Instant>;
-    static LAST: std::sync::Mutex<Last> = std::sync::Mutex::new(std::collections::BTreeMap::new());
-    let mut last = LAST
+/// Whether `network`'s supply is due again: at most every [`SUPPLY_EVERY`] across passes (each
+/// network's loop on its own clock, so one never starves another's figure), and not while the
+/// last reads are still out. `Some` holds the network's slot until dropped.
+fn supply_due(network: &reconciler::Network) -> Option<SupplySlot> {
+    let mut last = SUPPLY_LAST
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let due = last
         .get(network)
-        .is_none_or(|at| at.elapsed() >= SUPPLY_EVERY);
-    if due {
-        last.insert(network.clone(), tokio::time::Instant::now());
+        .is_none_or(|(at, reading)| !reading && at.elapsed() >= SUPPLY_EVERY);
+    if !due {
+        return None;
     }
-    due
+    last.insert(network.clone(), (tokio::time::Instant::now(), true));
+    Some(SupplySlot(network.clone()))
+}
+
+type SupplyLast = std::collections::BTreeMap<reconciler::Network, (tokio::time::Instant, bool)>;
+/// When each network's supply reads last started, and whether they are still out.
+static SUPPLY_LAST: std::sync::Mutex<SupplyLast> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// A network's supply reads in flight; dropped (finished, failed or cancelled), the next are due
+/// [`SUPPLY_EVERY`] after these started.
+struct SupplySlot(reconciler::Network);
+
+impl Drop for SupplySlot {
+    fn drop(&mut self) {
+        let mut last = SUPPLY_LAST
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((_, reading)) = last.get_mut(&self.0) {
+            *reading = false;
+        }
+    }
 }
 
 /// The poll answers Alpaca jobs gathered since the last pass, for redemptions still waiting on

@@ -34,6 +34,8 @@ pub struct MemFaults {
     pub reverting_receivers: BTreeSet<Address>,
     /// Roles the bot lacks (its deposits or redeems revert).
     pub missing_roles: Vec<&'static str>,
+    /// `totalSupply` answers only after this long (a slow or far node).
+    pub supply_delay: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -501,6 +503,9 @@ impl Node for MemNode {
 
     async fn total_supply(&self, vault: Address, at: At) -> Result<U256, ChainError> {
         self.check("totalSupply")?;
+        if let Some(delay) = self.with(|s| s.faults.supply_delay) {
+            tokio::time::sleep(delay).await;
+        }
         Ok(self
             .ledger_at(at)
             .vaults
