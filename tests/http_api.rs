@@ -1595,6 +1595,36 @@ async fn a_wallet_that_becomes_an_assets_contract_is_refused_from_the_listing_on
     assert_eq!(status, StatusCode::OK, "{answer}");
 }
 
+/// A mint rebuilt under the id derived from a request id but naming another request: an
+/// issuance of that request id is a 500 with the reason, never the final 409 nor a new mint.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_issuance_meeting_a_rebuilt_mint_of_another_request_is_an_error() {
+    let f = seeded().await;
+    let s = &f.server;
+    let (status, _) = s
+        .post("/inkind/issuance", &issuance(&f.client_id, "tr-template"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let mut rebuilt = s.store.mints(Select::All).unwrap().remove(0);
+    let tagged = reconciler::TokenizationRequestId::parse("tr-tagged").unwrap();
+    rebuilt.intent.tokenization_request_id =
+        reconciler::TokenizationRequestId::parse("tr-answered").unwrap();
+    rebuilt.intent.issuer_request_id = reconciler::IssuerRequestId::for_mint(&tagged);
+    rebuilt.fingerprint = "rebuilt".into();
+    assert!(s.store.insert_mint_if_absent(rebuilt).unwrap());
+    let before = s.store.mints(Select::All).unwrap();
+
+    let (status, answer) = s
+        .post("/inkind/issuance", &issuance(&f.client_id, "tr-tagged"))
+        .await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{answer}");
+    assert!(
+        answer["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{answer}"
+    );
+    assert_eq!(s.store.mints(Select::All).unwrap(), before);
+}
+
 /// A body that does not say it is JSON is refused with 415 before it is parsed; JSON with a
 /// charset parameter is JSON.
 #[tokio::test(flavor = "multi_thread")]

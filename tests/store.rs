@@ -450,6 +450,30 @@ fn a_request_id_stays_taken_whatever_id_its_mint_is_stored_under() {
     }
 }
 
+/// A mint stored under the id derived from request id T but naming another request id (a
+/// rebuild from a deposit whose tag and Alpaca's answer disagree) is never overwritten by an
+/// issuance of T: that is an error, and the stored mint stays as it was.
+#[test]
+fn a_mint_under_t_s_derived_id_naming_another_request_is_never_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("issuer.redb");
+    let vault = alloy::primitives::Address::repeat_byte(0x11);
+    let wallet = alloy::primitives::Address::repeat_byte(0x22);
+    let client = reconciler::ClientId::parse("c-1").unwrap();
+    let t = mint_record("t-tagged", &client, wallet, vault);
+    let mut other = mint_record("t-answered", &client, wallet, vault);
+    other.intent.issuer_request_id = t.intent.issuer_request_id.clone();
+    other.fingerprint = "the rebuilt one".into();
+    let store = RedbStore::open(&path).unwrap();
+    assert!(store.insert_mint_if_absent(other.clone()).unwrap());
+    let answer = store.submit_issuance(t);
+    assert!(
+        matches!(answer, Err(StoreError::Decode { .. })),
+        "must be an error, not a new mint: {answer:?}"
+    );
+    assert_eq!(store.mints(Select::All).unwrap(), vec![other]);
+}
+
 /// A damaged wallet owner found inside the issuance's write transaction is an error, never the
 /// final refusal "wallet does not belong to client".
 #[tokio::test]

@@ -380,6 +380,18 @@ async fn accept_issuance(mut req: Request<AppState>) -> Result<(IssuerRequestId,
     let store = req.state().store();
     let pending = {
         if let Some(existing) = store.mint(&irid)? {
+            if existing.intent.tokenization_request_id != trid {
+                // A rebuilt mint under this id that names another request: an error, never the
+                // final 409 (the store refuses the write the same way).
+                return Err(crate::store::StoreError::Decode {
+                    key: trid.to_string(),
+                    detail: format!(
+                        "the mint under this request id's derived id ({irid}) names another request ({})",
+                        existing.intent.tokenization_request_id
+                    ),
+                }
+                .into());
+            }
             if existing.fingerprint == fingerprint {
                 return Ok((existing.intent.issuer_request_id, true));
             }

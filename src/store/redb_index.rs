@@ -130,7 +130,7 @@ pub(super) fn link_mint(txn: &WriteTransaction, record: &MintRecord) -> Result<(
 /// The mint recorded for Alpaca's `trid`: under the id derived from it, else under the id its
 /// link names (files written before links were kept for the others alone have one for every
 /// mint). A link pointing to no mint is an error, never "no such mint": a request would then be
-/// recorded twice under two ids.
+/// recorded twice under two ids. So is a mint under the derived id that names another request.
 pub(super) fn mint_for_trid(
     txn: &impl Snapshot,
     trid: &TokenizationRequestId,
@@ -140,6 +140,15 @@ pub(super) fn mint_for_trid(
         if record.intent.tokenization_request_id == *trid {
             return Ok(Some(record));
         }
+        // Rebuilt from a deposit whose tag and Alpaca's answer disagree: neither a repeat nor
+        // free to take (writing under this id would overwrite that mint).
+        return Err(StoreError::Decode {
+            key: trid.as_str().to_owned(),
+            detail: format!(
+                "the mint under this request id's derived id ({derived}) names another request ({})",
+                record.intent.tokenization_request_id
+            ),
+        });
     }
     let Some(irid) = link(txn, MINT_BY_TRID, trid.as_str())? else {
         return Ok(None);

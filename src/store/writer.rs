@@ -115,14 +115,17 @@ fn is_io(detail: &str) -> bool {
 const JOBS_PER_COMMIT_MAX: usize = 512;
 
 type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+/// A job that refused: its error's text, and the answer to its own caller (with its own error,
+/// a record that does not decode is that, not "writer stopped"), sent once the store is marked
+/// broken if the error was I/O.
+type Failed = (String, Box<dyn FnOnce() + Send>);
 /// A queued job: run in the batch's transaction, it yields what answers its caller once the
-/// batch is durable, or fails the batch. A job that fails has already answered its own caller
-/// with its own error (a record that does not decode is that, not "writer stopped"); the
-/// others in the batch are answered with the failure's text.
-type Job = Box<dyn FnOnce(&WriteTransaction) -> Result<Completion, String> + Send>;
+/// batch is durable, or fails the batch. The jobs before a failed one are answered with the
+/// failure's text; those after it are dropped unrun (their callers see an error, never success).
+type Job = Box<dyn FnOnce(&WriteTransaction) -> Result<Completion, Failed> + Send>;
 
-/// Wraps `job` with its answer: `send` gets the job's own error at once, or the batch's outcome
-/// after the commit.
+/// Wraps `job` with its answer: `send` gets the job's own error, or the batch's outcome after
+/// the commit.
 fn queued<R, F>(job: F, send: impl FnOnce(Result<R, StoreError>) + Send + 'static) -> Job
 where
     R: Send + 'static,
@@ -134,8 +137,7 @@ where
         }) as Completion),
         Err(e) => {
             let detail = e.to_string();
-            send(Err(e));
-            Err(detail)
+            Err((detail, Box::new(move || send(Err(e)))))
         }
     })
 }
@@ -261,24 +263,25 @@ fn commit_batch(cell: &DbCell, batch: Vec<Job>) {
     };
     txn.set_two_phase_commit(true);
     let mut completions = Vec::with_capacity(batch.len());
-    let mut failure = None;
+    let mut failure: Option<Failed> = None;
     for job in batch {
         if failure.is_some() {
-            // The transaction is abandoned: the remaining jobs are answered with the failure.
+            // The transaction is abandoned: the rest are dropped unrun (their callers see an
+            // error, never success).
             drop(job);
             continue;
         }
         match job(&txn) {
             Ok(done) => completions.push(done),
-            Err(detail) => failure = Some(detail),
+            Err(failed) => failure = Some(failed),
         }
     }
-    let outcome = match failure {
-        Some(detail) => {
+    let (outcome, failed_answer) = match failure {
+        Some((detail, answer)) => {
             let _ = txn.abort();
-            Err(detail)
+            (Err(detail), Some(answer))
         }
-        None => txn.commit().map_err(|e| e.to_string()),
+        None => (txn.commit().map_err(|e| e.to_string()), None),
     };
     match &outcome {
         Ok(()) => {
@@ -290,6 +293,9 @@ fn commit_batch(cell: &DbCell, batch: Vec<Job>) {
                 cell.mark_broken(detail);
             }
         }
+    }
+    if let Some(answer) = failed_answer {
+        answer();
     }
     for done in completions {
         done(outcome.clone().map_err(StoreError::Storage));
