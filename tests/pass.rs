@@ -415,6 +415,37 @@ async fn a_crash_at_any_point_of_a_mint_neither_loses_nor_repeats_it() {
 }
 
 impl Rig {
+    /// Rounds of `(idle blocks mined first, mints issued and confirmed)`: how many estimates
+    /// each round's first pass made (each round then runs two blocks), and the mints' ids.
+    async fn estimates_per_round(
+        &self,
+        rounds: &[(usize, usize)],
+    ) -> (Vec<u64>, Vec<IssuerRequestId>) {
+        let (mut estimates, mut ids) = (Vec::new(), Vec::new());
+        for (round, &(idle, count)) in rounds.iter().enumerate() {
+            for _ in 0..idle {
+                self.node.mine();
+            }
+            ids.extend((0..count).map(|i| self.issue_confirmed(&format!("tr-{round}-{i}"), "1")));
+            let before = self.node.estimates();
+            self.pass().await;
+            estimates.push(self.node.estimates() - before);
+            self.run(2).await;
+        }
+        (estimates, ids)
+    }
+
+    /// After three more blocks: each of `ids` deposited once and called back, and the AP holds
+    /// one share for each.
+    async fn assert_each_minted_once(&self, ids: &[IssuerRequestId]) {
+        self.run(3).await;
+        assert_eq!(self.balance(self.ap_wallet), shares(ids.len() as u128));
+        for irid in ids {
+            assert_eq!(self.deposits_for(irid), 1);
+            assert!(self.acked(irid));
+        }
+    }
+
     /// What the loop does at start: re-sends every stored unsettled transaction.
     async fn looping_rebroadcast(&self) {
         issuer::pass::rebroadcast_all(
@@ -1077,26 +1108,15 @@ async fn slow_supply_reads_never_hold_a_pass() {
 #[tokio::test(start_paused = true)]
 async fn a_smaller_batch_reuses_the_gas_limit_of_a_bigger_shape_and_a_bigger_one_is_estimated() {
     let rig = Rig::new();
-    let mut ids = Vec::new();
-    let mut estimates_per_round = Vec::new();
-    for (round, count) in [13, 40, 13, 7].into_iter().enumerate() {
-        ids.extend((0..count).map(|i| rig.issue_confirmed(&format!("tr-{round}-{i}"), "1")));
-        let before = rig.node.estimates();
-        rig.pass().await;
-        estimates_per_round.push(rig.node.estimates() - before);
-        rig.run(2).await;
-    }
+    let (estimates, ids) = rig
+        .estimates_per_round(&[(0, 13), (0, 40), (0, 13), (0, 7)])
+        .await;
     assert_eq!(
-        estimates_per_round,
+        estimates,
         vec![1, 1, 0, 0],
         "13 estimated, 40 estimated (bigger), then 13 and 7 reuse the 40's limit"
     );
-    rig.run(3).await;
-    assert_eq!(rig.balance(rig.ap_wallet), shares(73));
-    for irid in &ids {
-        assert_eq!(rig.deposits_for(irid), 1);
-        assert!(rig.acked(irid));
-    }
+    rig.assert_each_minted_once(&ids).await;
 }
 
 /// Issue 16: a gas limit estimated for a batch's shape (vault, mint count, receivers) is reused
@@ -1106,30 +1126,12 @@ async fn a_smaller_batch_reuses_the_gas_limit_of_a_bigger_shape_and_a_bigger_one
 #[tokio::test(start_paused = true)]
 async fn a_shape_estimated_in_one_pass_is_reused_by_later_passes_for_ten_blocks() {
     let rig = Rig::new();
-    let mut ids = Vec::new();
-    let mut estimates_per_round = Vec::new();
-    for round in 0..3 {
-        if round == 2 {
-            // Past the reuse window: the next batch is estimated again.
-            for _ in 0..10 {
-                rig.node.mine();
-            }
-        }
-        ids.extend((0..40).map(|i| rig.issue_confirmed(&format!("tr-{round}-{i}"), "1")));
-        let before = rig.node.estimates();
-        rig.pass().await;
-        estimates_per_round.push(rig.node.estimates() - before);
-        rig.run(2).await;
-    }
+    // The third round comes past the reuse window: its batch is estimated again.
+    let (estimates, ids) = rig.estimates_per_round(&[(0, 40), (0, 40), (10, 40)]).await;
     assert_eq!(
-        estimates_per_round,
+        estimates,
         vec![1, 0, 1],
         "estimated, reused a block later, estimated again ten blocks on"
     );
-    rig.run(3).await;
-    assert_eq!(rig.balance(rig.ap_wallet), shares(120));
-    for irid in &ids {
-        assert_eq!(rig.deposits_for(irid), 1);
-        assert!(rig.acked(irid));
-    }
+    rig.assert_each_minted_once(&ids).await;
 }

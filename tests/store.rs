@@ -355,6 +355,23 @@ fn mint_record(
     }
 }
 
+/// A directory for a store file, and the file's path in it.
+fn scratch() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("issuer.redb");
+    (dir, path)
+}
+
+/// A mint of Alpaca's request `trid` (client c-1, one wallet, one vault), under its derived id.
+fn mint_of(trid: &str) -> issuer::store::MintRecord {
+    mint_record(
+        trid,
+        &reconciler::ClientId::parse("c-1").unwrap(),
+        alloy::primitives::Address::repeat_byte(0x22),
+        alloy::primitives::Address::repeat_byte(0x11),
+    )
+}
+
 /// A mint rebuilt from the chain under an issuer_request_id that is not the one derived from
 /// Alpaca's id (`IssuerRequestId::for_mint`): the same (record, id) as `record`, under `irid`.
 fn under_another_id(record: &issuer::store::MintRecord, irid: &str) -> issuer::store::MintRecord {
@@ -367,12 +384,8 @@ fn under_another_id(record: &issuer::store::MintRecord, irid: &str) -> issuer::s
 /// conflict: a 409 is final for Alpaca, for a request that may well be the same one.
 #[test]
 fn a_request_id_that_points_to_no_mint_is_an_error_not_a_conflict() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("issuer.redb");
-    let vault = alloy::primitives::Address::repeat_byte(0x11);
-    let wallet = alloy::primitives::Address::repeat_byte(0x22);
-    let client = reconciler::ClientId::parse("c-1").unwrap();
-    let record = mint_record("t-1", &client, wallet, vault);
+    let (_dir, path) = scratch();
+    let record = mint_of("t-1");
     // Only a mint under another id than the derived one needs an index entry.
     let rebuilt = under_another_id(&record, "mint-rebuilt-1");
     {
@@ -401,16 +414,9 @@ fn a_request_id_that_points_to_no_mint_is_an_error_not_a_conflict() {
 #[test]
 fn a_request_id_stays_taken_whatever_id_its_mint_is_stored_under() {
     use issuer::store::IssuanceOutcome;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("issuer.redb");
-    let vault = alloy::primitives::Address::repeat_byte(0x11);
-    let wallet = alloy::primitives::Address::repeat_byte(0x22);
-    let client = reconciler::ClientId::parse("c-1").unwrap();
-    let derived = mint_record("t-derived", &client, wallet, vault);
-    let rebuilt = under_another_id(
-        &mint_record("t-rebuilt", &client, wallet, vault),
-        "mint-rebuilt-2",
-    );
+    let (_dir, path) = scratch();
+    let derived = mint_of("t-derived");
+    let rebuilt = under_another_id(&mint_of("t-rebuilt"), "mint-rebuilt-2");
     let changed = |r: &issuer::store::MintRecord| {
         let mut c = r.clone();
         c.fingerprint = "another body".into();
@@ -440,7 +446,7 @@ fn a_request_id_stays_taken_whatever_id_its_mint_is_stored_under() {
             );
         }
         // A rebuild never adds a second mint for a taken request id, under either id.
-        let derived_again = mint_record("t-rebuilt", &client, wallet, vault);
+        let derived_again = mint_of("t-rebuilt");
         assert!(!store.insert_mint_if_absent(derived_again).unwrap());
         assert!(!store
             .insert_mint_if_absent(under_another_id(&derived, "mint-rebuilt-3"))
@@ -455,13 +461,9 @@ fn a_request_id_stays_taken_whatever_id_its_mint_is_stored_under() {
 /// issuance of T: that is an error, and the stored mint stays as it was.
 #[test]
 fn a_mint_under_t_s_derived_id_naming_another_request_is_never_overwritten() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("issuer.redb");
-    let vault = alloy::primitives::Address::repeat_byte(0x11);
-    let wallet = alloy::primitives::Address::repeat_byte(0x22);
-    let client = reconciler::ClientId::parse("c-1").unwrap();
-    let t = mint_record("t-tagged", &client, wallet, vault);
-    let mut other = mint_record("t-answered", &client, wallet, vault);
+    let (_dir, path) = scratch();
+    let t = mint_of("t-tagged");
+    let mut other = mint_of("t-answered");
     other.intent.issuer_request_id = t.intent.issuer_request_id.clone();
     other.fingerprint = "the rebuilt one".into();
     let store = RedbStore::open(&path).unwrap();
