@@ -234,6 +234,20 @@ struct Fixture {
     client_id: String,
 }
 
+impl Fixture {
+    /// Accepts the issuance `trid` (200) into an empty store: its stored record.
+    async fn issued(&self, trid: &str) -> issuer::store::MintRecord {
+        let (status, answer) = self
+            .server
+            .post("/inkind/issuance", &issuance(&self.client_id, trid))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        let mut mints = self.server.store.mints(Select::All).unwrap();
+        assert_eq!(mints.len(), 1);
+        mints.remove(0)
+    }
+}
+
 async fn seeded() -> Fixture {
     seeded_with(config("127.0.0.1/32")).await
 }
@@ -1445,12 +1459,8 @@ async fn serve_refuses_a_short_key() {
 async fn an_operator_retries_a_mint_that_stopped() {
     let f = seeded().await;
     let s = &f.server;
-    let (status, answer) = s
-        .post("/inkind/issuance", &issuance(&f.client_id, "tr-retry"))
-        .await;
-    assert_eq!(status, StatusCode::OK);
-    let irid = answer["issuer_request_id"].as_str().unwrap().to_owned();
-    let mut record = s.store.mints(Select::All).unwrap().remove(0);
+    let mut record = f.issued("tr-retry").await;
+    let irid = record.intent.issuer_request_id.to_string();
     record.intent.failed_attempts = 3;
     record.problem = Some(issuer::store::MintProblem::Plan {
         plan: reconciler::Problem::AttemptsExhausted { attempts: 3 },
@@ -1556,10 +1566,7 @@ async fn a_wallet_that_becomes_an_assets_contract_is_refused_from_the_listing_on
         .as_str()
         .unwrap()
         .to_owned();
-    let (status, _) = s
-        .post("/inkind/issuance", &issuance(&f.client_id, "before"))
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    f.issued("before").await;
     let listed = |vault: &str| {
         with(
             fixture("operator_asset.json"),
@@ -1601,11 +1608,7 @@ async fn a_wallet_that_becomes_an_assets_contract_is_refused_from_the_listing_on
 async fn an_issuance_meeting_a_rebuilt_mint_of_another_request_is_an_error() {
     let f = seeded().await;
     let s = &f.server;
-    let (status, _) = s
-        .post("/inkind/issuance", &issuance(&f.client_id, "tr-template"))
-        .await;
-    assert_eq!(status, StatusCode::OK);
-    let mut rebuilt = s.store.mints(Select::All).unwrap().remove(0);
+    let mut rebuilt = f.issued("tr-template").await;
     let tagged = reconciler::TokenizationRequestId::parse("tr-tagged").unwrap();
     rebuilt.intent.tokenization_request_id =
         reconciler::TokenizationRequestId::parse("tr-answered").unwrap();
