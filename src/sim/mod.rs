@@ -64,6 +64,12 @@ impl Sim {
         self.with(|state| state.snapshot())
     }
 
+    /// `callback/mint` calls answered 200 so far: a cheap poll (no copy of the state) for a
+    /// caller waiting for a run's callbacks.
+    pub fn mint_callbacks_accepted(&self) -> usize {
+        self.with(|state| state.mint_callbacks_accepted())
+    }
+
     /// One recorded request by Alpaca's id, without counting as a poll.
     pub fn request(&self, tokenization_request_id: &str) -> Option<SimRequest> {
         self.with(|state| state.request(tokenization_request_id).cloned())
