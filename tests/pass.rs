@@ -1135,3 +1135,43 @@ async fn a_shape_estimated_in_one_pass_is_reused_by_later_passes_for_ten_blocks(
     );
     rig.assert_each_minted_once(&ids).await;
 }
+
+/// Issue 16: a finished mint callback ends its mint and gives the chain nothing to do, so it
+/// starts no pass. A block's worth of callbacks finishing one by one used to run a pass each,
+/// every one reading the whole active set, while the issuer's intake waited for the CPU.
+#[tokio::test(start_paused = true)]
+async fn a_finished_mint_callback_starts_no_pass() {
+    let rig = Rig::new();
+    let irid = rig.issue_confirmed("tr-quiet", "1");
+    let mut looping = new_loop(&rig.store, &rig.chain, &rig.sim, &rig.policy, None);
+    // Passes come from the head and from the jobs alone: the timer never fires in this test.
+    looping.config.interval = Duration::from_secs(3_600);
+    let passes = looping.passes.clone();
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(looping.run(wake.clone(), async move {
+        let _ = stopped.await;
+    }));
+    // The head watcher's first look, so that it sees the first block move the head.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    wake.notify_one();
+    passes.more(1).await;
+    let mut blocks = 0;
+    while !rig.acked(&irid) {
+        assert!(blocks < 10, "the mint was never called back");
+        rig.node.mine();
+        blocks += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(rig.callbacks("tr-quiet"), 1);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(
+        passes.get(),
+        1 + blocks,
+        "one pass for the wake and one per block: the finished callback ran one more"
+    );
+    let _ = stop.send(());
+    running.await.unwrap();
+    assert_eq!(rig.deposits_for(&irid), 1);
+    assert_eq!(rig.callbacks("tr-quiet"), 1);
+}

@@ -2,10 +2,11 @@
 //! could be repeated (a signed transaction is stored before it is broadcast; a callback is marked
 //! attempted before it is sent).
 
+use super::alpaca_jobs::{self, AfterJob};
 use super::crash::{maybe_crash, CrashPoint};
 use super::gas_shapes::{covers, receivers};
 use super::resend::{rebroadcast, replace, settle, REBROADCASTS_AT_ONCE};
-use super::{alpaca_jobs, PassError, PassSummary, ReconcileLoop};
+use super::{PassError, PassSummary, ReconcileLoop};
 use crate::alpaca::Broker;
 use crate::chain::{burn_calldata, mint_calldata, return_calldata, Chain, Fees};
 use crate::store::{Store, TxRecord, TxVariant};
@@ -155,12 +156,17 @@ fn submit_callbacks<B: Broker + Clone + 'static>(
             let ctx = r.job_ctx();
             let marked_now = marked.contains(&issuer_request_id);
             let id = issuer_request_id.clone();
-            r.alpaca
-                .submit(&issuer_request_id, "callback", &r.polls, async move {
+            r.alpaca.submit(
+                &issuer_request_id,
+                "callback",
+                AfterJob::Nothing,
+                &r.polls,
+                async move {
                     alpaca_jobs::callback(&ctx, id, tx_hash, marked_now)
                         .await
                         .map(|_| ())
-                });
+                },
+            );
             summary.callbacks_submitted += 1;
         }
     }
@@ -187,9 +193,10 @@ async fn act_one<B: Broker + Clone + 'static>(
         Action::RecoverMint { deposit } => {
             let ctx = r.job_ctx();
             let id = deposit.issuer_request_id.clone();
-            r.alpaca.submit(&id, "recover", &r.polls, async move {
-                alpaca_jobs::recover(&ctx, &deposit).await
-            });
+            r.alpaca
+                .submit(&id, "recover", AfterJob::Pass, &r.polls, async move {
+                    alpaca_jobs::recover(&ctx, &deposit).await
+                });
         }
         Action::RedeemCall {
             redemption_id,
@@ -197,10 +204,13 @@ async fn act_one<B: Broker + Clone + 'static>(
         } => {
             let ctx = r.job_ctx();
             let id = redemption_id.clone();
-            r.alpaca
-                .submit(&redemption_id, "redeem", &r.polls, async move {
-                    alpaca_jobs::redeem_call(&ctx, &id).await
-                });
+            r.alpaca.submit(
+                &redemption_id,
+                "redeem",
+                AfterJob::Pass,
+                &r.polls,
+                async move { alpaca_jobs::redeem_call(&ctx, &id).await },
+            );
         }
         Action::Burn {
             vault,

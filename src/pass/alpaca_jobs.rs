@@ -31,6 +31,18 @@ const JOBS_AT_ONCE: usize = 128;
 /// point: what it marks before calling makes the next attempt ask Alpaca first).
 const JOB_DEADLINE: Duration = Duration::from_secs(60);
 
+/// Whether a job that succeeded starts a pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AfterJob {
+    /// Its outcome gives the plan chain work (a redemption to burn, a mint to send): a pass runs
+    /// at once.
+    Pass,
+    /// Its outcome ends its item (a mint callback): nothing follows, and the next head or timer
+    /// pass is soon enough. A block's worth of callbacks finishing one after another would
+    /// otherwise run a pass each, every one reading the whole active set.
+    Nothing,
+}
+
 /// What a job needs: owned handles, so it can outlive the pass that submitted it.
 pub(super) struct JobCtx<B> {
     pub store: Arc<dyn Store>,
@@ -83,11 +95,13 @@ impl AlpacaWork {
     /// Starts `job` for `item` unless one is already in flight for it. Never waits.
     ///
     /// On failure the item is backed off in `polls`: the plan keeps asking for it every pass,
-    /// but it is submitted again only once due.
+    /// but it is submitted again only once due. On success the loop runs a pass at once if
+    /// `after` says the job's outcome gives a pass work.
     pub(super) fn submit<F>(
         &self,
         item: &IssuerRequestId,
         what: &'static str,
+        after: AfterJob,
         polls: &PollSchedule,
         job: F,
     ) where
@@ -116,7 +130,11 @@ impl AlpacaWork {
                 .unwrap_or_else(PoisonError::into_inner)
                 .remove(&key);
             match outcome {
-                Ok(Ok(())) => inner.done.notify_one(),
+                Ok(Ok(())) => {
+                    if after == AfterJob::Pass {
+                        inner.done.notify_one();
+                    }
+                }
                 Ok(Err(e)) => {
                     polls.wait_more(&item);
                     tracing::warn!(job = what, item = %item, error = %e, "Alpaca job failed; tried again later");

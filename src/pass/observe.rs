@@ -1,7 +1,8 @@
 //! Observe: the head, reorgs, our transactions, tagged deposits; then the world the plan sees.
 
+use super::alpaca_jobs::{self, AfterJob};
 use super::crash::{maybe_crash, CrashPoint};
-use super::{alpaca_jobs, PassError, ReconcileLoop};
+use super::{PassError, ReconcileLoop};
 use crate::alpaca::Broker;
 use crate::chain::{Chain, ChainError};
 use crate::store::{AccountKey, Scan, Store};
@@ -529,10 +530,13 @@ fn alpaca_views<B: Broker + Clone + 'static>(
         let ctx = r.job_ctx();
         let work = r.alpaca.clone();
         let (redemption, trid) = (redemption.clone(), tokenization_request_id.clone());
-        r.alpaca
-            .submit(&redemption.id.clone(), "poll", &r.polls, async move {
-                alpaca_jobs::poll(&ctx, &work, &redemption, &trid).await
-            });
+        r.alpaca.submit(
+            &redemption.id.clone(),
+            "poll",
+            AfterJob::Pass,
+            &r.polls,
+            async move { alpaca_jobs::poll(&ctx, &work, &redemption, &trid).await },
+        );
     }
     views
 }

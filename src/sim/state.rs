@@ -307,7 +307,10 @@ impl State {
     }
 
     pub(super) fn mint_callbacks_accepted(&self) -> usize {
-        self.mint_callbacks.iter().filter(|c| c.status == 200).count()
+        self.mint_callbacks
+            .iter()
+            .filter(|c| c.status == 200)
+            .count()
     }
 
     pub(super) fn count_hit(&mut self, route: &str) {
