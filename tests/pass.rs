@@ -78,6 +78,7 @@ fn new_loop(
         passes: issuer::pass::PassCount::default(),
         fence: issuer::ha::Fence::single(),
         gas_shapes: issuer::pass::GasShapes::default(),
+        resent: issuer::pass::Resent::default(),
     }
 }
 
@@ -1174,4 +1175,35 @@ async fn a_finished_mint_callback_starts_no_pass() {
     running.await.unwrap();
     assert_eq!(rig.deposits_for(&irid), 1);
     assert_eq!(rig.callbacks("tr-quiet"), 1);
+}
+
+/// Issue 16: a pending nonce is re-sent at most once per block, however many passes run at that
+/// head (a pass runs on every head and every timer tick; with a queue of full batches behind a
+/// busy block each pass re-sent all of them).
+#[tokio::test(start_paused = true)]
+async fn a_pending_nonce_is_re_sent_once_per_block_whatever_the_passes() {
+    let rig = Rig::new();
+    let ids: Vec<_> = (0..80)
+        .map(|i| rig.issue_confirmed(&format!("tr-{i}"), "1"))
+        .collect();
+    rig.node.faults(|f| f.lose_broadcasts = 1);
+    rig.pass().await;
+    assert_eq!(
+        rig.node.pooled(),
+        1,
+        "nonce 0 lost, nonce 1 waits behind it"
+    );
+    rig.node.mine();
+    let before = rig.node.broadcasts();
+    for _ in 0..3 {
+        rig.pass().await;
+    }
+    assert_eq!(
+        rig.node.broadcasts() - before,
+        2,
+        "three passes at one head re-send each of the two pending nonces once"
+    );
+    rig.node.mine();
+    assert_eq!(rig.balance(rig.ap_wallet), shares(80));
+    rig.assert_each_minted_once(&ids).await;
 }

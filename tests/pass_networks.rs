@@ -117,6 +117,7 @@ impl Rig {
             passes: issuer::pass::PassCount::default(),
             fence: issuer::ha::Fence::single(),
             gas_shapes: issuer::pass::GasShapes::default(),
+            resent: issuer::pass::Resent::default(),
         };
         Net {
             name,

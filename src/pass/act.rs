@@ -94,15 +94,23 @@ pub async fn act<B: Broker + Clone + 'static>(
             tracing::warn!(action = what, error = %e, "action failed; the next pass plans it again");
         }
     }
-    for chunk in rebroadcasts.chunks(REBROADCASTS_AT_ONCE) {
+    let head = world.head_block;
+    for chunk in r
+        .resent
+        .due(head, &rebroadcasts)
+        .chunks(REBROADCASTS_AT_ONCE)
+    {
         if r.stop.is_set() || !r.fence.holds() {
             break;
         }
         let sent =
             futures::future::join_all(chunk.iter().map(|&nonce| rebroadcast(r, nonce))).await;
-        for (nonce, outcome) in chunk.iter().zip(sent) {
-            if let Err(e) = outcome {
-                tracing::warn!(nonce, error = %e, "rebroadcast failed; the next pass plans it again");
+        for (&nonce, outcome) in chunk.iter().zip(sent) {
+            match outcome {
+                Ok(()) => r.resent.record(nonce, head),
+                Err(e) => {
+                    tracing::warn!(nonce, error = %e, "rebroadcast failed; the next pass plans it again");
+                }
             }
         }
     }

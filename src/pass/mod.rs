@@ -6,7 +6,7 @@ mod act;
 mod gas_shapes;
 mod resend;
 pub use gas_shapes::GasShapes;
-pub use resend::rebroadcast_all;
+pub use resend::{rebroadcast_all, Resent};
 mod alpaca_jobs;
 mod crash;
 mod observe;
@@ -96,6 +96,8 @@ pub struct ReconcileLoop<B> {
     pub fence: crate::ha::Fence,
     /// Gas limits recent passes estimated, reused for batches of the same shape.
     pub gas_shapes: GasShapes,
+    /// The head at which each pending nonce was last re-sent (once per block at most).
+    pub resent: Resent,
 }
 
 /// Counts finished passes and wakes whoever waits for more. Cheap to clone.
@@ -247,6 +249,7 @@ impl<B: Broker + Clone + 'static> ReconcileLoop<B> {
             passes: PassCount::default(),
             fence: crate::ha::Fence::single(),
             gas_shapes: GasShapes::default(),
+            resent: Resent::default(),
         }
     }
 

@@ -247,6 +247,7 @@ impl Issuer {
             passes: passes.clone(),
             fence: issuer::ha::Fence::single(),
             gas_shapes: issuer::pass::GasShapes::default(),
+            resent: issuer::pass::Resent::default(),
         };
         let looping = tokio::spawn(reconciler.run(wake.clone(), stopper(rx.clone())));
         let serving = tokio::spawn({
