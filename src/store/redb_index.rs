@@ -63,7 +63,10 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Puts `id` in `set` or takes it out.
+/// Puts `id` in `set` or takes it out. Nothing is written when it is already in or out: a
+/// mint's every update (its deposit seen, its callback marked, answered) keeps it in the active
+/// set, and an insert of a key already there still copies and rewrites its page, one more random
+/// page for every commit to write and sync.
 fn set_member(
     txn: &WriteTransaction,
     set: IdSet,
@@ -71,6 +74,9 @@ fn set_member(
     member: bool,
 ) -> Result<(), StoreError> {
     let mut table = txn.open_table(set)?;
+    if table.get(id)?.is_some() == member {
+        return Ok(());
+    }
     if member {
         table.insert(id, ())?;
     } else {
