@@ -447,6 +447,23 @@ impl Rig {
         }
     }
 
+    /// 80 confirmed mints sent in two transactions, the first of which the node loses (so the
+    /// second waits behind it), and a block mined without either.
+    async fn two_batches_the_node_lost_the_first_of(&self) -> Vec<IssuerRequestId> {
+        let ids: Vec<_> = (0..80)
+            .map(|i| self.issue_confirmed(&format!("tr-{i}"), "1"))
+            .collect();
+        self.node.faults(|f| f.lose_broadcasts = 1);
+        self.pass().await;
+        assert_eq!(
+            self.node.pooled(),
+            1,
+            "nonce 0 lost, nonce 1 waits behind it"
+        );
+        self.node.mine();
+        ids
+    }
+
     /// What the loop does at start: re-sends every stored unsettled transaction.
     async fn looping_rebroadcast(&self) {
         issuer::pass::rebroadcast_all(
@@ -1009,17 +1026,7 @@ async fn a_crash_after_a_pass_stored_its_transactions_loses_none_and_signs_none_
 #[tokio::test(start_paused = true)]
 async fn a_nonce_a_block_left_out_is_recovered_in_one_block() {
     let rig = Rig::new();
-    let ids: Vec<_> = (0..80)
-        .map(|i| rig.issue_confirmed(&format!("tr-{i}"), "1"))
-        .collect();
-    rig.node.faults(|f| f.lose_broadcasts = 1);
-    rig.pass().await;
-    assert_eq!(
-        rig.node.pooled(),
-        1,
-        "nonce 0 lost, nonce 1 waits behind it"
-    );
-    rig.node.mine();
+    let ids = rig.two_batches_the_node_lost_the_first_of().await;
     assert_eq!(
         rig.balance(rig.ap_wallet),
         U256::ZERO,
@@ -1183,17 +1190,7 @@ async fn a_finished_mint_callback_starts_no_pass() {
 #[tokio::test(start_paused = true)]
 async fn a_pending_nonce_is_re_sent_once_per_block_whatever_the_passes() {
     let rig = Rig::new();
-    let ids: Vec<_> = (0..80)
-        .map(|i| rig.issue_confirmed(&format!("tr-{i}"), "1"))
-        .collect();
-    rig.node.faults(|f| f.lose_broadcasts = 1);
-    rig.pass().await;
-    assert_eq!(
-        rig.node.pooled(),
-        1,
-        "nonce 0 lost, nonce 1 waits behind it"
-    );
-    rig.node.mine();
+    let ids = rig.two_batches_the_node_lost_the_first_of().await;
     let before = rig.node.broadcasts();
     for _ in 0..3 {
         rig.pass().await;
