@@ -9,7 +9,9 @@
 //!    bound (block gas limit / gas used per mint), confirm-to-callback and block-to-callback
 //!    latency (from the bench first seeing the deposit's block, polled every 10 ms, to the
 //!    simulator receiving the callback); every mint checked deposited once and called back once.
-//!    Intake runs again during the 2,000 (goal 5). Then 20 mints one transaction at a time.
+//!    Intake runs again during the 2,000 (goal 5), into a store of its own in the same process;
+//!    then once more into the minting issuer itself (one store and writer, as in production).
+//!    Then 20 mints one transaction at a time.
 //! 3. The same 200 mints signed by an AWS KMS key (moto's KMS server, as in `tests/signers.rs`)
 //!    beside the local key: one KMS signature per transaction, however many mints it carries.
 //!    Skipped with a line saying so when moto is not installed.
@@ -45,6 +47,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Intake's clients, and the issuances each sends.
+const INTAKE_CLIENTS: usize = 64;
+const INTAKE_PER_CLIENT: usize = 160;
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -61,8 +67,6 @@ async fn intake() -> (f64, Duration) {
 /// [`intake`] with `listed` assets in the store (the requests name the first): what the number
 /// of listed assets costs each request.
 async fn intake_with_assets(listed: usize) -> (f64, Duration) {
-    const CLIENTS: usize = 64;
-    const PER_CLIENT: usize = 160;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bench.redb");
     let store = RedbStore::open(&path).unwrap();
@@ -112,42 +116,10 @@ async fn intake_with_assets(listed: usize) -> (f64, Duration) {
     ));
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    let addr = listener_addr;
     let metrics = issuer::metrics::metrics();
     let commits_before = (metrics.store_commits.get(), metrics.store_writes.get());
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..CLIENTS {
-        let client_id = account.client_id.to_string();
-        tasks.push(tokio::spawn(async move {
-            let mut connection = KeepAlive::connect(addr).await;
-            let mut latencies = Vec::with_capacity(PER_CLIENT);
-            for i in 0..PER_CLIENT {
-                let body = json!({
-                    "tokenization_request_id": format!("bench-{c}-{i}"),
-                    "qty": "1.5",
-                    "underlying_symbol": "AAPL",
-                    "token_symbol": "tAAPL",
-                    "network": "anvil",
-                    "client_external_account_id": client_id,
-                    "wallet_address": AP_WALLET,
-                })
-                .to_string();
-                let t = Instant::now();
-                let (status, _) = connection
-                    .post("/inkind/issuance", issuer::cli::LOCAL_API_KEY, &body)
-                    .await;
-                assert_eq!(status, 200);
-                latencies.push(t.elapsed());
-            }
-            latencies
-        }));
-    }
-    let mut latencies = Vec::new();
-    for t in tasks {
-        latencies.extend(t.await.unwrap());
-    }
-    let elapsed = started.elapsed();
+    let (mut latencies, elapsed) =
+        issuance_load(listener_addr, account.client_id.to_string(), "bench").await;
     let commits = metrics.store_commits.get() - commits_before.0;
     let writes = metrics.store_writes.get() - commits_before.1;
     latencies.sort();
@@ -157,7 +129,7 @@ async fn intake_with_assets(listed: usize) -> (f64, Duration) {
     store.close();
     let reopened = RedbStore::open(&path).unwrap();
     let on_disk = reopened.mints(Select::All).unwrap().len();
-    println!("intake: {total} durable POST /inkind/issuance, {CLIENTS} concurrent clients, {listed} asset(s) listed");
+    println!("intake: {total} durable POST /inkind/issuance, {INTAKE_CLIENTS} concurrent clients, {listed} asset(s) listed");
     println!(
         "  {:.0} requests/s over {:.2} s",
         total as f64 / elapsed.as_secs_f64(),
@@ -181,6 +153,49 @@ async fn intake_with_assets(listed: usize) -> (f64, Duration) {
         total as f64 / elapsed.as_secs_f64(),
         percentile(&latencies, 0.99),
     )
+}
+
+/// 64 clients, each one keep-alive connection, sending 160 new issuances one after another
+/// (ids `{prefix}-{client}-{n}`) for `client_id`'s wallet on AAPL: each request's latency, and
+/// the time from the first to the last answer. Every answer must be 200.
+async fn issuance_load(
+    addr: std::net::SocketAddr,
+    client_id: String,
+    prefix: &str,
+) -> (Vec<Duration>, Duration) {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..INTAKE_CLIENTS {
+        let (client_id, prefix) = (client_id.clone(), prefix.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let mut connection = KeepAlive::connect(addr).await;
+            let mut latencies = Vec::with_capacity(INTAKE_PER_CLIENT);
+            for i in 0..INTAKE_PER_CLIENT {
+                let body = json!({
+                    "tokenization_request_id": format!("{prefix}-{c}-{i}"),
+                    "qty": "1.5",
+                    "underlying_symbol": "AAPL",
+                    "token_symbol": "tAAPL",
+                    "network": "anvil",
+                    "client_external_account_id": client_id,
+                    "wallet_address": AP_WALLET,
+                })
+                .to_string();
+                let t = Instant::now();
+                let (status, _) = connection
+                    .post("/inkind/issuance", issuer::cli::LOCAL_API_KEY, &body)
+                    .await;
+                assert_eq!(status, 200);
+                latencies.push(t.elapsed());
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::with_capacity(INTAKE_CLIENTS * INTAKE_PER_CLIENT);
+    for t in tasks {
+        latencies.extend(t.await.unwrap());
+    }
+    (latencies, started.elapsed())
 }
 
 /// Intake with metrics recorded and not, alternately three times each: what `/metrics` costs
@@ -211,7 +226,7 @@ fn ms(d: Duration) -> f64 {
 }
 
 async fn mints(label: &str, count: usize, policy: Policy) -> MintRun {
-    mints_signed_by(label, count, policy, None, None).await
+    mints_signed_by(label, count, policy, None, During::Nothing).await
 }
 
 /// What one mint run measured.
@@ -260,7 +275,7 @@ async fn mints_signed_by(
     count: usize,
     policy: Policy,
     signer: Option<issuer::chain::BotSigner>,
-    confirmed_all: Option<tokio::sync::oneshot::Sender<()>>,
+    during: During,
 ) -> MintRun {
     use alloy::providers::Provider;
     let world = World::start(Some(1)).await;
@@ -341,9 +356,20 @@ async fn mints_signed_by(
         let (id, at) = c.await.unwrap();
         confirmed.insert(id, at);
     }
-    if let Some(tell) = confirmed_all {
-        let _ = tell.send(());
-    }
+    let load = match during {
+        During::Nothing => None,
+        During::Tell(tell) => {
+            let _ = tell.send(());
+            None
+        }
+        During::IntakeIntoIssuer => {
+            let addr = issuer.url.trim_start_matches("http://").parse().unwrap();
+            let client_id = world.client_id.to_string();
+            Some(tokio::spawn(async move {
+                issuance_load(addr, client_id, "beside").await
+            }))
+        }
+    };
     let deadline = Instant::now() + Duration::from_secs(600);
     // Polled by count (a copy of the simulator's state every 50 ms would cost the run it
     // measures); the world is this run's own, so every accepted callback is one of its mints.
@@ -351,6 +377,17 @@ async fn mints_signed_by(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let callbacks = world.sim.snapshot().mint_callbacks;
+    if let Some(load) = load {
+        let (mut latencies, elapsed) = load.await.unwrap();
+        latencies.sort();
+        println!(
+            "intake into the minting issuer itself (its HTTP server, store and writer) during the run: {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            latencies.len() as f64 / elapsed.as_secs_f64(),
+            ms(percentile(&latencies, 0.5)),
+            ms(percentile(&latencies, 0.99)),
+            ms(*latencies.last().unwrap())
+        );
+    }
     let _ = watch_stop.send(true);
     let _ = watcher.await;
     // Exactly once: one callback and one tagged deposit per mint.
@@ -482,7 +519,14 @@ async fn mints_with_kms(count: usize) {
     let kms = common::remote::KmsEmulator::start().await;
     let key_id = kms.create_key().await;
     let signer = issuer::chain::BotSigner::Kms(Arc::new(kms.signer(&key_id).await));
-    mints_signed_by("aws-kms", count, Policy::default(), Some(signer), None).await;
+    mints_signed_by(
+        "aws-kms",
+        count,
+        Policy::default(),
+        Some(signer),
+        During::Nothing,
+    )
+    .await;
 }
 
 /// A mint record of 1 share for `trid`, in the given journal and callback states.
@@ -827,10 +871,34 @@ async fn mints_with_intake(count: usize) -> (MintRun, (f64, Duration)) {
         count,
         Policy::default(),
         None,
-        Some(tell),
+        During::Tell(tell),
     )
     .await;
     (run, intake_during.await.unwrap())
+}
+
+/// Intake into the minting issuer itself while it mints `count`: the shape of production, where
+/// the passes' records and Alpaca's requests share one store and its writer (goal 5 measures
+/// intake into a store of its own in the same process).
+async fn mints_with_intake_into_issuer(count: usize) -> MintRun {
+    mints_signed_by(
+        &format!("{count}-with-intake-into-the-issuer"),
+        count,
+        Policy::default(),
+        None,
+        During::IntakeIntoIssuer,
+    )
+    .await
+}
+
+/// What runs beside a mint run once every mint is confirmed.
+enum During {
+    Nothing,
+    /// The caller is told, and starts intake into a store of its own ([`mints_with_intake`]).
+    Tell(tokio::sync::oneshot::Sender<()>),
+    /// Intake into the minting issuer itself, as in production: the same HTTP server, store and
+    /// writer as the passes' records, its requests queued behind theirs.
+    IntakeIntoIssuer,
 }
 
 /// `(target ...)` or `(target ...: MISSED)`.
@@ -930,12 +998,14 @@ fn main() {
         if only == "2000" {
             mints("2000", 2000, Policy::default()).await;
             mints_with_intake(2000).await;
+            mints_with_intake_into_issuer(2000).await;
             return;
         }
         let m200 = mints("200", 200, Policy::default()).await;
         let m1000 = mints("1000", 1000, Policy::default()).await;
         let m2000 = mints("2000", 2000, Policy::default()).await;
         let (_, intake_during) = mints_with_intake(2000).await;
+        mints_with_intake_into_issuer(2000).await;
         if only == "mints" {
             print_goals(store_reads_ms, &m200, &m1000, &m2000, intake_during);
             return;
