@@ -205,6 +205,18 @@ impl Issuer {
         Self::start_with(world, policy, signer, Duration::from_millis(200)).await
     }
 
+    /// [`Self::start_with_signer`] with passes on the shipped timer
+    /// ([`issuer::serve::RECONCILE_INTERVAL_MS_DEFAULT`], not the tests' 200 ms): what the
+    /// bench measures.
+    pub async fn start_as_shipped(
+        world: &World,
+        policy: Policy,
+        signer: issuer::chain::BotSigner,
+    ) -> Issuer {
+        let interval = Duration::from_millis(issuer::serve::RECONCILE_INTERVAL_MS_DEFAULT);
+        Self::start_with(world, policy, signer, interval).await
+    }
+
     async fn start_with(
         world: &World,
         policy: Policy,
