@@ -301,3 +301,41 @@ fn commit_batch(cell: &DbCell, batch: Vec<Job>) {
         done(outcome.clone().map_err(StoreError::Storage));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{queued, Arc, DbCell, StoreError, Writer};
+    use std::sync::mpsc;
+
+    /// A job's own I/O error marks the store broken before its caller is answered: a `/readyz`
+    /// asked right after the failed write already reports it. The answer is taken in the writer
+    /// thread at the moment it is sent, so the order is checked, not a race.
+    #[test]
+    fn a_failed_write_marks_the_store_broken_before_its_caller_hears() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("broken.redb")).unwrap();
+        let cell = Arc::new(DbCell::new(
+            db,
+            Box::new(|| Err(StoreError::Storage("not reopened in this test".into()))),
+        ));
+        let writer = Writer::start(cell.clone());
+        let (heard, broken_when_heard) = mpsc::channel();
+        let job = queued(
+            |_| -> Result<(), StoreError> {
+                Err(StoreError::Storage(
+                    "I/O error: no space left on device".into(),
+                ))
+            },
+            move |answer: Result<(), StoreError>| {
+                let _ = heard.send((answer.is_err(), cell.broken()));
+            },
+        );
+        writer.jobs.as_ref().unwrap().send(job).unwrap();
+        let (failed, broken) = broken_when_heard.recv().unwrap();
+        assert!(failed, "the caller hears of the failure");
+        assert!(
+            broken.is_some_and(|why| why.contains("no space left")),
+            "the store was not marked broken when the caller heard"
+        );
+    }
+}
