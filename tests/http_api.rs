@@ -190,6 +190,14 @@ impl Server {
         .await
     }
 
+    /// Lists (or relists) an asset through the operators' route; asserts it was taken.
+    async fn list_asset(&self, asset: &Value) {
+        let (status, answer) = self
+            .operator(Method::POST, "/operator/assets", Some(asset))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+    }
+
     /// Registers and links the AP of the fixtures, whitelists its wallet and adds AAPL on anvil.
     async fn seed(&self) -> String {
         let (status, account) = self
@@ -215,14 +223,7 @@ impl Server {
             )
             .await;
         assert_eq!(status, StatusCode::OK);
-        let (status, _) = self
-            .operator(
-                Method::POST,
-                "/operator/assets",
-                Some(&fixture("operator_asset.json")),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK);
+        self.list_asset(&fixture("operator_asset.json")).await;
         client_id
     }
 }
@@ -1577,10 +1578,7 @@ async fn a_wallet_that_becomes_an_assets_contract_is_refused_from_the_listing_on
             ],
         )
     };
-    let (status, answer) = s
-        .operator(Method::POST, "/operator/assets", Some(&listed(&wallet)))
-        .await;
-    assert_eq!(status, StatusCode::OK, "{answer}");
+    s.list_asset(&listed(&wallet)).await;
     assert_eq!(
         s.post("/inkind/issuance", &issuance(&f.client_id, "after"))
             .await,
@@ -1588,14 +1586,8 @@ async fn a_wallet_that_becomes_an_assets_contract_is_refused_from_the_listing_on
     );
     assert_eq!(s.store.mints(Select::All).unwrap().len(), 1);
 
-    let (status, answer) = s
-        .operator(
-            Method::POST,
-            "/operator/assets",
-            Some(&listed("0x00000000000000000000000000000000000000aa")),
-        )
+    s.list_asset(&listed("0x00000000000000000000000000000000000000aa"))
         .await;
-    assert_eq!(status, StatusCode::OK, "{answer}");
     let (status, answer) = s
         .post("/inkind/issuance", &issuance(&f.client_id, "relisted"))
         .await;
