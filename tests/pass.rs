@@ -1204,3 +1204,30 @@ async fn a_pending_nonce_is_re_sent_once_per_block_whatever_the_passes() {
     assert_eq!(rig.balance(rig.ap_wallet), shares(80));
     rig.assert_each_minted_once(&ids).await;
 }
+
+/// Issue 16: transactions queued behind a full block only wait their turn. The pass after it
+/// re-sends none of them (it used to re-send each one at every block); the next blocks mine
+/// them, and every mint once.
+#[tokio::test(start_paused = true)]
+async fn transactions_queued_behind_a_full_block_are_not_re_sent() {
+    let rig = Rig::new();
+    // 12 batches of 40: the node's 30M-gas block has room for 9 of their gas limits.
+    let ids: Vec<_> = (0..480)
+        .map(|i| rig.issue_confirmed(&format!("tr-{i}"), "1"))
+        .collect();
+    rig.pass().await;
+    assert_eq!(rig.node.pooled(), 12, "all sent in one pass");
+    rig.node.mine();
+    let queued = rig.node.pooled();
+    assert!(queued > 0, "the block had no room for the last batches");
+    let before = rig.node.broadcasts();
+    rig.pass().await;
+    assert_eq!(
+        rig.node.broadcasts() - before,
+        0,
+        "none of the {queued} queued transactions re-sent"
+    );
+    rig.node.mine();
+    assert_eq!(rig.node.pooled(), 0, "the next block mined them");
+    rig.assert_each_minted_once(&ids).await;
+}

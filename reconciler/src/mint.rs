@@ -180,4 +180,7 @@ pub struct TrackedTx {
     pub nonce: u64,
     pub purpose: TxPurpose,
     pub status: TxStatus,
+    /// The gas limit it was signed with (its newest variant's); `None` if not known.
+    #[serde(default)]
+    pub gas_limit: Option<u64>,
 }

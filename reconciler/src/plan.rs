@@ -54,6 +54,10 @@ impl Default for Policy {
 pub struct World {
     /// Latest block number of the chain when observed.
     pub head_block: u64,
+    /// The gas that head block left unused; `None` if not known. With it, a queued transaction
+    /// is re-sent only if that block had room for our lowest pending one and left it out.
+    #[serde(default)]
+    pub head_gas_room: Option<u64>,
     /// Mint intents not yet finished (a finished one is acknowledged by Alpaca).
     pub mints: Vec<MintIntent>,
     /// Every tagged deposit seen on our vaults for those intents, or without an intent.
@@ -192,8 +196,17 @@ pub fn plan(world: &World, policy: &Policy) -> Vec<Action> {
         .txs
         .iter()
         .filter(|tx| matches!(tx.status, TxStatus::Pending { .. }))
-        .map(|tx| tx.nonce)
-        .min();
+        .min_by_key(|tx| tx.nonce);
+    // Behind a full block our transactions only wait their turn (a nonce cannot be mined before
+    // the one below it): re-sending a block's worth of them loads the node for nothing. They go
+    // out again when the head block had room for the lowest and still left it out (the node lost
+    // it, or never had it), or when either figure is unknown.
+    let head_left_ours_out =
+        lowest_pending.is_some_and(|tx| match (world.head_gas_room, tx.gas_limit) {
+            (Some(room), Some(limit)) => room >= limit,
+            _ => true,
+        });
+    let lowest_pending = lowest_pending.map(|tx| tx.nonce);
     for tx in &world.txs {
         let covered: &[IssuerRequestId] = match &tx.purpose {
             TxPurpose::Mint {
@@ -206,7 +219,7 @@ pub fn plan(world: &World, policy: &Policy) -> Vec<Action> {
                 in_flight.extend(covered);
                 if age_blocks >= policy.replace_after_blocks && lowest_pending == Some(tx.nonce) {
                     actions.push(Action::Replace { nonce: tx.nonce });
-                } else if age_blocks >= policy.rebroadcast_after_blocks {
+                } else if age_blocks >= policy.rebroadcast_after_blocks && head_left_ours_out {
                     actions.push(Action::Rebroadcast { nonce: tx.nonce });
                 }
             }

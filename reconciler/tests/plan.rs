@@ -105,11 +105,15 @@ fn deposit(issuer_request_id: &str, block: u64) -> ObservedDeposit {
     }
 }
 
+/// The gas limit every test transaction is signed with.
+const TX_GAS_LIMIT: u64 = 3_000_000;
+
 fn tx(nonce: u64, purpose: TxPurpose, status: TxStatus) -> TrackedTx {
     TrackedTx {
         nonce,
         purpose,
         status,
+        gas_limit: Some(TX_GAS_LIMIT),
     }
 }
 
@@ -328,6 +332,56 @@ fn mint_with_pending_tx_past_rebroadcast_after_rebroadcasts_it() {
     let actions = plan(&world, &policy());
     assert_eq!(actions, [Action::Rebroadcast { nonce: 7 }]);
     assert_json_snapshot!(actions);
+}
+
+/// Issue 16: behind a full block our queued transactions only wait their turn; re-sending them
+/// every block loaded the node with a block's worth of 10 KB transactions.
+#[test]
+fn pending_txs_behind_a_head_block_without_room_for_the_lowest_are_not_re_sent() {
+    let world = World {
+        mints: vec![ready("m1"), ready("m2")],
+        txs: vec![
+            tx(7, minting(VAULT_A, &["m1"]), pending(2)),
+            tx(8, minting(VAULT_A, &["m2"]), pending(2)),
+        ],
+        head_gas_room: Some(TX_GAS_LIMIT - 1),
+        ..world()
+    };
+    assert_eq!(plan(&world, &policy()), []);
+}
+
+#[test]
+fn pending_txs_are_re_sent_when_the_head_block_had_room_for_the_lowest_and_left_it_out() {
+    let world = World {
+        mints: vec![ready("m1"), ready("m2")],
+        txs: vec![
+            tx(7, minting(VAULT_A, &["m1"]), pending(2)),
+            tx(8, minting(VAULT_A, &["m2"]), pending(2)),
+        ],
+        head_gas_room: Some(TX_GAS_LIMIT),
+        ..world()
+    };
+    assert_eq!(
+        plan(&world, &policy()),
+        [
+            Action::Rebroadcast { nonce: 7 },
+            Action::Rebroadcast { nonce: 8 }
+        ]
+    );
+}
+
+#[test]
+fn a_nonce_stuck_behind_full_blocks_is_still_repriced() {
+    let world = World {
+        mints: vec![ready("m1"), ready("m2")],
+        txs: vec![
+            tx(5, minting(VAULT_A, &["m1"]), pending(10)),
+            tx(6, minting(VAULT_A, &["m2"]), pending(10)),
+        ],
+        head_gas_room: Some(0),
+        ..world()
+    };
+    assert_eq!(plan(&world, &policy()), [Action::Replace { nonce: 5 }]);
 }
 
 #[test]

@@ -18,7 +18,7 @@ use alloy::consensus::{SignableTransaction, TxEip1559, TxEnvelope};
 use alloy::eips::eip2718::Encodable2718;
 use alloy::primitives::{Address, Bytes, TxKind, B256, U256};
 use alloy::sol_types::SolCall;
-pub use node::{At, Fees, LogAt, LogQuery, Node, NodeReceipt, VaultEvent, VaultLog};
+pub use node::{At, BlockHead, Fees, LogAt, LogQuery, Node, NodeReceipt, VaultEvent, VaultLog};
 use reconciler::{meta, IssuerRequestId, ObservedBurn, ObservedDeposit, TokenizationRequestId};
 pub use rpc::{RpcNode, LOG_RANGE_BLOCKS_MAX};
 pub use signer::{BotSigner, EthersSigner, SignerKind};
@@ -149,6 +149,11 @@ impl Chain {
 
     pub async fn block_hash(&self, number: u64) -> Result<Option<B256>, ChainError> {
         self.node.block_hash(number).await
+    }
+
+    /// Block `number`'s hash and the gas it left unused; `None` if the node does not have it.
+    pub async fn block_head(&self, number: u64) -> Result<Option<BlockHead>, ChainError> {
+        self.node.block_head(number).await
     }
 
     /// The bot's nonce counting only mined transactions.

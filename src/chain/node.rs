@@ -61,6 +61,15 @@ pub enum LogQuery {
     All,
 }
 
+/// A mined block as the pass reads its head: its hash, and the gas it left unused (its limit less
+/// what its transactions used), which says whether a transaction of ours it left out would have
+/// fitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockHead {
+    pub hash: B256,
+    pub gas_room: u64,
+}
+
 /// A mined transaction's receipt: its block, status and the vault events among its logs.
 #[derive(Debug, Clone)]
 pub struct NodeReceipt {
@@ -81,8 +90,13 @@ pub trait Node: Send + Sync + std::fmt::Debug {
 
     async fn head(&self) -> Result<u64, ChainError>;
 
+    /// Block `number`'s hash and unused gas; `None` if the node does not have it (yet).
+    async fn block_head(&self, number: u64) -> Result<Option<BlockHead>, ChainError>;
+
     /// The hash of block `number`; `None` if the node does not have it (yet).
-    async fn block_hash(&self, number: u64) -> Result<Option<B256>, ChainError>;
+    async fn block_hash(&self, number: u64) -> Result<Option<B256>, ChainError> {
+        Ok(self.block_head(number).await?.map(|b| b.hash))
+    }
 
     /// `account`'s transaction count at `at`.
     async fn nonce(&self, account: Address, at: At) -> Result<u64, ChainError>;

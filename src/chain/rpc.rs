@@ -2,7 +2,7 @@
 //! wire: every call is bounded in time, logs are asked in ranges providers accept, and the error
 //! texts nodes use for "already have it", "nonce used" and "fee too low" become typed errors.
 
-use super::node::{At, Fees, LogAt, LogQuery, Node, NodeReceipt, VaultEvent, VaultLog};
+use super::node::{At, BlockHead, Fees, LogAt, LogQuery, Node, NodeReceipt, VaultEvent, VaultLog};
 use super::{Authorizer, ChainError, Receipt, Vault};
 use alloy::eips::{BlockId, BlockNumberOrTag};
 use alloy::network::Ethereum;
@@ -149,7 +149,7 @@ impl Node for RpcNode {
         timed("eth_blockNumber", self.provider.get_block_number()).await
     }
 
-    async fn block_hash(&self, number: u64) -> Result<Option<B256>, ChainError> {
+    async fn block_head(&self, number: u64) -> Result<Option<BlockHead>, ChainError> {
         let block = timed(
             "eth_getBlockByNumber",
             self.provider
@@ -157,7 +157,10 @@ impl Node for RpcNode {
                 .into_future(),
         )
         .await?;
-        Ok(block.map(|b| b.header.hash))
+        Ok(block.map(|b| BlockHead {
+            hash: b.header.hash,
+            gas_room: b.header.gas_limit.saturating_sub(b.header.gas_used),
+        }))
     }
 
     async fn nonce(&self, account: Address, at: At) -> Result<u64, ChainError> {

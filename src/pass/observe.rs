@@ -22,15 +22,16 @@ pub async fn observe<B: Broker + Clone + 'static>(
     // The head's hash is fixed before any scan and checked after: logs from a block replaced
     // while we read would otherwise be recorded beside the new block's hash and never re-checked.
     // Reorg detection compares stored blocks with the chain's: independent of it, side by side.
-    let (head_hash, ()) = tokio::try_join!(
+    let (head_block, ()) = tokio::try_join!(
         async {
             chain
-                .block_hash(head)
+                .block_head(head)
                 .await?
                 .ok_or(PassError::from(ChainError::NodeBehind { block: head }))
         },
         detect_reorg(store, &r.network, chain),
     )?;
+    let head_hash = head_block.hash;
     // This loop's network alone: another network's assets are another loop's, on another chain.
     let assets: Vec<_> = store
         .assets()?
@@ -114,6 +115,7 @@ pub async fn observe<B: Broker + Clone + 'static>(
     let deposits = view.deposits;
     let world = World {
         head_block: head,
+        head_gas_room: Some(head_block.gas_room),
         mints,
         deposits,
         txs,
@@ -216,6 +218,7 @@ async fn our_transactions<B: Broker + Clone + 'static>(
                 nonce: tx.nonce,
                 purpose: tx.purpose.clone(),
                 status,
+                gas_limit: Some(tx.gas_limit),
             });
         }
     }

@@ -188,13 +188,15 @@ impl<K: Keyed, V: DeserializeOwned, I> Records<K, V, I> {
         keys: impl IntoIterator<Item = K::SelfType<'k>>,
     ) -> Result<Vec<V>, StoreError> {
         let table = txn.table(self.table)?;
-        keys.into_iter()
-            .map(|key| {
-                let shown = K::shown(&key);
-                let found = table.get(&key)?.ok_or_else(|| dangling(&shown))?;
-                decode(&shown, found.value())
-            })
-            .collect()
+        let keys = keys.into_iter();
+        // Sized up front: a pass reads thousands, and a growing vector copies them over and over.
+        let mut out = Vec::with_capacity(keys.size_hint().0);
+        for key in keys {
+            let shown = K::shown(&key);
+            let found = table.get(&key)?.ok_or_else(|| dangling(&shown))?;
+            out.push(decode(&shown, found.value())?);
+        }
+        Ok(out)
     }
 
     /// Every record, in key order.

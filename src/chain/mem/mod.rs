@@ -8,7 +8,7 @@
 //! one and a new receipt id to the receiver, `redeem` burns an owner's shares of one receipt id,
 //! `transfer` moves shares, `multicall` runs its calls all or nothing.
 
-use super::node::{At, Fees, LogAt, LogQuery, Node, NodeReceipt, VaultEvent, VaultLog};
+use super::node::{At, BlockHead, Fees, LogAt, LogQuery, Node, NodeReceipt, VaultEvent, VaultLog};
 use super::{ChainError, Vault};
 use alloy::consensus::{Transaction as _, TxEnvelope};
 use alloy::eips::eip2718::Decodable2718;
@@ -69,6 +69,9 @@ struct MinedTx {
 #[derive(Debug, Clone)]
 struct Block {
     hash: B256,
+    /// The gas limit less what the block's transactions reserved (this node counts a
+    /// transaction's gas limit, as a block builder checks it).
+    gas_room: u64,
     ledger: Ledger,
     txs: Vec<MinedTx>,
     logs: Vec<VaultLog>,
@@ -113,6 +116,7 @@ impl MemNode {
     pub fn new(chain_id: u64) -> MemNode {
         let genesis = Block {
             hash: keccak256(format!("genesis {chain_id}")),
+            gas_room: BLOCK_GAS_LIMIT,
             ledger: Ledger::default(),
             txs: Vec::new(),
             logs: Vec::new(),
@@ -373,6 +377,7 @@ impl State {
         self.pool.retain(|p| p.nonce >= ledger.nonce(p.from));
         self.blocks.push(Block {
             hash,
+            gas_room: gas_left,
             ledger,
             txs,
             logs,
@@ -406,13 +411,16 @@ impl Node for MemNode {
         Ok(self.head_now())
     }
 
-    async fn block_hash(&self, number: u64) -> Result<Option<B256>, ChainError> {
+    async fn block_head(&self, number: u64) -> Result<Option<BlockHead>, ChainError> {
         self.check("eth_getBlockByNumber")?;
         Ok(self.with(|s| {
             usize::try_from(number)
                 .ok()
                 .and_then(|n| s.blocks.get(n))
-                .map(|b| b.hash)
+                .map(|b| BlockHead {
+                    hash: b.hash,
+                    gas_room: b.gas_room,
+                })
         }))
     }
 
