@@ -87,6 +87,9 @@ pub struct Metrics {
     pub txs_in_flight: Gauge,
     /// `issuer_transaction_oldest_age_blocks`: blocks since the oldest unsettled one was signed.
     pub tx_oldest_age: Gauge,
+    /// `issuer_transactions_resent_total`: pending transactions of ours sent again as they were,
+    /// after a block that had room for them left them out (a node that loses them shows here).
+    pub txs_resent: Counter,
     /// `issuer_alpaca_calls_total{route, outcome}`.
     pub alpaca_calls: Family<CallLabels, Counter>,
     /// `issuer_alpaca_call_duration_seconds{route}`.
@@ -263,6 +266,12 @@ impl Metrics {
             "Total supply of the asset's vault, in shares",
             supply.clone(),
         );
+        let txs_resent = Counter::default();
+        registry.register(
+            "issuer_transactions_resent",
+            "Pending transactions of ours sent again as they were",
+            txs_resent.clone(),
+        );
         let store_commits = Counter::default();
         registry.register(
             "issuer_store_commits",
@@ -296,6 +305,7 @@ impl Metrics {
             scanned_at: std::sync::Mutex::new(std::collections::HashMap::new()),
             txs_in_flight,
             tx_oldest_age,
+            txs_resent,
             alpaca_calls,
             alpaca_latency,
             confirm_to_callback,

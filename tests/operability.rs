@@ -103,6 +103,7 @@ async fn metrics_and_probes_tell_what_happened() {
     at_least("issuer_transactions_in_flight", 0.0);
     // The store's group commits: the issuance, the pass's records.
     at_least("issuer_store_commits_total", 1.0);
+    at_least("issuer_transactions_resent_total", 0.0);
     at_least("issuer_store_committed_writes_total", 1.0);
     at_least("issuer_store_commit_duration_seconds_count", 1.0);
     at_least(r#"issuer_stuck_items{kind="mint"}"#, 0.0);

@@ -1192,6 +1192,7 @@ async fn a_pending_nonce_is_re_sent_once_per_block_whatever_the_passes() {
     let rig = Rig::new();
     let ids = rig.two_batches_the_node_lost_the_first_of().await;
     let before = rig.node.broadcasts();
+    let resent = issuer::metrics::metrics().txs_resent.get();
     for _ in 0..3 {
         rig.pass().await;
     }
@@ -1200,6 +1201,8 @@ async fn a_pending_nonce_is_re_sent_once_per_block_whatever_the_passes() {
         2,
         "three passes at one head re-send each of the two pending nonces once"
     );
+    // Other tests in this binary may re-send meanwhile: the counter grows by at least these two.
+    assert!(issuer::metrics::metrics().txs_resent.get() - resent >= 2);
     rig.node.mine();
     assert_eq!(rig.balance(rig.ap_wallet), shares(80));
     rig.assert_each_minted_once(&ids).await;

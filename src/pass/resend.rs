@@ -54,6 +54,7 @@ pub(super) async fn rebroadcast<B: Broker + Clone + 'static>(
         if let Some(v) = tx.variants.last() {
             r.fence.check(&format!("broadcast {}", v.hash)).await?;
             r.chain.broadcast(&v.raw).await?;
+            crate::metrics::metrics().txs_resent.inc();
         }
     }
     Ok(())
