@@ -221,6 +221,13 @@ impl Rig {
             .unwrap();
     }
 
+    /// `count` mints of 1 share, `tr-0` to `tr-{count - 1}`, each issued and confirmed.
+    fn issue_confirmed_each(&self, count: usize) -> Vec<IssuerRequestId> {
+        (0..count)
+            .map(|i| self.issue_confirmed(&format!("tr-{i}"), "1"))
+            .collect()
+    }
+
     fn issue_confirmed(&self, trid: &str, qty: &str) -> IssuerRequestId {
         let irid = self.issue(trid, qty);
         self.confirm(&irid);
@@ -346,9 +353,7 @@ async fn a_confirmed_mint_is_deposited_once_and_called_back_once() {
 #[tokio::test(start_paused = true)]
 async fn fifty_mints_confirmed_together_go_out_in_two_transactions() {
     let rig = Rig::new();
-    let ids: Vec<_> = (0..50)
-        .map(|i| rig.issue_confirmed(&format!("tr-{i}"), "1"))
-        .collect();
+    let ids: Vec<_> = rig.issue_confirmed_each(50);
     let before = rig.node.broadcasts();
     rig.run(4).await;
     assert_eq!(rig.balance(rig.ap_wallet), shares(50));
@@ -450,9 +455,7 @@ impl Rig {
     /// 80 confirmed mints sent in two transactions, the first of which the node loses (so the
     /// second waits behind it), and a block mined without either.
     async fn two_batches_the_node_lost_the_first_of(&self) -> Vec<IssuerRequestId> {
-        let ids: Vec<_> = (0..80)
-            .map(|i| self.issue_confirmed(&format!("tr-{i}"), "1"))
-            .collect();
+        let ids: Vec<_> = self.issue_confirmed_each(80);
         self.node.faults(|f| f.lose_broadcasts = 1);
         self.pass().await;
         assert_eq!(
@@ -926,9 +929,7 @@ async fn a_reorg_that_drops_a_burn_burns_again_once() {
 #[tokio::test(start_paused = true)]
 async fn many_batches_in_one_pass_get_consecutive_nonces_and_each_mint_is_deposited_once() {
     let rig = Rig::new();
-    let ids: Vec<_> = (0..330)
-        .map(|i| rig.issue_confirmed(&format!("tr-{i}"), "1"))
-        .collect();
+    let ids: Vec<_> = rig.issue_confirmed_each(330);
     let (before, estimates_before) = (rig.node.broadcasts(), rig.node.estimates());
     rig.pass().await;
     assert_eq!(
@@ -990,9 +991,7 @@ async fn many_batches_in_one_pass_get_consecutive_nonces_and_each_mint_is_deposi
 async fn a_crash_after_a_pass_stored_its_transactions_loses_none_and_signs_none_again() {
     let mut rig = Rig::new();
     rig.restart(Some(CrashPoint::AfterSign)).await;
-    let ids: Vec<_> = (0..330)
-        .map(|i| rig.issue_confirmed(&format!("tr-{i}"), "1"))
-        .collect();
+    let ids: Vec<_> = rig.issue_confirmed_each(330);
     let before = rig.node.broadcasts();
     rig.pass_crashing().await;
     assert_eq!(
@@ -1215,9 +1214,7 @@ async fn a_pending_nonce_is_re_sent_once_per_block_whatever_the_passes() {
 async fn transactions_queued_behind_a_full_block_are_not_re_sent() {
     let rig = Rig::new();
     // 12 batches of 40: the node's 30M-gas block has room for 9 of their gas limits.
-    let ids: Vec<_> = (0..480)
-        .map(|i| rig.issue_confirmed(&format!("tr-{i}"), "1"))
-        .collect();
+    let ids: Vec<_> = rig.issue_confirmed_each(480);
     rig.pass().await;
     assert_eq!(rig.node.pooled(), 12, "all sent in one pass");
     rig.node.mine();

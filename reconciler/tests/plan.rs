@@ -334,33 +334,31 @@ fn mint_with_pending_tx_past_rebroadcast_after_rebroadcasts_it() {
     assert_json_snapshot!(actions);
 }
 
+/// Mints m1 and m2 in transactions `first` and `first + 1`, both pending for `age` blocks, the
+/// head block having left `head_gas_room` gas unused.
+fn two_pending(first: u64, age: u64, head_gas_room: Option<u64>) -> World {
+    World {
+        mints: vec![ready("m1"), ready("m2")],
+        txs: vec![
+            tx(first, minting(VAULT_A, &["m1"]), pending(age)),
+            tx(first + 1, minting(VAULT_A, &["m2"]), pending(age)),
+        ],
+        head_gas_room,
+        ..world()
+    }
+}
+
 /// Issue 16: behind a full block our queued transactions only wait their turn; re-sending them
 /// every block loaded the node with a block's worth of 10 KB transactions.
 #[test]
 fn pending_txs_behind_a_head_block_without_room_for_the_lowest_are_not_re_sent() {
-    let world = World {
-        mints: vec![ready("m1"), ready("m2")],
-        txs: vec![
-            tx(7, minting(VAULT_A, &["m1"]), pending(2)),
-            tx(8, minting(VAULT_A, &["m2"]), pending(2)),
-        ],
-        head_gas_room: Some(TX_GAS_LIMIT - 1),
-        ..world()
-    };
+    let world = two_pending(7, 2, Some(TX_GAS_LIMIT - 1));
     assert_eq!(plan(&world, &policy()), []);
 }
 
 #[test]
 fn pending_txs_are_re_sent_when_the_head_block_had_room_for_the_lowest_and_left_it_out() {
-    let world = World {
-        mints: vec![ready("m1"), ready("m2")],
-        txs: vec![
-            tx(7, minting(VAULT_A, &["m1"]), pending(2)),
-            tx(8, minting(VAULT_A, &["m2"]), pending(2)),
-        ],
-        head_gas_room: Some(TX_GAS_LIMIT),
-        ..world()
-    };
+    let world = two_pending(7, 2, Some(TX_GAS_LIMIT));
     assert_eq!(
         plan(&world, &policy()),
         [
@@ -372,15 +370,7 @@ fn pending_txs_are_re_sent_when_the_head_block_had_room_for_the_lowest_and_left_
 
 #[test]
 fn a_nonce_stuck_behind_full_blocks_is_still_repriced() {
-    let world = World {
-        mints: vec![ready("m1"), ready("m2")],
-        txs: vec![
-            tx(5, minting(VAULT_A, &["m1"]), pending(10)),
-            tx(6, minting(VAULT_A, &["m2"]), pending(10)),
-        ],
-        head_gas_room: Some(0),
-        ..world()
-    };
+    let world = two_pending(5, 10, Some(0));
     assert_eq!(plan(&world, &policy()), [Action::Replace { nonce: 5 }]);
 }
 
