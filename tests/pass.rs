@@ -1231,3 +1231,30 @@ async fn transactions_queued_behind_a_full_block_are_not_re_sent() {
     assert_eq!(rig.node.pooled(), 0, "the next block mined them");
     rig.assert_each_minted_once(&ids).await;
 }
+
+/// Issue 16: a transaction whose nonce the head has not reached is mined in no block up to it,
+/// so its receipt is not asked for (each queued transaction cost a receipt call every pass).
+/// Once mined, its receipt is read.
+#[tokio::test(start_paused = true)]
+async fn no_receipt_is_asked_for_a_nonce_the_head_has_not_reached() {
+    let rig = Rig::new();
+    let ids = rig.issue_confirmed_each(80);
+    rig.pass().await;
+    assert_eq!(rig.node.pooled(), 2, "two batches sent");
+    let before = rig.node.receipts();
+    rig.pass().await;
+    assert_eq!(
+        rig.node.receipts() - before,
+        0,
+        "neither is mined: no receipt asked"
+    );
+    rig.node.mine();
+    let before = rig.node.receipts();
+    rig.pass().await;
+    assert_eq!(
+        rig.node.receipts() - before,
+        2,
+        "both mined: both receipts read"
+    );
+    rig.assert_each_minted_once(&ids).await;
+}

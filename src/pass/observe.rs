@@ -172,11 +172,16 @@ async fn our_transactions<B: Broker + Clone + 'static>(
     let mut receipt_deposits = Vec::new();
     let mut receipt_burns = Vec::new();
     if !unsettled.is_empty() {
-        let settled_nonce = chain
-            .nonce_at(head.saturating_sub(r.config.policy.confirmations_min))
-            .await?;
+        // A nonce at or above the head's count is mined in no block up to the head: its
+        // receipts are not asked for (a block's worth of transactions queued behind a full
+        // block cost a receipt call each, every pass).
+        let (settled_nonce, mined_nonce) = tokio::try_join!(
+            chain.nonce_at(head.saturating_sub(r.config.policy.confirmations_min)),
+            chain.nonce_at(head),
+        )?;
         let hashes: Vec<_> = unsettled
             .iter()
+            .filter(|tx| tx.nonce < mined_nonce)
             .flat_map(|tx| tx.variants.iter().map(|v| v.hash))
             .collect();
         let mut mined_by_hash: std::collections::HashMap<_, _> = hashes

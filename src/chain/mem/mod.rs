@@ -101,6 +101,7 @@ struct State {
     salt: u64,
     broadcasts: u64,
     estimates: u64,
+    receipts: u64,
     next_address: u64,
 }
 
@@ -132,6 +133,7 @@ impl MemNode {
                 salt: 0,
                 broadcasts: 0,
                 estimates: 0,
+                receipts: 0,
                 next_address: 0x1000,
             }),
         }
@@ -260,6 +262,11 @@ impl MemNode {
     /// `eth_estimateGas` calls answered (failed ones included).
     pub fn estimates(&self) -> u64 {
         self.with(|s| s.estimates)
+    }
+
+    /// `eth_getTransactionReceipt` calls answered (for mined and unknown hashes alike).
+    pub fn receipts(&self) -> u64 {
+        self.with(|s| s.receipts)
     }
 
     /// Transactions waiting in the pool.
@@ -493,6 +500,7 @@ impl Node for MemNode {
     async fn receipt(&self, hash: B256) -> Result<Option<NodeReceipt>, ChainError> {
         self.check("eth_getTransactionReceipt")?;
         Ok(self.with(|s| {
+            s.receipts += 1;
             s.blocks.iter().enumerate().find_map(|(n, b)| {
                 let tx = b.txs.iter().find(|t| t.hash == hash)?;
                 Some(NodeReceipt {
