@@ -240,6 +240,13 @@ impl Rig {
         settle().await;
     }
 
+    /// One pass, and how much the node's `counter` grew during it.
+    async fn pass_counting(&self, counter: fn(&MemNode) -> u64) -> u64 {
+        let before = counter(&self.node);
+        self.pass().await;
+        counter(&self.node) - before
+    }
+
     /// A pass that is expected to die at its crash point.
     async fn pass_crashing(&self) {
         let looping = &self.looping;
@@ -1220,10 +1227,8 @@ async fn transactions_queued_behind_a_full_block_are_not_re_sent() {
     rig.node.mine();
     let queued = rig.node.pooled();
     assert!(queued > 0, "the block had no room for the last batches");
-    let before = rig.node.broadcasts();
-    rig.pass().await;
     assert_eq!(
-        rig.node.broadcasts() - before,
+        rig.pass_counting(MemNode::broadcasts).await,
         0,
         "none of the {queued} queued transactions re-sent"
     );
@@ -1241,18 +1246,14 @@ async fn no_receipt_is_asked_for_a_nonce_the_head_has_not_reached() {
     let ids = rig.issue_confirmed_each(80);
     rig.pass().await;
     assert_eq!(rig.node.pooled(), 2, "two batches sent");
-    let before = rig.node.receipts();
-    rig.pass().await;
     assert_eq!(
-        rig.node.receipts() - before,
+        rig.pass_counting(MemNode::receipts).await,
         0,
         "neither is mined: no receipt asked"
     );
     rig.node.mine();
-    let before = rig.node.receipts();
-    rig.pass().await;
     assert_eq!(
-        rig.node.receipts() - before,
+        rig.pass_counting(MemNode::receipts).await,
         2,
         "both mined: both receipts read"
     );
