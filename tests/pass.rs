@@ -1259,3 +1259,32 @@ async fn no_receipt_is_asked_for_a_nonce_the_head_has_not_reached() {
     );
     rig.assert_each_minted_once(&ids).await;
 }
+
+/// A node whose transaction count at the head lags the one a block below (a load-balanced RPC
+/// whose backends disagree) must not make our mined transactions look displaced: every nonce
+/// below either count has its receipt read, so both settle as mined in their block.
+#[tokio::test(start_paused = true)]
+async fn a_head_nonce_lagging_the_settled_one_never_takes_our_mined_nonces_for_displaced() {
+    let rig = Rig::new();
+    let ids = rig.issue_confirmed_each(80);
+    rig.pass().await;
+    let block = rig.node.mine();
+    rig.node.mine();
+    rig.node.faults(|f| f.head_nonce_lag = 2);
+    rig.pass().await;
+    for nonce in [0, 1] {
+        let tx = rig
+            .store
+            .tx(&Network::parse("base").unwrap(), nonce)
+            .unwrap()
+            .unwrap();
+        let settled = tx.settled.expect("settled");
+        assert_eq!(
+            settled.mined_block,
+            Some(block),
+            "nonce {nonce} settled as mined"
+        );
+    }
+    rig.node.faults(|f| f.head_nonce_lag = 0);
+    rig.assert_each_minted_once(&ids).await;
+}

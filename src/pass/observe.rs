@@ -174,14 +174,17 @@ async fn our_transactions<B: Broker + Clone + 'static>(
     if !unsettled.is_empty() {
         // A nonce at or above the head's count is mined in no block up to the head: its
         // receipts are not asked for (a block's worth of transactions queued behind a full
-        // block cost a receipt call each, every pass).
+        // block cost a receipt call each, every pass). Every nonce below the settled count is
+        // asked for even so: a node whose head count lags it (backends that disagree) must
+        // never make our own mined transaction look displaced.
         let (settled_nonce, mined_nonce) = tokio::try_join!(
             chain.nonce_at(head.saturating_sub(r.config.policy.confirmations_min)),
             chain.nonce_at(head),
         )?;
+        let asked_below = mined_nonce.max(settled_nonce);
         let hashes: Vec<_> = unsettled
             .iter()
-            .filter(|tx| tx.nonce < mined_nonce)
+            .filter(|tx| tx.nonce < asked_below)
             .flat_map(|tx| tx.variants.iter().map(|v| v.hash))
             .collect();
         let mut mined_by_hash: std::collections::HashMap<_, _> = hashes

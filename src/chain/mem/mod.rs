@@ -36,6 +36,9 @@ pub struct MemFaults {
     pub missing_roles: Vec<&'static str>,
     /// `totalSupply` answers only after this long (a slow or far node).
     pub supply_delay: Option<std::time::Duration>,
+    /// A transaction count asked at the head block is answered this many blocks below it (a
+    /// load-balanced RPC whose backends disagree).
+    pub head_nonce_lag: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -433,6 +436,16 @@ impl Node for MemNode {
 
     async fn nonce(&self, account: Address, at: At) -> Result<u64, ChainError> {
         self.check("eth_getTransactionCount")?;
+        let at = match at {
+            At::Block(n) => self.with(|s| {
+                At::Block(if n == s.head() {
+                    n.saturating_sub(s.faults.head_nonce_lag)
+                } else {
+                    n
+                })
+            }),
+            other => other,
+        };
         let mined = self.ledger_at(at).nonce(account);
         if at != At::Pending {
             return Ok(mined);
