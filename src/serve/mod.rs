@@ -137,13 +137,13 @@ pub enum AlpacaAuthScheme {
     Signatures,
 }
 
-/// Longest wait at shutdown for a reconcile pass to finish; then it is abandoned. Safe: a pass is
-/// built to survive being killed at any point (the crash tests), and outside calls (a hung RPC,
-/// a slow Alpaca) must not hold the process.
 /// `RECONCILE_INTERVAL_MS` unless set: a pass at least this often when nothing wakes the loop
 /// (a new head, a confirm and an Alpaca job's outcome start one at once).
 pub const RECONCILE_INTERVAL_MS_DEFAULT: u64 = 500;
 
+/// Longest wait at shutdown for a reconcile pass to finish; then it is abandoned. Safe: a pass is
+/// built to survive being killed at any point (the crash tests), and outside calls (a hung RPC,
+/// a slow Alpaca) must not hold the process.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// Waits between attempts to reach the RPC: doubling from the first, capped at the second.
 const RPC_RETRY_FIRST: Duration = Duration::from_millis(250);
