@@ -500,8 +500,62 @@ fn the_pass_reads_exactly_the_live_items_a_full_scan_finds() {
     );
 }
 
+/// The ordered active mints' table of schema 5: (order, issuer_request_id).
+const ACTIVE_IN_ORDER: TableDefinition<(u64, &str), ()> =
+    TableDefinition::new("active_mints_in_order");
+
+/// Turns a current file into what schema version 4 wrote: the active mints keyed by id alone,
+/// and mint rows without the order the store keeps at their end.
+fn make_version_4(path: &std::path::Path) {
+    use redb::ReadableTable;
+    let db = Database::open(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let ordered = txn.open_table(ACTIVE_IN_ORDER).unwrap();
+        let mut by_id = txn
+            .open_table(TableDefinition::<&str, ()>::new("active_mints"))
+            .unwrap();
+        for entry in ordered.iter().unwrap() {
+            by_id.insert(entry.unwrap().0.value().1, ()).unwrap();
+        }
+        let mut mints = txn
+            .open_table(TableDefinition::<&str, &[u8]>::new("mints"))
+            .unwrap();
+        let rows: Vec<(String, Vec<u8>)> = mints
+            .iter()
+            .unwrap()
+            .map(|e| {
+                let (k, v) = e.unwrap();
+                (k.value().to_owned(), v.value().to_vec())
+            })
+            .collect();
+        let mut ordered_rows = 0;
+        for (id, row) in rows {
+            let mut value: serde_json::Value = serde_json::from_slice(&row).unwrap();
+            if value
+                .as_object_mut()
+                .unwrap()
+                .remove("active_order")
+                .is_some()
+            {
+                ordered_rows += 1;
+            }
+            let row = serde_json::to_vec(&value).unwrap();
+            mints.insert(id.as_str(), row.as_slice()).unwrap();
+        }
+        assert!(ordered_rows > 0, "no mint row carried an order to take off");
+    }
+    assert!(txn.delete_table(ACTIVE_IN_ORDER).unwrap());
+    txn.open_table(TableDefinition::<&str, u32>::new("meta"))
+        .unwrap()
+        .insert("schema_version", 4)
+        .unwrap();
+    txn.commit().unwrap();
+}
+
 /// Turns a current file into what schema version 1 wrote: the same records, no index tables.
 fn make_version_1(path: &std::path::Path) {
+    make_version_4(path);
     let db = Database::open(path).unwrap();
     let txn = db.begin_write().unwrap();
     for name in ["active_mints", "unclaimed_deposits", "active_redemptions"] {
@@ -568,6 +622,7 @@ fn to_single_network(txn: &redb::WriteTransaction) {
 /// Turns a current file into what schema version 2 wrote: indexes, but one network per file.
 fn make_version_2(path: &std::path::Path) {
     use redb::ReadableTable;
+    make_version_4(path);
     let db = Database::open(path).unwrap();
     let txn = db.begin_write().unwrap();
     let net_unsettled = TableDefinition::<(&str, u64), ()>::new("network_unsettled_txs");
@@ -633,6 +688,7 @@ fn a_version_3_file_opens_as_version_4_and_its_mints_keep_their_request_ids() {
     build(&store);
     let mints = store.mints(Select::All).unwrap();
     store.close();
+    make_version_4(&path);
     {
         let db = Database::open(&path).unwrap();
         let txn = db.begin_write().unwrap();
@@ -719,4 +775,102 @@ fn a_version_1_file_gets_its_indexes_once_at_open_and_the_same_pass() {
     assert_eq!(schema_version(&path), SCHEMA_VERSION);
     let again = RedbStore::open(&path).unwrap();
     assert_eq!(same_as_scan(&again, "after a second open"), after);
+}
+
+/// Schema 5 keys the active mints by the order the store gave them. A version 4 file (keyed by
+/// id, rows without an order) opens as version 5 with the same pass view; its mints still leave
+/// the view when they finish, and a new intake joins it, across a reopen.
+#[test]
+fn a_version_4_file_opens_as_version_5_and_its_active_mints_still_come_and_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("issuer.redb");
+    let store = RedbStore::open(&path).unwrap();
+    let view = build(&store);
+    store.close();
+    make_version_4(&path);
+    assert_eq!(schema_version(&path), 4);
+
+    let migrated = RedbStore::open(&path).unwrap();
+    assert_eq!(same_as_scan(&migrated, "after the migration"), view);
+    assert!(mint_names(&view).contains(&irid("pending")));
+    migrated
+        .update_mint(
+            &irid("pending"),
+            Box::new(|m| m.intent.journal = Journal::Rejected),
+        )
+        .unwrap()
+        .unwrap();
+    migrated
+        .submit_issuance(mint("fresh", Journal::Pending, Callback::NotSent))
+        .unwrap();
+    let mut expected = mint_names(&view);
+    expected.remove(&irid("pending"));
+    expected.insert(irid("fresh"));
+    let after = same_as_scan(&migrated, "after writes on the migrated file");
+    assert_eq!(mint_names(&after), expected);
+    migrated.close();
+    assert_eq!(schema_version(&path), SCHEMA_VERSION);
+    let again = RedbStore::open(&path).unwrap();
+    assert_eq!(same_as_scan(&again, "after a second open"), after);
+}
+
+/// The last key of the ordered active set, read from the closed file.
+fn last_active(path: &std::path::Path) -> (u64, String) {
+    use redb::ReadableTable;
+    let db = Database::open(path).unwrap();
+    let txn = db.begin_read().unwrap();
+    let set = txn.open_table(ACTIVE_IN_ORDER).unwrap();
+    let (key, _) = set.last().unwrap().expect("the active set is empty");
+    let (order, id) = key.value();
+    (order, id.to_owned())
+}
+
+/// What the order is for: each intake lands at the end of the active set, after every mint
+/// accepted before it whatever their ids (hashes), so a commit's issuances share its last pages.
+/// A mint's order stays when a record from elsewhere replaces its row (HA's shared intent with
+/// another body), so it still leaves the set when it finishes: no entry is left behind.
+#[test]
+fn an_intake_appends_to_the_active_set_and_keeps_its_place_until_it_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("issuer.redb");
+    let mut store = RedbStore::open(&path).unwrap();
+    build(&store);
+    let mut orders = Vec::new();
+    for name in ["zz-last-by-id", "aa-first-by-id"] {
+        store
+            .submit_issuance(mint(name, Journal::Pending, Callback::NotSent))
+            .unwrap();
+        store.close();
+        let (order, id) = last_active(&path);
+        assert_eq!(id, irid(name).as_str(), "{name} is not at the set's end");
+        orders.push(order);
+        store = RedbStore::open(&path).unwrap();
+        assert!(mint_names(&same_as_scan(&store, name)).contains(&irid(name)));
+    }
+    assert_eq!(orders[1], orders[0] + 1, "orders {orders:?}");
+
+    let mut shared = mint("aa-first-by-id", Journal::Pending, Callback::NotSent);
+    shared.fingerprint = "the shared body".into();
+    store.merge_mint_fact(shared).unwrap();
+    store.close();
+    assert_eq!(
+        last_active(&path),
+        (orders[1], irid("aa-first-by-id").to_string()),
+        "the shared record moved the mint"
+    );
+    store = RedbStore::open(&path).unwrap();
+    store
+        .update_mint(
+            &irid("aa-first-by-id"),
+            Box::new(|m| m.intent.callback = acked()),
+        )
+        .unwrap()
+        .unwrap();
+    let view = same_as_scan(&store, "after the mint finished");
+    assert!(!mint_names(&view).contains(&irid("aa-first-by-id")));
+    store.close();
+    assert_eq!(
+        last_active(&path),
+        (orders[0], irid("zz-last-by-id").to_string())
+    );
 }

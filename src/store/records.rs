@@ -17,7 +17,11 @@ use serde::{Deserialize, Serialize};
 /// (the index keeps the others alone). Nothing moves: a version 3 file's rows stay valid. An
 /// issuer of version 3 refuses a version 4 file: it looks a request id up in the index alone, so
 /// a duplicate racing past its first check would overwrite the mint.
-pub const SCHEMA_VERSION: u32 = 4;
+/// 5: the active mints keyed by (order, id), the order kept at the end of each mint's row, so
+/// an intake appends to the set instead of writing a random page of it; a version 4 file's
+/// active mints move under order 0. An issuer of version 4 refuses a version 5 file: it would
+/// keep a set that no longer exists.
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// An Authorized Participant registered by an operator, linked by Alpaca.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

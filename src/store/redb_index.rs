@@ -15,7 +15,7 @@
 
 use super::records::{MintRecord, PassView, TxRecord};
 use super::redb_tables::{
-    block_key, burn_key, decode, deposit_key, link, set_link, Snapshot, BURNS, DEPOSITS,
+    block_key, burn_key, decode, deposit_key, encode, link, set_link, Snapshot, BURNS, DEPOSITS,
     LEGACY_TXS, MINTS, MINT_BY_TRID, REDEMPTIONS, TXS,
 };
 use super::StoreError;
@@ -32,8 +32,21 @@ use std::collections::BTreeSet;
 /// A set of ids: an id is in it or not.
 type IdSet = TableDefinition<'static, &'static str, ()>;
 
-/// issuer_request_id of every mint record that [`MintRecord::is_active`].
-const ACTIVE_MINTS: IdSet = TableDefinition::new("active_mints");
+/// (order, issuer_request_id) of every mint record that [`MintRecord::is_active`]. A mint gets
+/// its order when it is first stored active: one more than the highest in the set, so intake's
+/// inserts append at the tree's right edge. Keyed by the id alone (a hash), each of a commit's
+/// issuances landed on a page of its own, one more page to copy, write and sync per issuance.
+/// The order is kept in the mint's row ([`with_order`]); rows without one (written before
+/// schema 5, or first stored finished) are under order 0.
+const ACTIVE_MINTS: TableDefinition<(u64, &str), ()> =
+    TableDefinition::new("active_mints_in_order");
+/// Schema version 4 and older: the active mints keyed by id alone. Read only by the migration
+/// to version 5 ([`order_active_mints`]).
+const LEGACY_ACTIVE_MINTS: IdSet = TableDefinition::new("active_mints");
+/// What ends a mint row that has an order: `,"active_order":N}` closes its JSON object, so the
+/// record decodes as it always did (unknown fields are ignored) and the order reads from the
+/// row's end without decoding it.
+const ORDER_FIELD: &[u8] = b",\"active_order\":";
 /// issuer_request_id -> key in `deposits` of every deposit tagged with it (claimed or not).
 const DEPOSITS_BY_MINT: MultimapTableDefinition<&str, &str> =
     MultimapTableDefinition::new("deposits_by_mint");
@@ -63,10 +76,9 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Puts `id` in `set` or takes it out. Nothing is written when it is already in or out: a
-/// mint's every update (its deposit seen, its callback marked, answered) keeps it in the active
-/// set, and an insert of a key already there still copies and rewrites its page, one more random
-/// page for every commit to write and sync.
+/// Puts `id` in `set` or takes it out. Nothing is written when it is already in or out: an
+/// insert of a key already there still copies and rewrites its page, one more random page for
+/// every commit to write and sync.
 fn set_member(
     txn: &WriteTransaction,
     set: IdSet,
@@ -95,12 +107,62 @@ fn members(txn: &impl Snapshot, set: IdSet) -> Result<Vec<String>, StoreError> {
     Ok(ids)
 }
 
+/// The order a stored mint row carries ([`ORDER_FIELD`]), if it has one.
+fn order_of(row: &[u8]) -> Option<u64> {
+    let body = row.strip_suffix(b"}")?;
+    let digits = body.len() - body.iter().rev().take_while(|b| b.is_ascii_digit()).count();
+    let (head, digits) = body.split_at(digits);
+    if digits.is_empty() || !head.ends_with(ORDER_FIELD) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// `json` (a mint record's object) with `order` kept at its end ([`ORDER_FIELD`]).
+fn with_order(mut json: Vec<u8>, order: Option<u64>) -> Vec<u8> {
+    // A record always has fields: `{}` cannot take a leading comma.
+    if let (Some(order), Some(b'}')) = (order, json.last()) {
+        if json.len() > 2 {
+            json.pop();
+            json.extend_from_slice(ORDER_FIELD);
+            json.extend_from_slice(order.to_string().as_bytes());
+            json.push(b'}');
+        }
+    }
+    json
+}
+
 /// Writes a mint record with its index entries: active or not, and its deposits no longer
 /// unclaimed (a record now exists for their issuer_request_id). Mint records are never deleted.
+/// A row keeps the order it was given ([`ACTIVE_MINTS`]) whatever record replaces it: the order
+/// is the store's, not the record's, so a record from elsewhere (HA, a rebuild) cannot move it.
 pub(super) fn put_mint(txn: &WriteTransaction, record: &MintRecord) -> Result<(), StoreError> {
     let id = record.intent.issuer_request_id.as_str();
-    MINTS.put_beside_index(txn, id, record)?;
-    set_member(txn, ACTIVE_MINTS, id, record.is_active())?;
+    let active = record.is_active();
+    let mut mints = txn.open_table(MINTS.definition())?;
+    let mut set = txn.open_table(ACTIVE_MINTS)?;
+    let stored = mints.get(id)?.map(|row| order_of(row.value()));
+    let order = match stored {
+        Some(order) => order,
+        None if active => Some(match set.last()? {
+            Some((last, _)) => last.value().0.saturating_add(1),
+            None => 1,
+        }),
+        None => None,
+    };
+    let row = with_order(encode::<&str, _>(&id, record)?, order);
+    mints.insert(id, row.as_slice())?;
+    let key = (order.unwrap_or(0), id);
+    // Written only when membership changes: an update of an active mint (its deposit seen, its
+    // callback marked, answered) leaves the set's page as it is.
+    if set.get(key)?.is_some() != active {
+        if active {
+            set.insert(key, ())?;
+        } else {
+            set.remove(key)?;
+        }
+    }
+    drop((mints, set));
     let keys = {
         let by_mint = txn.open_multimap_table(DEPOSITS_BY_MINT)?;
         let mut keys = Vec::new();
@@ -281,6 +343,7 @@ pub(super) fn put_tx(
 /// indexes existed gets once, at open. Returns how many entries each index got, for the log.
 pub(super) fn rebuild(txn: &WriteTransaction) -> Result<[(&'static str, usize); 6], StoreError> {
     txn.delete_table(ACTIVE_MINTS)?;
+    txn.delete_table(LEGACY_ACTIVE_MINTS)?;
     txn.delete_multimap_table(DEPOSITS_BY_MINT)?;
     txn.delete_table(UNCLAIMED_DEPOSITS)?;
     txn.delete_table(ACTIVE_REDEMPTIONS)?;
@@ -296,15 +359,22 @@ pub(super) fn rebuild(txn: &WriteTransaction) -> Result<[(&'static str, usize); 
         ("unsettled_txs", 0),
     ];
     let mut active = Vec::new();
-    MINTS.each(txn, |id, record| {
-        if record.is_active() {
-            active.push(id.to_owned());
+    {
+        let mints = txn.open_table(MINTS.definition())?;
+        for entry in mints.iter()? {
+            let (id, row) = entry?;
+            let (id, row) = (id.value(), row.value());
+            if decode::<MintRecord>(id, row)?.is_active() {
+                active.push((order_of(row).unwrap_or(0), id.to_owned()));
+            }
         }
-        Ok(())
-    })?;
+    }
     counts[0].1 = active.len();
-    for id in &active {
-        set_member(txn, ACTIVE_MINTS, id, true)?;
+    {
+        let mut set = txn.open_table(ACTIVE_MINTS)?;
+        for (order, id) in &active {
+            set.insert((*order, id.as_str()), ())?;
+        }
     }
     let mut deposits = Vec::new();
     DEPOSITS.each(txn, |key, d| {
@@ -357,9 +427,33 @@ pub(super) fn rebuild(txn: &WriteTransaction) -> Result<[(&'static str, usize); 
     Ok(counts)
 }
 
-/// The active mint records, in issuer_request_id order.
+/// Schema 4 -> 5: the active mints, keyed by id alone, move under the order their rows carry:
+/// none in a version 4 file, so 0; mints stored from now on get theirs. Returns how many moved.
+pub(super) fn order_active_mints(txn: &WriteTransaction) -> Result<usize, StoreError> {
+    let ids = members(txn, LEGACY_ACTIVE_MINTS)?;
+    {
+        let mints = txn.open_table(MINTS.definition())?;
+        let mut set = txn.open_table(ACTIVE_MINTS)?;
+        for id in &ids {
+            let row = mints.get(id.as_str())?.ok_or_else(|| StoreError::Decode {
+                key: id.clone(),
+                detail: "the active mints index points to no mint".into(),
+            })?;
+            set.insert((order_of(row.value()).unwrap_or(0), id.as_str()), ())?;
+        }
+    }
+    txn.delete_table(LEGACY_ACTIVE_MINTS)?;
+    Ok(ids.len())
+}
+
+/// The active mint records, in issuer_request_id order (the set is in acceptance order; the
+/// records are read in id order, as a full scan filtered would give them).
 pub(super) fn active_mints(txn: &impl Snapshot) -> Result<Vec<MintRecord>, StoreError> {
-    let ids = members(txn, ACTIVE_MINTS)?;
+    let mut ids = Vec::new();
+    for entry in txn.table(ACTIVE_MINTS)?.iter()? {
+        ids.push(entry?.0.value().1.to_owned());
+    }
+    ids.sort_unstable();
     MINTS.expect_all(txn, ids.iter().map(String::as_str))
 }
 
@@ -418,4 +512,35 @@ pub(super) fn pass_view(txn: &ReadTransaction) -> Result<PassView, StoreError> {
         redemptions,
         burns: BURNS.expect_all(txn, burn_keys.iter().map(String::as_str))?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{order_of, with_order};
+
+    /// The order rides at the row's end and reads back without decoding the record; a row
+    /// without one (schema 4, or stored finished) has none, whatever its last field looks like.
+    #[test]
+    fn a_rows_order_reads_back_and_a_row_without_one_has_none() {
+        let record = br#"{"intent":{"qty":"1"},"problem":null}"#.to_vec();
+        assert_eq!(order_of(&with_order(record.clone(), Some(42))), Some(42));
+        assert_eq!(order_of(&with_order(record.clone(), None)), None);
+        assert_eq!(order_of(&record), None);
+        let decoded: serde_json::Value =
+            serde_json::from_slice(&with_order(record, Some(7))).unwrap();
+        assert_eq!(decoded["active_order"], 7);
+        for lookalike in [
+            br#"{"problem":{"active_order":5}}"#.as_slice(),
+            br#"{"confirmed_at_ms":5}"#,
+            br#"{"x":"\",\"active_order\":5"}"#,
+            br#"{"x":1,"active_order":}"#,
+        ] {
+            assert_eq!(
+                order_of(lookalike),
+                None,
+                "{}",
+                String::from_utf8_lossy(lookalike)
+            );
+        }
+    }
 }

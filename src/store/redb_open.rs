@@ -167,7 +167,8 @@ fn check_schema(path: &str, db: &impl ReadableDatabase) -> Result<(), StoreError
 /// Version 1 -> 2 builds the pass's index tables from the records ([`redb_index::rebuild`]);
 /// 2 -> 3 moves cursors, block hashes and transactions under the network of the file's assets
 /// ([`to_networks`]); 3 -> 4 changes no row (the request id index keeps its entries, which stay
-/// true; new mints under their derived id just get none).
+/// true; new mints under their derived id just get none); 4 -> 5 moves the active mints under
+/// order 0 of the ordered set ([`redb_index::order_active_mints`]).
 fn migrate(shown: &str, db: &Database) -> Result<(), StoreError> {
     let found = {
         let txn = db.begin_read()?;
@@ -181,11 +182,17 @@ fn migrate(shown: &str, db: &Database) -> Result<(), StoreError> {
     let started = std::time::Instant::now();
     let mut txn = db.begin_write()?;
     txn.set_two_phase_commit(true);
-    let counts = if found < 2 {
+    let mut counts = if found < 2 {
         redb_index::rebuild(&txn)?
     } else {
         [("none", 0); 6]
     };
+    if (2..5).contains(&found) {
+        counts[0] = (
+            "active_mints_in_order",
+            redb_index::order_active_mints(&txn)?,
+        );
+    }
     let network = if found < 3 {
         to_networks(&txn).map_err(|detail| match detail {
             MigrateError::Store(e) => e,
@@ -207,7 +214,7 @@ fn migrate(shown: &str, db: &Database) -> Result<(), StoreError> {
         indexes = ?counts,
         network = ?network,
         elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-        "store: schema migrated (indexes built where missing; cursors, block hashes and transactions now per network)"
+        "store: schema migrated (indexes built where missing; cursors, block hashes and transactions now per network; active mints in order)"
     );
     Ok(())
 }

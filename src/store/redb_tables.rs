@@ -312,12 +312,20 @@ fn write<K: Keyed, V: Serialize>(
     key: K::SelfType<'_>,
     record: &V,
 ) -> Result<(), StoreError> {
-    let bytes = serde_json::to_vec(record).map_err(|e| StoreError::Decode {
-        key: K::shown(&key),
-        detail: format!("cannot encode the record: {e}"),
-    })?;
+    let bytes = encode::<K, V>(&key, record)?;
     txn.open_table(table)?.insert(&key, bytes.as_slice())?;
     Ok(())
+}
+
+/// A record's JSON, as every table of records stores it (a mint row adds its order to it).
+pub(super) fn encode<K: Keyed, V: Serialize>(
+    key: &K::SelfType<'_>,
+    record: &V,
+) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(record).map_err(|e| StoreError::Decode {
+        key: K::shown(key),
+        detail: format!("cannot encode the record: {e}"),
+    })
 }
 
 /// Decodes the JSON record stored under `key`.
