@@ -485,13 +485,30 @@ fn build(store: &RedbStore) -> PassView {
     view
 }
 
-#[test]
-fn the_pass_reads_exactly_the_live_items_a_full_scan_finds() {
+/// Records Alpaca's rejection of the journal of mint `name`: it finishes.
+fn reject(store: &RedbStore, name: &str) {
+    store
+        .update_mint(
+            &irid(name),
+            Box::new(|m| m.intent.journal = Journal::Rejected),
+        )
+        .unwrap()
+        .unwrap();
+}
+
+/// A closed store file holding [`build`]'s records, its path and the pass view it gave.
+fn built_file() -> (tempfile::TempDir, std::path::PathBuf, PassView) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("issuer.redb");
     let store = RedbStore::open(&path).unwrap();
     let view = build(&store);
     store.close();
+    (dir, path, view)
+}
+
+#[test]
+fn the_pass_reads_exactly_the_live_items_a_full_scan_finds() {
+    let (_dir, path, view) = built_file();
     let reopened = RedbStore::open(&path).unwrap();
     assert_eq!(
         same_as_scan(&reopened, "after a reopen"),
@@ -756,13 +773,7 @@ fn a_version_1_file_gets_its_indexes_once_at_open_and_the_same_pass() {
     assert_eq!(same_as_scan(&migrated, "after the migration"), view);
     assert_eq!(migrated.unsettled_txs(&base()).unwrap(), unsettled);
     // The indexes keep up with writes after the migration.
-    migrated
-        .update_mint(
-            &irid("pending"),
-            Box::new(|m| m.intent.journal = Journal::Rejected),
-        )
-        .unwrap()
-        .unwrap();
+    reject(&migrated, "pending");
     migrated.rewind(&base(), 11).unwrap();
     let after = same_as_scan(&migrated, "after writes on the migrated file");
     assert_eq!(
@@ -782,24 +793,14 @@ fn a_version_1_file_gets_its_indexes_once_at_open_and_the_same_pass() {
 /// the view when they finish, and a new intake joins it, across a reopen.
 #[test]
 fn a_version_4_file_opens_as_version_5_and_its_active_mints_still_come_and_go() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("issuer.redb");
-    let store = RedbStore::open(&path).unwrap();
-    let view = build(&store);
-    store.close();
+    let (_dir, path, view) = built_file();
     make_version_4(&path);
     assert_eq!(schema_version(&path), 4);
 
     let migrated = RedbStore::open(&path).unwrap();
     assert_eq!(same_as_scan(&migrated, "after the migration"), view);
     assert!(mint_names(&view).contains(&irid("pending")));
-    migrated
-        .update_mint(
-            &irid("pending"),
-            Box::new(|m| m.intent.journal = Journal::Rejected),
-        )
-        .unwrap()
-        .unwrap();
+    reject(&migrated, "pending");
     migrated
         .submit_issuance(mint("fresh", Journal::Pending, Callback::NotSent))
         .unwrap();
