@@ -799,7 +799,12 @@ fn full_scans(store: &RedbStore) -> f64 {
 
 /// Peak resident memory of this process in MiB (`VmHWM`), where Linux reports it.
 fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    peak_rss_mib_of("/proc/self/status")
+}
+
+/// Peak resident memory in MiB (`VmHWM`) from a `/proc/<pid>/status` file.
+fn peak_rss_mib_of(status: &str) -> Option<f64> {
+    let status = std::fs::read_to_string(status).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
@@ -808,7 +813,7 @@ fn peak_rss_mib() -> Option<f64> {
 /// Goal 4: one pass's store reads do not grow with history. A store with a few live items (40
 /// active mints, one with a deposit; 10 open redemptions, one with a burn; one unsettled
 /// transaction) under 10,000 and then 100,000 finished mints and finished redemptions.
-fn pass_reads_at_history() -> f64 {
+fn pass_reads_at_history() -> (f64, tempfile::TempDir) {
     use alloy::primitives::{B256, U256};
     let dir = tempfile::tempdir().unwrap();
     let store = RedbStore::open(&dir.path().join("h.redb")).unwrap();
@@ -899,7 +904,70 @@ fn pass_reads_at_history() -> f64 {
     if let Some(peak) = peak_rss_mib() {
         println!("goal 4: {peak:.0} MiB peak RSS of the bench process (history built in memory in chunks of 10,000)");
     }
-    reads_large
+    store.close();
+    (reads_large, dir)
+}
+
+/// Goal 4's memory: the peak RSS of `issuer serve` (the release binary, its own process) on the
+/// store [`pass_reads_at_history`] left (100,000 finished mints and redemptions, 40 active
+/// mints), against anvil and the simulator, after about 30 passes at a 100 ms interval.
+async fn serve_rss_at_history(history: &std::path::Path) -> Option<f64> {
+    let world = World::start(Some(1)).await;
+    let port = common::loopback_listener().local_addr().ok()?.port();
+    let db = history.join("h.redb");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_issuer"))
+        .arg("serve")
+        .args(["--db", db.to_str()?])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--rpc-url", &world.rpc()])
+        .args(["--alpaca-base-url", &world.sim_url])
+        .args(["--reconcile-interval-ms", "100"])
+        .env("RUST_LOG", "error")
+        .env_remove("ISSUER_NETWORKS")
+        .env_remove("ISSUER_NETWORK")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let live = format!("http://127.0.0.1:{port}/livez");
+    let client = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    let mut up = false;
+    while started.elapsed() < Duration::from_secs(30) && !up {
+        up = client
+            .get(&live)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut passes = String::new();
+    if up {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        if let Ok(answer) = client
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .await
+        {
+            passes = answer
+                .text()
+                .await
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.starts_with("issuer_passes_total"))
+                .collect::<Vec<_>>()
+                .join(", ");
+        }
+    }
+    let peak = peak_rss_mib_of(&format!("/proc/{}/status", child.id()));
+    let _ = child.kill();
+    let _ = child.wait();
+    if !up {
+        println!("goal 4: issuer serve did not come up on the history store within 30 s");
+        return None;
+    }
+    println!("issuer serve on the history store after 3 s: {passes}");
+    peak
 }
 
 /// Goal 5's figures: intake at 64 clients while the 2,000 mints are minted, and the run itself.
@@ -956,6 +1024,7 @@ fn target(text: &str, met: bool) -> String {
 /// One line per goal of issue 16, the measured figure first.
 fn print_goals(
     store_reads_ms: f64,
+    serve_rss: Option<f64>,
     m200: &MintRun,
     m1000: &MintRun,
     m2000: &MintRun,
@@ -991,6 +1060,13 @@ fn print_goals(
         "goal 4: {store_reads_ms:.2} ms per pass's store reads at 100,000 finished items {}",
         target("< 5 ms", store_reads_ms < 5.0)
     );
+    match serve_rss {
+        Some(mib) => println!(
+            "goal 4: {mib:.1} MiB peak RSS of issuer serve on 100,000 finished mints and redemptions {}",
+            target("< 64 MB", mib * 1_048_576.0 < 64_000_000.0)
+        ),
+        None => println!("goal 4: peak RSS of issuer serve not measured: MISSED"),
+    }
     let (rps, p99) = intake;
     println!(
         "goal 5: {rps:.0} durable issuances/s at 64 clients, p99 {:.1} ms, while 2000 mints were minted (own store, same process) {}",
@@ -1011,20 +1087,30 @@ fn main() {
     }
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let mut store_reads_ms = f64::NAN;
+    let mut history = None;
     if !matches!(only.as_str(), "signers" | "mints" | "2000") {
         store_only();
         if only != "intake" {
-            store_reads_ms = pass_reads_at_history();
+            let (reads, dir) = pass_reads_at_history();
+            store_reads_ms = reads;
+            history = Some(dir);
         }
-    }
-    if std::env::var("BENCH_ONLY").as_deref() == Ok("store") {
-        return;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(async {
+        let serve_rss = match &history {
+            Some(dir) => serve_rss_at_history(dir.path()).await,
+            None => None,
+        };
+        if let Some(mib) = serve_rss {
+            println!("issuer serve on the store of 100,000 finished mints and redemptions: peak RSS {mib:.1} MiB");
+        }
+        if only == "store" {
+            return;
+        }
         if std::env::var("BENCH_ONLY").as_deref() == Ok("signers") {
             mints("batched", 200, Policy::default()).await;
             mints_with_kms(200).await;
@@ -1050,7 +1136,7 @@ fn main() {
         let (_, intake_during) = mints_with_intake(2000).await;
         mints_with_intake_into_issuer(2000).await;
         if only == "mints" {
-            print_goals(store_reads_ms, &m200, &m1000, &m2000, intake_during);
+            print_goals(store_reads_ms, serve_rss, &m200, &m1000, &m2000, intake_during);
             return;
         }
         mints(
@@ -1064,7 +1150,7 @@ fn main() {
         )
         .await;
         mints_with_kms(200).await;
-        print_goals(store_reads_ms, &m200, &m1000, &m2000, intake_during);
+        print_goals(store_reads_ms, serve_rss, &m200, &m1000, &m2000, intake_during);
     });
 }
 
