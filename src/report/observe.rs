@@ -55,6 +55,7 @@ pub async fn observe<B: Broker>(
     }
     bar.finish_and_clear();
 
+    let started = std::time::Instant::now();
     let mut alpaca = Vec::new();
     for kind in [RequestType::Mint, RequestType::Redeem] {
         let filter = RequestFilter {
@@ -67,6 +68,11 @@ pub async fn observe<B: Broker>(
             .map_err(|e| ReportError::Alpaca(e.to_string()))?;
         alpaca.extend(listed.into_iter().map(alpaca_request));
     }
+    tracing::info!(
+        requests = alpaca.len(),
+        elapsed_ms = started.elapsed().as_millis(),
+        "report: Alpaca's requests listed"
+    );
 
     // Transactions Alpaca names that are not among the logs up to the block: where are they?
     let seen: BTreeSet<B256> = inputs
@@ -114,6 +120,7 @@ async fn observe_asset(
     bar: &ProgressBar,
 ) -> Result<AssetInput, ReportError> {
     let node = chain.node();
+    let started = std::time::Instant::now();
     let mut deposits = Vec::new();
     let mut withdraws = Vec::new();
     let mut transfers = Vec::new();
@@ -178,6 +185,15 @@ async fn observe_asset(
         start = end + 1;
     }
 
+    tracing::info!(
+        underlying = %spec.underlying,
+        deposits = deposits.len(),
+        withdraws = withdraws.len(),
+        transfers = transfers.len(),
+        elapsed_ms = started.elapsed().as_millis(),
+        "report: vault logs read"
+    );
+    let started = std::time::Instant::now();
     let block = At::Block(at_block);
     let total_supply = node
         .total_supply(spec.vault, block)
@@ -213,6 +229,12 @@ async fn observe_asset(
                 }),
         );
     }
+    tracing::info!(
+        underlying = %spec.underlying,
+        receipts = receipts.len(),
+        elapsed_ms = started.elapsed().as_millis(),
+        "report: supply and receipt balances read"
+    );
 
     Ok(AssetInput {
         underlying: spec.underlying.clone(),

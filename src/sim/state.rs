@@ -238,6 +238,8 @@ pub(super) struct State {
     pub(super) faults: Faults,
     rng: StdRng,
     requests: Vec<SimRequest>,
+    /// Request id -> its place in `requests`: a bench holds 100,000 of them.
+    positions: HashMap<String, usize>,
     mint_callbacks: Vec<ReceivedMintCallback>,
     redeem_calls: Vec<ReceivedRedeemCall>,
     idempotency: HashMap<String, IdempotentAnswer>,
@@ -275,6 +277,7 @@ impl State {
             faults: Faults::default(),
             rng,
             requests: Vec::new(),
+            positions: HashMap::new(),
             mint_callbacks: Vec::new(),
             redeem_calls: Vec::new(),
             idempotency: HashMap::new(),
@@ -350,11 +353,18 @@ impl State {
     }
 
     pub(super) fn request(&self, id: &str) -> Option<&SimRequest> {
-        self.requests.iter().find(|r| r.id == id)
+        self.requests.get(*self.positions.get(id)?)
     }
 
     fn request_mut(&mut self, id: &str) -> Option<&mut SimRequest> {
-        self.requests.iter_mut().find(|r| r.id == id)
+        self.requests.get_mut(*self.positions.get(id)?)
+    }
+
+    /// Keeps `request` (its id is new: both callers check).
+    fn push_request(&mut self, request: SimRequest) {
+        self.positions
+            .insert(request.id.clone(), self.requests.len());
+        self.requests.push(request);
     }
 
     /// Records a mint request the way Alpaca does when an AP asks to mint: pending, no tx yet.
@@ -385,7 +395,7 @@ impl State {
             updated_at: now,
             polls: 0,
         };
-        self.requests.push(request.clone());
+        self.push_request(request.clone());
         Ok(request)
     }
 
@@ -602,7 +612,7 @@ impl State {
         };
         let reply = Reply::ok(request.wire(self.faults.pending_tx_hash));
         let trid = Some(request.id.clone());
-        self.requests.push(request);
+        self.push_request(request);
         self.idempotency.insert(
             key.to_owned(),
             IdempotentAnswer {

@@ -7,7 +7,7 @@ use super::{
     Tag, TransferLog,
 };
 use crate::qty::Qty;
-use alloy_primitives::Address;
+use alloy_primitives::{Address, B256};
 use std::collections::BTreeMap;
 
 pub(super) fn audit_mints(
@@ -17,6 +17,12 @@ pub(super) fn audit_mints(
     requests: &[&AlpacaRequest],
 ) -> Result<(), AuditError> {
     let bot = book.asset.bot;
+    // Each completed mint looks for its delivery among its own transaction's transfers: a scan
+    // of every transfer per mint made a report over 100,000 mints take minutes.
+    let mut transfers_by_tx: BTreeMap<B256, Vec<&TransferLog>> = BTreeMap::new();
+    for t in transfers {
+        transfers_by_tx.entry(t.at.tx_hash).or_default().push(t);
+    }
     let mut by_trid: BTreeMap<&str, Vec<&DepositLog>> = BTreeMap::new();
     for d in deposits {
         match &d.tag {
@@ -80,7 +86,10 @@ pub(super) fn audit_mints(
                     .find(|d| Some(d.at.tx_hash) == req.tx_hash)
                     .unwrap_or(first);
                 book.journal(Some(primary.at.block), SignedQty::positive(req.qty));
-                check_mint(book, primary, req, transfers, bot);
+                let in_tx = transfers_by_tx
+                    .get(&primary.at.tx_hash)
+                    .map_or(&[][..], Vec::as_slice);
+                check_mint(book, primary, req, in_tx, bot);
                 for extra in found.iter().filter(|d| d.at != primary.at) {
                     book.push(Item::new(
                         ItemKind::DoubleMint,
@@ -164,7 +173,7 @@ pub(super) fn audit_mints(
 }
 
 /// The deposit Alpaca's completed mint points at: same quantity, same ids, same transaction,
-/// tokens delivered to the AP's wallet in that transaction.
+/// tokens delivered to the AP's wallet in that transaction (`transfers`: that transaction's).
 fn check_mint(
     book: &mut Book<'_>,
     d: &DepositLog,

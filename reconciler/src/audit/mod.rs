@@ -514,12 +514,17 @@ fn item_key(item: &Item) -> (u64, u64, ItemKind, Option<&str>, Option<&str>) {
 }
 
 fn receipt_rows(asset: &AssetInput, deposits: &[&DepositLog]) -> Vec<ReceiptRow> {
+    // The first deposit of each receipt id, looked up once per receipt (not a scan per receipt).
+    let mut origins: BTreeMap<U256, &DepositLog> = BTreeMap::new();
+    for d in deposits {
+        origins.entry(d.id).or_insert(d);
+    }
     let mut rows: Vec<ReceiptRow> = asset
         .receipts
         .iter()
         .filter(|r| !r.balance.is_zero())
         .map(|r| {
-            let origin = deposits.iter().find(|d| d.id == r.id);
+            let origin = origins.get(&r.id).copied();
             let info = origin.and_then(|d| match &d.tag {
                 Tag::Ours(info) => Some(info),
                 Tag::Foreign { .. } => None,
