@@ -41,7 +41,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use common::stack::{http_config, Issuer, World, AP_WALLET, SIM_ACCOUNT, SIM_KEY, SIM_SECRET};
+use common::stack::{alpaca_flags, http_config, Issuer, World, AP_WALLET};
 use issuer::store::{RedbStore, Select, Store};
 use reconciler::Policy;
 use serde_json::json;
@@ -983,7 +983,6 @@ const SEED_MINTS_PER_TX: usize = 120;
 /// mint requests in the simulator. `None` (and a line saying why) when the report fails or
 /// does not account for every mint.
 async fn report_over_mints(count: usize) -> Option<f64> {
-    use issuer::sim::{NewMint, SimClient};
     use reconciler::meta::{self, ReceiptInfo};
     let world = World::start(None).await;
     let signer: issuer::chain::BotSigner = common::bot().into();
@@ -1006,16 +1005,7 @@ async fn report_over_mints(count: usize) -> Option<f64> {
     for (trid, irid) in &ids {
         world
             .sim
-            .add_mint_request(NewMint {
-                tokenization_request_id: Some(trid.clone()),
-                issuer_request_id: Some(irid.clone()),
-                qty: "1".into(),
-                underlying_symbol: "AAPL".into(),
-                token_symbol: "tAAPL".into(),
-                network: "anvil".into(),
-                client: SimClient::ClientExternalAccountId(world.client_id.to_string()),
-                wallet_address: AP_WALLET.into(),
-            })
+            .add_mint_request(world.new_mint(trid, Some(irid.clone()), "1"))
             .ok()?;
         world.sim.complete(trid).ok()?;
     }
@@ -1074,29 +1064,15 @@ async fn report_over_mints(count: usize) -> Option<f64> {
         hashes.len(),
         head.saturating_sub(world.deployed.deploy_block),
     );
-    let args: Vec<String> = vec![
+    let mut args: Vec<String> = vec![
         "report".into(),
         "--rpc-url".into(),
         world.rpc(),
-        "--alpaca-base-url".into(),
-        world.sim_url.clone(),
-        "--alpaca-account-id".into(),
-        SIM_ACCOUNT.into(),
-        "--alpaca-api-key".into(),
-        SIM_KEY.into(),
-        "--alpaca-api-secret".into(),
-        SIM_SECRET.into(),
-        "--vault".into(),
-        format!("{:#x}", world.deployed.vault),
-        "--underlying".into(),
-        "AAPL".into(),
-        "--token".into(),
-        "tAAPL".into(),
-        "--deploy-block".into(),
-        world.deployed.deploy_block.to_string(),
         "--at-block".into(),
         head.to_string(),
     ];
+    args.extend(world.vault_flags());
+    args.extend(alpaca_flags(&world.sim_url));
     let started = std::time::Instant::now();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_issuer"))
         .args(&args)

@@ -20,7 +20,7 @@ use issuer::alpaca::{Broker, BrokerClient, BrokerConfig, RedeemRequest, RetryPol
 use issuer::cli::LOCAL_OPERATOR_KEY;
 use issuer::config::Secret;
 use issuer::http::operator_cli::{self, OperatorArgs, OperatorCommand};
-use issuer::sim::{FaultsPatch, NewMint, Refusal, SimClient};
+use issuer::sim::{FaultsPatch, Refusal};
 use reconciler::{
     Anomaly, Callback, ClientRef, IssuerRequestId, Policy, Qty, RedemptionState,
     TokenizationRequestId,
@@ -150,16 +150,7 @@ async fn a_mint_naming_the_deprecated_client_id_is_called_back_as_client_externa
     // Alpaca records the request (under the current field), then calls us with the old alias.
     world
         .sim
-        .add_mint_request(NewMint {
-            tokenization_request_id: Some("tr-old-1".into()),
-            issuer_request_id: None,
-            qty: "1".into(),
-            underlying_symbol: "AAPL".into(),
-            token_symbol: "tAAPL".into(),
-            network: "anvil".into(),
-            client: SimClient::ClientExternalAccountId(world.client_id.to_string()),
-            wallet_address: AP_WALLET.into(),
-        })
+        .add_mint_request(world.new_mint("tr-old-1", None, "1"))
         .unwrap();
     let http = reqwest::Client::new();
     let post = |path: &str, body: Value| {

@@ -14,7 +14,7 @@ use alloy::node_bindings::{Anvil, AnvilInstance};
 use alloy::primitives::{Address, B256, U256};
 use alloy::providers::{ProviderBuilder, RootProvider};
 use common::process::{wait_healthy, Process};
-use common::stack::{eventually, AP_WALLET, SIM_ACCOUNT, SIM_KEY, SIM_SECRET};
+use common::stack::{alpaca_flags, eventually, AP_WALLET, SIM_ACCOUNT, SIM_KEY, SIM_SECRET};
 use common::{anvil_bin, bot, deploy_vault, loopback_listener, STRANGER_KEY};
 use issuer::chain::deploy::Deployed;
 use issuer::chain::{Chain, Vault};
@@ -300,15 +300,8 @@ impl Two {
             self.db_path.to_str().unwrap().into(),
             "--issuer-url".into(),
             issuer_url.into(),
-            "--alpaca-base-url".into(),
-            self.sim_url.clone(),
-            "--alpaca-account-id".into(),
-            SIM_ACCOUNT.into(),
-            "--alpaca-api-key".into(),
-            SIM_KEY.into(),
-            "--alpaca-api-secret".into(),
-            SIM_SECRET.into(),
         ];
+        args.extend(alpaca_flags(&self.sim_url));
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         let output = tokio::task::spawn_blocking(move || {
             Command::new(env!("CARGO_BIN_EXE_issuer"))

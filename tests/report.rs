@@ -11,7 +11,7 @@ use alloy::network::EthereumWallet;
 use alloy::primitives::U256;
 use alloy::providers::{Provider, ProviderBuilder};
 use alloy::rpc::types::TransactionRequest;
-use common::stack::{eventually, Issuer, World, SIM_ACCOUNT, SIM_KEY, SIM_SECRET};
+use common::stack::{alpaca_flags, eventually, Issuer, World, SIM_ACCOUNT, SIM_KEY, SIM_SECRET};
 use reconciler::Policy;
 use serde_json::Value;
 use std::process::Output;
@@ -19,22 +19,8 @@ use std::time::Duration;
 
 /// Runs `issuer report` against the world's chain and simulator with `extra` flags.
 async fn report(world: &World, extra: Vec<String>) -> Output {
-    let mut args: Vec<String> = [
-        "report",
-        "--rpc-url",
-        &world.rpc(),
-        "--alpaca-base-url",
-        &world.sim_url,
-        "--alpaca-account-id",
-        SIM_ACCOUNT,
-        "--alpaca-api-key",
-        SIM_KEY,
-        "--alpaca-api-secret",
-        SIM_SECRET,
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
+    let mut args: Vec<String> = vec!["report".into(), "--rpc-url".into(), world.rpc()];
+    args.extend(alpaca_flags(&world.sim_url));
     args.extend(extra);
     tokio::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_issuer"))
@@ -60,16 +46,7 @@ fn ok(output: &Output) -> String {
 }
 
 fn vault_flags(world: &World) -> Vec<String> {
-    vec![
-        "--vault".into(),
-        format!("{:#x}", world.deployed.vault),
-        "--underlying".into(),
-        "AAPL".into(),
-        "--token".into(),
-        "tAAPL".into(),
-        "--deploy-block".into(),
-        world.deployed.deploy_block.to_string(),
-    ]
+    world.vault_flags()
 }
 
 fn at(block: u64) -> Vec<String> {
@@ -384,18 +361,7 @@ async fn report_over_many_mints() {
             let trid = format!("tr-bench-{i}");
             world
                 .sim
-                .add_mint_request(issuer::sim::NewMint {
-                    tokenization_request_id: Some(trid.clone()),
-                    issuer_request_id: Some(format!("mint-{trid}")),
-                    qty: "0.001".into(),
-                    underlying_symbol: "AAPL".into(),
-                    token_symbol: "tAAPL".into(),
-                    network: "anvil".into(),
-                    client: issuer::sim::SimClient::ClientExternalAccountId(
-                        world.client_id.to_string(),
-                    ),
-                    wallet_address: common::stack::AP_WALLET.into(),
-                })
+                .add_mint_request(world.new_mint(&trid, Some(format!("mint-{trid}")), "0.001"))
                 .unwrap();
             broker
                 .mint_callback(&MintCallback {

@@ -26,6 +26,24 @@ pub const SIM_ACCOUNT: &str = "issuer-test";
 pub const SIM_KEY: &str = "sim-key";
 pub const SIM_SECRET: &str = "sim-secret";
 
+/// `issuer`'s flags for the simulator at `sim_url`: its base URL and the test account's id, key
+/// and secret.
+pub fn alpaca_flags(sim_url: &str) -> Vec<String> {
+    [
+        "--alpaca-base-url",
+        sim_url,
+        "--alpaca-account-id",
+        SIM_ACCOUNT,
+        "--alpaca-api-key",
+        SIM_KEY,
+        "--alpaca-api-secret",
+        SIM_SECRET,
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect()
+}
+
 /// The chain, the vault and the simulator: what survives issuer restarts.
 pub struct World {
     pub anvil: AnvilInstance,
@@ -47,6 +65,36 @@ fn stopper(rx: watch::Receiver<bool>) -> impl std::future::Future<Output = ()> +
 }
 
 impl World {
+    /// `issuer report`'s flags for this world's one asset: its vault, AAPL, tAAPL and the block
+    /// the vault was deployed in.
+    pub fn vault_flags(&self) -> Vec<String> {
+        vec![
+            "--vault".into(),
+            format!("{:#x}", self.deployed.vault),
+            "--underlying".into(),
+            "AAPL".into(),
+            "--token".into(),
+            "tAAPL".into(),
+            "--deploy-block".into(),
+            self.deployed.deploy_block.to_string(),
+        ]
+    }
+
+    /// A pending mint request at Alpaca for `qty` AAPL on anvil to the AP wallet, under `trid`
+    /// (and `irid` when the issuer's id is known), as the AP's client asks it.
+    pub fn new_mint(&self, trid: &str, irid: Option<String>, qty: &str) -> issuer::sim::NewMint {
+        issuer::sim::NewMint {
+            tokenization_request_id: Some(trid.to_owned()),
+            issuer_request_id: irid,
+            qty: qty.to_owned(),
+            underlying_symbol: "AAPL".into(),
+            token_symbol: "tAAPL".into(),
+            network: "anvil".into(),
+            client: issuer::sim::SimClient::ClientExternalAccountId(self.client_id.to_string()),
+            wallet_address: AP_WALLET.into(),
+        }
+    }
+
     /// anvil (automine when `block_time` is None), the AAPL vault recorded in a fresh store with one
     /// linked AP and its whitelisted wallet, and the simulator serving.
     pub async fn start(block_time: Option<u64>) -> World {
