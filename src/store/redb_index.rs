@@ -152,7 +152,9 @@ pub(super) fn put_mint(txn: &WriteTransaction, record: &MintRecord) -> Result<()
     };
     let row = with_order(encode::<&str, _>(&id, record)?, order);
     mints.insert(id, row.as_slice())?;
-    let key = (order.unwrap_or(0), id);
+    // Keyed by the order the row now carries, read back from it: the set's key and the row can
+    // never disagree, whatever `with_order` could not write.
+    let key = (order_of(&row).unwrap_or(0), id);
     // Written only when membership changes: an update of an active mint (its deposit seen, its
     // callback marked, answered) leaves the set's page as it is.
     if set.get(key)?.is_some() != active {
