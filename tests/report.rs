@@ -11,7 +11,7 @@ use alloy::network::EthereumWallet;
 use alloy::primitives::U256;
 use alloy::providers::{Provider, ProviderBuilder};
 use alloy::rpc::types::TransactionRequest;
-use common::stack::{alpaca_flags, eventually, Issuer, World, SIM_ACCOUNT, SIM_KEY, SIM_SECRET};
+use common::stack::{alpaca_flags, eventually, Issuer, World};
 use reconciler::Policy;
 use serde_json::Value;
 use std::process::Output;
@@ -300,56 +300,51 @@ async fn signed_report_verifies_and_a_tampered_one_does_not() {
     );
 }
 
-/// Measures a report over many mints (`REPORT_MINTS`, default 1000): deposits in multicalls of
-/// 100, each completed at the simulator with its transaction. Run with
-/// `REPORT_MINTS=10000 cargo test --release --test report -- --ignored --nocapture`.
+/// The report asks for logs in ranges that start at 16 blocks and grow on a sparse history; a
+/// deposit on either side of a range's edge, one after an empty stretch longer than a node's
+/// widest range, and one after the report's block: the first three are counted, each once,
+/// and the last is not.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "a measurement, not a check: minutes of setup"]
-async fn report_over_many_mints() {
-    use issuer::alpaca::{Broker, BrokerClient, BrokerConfig, MintCallback, RetryPolicy};
-    let mints: usize = std::env::var("REPORT_MINTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
+async fn deposits_across_the_log_ranges_are_each_counted_once() {
     let world = World::start(None).await;
     let bot = common::bot();
     let provider = ProviderBuilder::new()
         .wallet(EthereumWallet::new(bot.clone()))
         .connect_http(world.rpc().parse().unwrap());
-    let broker = BrokerClient::new(BrokerConfig {
-        base_url: world.sim_url.clone(),
-        account_id: SIM_ACCOUNT.into(),
-        api_key: SIM_KEY.into(),
-        api_secret: SIM_SECRET.into(),
-        retry: RetryPolicy::default(),
-    })
-    .unwrap();
-    let unit = U256::from(10u64).pow(U256::from(15u64));
-    let setup = std::time::Instant::now();
-    for batch in 0..mints.div_ceil(100) {
-        let ids: Vec<usize> = (batch * 100..((batch + 1) * 100).min(mints)).collect();
-        let items: Vec<_> = ids
-            .iter()
-            .map(|i| {
-                let trid = format!("tr-bench-{i}");
-                let info = reconciler::meta::ReceiptInfo {
-                    tokenization_request_id: trid.clone(),
-                    issuer_request_id: format!("mint-{trid}"),
-                    underlying: "AAPL".into(),
-                    quantity: "0.001".into(),
-                    timestamp: 1_700_000_000,
-                    notes: String::new(),
-                };
-                (world.ap_wallet, unit, reconciler::meta::encode(&info))
-            })
-            .collect();
-        let calldata = issuer::chain::mint_calldata(bot.address(), &items);
+    let d = world.deployed.deploy_block;
+    let mut deposits = Vec::new();
+    for (n, block) in [
+        (1u64, d + 15),
+        (2, d + 16),
+        (3, d + 16 + 2_500),
+        (4, d + 16 + 2_510),
+    ] {
+        let now = provider.get_block_number().await.unwrap();
+        assert!(now < block, "the chain is already at {now}, past {block}");
+        if block - now > 1 {
+            let _: Value = provider
+                .raw_request("anvil_mine".into(), (format!("{:#x}", block - now - 1),))
+                .await
+                .unwrap();
+        }
+        let info = reconciler::meta::ReceiptInfo {
+            tokenization_request_id: format!("spread-{n}"),
+            issuer_request_id: format!("mint-spread-{n}"),
+            underlying: "AAPL".into(),
+            quantity: n.to_string(),
+            timestamp: 1_700_000_000,
+            notes: String::new(),
+        };
+        let assets = U256::from(n) * U256::from(10u64).pow(U256::from(18u64));
+        let calldata = issuer::chain::mint_calldata(
+            bot.address(),
+            &[(world.ap_wallet, assets, reconciler::meta::encode(&info))],
+        );
         let receipt = provider
             .send_transaction(
                 TransactionRequest::default()
                     .to(world.deployed.vault)
-                    .input(calldata.into())
-                    .gas_limit(29_000_000),
+                    .input(calldata.into()),
             )
             .await
             .unwrap()
@@ -357,38 +352,27 @@ async fn report_over_many_mints() {
             .await
             .unwrap();
         assert!(receipt.status());
-        for i in ids {
-            let trid = format!("tr-bench-{i}");
-            world
-                .sim
-                .add_mint_request(world.new_mint(&trid, Some(format!("mint-{trid}")), "0.001"))
-                .unwrap();
-            broker
-                .mint_callback(&MintCallback {
-                    tokenization_request_id: reconciler::TokenizationRequestId::parse(&trid)
-                        .unwrap(),
-                    client: reconciler::ClientRef::ClientExternalAccountId(world.client_id.clone()),
-                    wallet_address: world.ap_wallet,
-                    tx_hash: receipt.transaction_hash,
-                    network: reconciler::Network::parse("anvil").unwrap(),
-                })
-                .await
-                .unwrap();
-        }
+        assert_eq!(receipt.block_number, Some(block), "deposit {n}'s block");
+        deposits.push(receipt.transaction_hash);
     }
-    eprintln!("setup of {mints} mints: {:?}", setup.elapsed());
-    let block = head(&world).await;
-    let started = std::time::Instant::now();
-    let json = ok(&report(&world, [vault_flags(&world), at(block)].concat()).await);
-    let took = started.elapsed();
-    let value: Value = serde_json::from_str(&json).unwrap();
-    assert_eq!(value["balanced"], true, "{}", &json[..json.len().min(4000)]);
-    assert_eq!(value["assets"][0]["totals"]["deposits"], mints);
-    eprintln!(
-        "report over {mints} mints ({} blocks, {} bytes of JSON): {took:?}",
-        block,
-        json.len()
-    );
+
+    let json: Value = serde_json::from_str(&ok(&report(
+        &world,
+        [vault_flags(&world), at(d + 16 + 2_505)].concat(),
+    )
+    .await))
+    .unwrap();
+    let asset = &json["assets"][0];
+    assert_eq!(asset["totals"]["deposits"], 3, "{asset:#}");
+    assert_eq!(asset["difference"], "6", "1 + 2 + 3 shares with no request");
+    let items: Vec<String> = asset["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["at"]["tx_hash"].as_str().unwrap().to_owned())
+        .collect();
+    let expected: Vec<String> = deposits[..3].iter().map(|h| format!("{h:#x}")).collect();
+    assert_eq!(items, expected, "one item per deposit, in chain order");
 }
 
 /// While the issuer runs (it holds the store), `issuer report` needs no flags beyond where the
