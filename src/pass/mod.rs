@@ -300,13 +300,8 @@ impl<B: Broker + Clone + 'static> ReconcileLoop<B> {
         {
             tracing::warn!(error = %e, "start-up rebroadcast failed; passes will retry");
         }
-        // The first pass starts at once: a restarted issuer or a new leader acts without waiting
-        // a tick.
-        let mut first = true;
         loop {
-            let wait = if std::mem::take(&mut first) {
-                Duration::ZERO
-            } else if failures == 0 {
+            let wait = if failures == 0 {
                 self.config.interval
             } else {
                 let exp = self
