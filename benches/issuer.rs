@@ -976,13 +976,15 @@ async fn serve_rss_at_history(history: &std::path::Path) -> Option<f64> {
 /// block targets, so the base fee falls instead of compounding over hundreds of full blocks
 /// (which priced the bot out and left the seeding unmined).
 const SEED_MINTS_PER_TX: usize = 120;
+/// Redemptions added to goal 4's history for a second report (printed, not a goal).
+const REPORT_REDEMPTIONS: usize = 20_000;
 
 /// Goal 4's audit: the seconds `issuer report` (the release binary, its own process) takes over
 /// `count` mints: `count` deposits on anvil, made by the bot as the issuer makes them (multicalls
 /// of [`SEED_MINTS_PER_TX`], each tagged with its request ids), and Alpaca's `count` completed
 /// mint requests in the simulator. `None` (and a line saying why) when the report fails or
 /// does not account for every mint.
-async fn report_over_mints(count: usize) -> Option<f64> {
+async fn report_over_mints(count: usize, redemptions: usize) -> Option<f64> {
     use reconciler::meta::{self, ReceiptInfo};
     let world = World::start(None).await;
     let signer: issuer::chain::BotSigner = common::bot().into();
@@ -1064,6 +1066,84 @@ async fn report_over_mints(count: usize) -> Option<f64> {
         hashes.len(),
         head.saturating_sub(world.deployed.deploy_block),
     );
+    let (seconds, report) = run_report(&world, head).await?;
+    let deposits = report.pointer("/assets/0/totals/deposits").cloned();
+    let balanced = report.get("balanced").cloned();
+    println!(
+        "report over {count} mints: {seconds:.2} s, deposits {deposits:?}, balanced {balanced:?}"
+    );
+    let complete = deposits.and_then(|d| d.as_u64()) == u64::try_from(count).ok()
+        && balanced == Some(serde_json::Value::Bool(true));
+    if redemptions > 0 {
+        redemptions_then_report(&world, &chain, redemptions).await;
+    }
+    complete.then_some(seconds)
+}
+
+/// The same history and `redemptions` more: the AP's wallet sends shares back to the bot in
+/// multicalls of [`SEED_MINTS_PER_TX`] transfers, and the report reads each one's place in its
+/// transaction. Printed, not a goal.
+async fn redemptions_then_report(world: &World, chain: &issuer::chain::Chain, redemptions: usize) {
+    use alloy::providers::Provider as _;
+    use alloy::sol_types::SolCall as _;
+    let ap = world.as_key(common::STRANGER_KEY);
+    let units = reconciler::Qty::parse("1").unwrap().units();
+    let seeded = std::time::Instant::now();
+    let mut pending = Vec::new();
+    for start in (0..redemptions).step_by(SEED_MINTS_PER_TX) {
+        let calls: Vec<alloy::primitives::Bytes> = (start
+            ..redemptions.min(start + SEED_MINTS_PER_TX))
+            .map(|_| {
+                issuer::chain::Vault::transferCall {
+                    to: chain.bot(),
+                    value: units,
+                }
+                .abi_encode()
+                .into()
+            })
+            .collect();
+        let input = issuer::chain::Vault::multicallCall { data: calls }.abi_encode();
+        let tx = alloy::rpc::types::TransactionRequest::default()
+            .to(world.deployed.vault)
+            .input(input.into());
+        match ap.send_transaction(tx).await {
+            Ok(sent) => pending.push(sent),
+            Err(e) => {
+                println!("report over redemptions: a transfer batch was refused: {e}");
+                return;
+            }
+        }
+    }
+    for sent in pending {
+        if !sent.get_receipt().await.is_ok_and(|r| r.status()) {
+            println!("report over redemptions: a transfer batch failed");
+            return;
+        }
+    }
+    let Ok(head) = chain.head().await else {
+        return;
+    };
+    println!(
+        "report over {redemptions} more redemptions: seeded in {:.1} s",
+        seeded.elapsed().as_secs_f64()
+    );
+    if let Some((seconds, report)) = run_report(world, head).await {
+        let counted = report.pointer("/assets/0/totals/redemptions").cloned();
+        println!(
+            "report over the mints and {redemptions} redemptions: {seconds:.2} s, redemptions {counted:?}{}",
+            if counted.as_ref().and_then(serde_json::Value::as_u64) == u64::try_from(redemptions).ok() {
+                ""
+            } else {
+                " (NOT every redemption counted)"
+            }
+        );
+    }
+}
+
+/// `issuer report` (the release binary, its own process) at `head` of `world`: its seconds and
+/// its JSON, and its log lines that say where the time went. `None` (and a line saying why) when
+/// it fails or takes more than 120 s.
+async fn run_report(world: &World, head: u64) -> Option<(f64, serde_json::Value)> {
     let mut args: Vec<String> = vec![
         "report".into(),
         "--rpc-url".into(),
@@ -1094,17 +1174,14 @@ async fn report_over_mints(count: usize) -> Option<f64> {
         let _ = std::process::Command::new("kill")
             .arg(pid.to_string())
             .status();
-        println!("report over {count} mints: no answer in 120 s");
+        println!("report at block {head}: no answer in 120 s");
         return None;
     };
     let output = done.ok()?.ok()?;
     let seconds = started.elapsed().as_secs_f64();
     let text = String::from_utf8_lossy(&output.stdout);
-    let report = serde_json::from_str::<serde_json::Value>(&text).unwrap_or_default();
-    let deposits = report.pointer("/assets/0/totals/deposits").cloned();
-    let balanced = report.get("balanced").cloned();
     println!(
-        "report over {count} mints: {seconds:.2} s, exit {:?}, {} KB of JSON, deposits {deposits:?}, balanced {balanced:?}",
+        "report at block {head}: {seconds:.2} s, exit {:?}, {} KB of JSON",
         output.status.code(),
         text.len() / 1024,
     );
@@ -1114,10 +1191,10 @@ async fn report_over_mints(count: usize) -> Option<f64> {
     {
         println!("  {line}");
     }
-    let complete = output.status.success()
-        && deposits.and_then(|d| d.as_u64()) == u64::try_from(count).ok()
-        && balanced == Some(serde_json::Value::Bool(true));
-    complete.then_some(seconds)
+    if !output.status.success() {
+        return None;
+    }
+    serde_json::from_str(&text).ok().map(|json| (seconds, json))
 }
 
 /// Goal 5's figures: intake at 64 clients while the 2,000 mints are minted, and the run itself.
@@ -1274,7 +1351,11 @@ fn main() {
                 .ok()
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(100_000);
-            report_over_mints(count).await;
+            let redemptions = std::env::var("BENCH_REPORT_REDEMPTIONS")
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(REPORT_REDEMPTIONS);
+            report_over_mints(count, redemptions).await;
             return;
         }
         if std::env::var("BENCH_ONLY").as_deref() == Ok("signers") {
@@ -1324,7 +1405,7 @@ fn main() {
         )
         .await;
         mints_with_kms(200).await;
-        let report_s = report_over_mints(100_000).await;
+        let report_s = report_over_mints(100_000, REPORT_REDEMPTIONS).await;
         print_goals(
             store_reads_ms,
             serve_rss,

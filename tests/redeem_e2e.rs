@@ -394,3 +394,138 @@ async fn redemption_ids_use_the_log_place_within_its_own_transaction() {
     );
     issuer.stop().await;
 }
+
+/// A redemption's id rests on its transfer's place among its own transaction's logs. Read for
+/// many transfers at once (each block once), the places are those of the transactions' own
+/// receipts: a block holding the bot's mint (a deposit's logs first), the AP's multicall of three
+/// transfers and a plain transfer, then a block with one more transfer.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_transfers_place_in_its_transaction_is_read_once_per_block_as_its_receipt_says() {
+    use alloy::providers::Provider as _;
+    let world = World::start(None).await;
+    let bot_key = common::bot();
+    let as_bot = world.as_key(common::BOT_KEY);
+    let as_ap = world.as_key(STRANGER_KEY);
+    let info = reconciler::meta::encode(&reconciler::meta::ReceiptInfo {
+        tokenization_request_id: "places".into(),
+        issuer_request_id: "mint-places".into(),
+        underlying: "AAPL".into(),
+        quantity: "10".into(),
+        timestamp: 1_700_000_000,
+        notes: String::new(),
+    });
+    let mint = |assets: u128| {
+        alloy::rpc::types::TransactionRequest::default()
+            .to(world.deployed.vault)
+            .input(
+                issuer::chain::mint_calldata(
+                    bot(),
+                    &[(world.ap_wallet, U256::from(assets), info.clone())],
+                )
+                .into(),
+            )
+    };
+    let transfer = |value: u128| -> alloy::primitives::Bytes {
+        Vault::transferCall {
+            to: bot(),
+            value: U256::from(value),
+        }
+        .abi_encode()
+        .into()
+    };
+    let to_vault = |input: alloy::primitives::Bytes| {
+        alloy::rpc::types::TransactionRequest::default()
+            .to(world.deployed.vault)
+            .input(input.into())
+    };
+    as_bot
+        .send_transaction(mint(10 * E18))
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+
+    let _: serde_json::Value = as_bot
+        .raw_request("evm_setAutomine".into(), (false,))
+        .await
+        .unwrap();
+    let sent = vec![
+        as_bot.send_transaction(mint(E18)).await.unwrap(),
+        as_ap
+            .send_transaction(to_vault(
+                Vault::multicallCall {
+                    data: vec![transfer(E18), transfer(E18 / 2), transfer(E18 / 4)],
+                }
+                .abi_encode()
+                .into(),
+            ))
+            .await
+            .unwrap(),
+        as_ap
+            .send_transaction(to_vault(transfer(E18 / 8)))
+            .await
+            .unwrap(),
+    ];
+    let _: serde_json::Value = as_bot.raw_request("evm_mine".into(), ()).await.unwrap();
+    let _: serde_json::Value = as_bot
+        .raw_request("evm_setAutomine".into(), (true,))
+        .await
+        .unwrap();
+    let mut receipts = Vec::new();
+    for pending in sent {
+        receipts.push(pending.get_receipt().await.unwrap());
+    }
+    receipts.push(
+        as_ap
+            .send_transaction(to_vault(transfer(E18 / 16)))
+            .await
+            .unwrap()
+            .get_receipt()
+            .await
+            .unwrap(),
+    );
+    assert!(receipts
+        .iter()
+        .all(alloy::rpc::types::TransactionReceipt::status));
+    assert_eq!(
+        receipts[0].block_number, receipts[2].block_number,
+        "the mint, the multicall and the transfer share a block"
+    );
+
+    // The oracle: each inbound transfer's position among its own receipt's logs.
+    let mut expected = Vec::new();
+    for receipt in &receipts {
+        for (position, log) in receipt.inner.logs().iter().enumerate() {
+            let Ok(event) = log.log_decode::<Vault::Transfer>() else {
+                continue;
+            };
+            let event = event.inner.data;
+            if event.to == bot() && event.from == world.ap_wallet {
+                expected.push((receipt.transaction_hash, position as u64, event.value));
+            }
+        }
+    }
+    assert_eq!(expected.len(), 5);
+
+    let chain = Chain::connect(&world.rpc(), bot_key).await.unwrap();
+    let head = chain.head().await.unwrap();
+    let found = chain
+        .scan_transfers_to_bot(world.deployed.vault, world.deployed.deploy_block, head)
+        .await
+        .unwrap();
+    let mut found: Vec<_> = found
+        .iter()
+        .map(|t| (t.tx_hash, t.index_in_tx, t.value))
+        .collect();
+    found.sort();
+    expected.sort();
+    assert_eq!(found, expected);
+    let mut places: Vec<u64> = found.iter().map(|(_, i, _)| *i).collect();
+    places.sort_unstable();
+    assert_eq!(
+        places,
+        vec![0, 0, 0, 1, 2],
+        "the multicall's three transfers are its logs 0, 1 and 2; each other transfer its 0"
+    );
+}

@@ -208,27 +208,34 @@ impl Chain {
         to: u64,
     ) -> Result<Vec<TransferIn>, ChainError> {
         let bot = self.bot();
-        let mut out = Vec::new();
-        for log in self
+        let logs = self
             .node
             .vault_logs(vault, LogQuery::TransfersTo(bot), from, to)
-            .await?
-        {
-            let VaultEvent::Transfer(event) = &log.event else {
-                continue;
-            };
-            if event.to != bot || event.from == Address::ZERO || event.from == bot {
-                continue;
-            }
-            out.push(TransferIn {
-                from: event.from,
-                value: event.value,
-                block_number: log.at.block_number,
-                tx_hash: log.at.tx_hash,
-                index_in_tx: self.node.index_in_transaction(&log.at).await?,
-            });
-        }
-        Ok(out)
+            .await?;
+        let inbound: Vec<(LogAt, Address, U256)> = logs
+            .into_iter()
+            .filter_map(|log| match log.event {
+                VaultEvent::Transfer(event)
+                    if event.to == bot && event.from != Address::ZERO && event.from != bot =>
+                {
+                    Some((log.at, event.from, event.value))
+                }
+                _ => None,
+            })
+            .collect();
+        let ats: Vec<LogAt> = inbound.iter().map(|(at, _, _)| *at).collect();
+        let indexes = self.node.indexes_in_transactions(&ats).await?;
+        Ok(inbound
+            .into_iter()
+            .zip(indexes)
+            .map(|((at, from, value), index_in_tx)| TransferIn {
+                from,
+                value,
+                block_number: at.block_number,
+                tx_hash: at.tx_hash,
+                index_in_tx,
+            })
+            .collect())
     }
 
     /// `Withdraw` logs of `vault` in `[from, to]` whose information carries a redemption id.

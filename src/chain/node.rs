@@ -118,6 +118,17 @@ pub trait Node: Send + Sync + std::fmt::Debug {
     /// elsewhere in a block cannot change.
     async fn index_in_transaction(&self, at: &LogAt) -> Result<u64, ChainError>;
 
+    /// [`Node::index_in_transaction`] of each of `ats`, in their order. An implementation may
+    /// read each block once for all of its logs (a block of many redemptions, a report's whole
+    /// history).
+    async fn indexes_in_transactions(&self, ats: &[LogAt]) -> Result<Vec<u64>, ChainError> {
+        let mut out = Vec::with_capacity(ats.len());
+        for at in ats {
+            out.push(self.index_in_transaction(at).await?);
+        }
+        Ok(out)
+    }
+
     /// The receipt of a mined transaction; `None` while it is not mined (or unknown).
     async fn receipt(&self, hash: B256) -> Result<Option<NodeReceipt>, ChainError>;
 

@@ -10,12 +10,16 @@ use alloy::primitives::{Address, Bytes, B256, U256};
 use alloy::providers::{Provider, RootProvider};
 use alloy::rpc::types::{Filter, Log, TransactionRequest};
 use alloy::sol_types::SolEvent;
+use futures::StreamExt;
+use std::collections::BTreeMap;
 use std::future::IntoFuture;
 use std::time::Duration;
 
 /// Most blocks asked for in one `eth_getLogs`: providers cap ranges, and a bounded range keeps a
 /// long catch-up scan interruptible.
 pub const LOG_RANGE_BLOCKS_MAX: u64 = 2_000;
+/// Blocks whose logs [`RpcNode::indexes_in_transactions`] asks for at once.
+const BLOCK_LOGS_IN_FLIGHT: usize = 4;
 /// Every RPC call gives up after this; the pass retries later.
 const RPC_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -78,6 +82,17 @@ fn log_at(log: &Log) -> Option<LogAt> {
         tx_hash: log.transaction_hash?,
         log_index: log.log_index?,
     })
+}
+
+/// How many of `at`'s transaction's logs come before it among its block's logs.
+fn index_among(block_logs: &[Log], at: &LogAt) -> u64 {
+    let before = block_logs
+        .iter()
+        .filter(|l| {
+            l.transaction_hash == Some(at.tx_hash) && l.log_index.is_some_and(|i| i < at.log_index)
+        })
+        .count();
+    u64::try_from(before).unwrap_or(u64::MAX)
 }
 
 /// Decodes one of our three vault events; `None` for any other topic.
@@ -211,14 +226,34 @@ impl Node for RpcNode {
                 .get_logs(&Filter::new().at_block_hash(at.block_hash)),
         )
         .await?;
-        let before = block_logs
-            .iter()
-            .filter(|l| {
-                l.transaction_hash == Some(at.tx_hash)
-                    && l.log_index.is_some_and(|i| i < at.log_index)
+        Ok(index_among(&block_logs, at))
+    }
+
+    /// Each block read once, a few at a time; only the counts are kept, not the blocks' logs.
+    async fn indexes_in_transactions(&self, ats: &[LogAt]) -> Result<Vec<u64>, ChainError> {
+        let mut by_block: BTreeMap<B256, Vec<usize>> = BTreeMap::new();
+        for (i, at) in ats.iter().enumerate() {
+            by_block.entry(at.block_hash).or_default().push(i);
+        }
+        let mut out = vec![0; ats.len()];
+        let mut blocks = futures::stream::iter(by_block)
+            .map(|(hash, positions)| async move {
+                let filter = Filter::new().at_block_hash(hash);
+                let block_logs = timed("eth_getLogs", self.provider.get_logs(&filter)).await?;
+                Ok::<_, ChainError>(
+                    positions
+                        .into_iter()
+                        .map(|i| (i, index_among(&block_logs, &ats[i])))
+                        .collect::<Vec<_>>(),
+                )
             })
-            .count();
-        Ok(u64::try_from(before).unwrap_or(u64::MAX))
+            .buffer_unordered(BLOCK_LOGS_IN_FLIGHT);
+        while let Some(block) = blocks.next().await {
+            for (i, index) in block? {
+                out[i] = index;
+            }
+        }
+        Ok(out)
     }
 
     async fn receipt(&self, hash: B256) -> Result<Option<NodeReceipt>, ChainError> {

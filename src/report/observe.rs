@@ -121,6 +121,7 @@ async fn observe_asset(
     let mut deposits = Vec::new();
     let mut withdraws = Vec::new();
     let mut transfers = Vec::new();
+    let mut inbound = Vec::new();
     let mut scan = LogScan::new(chain, spec.vault, spec.deploy_block, at_block);
     while let Some((blocks, logs)) = scan.next().await? {
         for log in &logs {
@@ -150,22 +151,16 @@ async fn observe_asset(
                     tag: tag(&event.receiptInformation),
                 }),
                 VaultEvent::Transfer(event) if event.from == bot || event.to == bot => {
-                    let inbound = event.to == bot && event.from != Address::ZERO;
-                    let index_in_tx = if inbound {
-                        Some(
-                            node.index_in_transaction(&log.at)
-                                .await
-                                .map_err(chain_error)?,
-                        )
-                    } else {
-                        None
-                    };
+                    if event.to == bot && event.from != Address::ZERO {
+                        // Its place in its transaction is read below, each block once.
+                        inbound.push((transfers.len(), log.at));
+                    }
                     transfers.push(TransferLog {
                         at,
                         from: event.from,
                         to: event.to,
                         value: Qty::from_units(event.value),
-                        index_in_tx,
+                        index_in_tx: None,
                     });
                 }
                 VaultEvent::Transfer(_) => {}
@@ -173,6 +168,14 @@ async fn observe_asset(
             }
         }
         bar.inc(blocks);
+    }
+    let ats: Vec<_> = inbound.iter().map(|(_, at)| *at).collect();
+    let indexes = node
+        .indexes_in_transactions(&ats)
+        .await
+        .map_err(chain_error)?;
+    for ((i, _), index) in inbound.into_iter().zip(indexes) {
+        transfers[i].index_in_tx = Some(index);
     }
 
     tracing::info!(
