@@ -375,6 +375,51 @@ async fn deposits_across_the_log_ranges_are_each_counted_once() {
     assert_eq!(items, expected, "one item per deposit, in chain order");
 }
 
+/// Alpaca's lists are read beside the chain's logs. An Alpaca in an outage (503 to every call)
+/// fails the report after the client's retries: a non-zero exit and a message that names Alpaca
+/// and its status, not a hang and not a partial report. One that answers 429 to half the calls
+/// (Retry-After 1 s) is waited out, and the report is the one made without it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_alpaca_fails_the_report_clearly_and_a_rate_limiting_one_is_waited_out() {
+    let world = World::start(None).await;
+    let block = head(&world).await;
+    let flags = [vault_flags(&world), at(block)].concat();
+    let clean = ok(&report(&world, flags.clone()).await);
+
+    world
+        .sim
+        .patch_faults(&issuer::sim::FaultsPatch {
+            error_rate_5xx: Some(1.0),
+            ..issuer::sim::FaultsPatch::default()
+        })
+        .unwrap();
+    let started = std::time::Instant::now();
+    let failed = report(&world, flags.clone()).await;
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(!failed.status.success(), "{stderr}");
+    assert!(failed.stdout.is_empty(), "no partial report on stdout");
+    assert!(
+        stderr.contains("alpaca") && stderr.contains("503"),
+        "the error names Alpaca and its status: {stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "gave up after the retries, not a hang: {:?}",
+        started.elapsed()
+    );
+
+    world
+        .sim
+        .patch_faults(&issuer::sim::FaultsPatch {
+            error_rate_5xx: Some(0.0),
+            rate_429: Some(0.5),
+            retry_after_secs: Some(1),
+            ..issuer::sim::FaultsPatch::default()
+        })
+        .unwrap();
+    assert_eq!(ok(&report(&world, flags).await), clean);
+}
+
 /// While the issuer runs (it holds the store), `issuer report` needs no flags beyond where the
 /// chain and Alpaca are: it asks the running issuer for the asset list. `--check` exits 0 for a
 /// clean balance and 1 when the difference is zero but an item needs attention (an unknown
