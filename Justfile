@@ -48,7 +48,10 @@ chain: _npm
     test -x {{anvil}} || { echo "anvil is not installed: run 'just setup' first"; exit 1; }
     # A fresh chain makes the old cache meaningless: start the local store anew too.
     rm -f {{run}}/issuer.redb
-    {{anvil}} --host 127.0.0.1 --port 8545 --block-time 1 > {{run}}/anvil.log 2>&1 &
+    # Past its in-memory history anvil writes old states to disk, and never deletes them once
+    # stopped: keep them in the run directory, which `just down` clears of them.
+    rm -rf {{run}}/anvil-states && mkdir -p {{run}}/anvil-states
+    {{anvil}} --host 127.0.0.1 --port 8545 --block-time 1 --cache-path {{run}}/anvil-states > {{run}}/anvil.log 2>&1 &
     echo $! > {{run}}/anvil.pid
     for _ in $(seq 1 100); do
       curl -sf -X POST -H 'content-type: application/json' \
@@ -93,7 +96,8 @@ up-multi: build chain
     alive() { [ -f "{{run}}/$1.pid" ] && kill -0 "$(cat "{{run}}/$1.pid")" 2>/dev/null; }
     if alive issuer; then echo "an issuer is already running (pid $(cat {{run}}/issuer.pid)): just down first"; exit 1; fi
     if ! alive anvil2; then
-      {{anvil}} --host 127.0.0.1 --port 8546 --chain-id 31338 --block-time 1 > {{run}}/anvil2.log 2>&1 &
+      rm -rf {{run}}/anvil2-states && mkdir -p {{run}}/anvil2-states
+      {{anvil}} --host 127.0.0.1 --port 8546 --chain-id 31338 --block-time 1 --cache-path {{run}}/anvil2-states > {{run}}/anvil2.log 2>&1 &
       echo $! > {{run}}/anvil2.pid
       for _ in $(seq 1 100); do
         curl -sf -X POST -H 'content-type: application/json' \
@@ -136,6 +140,7 @@ down:
         echo "stopped $name (pid $pid)"
       fi
       rm -f "$f"
+      [ "${name#anvil}" != "$name" ] && rm -rf "{{run}}/$name-states"
     done
     rm -f {{run}}/networks
 

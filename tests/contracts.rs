@@ -349,3 +349,29 @@ async fn deposit_burn_roles_and_certification() {
         Some(Authorizer::Unauthorized::SELECTOR)
     );
 }
+
+/// Past a few hundred blocks anvil writes old states to disk; the harness's anvil keeps them in
+/// its own directory and deletes them when the test drops it (killed anvils never do).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dropped_anvil_leaves_no_states_on_disk() {
+    let anvil = common::anvil(None);
+    let provider = ProviderBuilder::new().connect_http(anvil.endpoint().parse().unwrap());
+    let _: serde_json::Value = provider
+        .raw_request("anvil_mine".into(), ("0x4b0",))
+        .await
+        .unwrap();
+    let states = anvil.states_dir().to_path_buf();
+    let written = || std::fs::read_dir(&states).map_or(0, Iterator::count);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while written() == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        written() > 0,
+        "1,200 blocks persisted nothing under {}",
+        states.display()
+    );
+
+    drop(anvil);
+    assert!(!states.exists(), "{} outlived its anvil", states.display());
+}

@@ -10,12 +10,11 @@
 
 mod common;
 
-use alloy::node_bindings::{Anvil, AnvilInstance};
 use alloy::primitives::{Address, B256, U256};
 use alloy::providers::{ProviderBuilder, RootProvider};
 use common::process::{wait_healthy, Process};
 use common::stack::{alpaca_flags, eventually, AP_WALLET, SIM_ACCOUNT, SIM_KEY, SIM_SECRET};
-use common::{anvil_bin, bot, deploy_vault, loopback_listener, STRANGER_KEY};
+use common::{anvil_with, bot, deploy_vault, loopback_listener, LocalAnvil, STRANGER_KEY};
 use issuer::chain::deploy::Deployed;
 use issuer::chain::{Chain, Vault};
 use issuer::cli::LOCAL_API_KEY;
@@ -34,18 +33,13 @@ const E18: u128 = 1_000_000_000_000_000_000;
 struct Net {
     name: &'static str,
     chain_id: u64,
-    anvil: AnvilInstance,
+    anvil: LocalAnvil,
     deployed: Deployed,
 }
 
 impl Net {
     async fn start(name: &'static str, chain_id: u64) -> Net {
-        let anvil = Anvil::at(anvil_bin())
-            .arg("--host")
-            .arg("127.0.0.1")
-            .chain_id(chain_id)
-            .timeout(20_000)
-            .spawn();
+        let anvil = anvil_with(|builder| builder.chain_id(chain_id));
         let deployed = deploy_vault(&anvil.endpoint()).await;
         Net {
             name,

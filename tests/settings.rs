@@ -466,12 +466,7 @@ fn rpc_down_at_start_serves_intake_and_reconciles_once_it_is_back() {
     );
     assert_eq!(status, 200);
 
-    let _anvil = alloy::node_bindings::Anvil::at(common::anvil_bin())
-        .arg("--host")
-        .arg("127.0.0.1")
-        .port(port)
-        .timeout(20_000)
-        .spawn();
+    let _anvil = common::anvil_with(|builder| builder.port(port));
     let body = serve.wait_for("/readyz", 200, Duration::from_secs(20));
     let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(answer["status"], "ready", "{answer}");

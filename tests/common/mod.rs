@@ -3,6 +3,7 @@
 
 use alloy::node_bindings::{Anvil, AnvilInstance};
 use issuer::chain::{deploy, EthersSigner};
+use std::ops::Deref;
 use std::path::PathBuf;
 
 /// anvil's first dev key: the bot in tests.
@@ -26,16 +27,53 @@ pub fn anvil_bin() -> PathBuf {
     path
 }
 
-/// A fresh anvil on a free loopback port, killed when dropped. `block_time` None = automine.
-pub fn anvil(block_time: Option<u64>) -> AnvilInstance {
-    let mut builder = Anvil::at(anvil_bin())
+/// A running anvil whose persisted states live in a directory of its own, deleted with it.
+///
+/// Past its in-memory history (a few hundred blocks) anvil writes old states to disk, by default
+/// under `~/.foundry/anvil/tmp`, and a killed anvil (as every test's is) never deletes them: a
+/// long run there left 2 GB per anvil until the disk filled. Fields drop in order: the process
+/// is killed first, then its states are deleted.
+pub struct LocalAnvil {
+    instance: AnvilInstance,
+    states: tempfile::TempDir,
+}
+
+impl LocalAnvil {
+    /// Where this anvil persists its old states (`--cache-path`).
+    pub fn states_dir(&self) -> &std::path::Path {
+        self.states.path()
+    }
+}
+
+impl Deref for LocalAnvil {
+    type Target = AnvilInstance;
+
+    fn deref(&self) -> &AnvilInstance {
+        &self.instance
+    }
+}
+
+/// An anvil on 127.0.0.1 (a free port unless `configure` sets one), killed when dropped.
+pub fn anvil_with(configure: impl FnOnce(Anvil) -> Anvil) -> LocalAnvil {
+    let states = tempfile::tempdir().unwrap();
+    let builder = Anvil::at(anvil_bin())
         .arg("--host")
         .arg("127.0.0.1")
+        .arg("--cache-path")
+        .arg(states.path().as_os_str())
         .timeout(20_000);
-    if let Some(seconds) = block_time {
-        builder = builder.block_time(seconds);
+    LocalAnvil {
+        instance: configure(builder).spawn(),
+        states,
     }
-    builder.spawn()
+}
+
+/// A fresh anvil on a free loopback port, killed when dropped. `block_time` None = automine.
+pub fn anvil(block_time: Option<u64>) -> LocalAnvil {
+    anvil_with(|builder| match block_time {
+        Some(seconds) => builder.block_time(seconds),
+        None => builder,
+    })
 }
 
 pub fn bot() -> EthersSigner {

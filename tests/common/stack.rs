@@ -3,7 +3,6 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use super::{anvil, bot, deploy_vault, loopback_listener};
-use alloy::node_bindings::AnvilInstance;
 use alloy::primitives::{Address, U256};
 use alloy::providers::{ProviderBuilder, RootProvider};
 use issuer::alpaca::{BrokerClient, BrokerConfig, RetryPolicy};
@@ -46,7 +45,7 @@ pub fn alpaca_flags(sim_url: &str) -> Vec<String> {
 
 /// The chain, the vault and the simulator: what survives issuer restarts.
 pub struct World {
-    pub anvil: AnvilInstance,
+    pub anvil: super::LocalAnvil,
     pub deployed: Deployed,
     pub dir: tempfile::TempDir,
     pub db_path: PathBuf,
