@@ -11,6 +11,7 @@ use alloy::network::EthereumWallet;
 use alloy::primitives::U256;
 use alloy::providers::{Provider, ProviderBuilder};
 use alloy::rpc::types::TransactionRequest;
+use common::capped_node::CappedNode;
 use common::stack::{alpaca_flags, eventually, Issuer, World};
 use reconciler::Policy;
 use serde_json::Value;
@@ -19,7 +20,12 @@ use std::time::Duration;
 
 /// Runs `issuer report` against the world's chain and simulator with `extra` flags.
 async fn report(world: &World, extra: Vec<String>) -> Output {
-    let mut args: Vec<String> = vec!["report".into(), "--rpc-url".into(), world.rpc()];
+    report_via(world, world.rpc(), extra).await
+}
+
+/// [`report`] with the chain read through `rpc`.
+async fn report_via(world: &World, rpc: String, extra: Vec<String>) -> Output {
+    let mut args: Vec<String> = vec!["report".into(), "--rpc-url".into(), rpc];
     args.extend(alpaca_flags(&world.sim_url));
     args.extend(extra);
     tokio::task::spawn_blocking(move || {
@@ -327,31 +333,7 @@ async fn deposits_across_the_log_ranges_are_each_counted_once() {
                 .await
                 .unwrap();
         }
-        let info = reconciler::meta::ReceiptInfo {
-            tokenization_request_id: format!("spread-{n}"),
-            issuer_request_id: format!("mint-spread-{n}"),
-            underlying: "AAPL".into(),
-            quantity: n.to_string(),
-            timestamp: 1_700_000_000,
-            notes: String::new(),
-        };
-        let assets = U256::from(n) * U256::from(10u64).pow(U256::from(18u64));
-        let calldata = issuer::chain::mint_calldata(
-            bot.address(),
-            &[(world.ap_wallet, assets, reconciler::meta::encode(&info))],
-        );
-        let receipt = provider
-            .send_transaction(
-                TransactionRequest::default()
-                    .to(world.deployed.vault)
-                    .input(calldata.into()),
-            )
-            .await
-            .unwrap()
-            .get_receipt()
-            .await
-            .unwrap();
-        assert!(receipt.status());
+        let receipt = deposit_without_request(&world, &provider, n).await;
         assert_eq!(receipt.block_number, Some(block), "deposit {n}'s block");
         deposits.push(receipt.transaction_hash);
     }
@@ -373,6 +355,92 @@ async fn deposits_across_the_log_ranges_are_each_counted_once() {
         .collect();
     let expected: Vec<String> = deposits[..3].iter().map(|h| format!("{h:#x}")).collect();
     assert_eq!(items, expected, "one item per deposit, in chain order");
+}
+
+/// The bot deposits `n` shares to the AP's wallet, tagged `mint-spread-{n}`, with no Alpaca
+/// request behind it (an item in the report); mined in its own block (automine).
+async fn deposit_without_request(
+    world: &World,
+    bot: &impl Provider,
+    n: u64,
+) -> alloy::rpc::types::TransactionReceipt {
+    let info = reconciler::meta::ReceiptInfo {
+        tokenization_request_id: format!("spread-{n}"),
+        issuer_request_id: format!("mint-spread-{n}"),
+        underlying: "AAPL".into(),
+        quantity: n.to_string(),
+        timestamp: 1_700_000_000,
+        notes: String::new(),
+    };
+    let assets = U256::from(n) * U256::from(10u64).pow(U256::from(18u64));
+    let calldata = issuer::chain::mint_calldata(
+        common::bot().address(),
+        &[(world.ap_wallet, assets, reconciler::meta::encode(&info))],
+    );
+    let receipt = bot
+        .send_transaction(
+            TransactionRequest::default()
+                .to(world.deployed.vault)
+                .input(calldata.into()),
+        )
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    assert!(receipt.status(), "deposit {n}");
+    receipt
+}
+
+/// A node that refuses `eth_getLogs` answers over a cap (hosted providers refuse more than 10,000
+/// logs) is asked again in halves: the report through it is byte for byte the report made
+/// without it. A block whose logs alone are over the cap fails the report, naming the block.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_that_caps_its_log_answers_is_asked_in_smaller_ranges() {
+    let world = World::start(None).await;
+    let provider = ProviderBuilder::new()
+        .wallet(EthereumWallet::new(common::bot()))
+        .connect_http(world.rpc().parse().unwrap());
+    // Six blocks of two vault logs each (Deposit, Transfer).
+    let mut blocks = Vec::new();
+    for n in 1..=6 {
+        blocks.push(
+            deposit_without_request(&world, &provider, n)
+                .await
+                .block_number
+                .unwrap(),
+        );
+    }
+    let flags = [vault_flags(&world), at(head(&world).await)].concat();
+    let direct = ok(&report(&world, flags.clone()).await);
+    let json: Value = serde_json::from_str(&direct).unwrap();
+    assert_eq!(json["assets"][0]["totals"]["deposits"], 6, "{json:#}");
+
+    let capped = CappedNode::start(&world.rpc(), 3);
+    let through = ok(&report_via(&world, capped.url.clone(), flags.clone()).await);
+    assert_eq!(
+        through, direct,
+        "the same report through a node capping answers at 3 logs"
+    );
+    assert!(
+        capped.refused() >= 1 && capped.answered() >= 6,
+        "{} refused, {} answered",
+        capped.refused(),
+        capped.answered()
+    );
+
+    let tight = CappedNode::start(&world.rpc(), 1);
+    let failed = report_via(&world, tight.url.clone(), flags).await;
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(!failed.status.success(), "{stderr}");
+    assert!(failed.stdout.is_empty(), "no partial report on stdout");
+    assert!(
+        stderr.contains(&format!(
+            "block {}'s logs alone are more than the node answers",
+            blocks[0]
+        )) && stderr.contains("query returned more than 1 results"),
+        "the error names the block and the node's refusal: {stderr}"
+    );
 }
 
 /// Alpaca's lists are read beside the chain's logs. An Alpaca in an outage (503 to every call)

@@ -154,6 +154,71 @@ fn classify_broadcast_error(error: ChainError) -> ChainError {
     }
 }
 
+/// Whether a node refused an `eth_getLogs` for the size of its answer or of its block range (a
+/// hosted provider's cap: geth and Infura "query returned more than 10000 results", Alpaca's
+/// Alchemy "Log response size exceeded", reth "query exceeds max results", others "block range
+/// is too wide", "exceed maximum block range"), which a smaller range is answered under. A rate
+/// limit is not: a smaller range is no cheaper to a node counting requests.
+fn answer_too_large(detail: &str) -> bool {
+    let lower = detail.to_lowercase();
+    if lower.contains("rate limit") || lower.contains("too many requests") {
+        return false;
+    }
+    [
+        "returned more than",
+        "response size",
+        "max results",
+        "too many logs",
+        "too many results",
+        "block range is too",
+        "block range too",
+        "range too large",
+        "range too wide",
+        "maximum block range",
+        "max block range",
+    ]
+    .iter()
+    .any(|refusal| lower.contains(refusal))
+}
+
+impl RpcNode {
+    /// Appends `from..=to`'s logs to `out` in chain order. A range the node refuses as too large
+    /// an answer ([`answer_too_large`]) is asked again in halves, down to single blocks; a block
+    /// whose logs alone are refused is an error naming it.
+    async fn logs_in(
+        &self,
+        filter: &Filter,
+        from: u64,
+        to: u64,
+        out: &mut Vec<VaultLog>,
+    ) -> Result<(), ChainError> {
+        // The next range to ask is the last pushed: halves go on in reverse, so chain order holds.
+        let mut ranges = vec![(from, to)];
+        while let Some((start, end)) = ranges.pop() {
+            let asked = filter.clone().from_block(start).to_block(end);
+            match timed("eth_getLogs", self.provider.get_logs(&asked)).await {
+                Ok(logs) => out.extend(logs.iter().filter_map(vault_log)),
+                Err(ChainError::Rpc { call, detail }) if answer_too_large(&detail) => {
+                    if start == end {
+                        return Err(ChainError::Rpc {
+                            call,
+                            detail: format!(
+                                "block {start}'s logs alone are more than the node answers: {detail}"
+                            ),
+                        });
+                    }
+                    let middle = start + (end - start) / 2;
+                    tracing::debug!(start, end, %detail, "eth_getLogs refused as too large; asking in halves");
+                    ranges.push((middle + 1, end));
+                    ranges.push((start, middle));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
 #[async_trait::async_trait]
 impl Node for RpcNode {
     fn chain_id(&self) -> u64 {
@@ -209,9 +274,7 @@ impl Node for RpcNode {
         let mut start = from;
         while start <= to {
             let end = to.min(start.saturating_add(self.log_range_blocks - 1));
-            let ranged = filter.clone().from_block(start).to_block(end);
-            let logs = timed("eth_getLogs", self.provider.get_logs(&ranged)).await?;
-            out.extend(logs.iter().filter_map(vault_log));
+            self.logs_in(&filter, start, end, &mut out).await?;
             start = end + 1;
         }
         Ok(out)
@@ -402,5 +465,33 @@ impl Node for RpcNode {
         .await
         .map(drop)
         .map_err(classify_broadcast_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::answer_too_large;
+
+    #[test]
+    fn providers_refusals_of_large_answers_are_told_from_other_errors() {
+        for refusal in [
+            "server returned an error response: error code -32005: query returned more than 10000 results",
+            "Log response size exceeded. You can make eth_getLogs requests with up to a 2K block range and no limit on the response size, or you can request any block range with a cap of 10K logs in the response.",
+            "query exceeds max results 20000, retry with the range 100-180",
+            "block range is too wide",
+            "exceed maximum block range: 5000",
+            "eth_getLogs block range too large, range: 10001, max: 10000",
+        ] {
+            assert!(answer_too_large(refusal), "{refusal}");
+        }
+        for other in [
+            "error sending request for url: connection refused",
+            "HTTP error 429 with body: Too Many Requests",
+            "rate limit exceeded: more than 100 results per second",
+            "invalid params: fromBlock is after toBlock",
+            "header not found",
+        ] {
+            assert!(!answer_too_large(other), "{other}");
+        }
     }
 }

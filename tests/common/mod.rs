@@ -101,6 +101,7 @@ pub fn loopback_listener() -> std::net::TcpListener {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap()
 }
 
+pub mod capped_node;
 pub mod etcd;
 pub mod process;
 pub mod remote;
