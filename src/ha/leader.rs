@@ -41,6 +41,9 @@ pub struct Leadership {
 
 /// How often a standby looks whether the election key is free.
 const CAMPAIGN_POLL: Duration = Duration::from_millis(100);
+/// How often a new leader asks whether an earlier leader's transactions are mined: the first
+/// pass waits on it, so a failover does too.
+const DRAIN_POLL: Duration = Duration::from_millis(50);
 /// Longest a new leader waits for transactions it does not know (a previous leader's, still in
 /// the node's pool) to be mined before its first pass; sends stay refused while any is pending.
 const DRAIN_MAX: Duration = Duration::from_secs(30);
@@ -367,6 +370,9 @@ pub async fn run<B>(
         }
         tracing::info!(instance = %leadership.instance(), term = term.create_revision, "ha: leading; reconciler starting");
         let reconcile = parts.reconcile_loop(fence);
+        // The term's first pass runs at once, not a tick or a block later: a failover's mints
+        // resume as soon as the term is prepared.
+        wake.notify_one();
         let shutting_down = AtomicBool::new(false);
         let until = async {
             tokio::select! {
@@ -419,7 +425,7 @@ pub async fn prepare_term<B>(
         if !fence.holds() {
             return Err(HaError::Contended("leadership"));
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(DRAIN_POLL).await;
     }
     let latest = parts
         .chain

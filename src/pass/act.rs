@@ -28,15 +28,28 @@ pub async fn act<B: Broker + Clone + 'static>(
         .iter()
         .map(|m| (&m.issuer_request_id, m))
         .collect();
-    // Callbacks first: they are handed to jobs (never awaited), depend on nothing else the pass
-    // does, and must not wait behind its chain work. Then the settlements, in one commit.
+    // First sends of callbacks first: they are handed to jobs (never awaited), depend on nothing
+    // else the pass does, and must not wait behind its chain work. Callbacks that ask Alpaca
+    // first (after a restart or a failover, up to every active mint's) go after the chain work:
+    // their jobs would otherwise share the cores with the mints' estimates and signatures just
+    // when a new leader's first sends decide how long the failover took. Then the settlements,
+    // in one commit.
     let (callbacks, actions): (Vec<Action>, Vec<Action>) = actions
         .into_iter()
         .partition(|a| matches!(a, Action::MintCallback { .. }));
+    let (asking, first_sends): (Vec<Action>, Vec<Action>) = callbacks.into_iter().partition(|a| {
+        matches!(
+            a,
+            Action::MintCallback {
+                ask_first: true,
+                ..
+            }
+        )
+    });
     if r.stop.is_set() || !r.fence.holds() {
         return Ok(());
     }
-    submit_callbacks(r, callbacks, summary);
+    submit_callbacks(r, first_sends, summary);
     let (settles, actions): (Vec<Action>, Vec<Action>) = actions
         .into_iter()
         .partition(|a| matches!(a, Action::Settle { .. }));
@@ -93,6 +106,9 @@ pub async fn act<B: Broker + Clone + 'static>(
         if let Err(e) = act_one(r, world, action, &intents, summary).await {
             tracing::warn!(action = what, error = %e, "action failed; the next pass plans it again");
         }
+    }
+    if !asking.is_empty() && !r.stop.is_set() && r.fence.holds() {
+        submit_callbacks(r, asking, summary);
     }
     let head = world.head_block;
     for chunk in r
