@@ -6,6 +6,7 @@
 //! and many concurrent callers share one fsync.
 
 mod asset_contracts;
+mod growth;
 mod records;
 mod redb_index;
 mod redb_jobs;

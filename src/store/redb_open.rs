@@ -2,6 +2,7 @@
 //! a newer schema is refused before anything could change it; an older one is brought up to
 //! [`SCHEMA_VERSION`] in one transaction.
 
+use super::growth::Allocating;
 use super::records::{TxRecord, SCHEMA_VERSION};
 use super::redb_index::{self, LEGACY_UNSETTLED_TXS, UNSETTLED_TXS};
 use super::redb_tables::{
@@ -86,9 +87,10 @@ pub(super) fn open_existing<B: StorageBackend>(
         .write(true)
         .open(path)
         .map_err(|e| unusable(shown, &e))?;
+    let allocate = file.try_clone().map_err(|e| unusable(shown, &e))?;
     let backend = FileBackend::new(file).map_err(|e| open_error(shown, e))?;
     let db = Builder::new()
-        .create_with_backend(wrap(backend))
+        .create_with_backend(Allocating::new(wrap(backend), allocate))
         .map_err(|e| open_error(shown, e))?;
     check_schema(shown, &db)?;
     migrate(shown, &db)?;
@@ -105,9 +107,10 @@ pub(super) fn create_new<B: StorageBackend>(
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let file = options.open(path).map_err(|e| unusable(shown, &e))?;
+    let allocate = file.try_clone().map_err(|e| unusable(shown, &e))?;
     let backend = FileBackend::new(file).map_err(|e| open_error(shown, e))?;
     let db = Builder::new()
-        .create_with_backend(wrap(backend))
+        .create_with_backend(Allocating::new(wrap(backend), allocate))
         .map_err(|e| open_error(shown, e))?;
     let mut txn = db.begin_write()?;
     txn.set_two_phase_commit(true);
