@@ -393,8 +393,9 @@ async fn deposit_without_request(
 }
 
 /// A node that refuses `eth_getLogs` answers over a cap (hosted providers refuse more than 10,000
-/// logs) is asked again in halves: the report through it is byte for byte the report made
-/// without it. A block whose logs alone are over the cap fails the report, naming the block.
+/// logs) is asked again in halves, and one that refuses calls for their rate is waited out: the
+/// report through either is byte for byte the report made without it. A block whose logs alone
+/// are over the cap fails the report, naming the block.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_that_caps_its_log_answers_is_asked_in_smaller_ranges() {
     let world = World::start(None).await;
@@ -427,6 +428,21 @@ async fn a_node_that_caps_its_log_answers_is_asked_in_smaller_ranges() {
         "{} refused, {} answered",
         capped.refused(),
         capped.answered()
+    );
+
+    // A node refusing every third call for its rate (HTTP 429 and -32005 by turns) is waited out,
+    // and its -32005 for an answer too large still splits the range, never retried as a rate.
+    let limited = CappedNode::rate_limited(&world.rpc(), 3, 3);
+    let through = ok(&report_via(&world, limited.url.clone(), flags.clone()).await);
+    assert_eq!(
+        through, direct,
+        "the same report through a rate-limiting node"
+    );
+    assert!(
+        limited.rate_limited_calls() >= 2 && limited.refused() >= 1,
+        "{} refused for rate, {} for size",
+        limited.rate_limited_calls(),
+        limited.refused()
     );
 
     let tight = CappedNode::start(&world.rpc(), 1);

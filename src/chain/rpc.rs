@@ -8,8 +8,11 @@ use alloy::eips::{BlockId, BlockNumberOrTag};
 use alloy::network::Ethereum;
 use alloy::primitives::{Address, Bytes, B256, U256};
 use alloy::providers::{Provider, RootProvider};
+use alloy::rpc::client::ClientBuilder;
 use alloy::rpc::types::{Filter, Log, TransactionRequest};
 use alloy::sol_types::SolEvent;
+use alloy::transports::layers::{RateLimitRetryPolicy, RetryBackoffLayer, RetryPolicy};
+use alloy::transports::TransportError;
 use futures::StreamExt;
 use std::collections::BTreeMap;
 use std::future::IntoFuture;
@@ -37,6 +40,28 @@ async fn timed<T, E: std::fmt::Display>(
     }
 }
 
+/// Retries of a call a node refused for its rate, each after the node's hint (Retry-After,
+/// "try again in 4ms") or [`RATE_LIMIT_BACKOFF_MS`]; all within the call's [`RPC_TIMEOUT`].
+const RATE_LIMIT_RETRIES: u32 = 10;
+const RATE_LIMIT_BACKOFF_MS: u64 = 500;
+
+/// A hosted node's refusal for rate (HTTP 429 or 503, Infura's -32005 "limit exceeded", Alchemy's
+/// 429, QuickNode's "request limit reached") is retried; a refusal of an answer as too large
+/// ([`answer_too_large`]), which some send with the same -32005, is not: it is asked again in
+/// smaller ranges.
+#[derive(Debug, Clone, Copy)]
+struct RateLimited;
+
+impl RetryPolicy for RateLimited {
+    fn should_retry(&self, error: &TransportError) -> bool {
+        RateLimitRetryPolicy::default().should_retry(error) && !answer_too_large(&error.to_string())
+    }
+
+    fn backoff_hint(&self, error: &TransportError) -> Option<Duration> {
+        RateLimitRetryPolicy::default().backoff_hint(error)
+    }
+}
+
 /// A node over HTTP JSON-RPC.
 #[derive(Clone, Debug)]
 pub struct RpcNode {
@@ -56,7 +81,15 @@ impl RpcNode {
         let url = rpc_url
             .parse()
             .map_err(|_| ChainError::BadUrl(crate::config::redact_url(rpc_url)))?;
-        let provider = RootProvider::<Ethereum>::new_http(url);
+        let retrying = RetryBackoffLayer::new_with_policy(
+            RATE_LIMIT_RETRIES,
+            RATE_LIMIT_BACKOFF_MS,
+            // No compute-unit budget of our own: the node's refusals and hints pace the retries.
+            u64::MAX,
+            RateLimited,
+        );
+        let provider =
+            RootProvider::<Ethereum>::new(ClientBuilder::default().layer(retrying).http(url));
         let chain_id = timed("eth_chainId", provider.get_chain_id()).await?;
         Ok(RpcNode {
             provider,
@@ -470,7 +503,28 @@ impl Node for RpcNode {
 
 #[cfg(test)]
 mod tests {
-    use super::answer_too_large;
+    use super::{answer_too_large, RateLimited};
+    use alloy::rpc::json_rpc::{ErrorPayload, RpcError};
+    use alloy::transports::layers::RetryPolicy;
+    use alloy::transports::TransportErrorKind;
+
+    fn refusal(code: i64, message: &'static str) -> RpcError<TransportErrorKind> {
+        RpcError::ErrorResp(ErrorPayload {
+            code,
+            message: message.into(),
+            data: None,
+        })
+    }
+
+    #[test]
+    fn a_refusal_for_rate_is_retried_and_one_for_size_under_the_same_code_is_not() {
+        assert!(RateLimited.should_retry(&refusal(-32005, "project ID request rate exceeded")));
+        assert!(RateLimited.should_retry(&refusal(429, "Too Many Requests")));
+        assert!(
+            !RateLimited.should_retry(&refusal(-32005, "query returned more than 10000 results"))
+        );
+        assert!(!RateLimited.should_retry(&refusal(-32000, "execution reverted")));
+    }
 
     #[test]
     fn providers_refusals_of_large_answers_are_told_from_other_errors() {
