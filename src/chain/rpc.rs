@@ -188,10 +188,10 @@ fn classify_broadcast_error(error: ChainError) -> ChainError {
 }
 
 /// Whether a node refused an `eth_getLogs` for the size of its answer or of its block range (a
-/// hosted provider's cap: geth and Infura "query returned more than 10000 results", Alpaca's
-/// Alchemy "Log response size exceeded", reth "query exceeds max results", others "block range
-/// is too wide", "exceed maximum block range"), which a smaller range is answered under. A rate
-/// limit is not: a smaller range is no cheaper to a node counting requests.
+/// hosted provider's cap: geth and Infura "query returned more than 10000 results", Alchemy "Log
+/// response size exceeded", reth "query exceeds max results", others "block range is too wide",
+/// "exceed maximum block range"), which a smaller range is answered under. A rate limit is not:
+/// a smaller range is no cheaper to a node counting requests.
 fn answer_too_large(detail: &str) -> bool {
     let lower = detail.to_lowercase();
     if lower.contains("rate limit") || lower.contains("too many requests") {
