@@ -176,35 +176,7 @@ async fn converged_mints_balance_and_the_cache_changes_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deposit_without_a_request_is_an_item() {
     let world = World::start(None).await;
-    let bot = common::bot();
-    let info = reconciler::meta::ReceiptInfo {
-        tokenization_request_id: "made-up".into(),
-        issuer_request_id: "mint-made-up".into(),
-        underlying: "AAPL".into(),
-        quantity: "7".into(),
-        timestamp: 1_700_000_000,
-        notes: "not from Alpaca".into(),
-    };
-    let assets = U256::from(7u64) * U256::from(10u64).pow(U256::from(18u64));
-    let calldata = issuer::chain::mint_calldata(
-        bot.address(),
-        &[(world.ap_wallet, assets, reconciler::meta::encode(&info))],
-    );
-    let provider = ProviderBuilder::new()
-        .wallet(EthereumWallet::new(bot.clone()))
-        .connect_http(world.rpc().parse().unwrap());
-    let receipt = provider
-        .send_transaction(
-            TransactionRequest::default()
-                .to(world.deployed.vault)
-                .input(calldata.into()),
-        )
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
-    assert!(receipt.status());
+    let receipt = deposit_without_request(&world, "made-up", 7).await;
     let block = head(&world).await;
 
     let json: Value = serde_json::from_str(&ok(&report(
@@ -313,10 +285,7 @@ async fn signed_report_verifies_and_a_tampered_one_does_not() {
 #[tokio::test(flavor = "multi_thread")]
 async fn deposits_across_the_log_ranges_are_each_counted_once() {
     let world = World::start(None).await;
-    let bot = common::bot();
-    let provider = ProviderBuilder::new()
-        .wallet(EthereumWallet::new(bot.clone()))
-        .connect_http(world.rpc().parse().unwrap());
+    let provider = ProviderBuilder::new().connect_http(world.rpc().parse().unwrap());
     let d = world.deployed.deploy_block;
     let mut deposits = Vec::new();
     for (n, block) in [
@@ -333,7 +302,7 @@ async fn deposits_across_the_log_ranges_are_each_counted_once() {
                 .await
                 .unwrap();
         }
-        let receipt = deposit_without_request(&world, &provider, n).await;
+        let receipt = deposit_without_request(&world, &format!("spread-{n}"), n).await;
         assert_eq!(receipt.block_number, Some(block), "deposit {n}'s block");
         deposits.push(receipt.transaction_hash);
     }
@@ -357,22 +326,25 @@ async fn deposits_across_the_log_ranges_are_each_counted_once() {
     assert_eq!(items, expected, "one item per deposit, in chain order");
 }
 
-/// The bot deposits `n` shares to the AP's wallet, tagged `mint-spread-{n}`, with no Alpaca
-/// request behind it (an item in the report); mined in its own block (automine).
+/// The bot deposits `shares` to the AP's wallet, tagged as Alpaca's `trid` (`mint-{trid}`), with
+/// no Alpaca request behind it (an item in the report); mined in its own block (automine).
 async fn deposit_without_request(
     world: &World,
-    bot: &impl Provider,
-    n: u64,
+    trid: &str,
+    shares: u64,
 ) -> alloy::rpc::types::TransactionReceipt {
+    let bot = ProviderBuilder::new()
+        .wallet(EthereumWallet::new(common::bot()))
+        .connect_http(world.rpc().parse().unwrap());
     let info = reconciler::meta::ReceiptInfo {
-        tokenization_request_id: format!("spread-{n}"),
-        issuer_request_id: format!("mint-spread-{n}"),
+        tokenization_request_id: trid.into(),
+        issuer_request_id: format!("mint-{trid}"),
         underlying: "AAPL".into(),
-        quantity: n.to_string(),
+        quantity: shares.to_string(),
         timestamp: 1_700_000_000,
-        notes: String::new(),
+        notes: "not from Alpaca".into(),
     };
-    let assets = U256::from(n) * U256::from(10u64).pow(U256::from(18u64));
+    let assets = U256::from(shares) * U256::from(10u64).pow(U256::from(18u64));
     let calldata = issuer::chain::mint_calldata(
         common::bot().address(),
         &[(world.ap_wallet, assets, reconciler::meta::encode(&info))],
@@ -388,7 +360,7 @@ async fn deposit_without_request(
         .get_receipt()
         .await
         .unwrap();
-    assert!(receipt.status(), "deposit {n}");
+    assert!(receipt.status(), "deposit {trid}");
     receipt
 }
 
@@ -399,18 +371,11 @@ async fn deposit_without_request(
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_that_caps_its_log_answers_is_asked_in_smaller_ranges() {
     let world = World::start(None).await;
-    let provider = ProviderBuilder::new()
-        .wallet(EthereumWallet::new(common::bot()))
-        .connect_http(world.rpc().parse().unwrap());
     // Six blocks of two vault logs each (Deposit, Transfer).
     let mut blocks = Vec::new();
     for n in 1..=6 {
-        blocks.push(
-            deposit_without_request(&world, &provider, n)
-                .await
-                .block_number
-                .unwrap(),
-        );
+        let receipt = deposit_without_request(&world, &format!("capped-{n}"), n).await;
+        blocks.push(receipt.block_number.unwrap());
     }
     let flags = [vault_flags(&world), at(head(&world).await)].concat();
     let direct = ok(&report(&world, flags.clone()).await);
