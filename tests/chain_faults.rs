@@ -6,6 +6,7 @@
 mod common;
 
 use alloy::primitives::U256;
+use common::capped_node::CappedNode;
 use common::stack::{eventually, Issuer, World};
 use reconciler::{IssuerRequestId, Policy};
 use serde_json::{json, Value};
@@ -170,4 +171,72 @@ async fn a_dropped_transaction_is_replaced_at_the_same_nonce() {
 
 fn anvil() -> reconciler::Network {
     reconciler::Network::parse("anvil").unwrap()
+}
+
+/// A lost cache rebuilt through a hosted provider that refuses every fourth call for its rate
+/// (HTTP 429 and -32005 by turns) and every log answer over 2 logs: the four deposits, one per
+/// block, are each found (refused ranges asked in halves, refusals for rate waited out), and
+/// nothing is minted or called back twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cache_rebuilt_behind_a_rate_limiting_log_capping_node_mints_nothing_twice() {
+    let world = World::start(None).await;
+    let issuer = Issuer::start(&world, Policy::default()).await;
+    let mut minted = Vec::new();
+    for n in 0..4 {
+        let trid = format!("tr-hosted-{n}");
+        let reply = world.mint(&issuer.url, &trid, "1").await;
+        minted.push((
+            trid.clone(),
+            reply["issuer_request_id"].as_str().unwrap().to_owned(),
+        ));
+        // One at a time: each deposit in a block of its own, under the node's cap.
+        eventually(Duration::from_secs(30), "called back", || async {
+            world.sim.mint_callback_count(&trid) >= 1
+        })
+        .await;
+    }
+    issuer.stop().await;
+
+    std::fs::remove_file(&world.db_path).unwrap();
+    {
+        use issuer::store::{RedbStore, Store};
+        let store = RedbStore::open(&world.db_path).unwrap();
+        store
+            .put_asset(&common::stack::asset(&world.deployed))
+            .unwrap();
+    }
+    let node = CappedNode::rate_limited(&world.rpc(), 2, 4);
+    let issuer = Issuer::start_through(&world, &node.url, Policy::default()).await;
+    eventually(
+        Duration::from_secs(60),
+        "every deposit recovered from the chain and Alpaca",
+        || async {
+            minted.iter().all(|(_, irid)| {
+                issuer
+                    .store
+                    .mint(&IssuerRequestId::parse(irid).unwrap())
+                    .unwrap()
+                    .is_some_and(|m| {
+                        matches!(m.intent.callback, reconciler::Callback::Acked { .. })
+                    })
+            })
+        },
+    )
+    .await;
+    issuer.more_passes(5).await;
+    for (trid, irid) in &minted {
+        assert_eq!(world.deposits_for(irid).await, 1, "{trid}: one deposit");
+        assert_eq!(
+            world.sim.mint_callback_count(trid),
+            1,
+            "{trid}: one callback"
+        );
+    }
+    assert!(
+        node.refused() >= 1 && node.rate_limited_calls() >= 1,
+        "{} log answers refused as too large, {} calls for rate",
+        node.refused(),
+        node.rate_limited_calls()
+    );
+    issuer.stop().await;
 }

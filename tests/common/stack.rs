@@ -264,15 +264,31 @@ impl Issuer {
         Self::start_with(world, policy, signer, interval).await
     }
 
+    /// [`Self::start`] reading and writing the chain through `rpc` (a node in front of anvil).
+    pub async fn start_through(world: &World, rpc: &str, policy: Policy) -> Issuer {
+        let interval = Duration::from_millis(200);
+        Self::start_on(world, rpc, policy, bot().into(), interval).await
+    }
+
     async fn start_with(
         world: &World,
         policy: Policy,
         signer: issuer::chain::BotSigner,
         interval: Duration,
     ) -> Issuer {
+        Self::start_on(world, &world.rpc(), policy, signer, interval).await
+    }
+
+    async fn start_on(
+        world: &World,
+        rpc: &str,
+        policy: Policy,
+        signer: issuer::chain::BotSigner,
+        interval: Duration,
+    ) -> Issuer {
         let file = RedbStore::open(&world.db_path).unwrap();
         let store: Arc<dyn Store> = Arc::new(file.clone());
-        let chain = Chain::connect(&world.rpc(), signer).await.unwrap();
+        let chain = Chain::connect(rpc, signer).await.unwrap();
         let broker = BrokerClient::new(BrokerConfig {
             base_url: world.sim_url.clone(),
             account_id: SIM_ACCOUNT.into(),
