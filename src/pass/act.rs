@@ -49,7 +49,7 @@ pub async fn act<B: Broker + Clone + 'static>(
     if r.stop.is_set() || !r.fence.holds() {
         return Ok(());
     }
-    submit_callbacks(r, first_sends, summary);
+    alpaca_jobs::submit_callbacks(r, first_sends, summary);
     let (settles, actions): (Vec<Action>, Vec<Action>) = actions
         .into_iter()
         .partition(|a| matches!(a, Action::Settle { .. }));
@@ -108,7 +108,7 @@ pub async fn act<B: Broker + Clone + 'static>(
         }
     }
     if !asking.is_empty() && !r.stop.is_set() && r.fence.holds() {
-        submit_callbacks(r, asking, summary);
+        alpaca_jobs::submit_callbacks(r, asking, summary);
     }
     let head = world.head_block;
     for chunk in r
@@ -133,69 +133,6 @@ pub async fn act<B: Broker + Clone + 'static>(
     Ok(())
 }
 
-/// Hands the pass's mint callbacks to Alpaca jobs. The first sends are marked attempted
-/// together, in one commit, before any job starts (a job marks its own only when the pass could
-/// not): after a crash the next attempt asks Alpaca first.
-fn submit_callbacks<B: Broker + Clone + 'static>(
-    r: &ReconcileLoop<B>,
-    callbacks: Vec<Action>,
-    summary: &mut PassSummary,
-) {
-    let first_sends: Vec<IssuerRequestId> = callbacks
-        .iter()
-        .filter_map(|a| match a {
-            Action::MintCallback {
-                issuer_request_id,
-                ask_first: false,
-                ..
-            } => Some(issuer_request_id.clone()),
-            _ => None,
-        })
-        .collect();
-    let marked: std::collections::BTreeSet<IssuerRequestId> = if first_sends.is_empty() {
-        std::collections::BTreeSet::new()
-    } else {
-        match r.store.mark_callbacks_attempted(&first_sends) {
-            Ok(marked) => {
-                maybe_crash(r.config.crash_at, CrashPoint::AfterCallbacksMarked);
-                marked.into_iter().collect()
-            }
-            // Each job then marks its own before sending, as it does when the pass could not.
-            Err(e) => {
-                tracing::warn!(callbacks = first_sends.len(), first = %first_sends[0], error = %e,
-                    "marking callbacks attempted failed; each job marks its own");
-                std::collections::BTreeSet::new()
-            }
-        }
-    };
-    for action in callbacks {
-        // The job reads the record afresh to know whether to ask first; the plan already held
-        // back a retry that is not due.
-        if let Action::MintCallback {
-            issuer_request_id,
-            tx_hash,
-            ask_first: _,
-        } = action
-        {
-            let ctx = r.job_ctx();
-            let marked_now = marked.contains(&issuer_request_id);
-            let id = issuer_request_id.clone();
-            r.alpaca.submit(
-                &issuer_request_id,
-                "callback",
-                AfterJob::Nothing,
-                &r.polls,
-                async move {
-                    alpaca_jobs::callback(&ctx, id, tx_hash, marked_now)
-                        .await
-                        .map(|_| ())
-                },
-            );
-            summary.callbacks_submitted += 1;
-        }
-    }
-}
-
 /// Carries out one action of the plan.
 async fn act_one<B: Broker + Clone + 'static>(
     r: &ReconcileLoop<B>,
@@ -213,7 +150,7 @@ async fn act_one<B: Broker + Clone + 'static>(
         Action::Settle { nonce, failed } => settle(r, &[(nonce, failed)], world)?,
         // Alpaca's work runs as jobs beside the pass (never awaited here): a slow or
         // rate-limited Alpaca must not hold back the chain work after it.
-        Action::MintCallback { .. } => submit_callbacks(r, vec![action], summary),
+        Action::MintCallback { .. } => alpaca_jobs::submit_callbacks(r, vec![action], summary),
         Action::RecoverMint { deposit } => {
             let ctx = r.job_ctx();
             let id = deposit.issuer_request_id.clone();

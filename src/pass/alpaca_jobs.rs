@@ -7,7 +7,7 @@
 //! being slept inside one.
 
 use super::crash::{maybe_crash, CrashPoint};
-use super::{PassError, PollSchedule};
+use super::{PassError, PassSummary, PollSchedule, ReconcileLoop};
 use crate::alpaca::{
     Broker, BrokerError, MintCallback, RedeemRequest, RequestStatus, RequestType,
     TokenizationRequest,
@@ -16,8 +16,8 @@ use crate::store::{MintRecord, Store};
 use alloy::primitives::B256;
 use reconciler::refusal::{callback_outcome, redeem_refusal, CallbackOutcome, RedeemRefusal};
 use reconciler::{
-    AlpacaView, Anomaly, Callback, IssuerRequestId, Journal, JournalStatus, MintIntent, Redemption,
-    RedemptionState, TokenizationRequestId,
+    Action, AlpacaView, Anomaly, Callback, IssuerRequestId, Journal, JournalStatus, MintIntent,
+    Redemption, RedemptionState, TokenizationRequestId,
 };
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -568,4 +568,63 @@ pub(super) async fn recover<B: Broker>(
         tracing::warn!(issuer_request_id = %id, tx = %deposit.tx_hash, "rebuilt a mint intent from the chain and Alpaca");
     }
     Ok(())
+}
+
+/// Hands the pass's mint callbacks to Alpaca jobs. The first sends are marked attempted
+/// together, in one commit, before any job starts (a job marks its own only when the pass could
+/// not): after a crash the next attempt asks Alpaca first.
+pub(super) fn submit_callbacks<B: Broker + Clone + 'static>(
+    r: &ReconcileLoop<B>,
+    callbacks: Vec<Action>,
+    summary: &mut PassSummary,
+) {
+    let first_sends: Vec<IssuerRequestId> = callbacks
+        .iter()
+        .filter_map(|a| match a {
+            Action::MintCallback {
+                issuer_request_id,
+                ask_first: false,
+                ..
+            } => Some(issuer_request_id.clone()),
+            _ => None,
+        })
+        .collect();
+    let marked: std::collections::BTreeSet<IssuerRequestId> = if first_sends.is_empty() {
+        std::collections::BTreeSet::new()
+    } else {
+        match r.store.mark_callbacks_attempted(&first_sends) {
+            Ok(marked) => {
+                maybe_crash(r.config.crash_at, CrashPoint::AfterCallbacksMarked);
+                marked.into_iter().collect()
+            }
+            // Each job then marks its own before sending, as it does when the pass could not.
+            Err(e) => {
+                tracing::warn!(callbacks = first_sends.len(), first = %first_sends[0], error = %e,
+                    "marking callbacks attempted failed; each job marks its own");
+                std::collections::BTreeSet::new()
+            }
+        }
+    };
+    for action in callbacks {
+        // The job reads the record afresh to know whether to ask first; the plan already held
+        // back a retry that is not due.
+        if let Action::MintCallback {
+            issuer_request_id,
+            tx_hash,
+            ask_first: _,
+        } = action
+        {
+            let ctx = r.job_ctx();
+            let marked_now = marked.contains(&issuer_request_id);
+            let id = issuer_request_id.clone();
+            r.alpaca.submit(
+                &issuer_request_id,
+                "callback",
+                AfterJob::Nothing,
+                &r.polls,
+                async move { callback(&ctx, id, tx_hash, marked_now).await.map(|_| ()) },
+            );
+            summary.callbacks_submitted += 1;
+        }
+    }
 }
