@@ -197,14 +197,7 @@ async fn a_cache_rebuilt_behind_a_rate_limiting_log_capping_node_mints_nothing_t
     }
     issuer.stop().await;
 
-    std::fs::remove_file(&world.db_path).unwrap();
-    {
-        use issuer::store::{RedbStore, Store};
-        let store = RedbStore::open(&world.db_path).unwrap();
-        store
-            .put_asset(&common::stack::asset(&world.deployed))
-            .unwrap();
-    }
+    world.lose_cache();
     let node = CappedNode::rate_limited(&world.rpc(), 2, 4);
     let issuer = Issuer::start_through(&world, &node.url, Policy::default()).await;
     eventually(

@@ -123,14 +123,7 @@ async fn deleted_cache_neither_mints_nor_calls_back_twice() {
     issuer.stop().await;
 
     // The cache is gone; an operator re-adds the asset (it lives nowhere else) and restarts.
-    std::fs::remove_file(&world.db_path).unwrap();
-    {
-        use issuer::store::{RedbStore, Store};
-        let store = RedbStore::open(&world.db_path).unwrap();
-        store
-            .put_asset(&common::stack::asset(&world.deployed))
-            .unwrap();
-    }
+    world.lose_cache();
     let issuer = Issuer::start(&world, Policy::default()).await;
     eventually(
         Duration::from_secs(30),

@@ -133,6 +133,16 @@ impl World {
         }
     }
 
+    /// The cache is lost: the store file is deleted, and an operator re-adds the asset (it lives
+    /// nowhere else) before the issuer restarts.
+    pub fn lose_cache(&self) {
+        std::fs::remove_file(&self.db_path).unwrap();
+        RedbStore::open(&self.db_path)
+            .unwrap()
+            .put_asset(&asset(&self.deployed))
+            .unwrap();
+    }
+
     pub fn rpc(&self) -> String {
         self.anvil.endpoint()
     }
