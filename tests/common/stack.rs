@@ -179,6 +179,48 @@ impl World {
     /// [`Self::mint`] naming the client as `client` (`{"client_account_id": "..."}` or
     /// `{"client_external_account_id": "..."}`).
     pub async fn mint_as(&self, issuer_url: &str, trid: &str, qty: &str, client: Value) -> Value {
+        self.mint_as_to(issuer_url, trid, qty, client, AP_WALLET)
+            .await
+    }
+
+    /// Plays Alpaca's side of each `(tokenization_request_id, wallet)` mint (qty 1) against the
+    /// issuer's HTTP server alone, with no reconcile loop: the first pass of an issuer started
+    /// afterwards finds them all confirmed at once, in this order.
+    pub async fn confirm_before_any_pass(&self, mints: &[(&str, &str)]) {
+        let store = RedbStore::open(&self.db_path).unwrap();
+        let listener = loopback_listener();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, rx) = watch::channel(false);
+        let shared: Arc<dyn Store> = Arc::new(store.clone());
+        let serving = tokio::spawn(issuer::http::serve(
+            listener,
+            shared,
+            Arc::new(tokio::sync::Notify::new()),
+            http_config(),
+            stopper(rx),
+        ));
+        for (trid, wallet) in mints {
+            self.mint_to(&url, trid, "1", wallet).await;
+        }
+        let _ = stop.send(true);
+        let _ = serving.await;
+        store.close();
+    }
+
+    /// [`Self::mint`] into `wallet` (one of the AP's whitelisted wallets).
+    pub async fn mint_to(&self, issuer_url: &str, trid: &str, qty: &str, wallet: &str) -> Value {
+        let client = json!({ "client_external_account_id": self.client_id.as_str() });
+        self.mint_as_to(issuer_url, trid, qty, client, wallet).await
+    }
+
+    async fn mint_as_to(
+        &self,
+        issuer_url: &str,
+        trid: &str,
+        qty: &str,
+        client: Value,
+        wallet: &str,
+    ) -> Value {
         let body = json!({
             "issuer_url": issuer_url,
             "issuer_api_key": LOCAL_API_KEY,
@@ -188,7 +230,7 @@ impl World {
             "token_symbol": "tAAPL",
             "network": "anvil",
             "client": client,
-            "wallet_address": AP_WALLET,
+            "wallet_address": wallet,
         });
         let reply = reqwest::Client::new()
             .post(format!("{}/sim/mint", self.sim_url))
