@@ -297,7 +297,7 @@ struct NextSend {
     /// The highest limit among our transactions signed and not yet mined. A node building a
     /// block skips one of ours whose limit does not fit the room left; anvil then refuses a
     /// later, smaller one as "nonce too high" and drops it from its pool, and every nonce after
-    /// it waits for a re-send and a block more (three of fifteen 2,000-mint bench runs took six
+    /// it waits for a re-send and a block more (five of thirty 2,000-mint bench runs took six
     /// or seven blocks instead of five). With limits that never fall along our nonces, nothing
     /// behind a skipped transaction fits where it did not. It costs no fee (gas used is paid,
     /// not the limit), and such a transaction could not be mined before the one it waits
