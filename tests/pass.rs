@@ -487,6 +487,58 @@ impl Rig {
     }
 }
 
+/// A burn signed while a batch of mints waits unmined at the node carries a gas limit no lower
+/// than the batch's. A node that skips the batch for want of room must not find the smaller burn
+/// behind it fitting: anvil drops such a one as "nonce too high", and every nonce after it waits
+/// for a re-send (`tests/chain_faults.rs` shows it with mints on a real anvil).
+#[tokio::test(start_paused = true)]
+async fn a_burn_signed_behind_a_waiting_mint_batch_never_carries_a_smaller_gas_limit() {
+    let rig = Rig::new();
+    let id = minted_then_sent_back(&rig, "tr-r", 3, 2).await;
+    let network = Network::parse("base").unwrap();
+    rig.issue_confirmed_each(10);
+    let mut burn = None;
+    for _ in 0..10 {
+        rig.pass().await;
+        burn = rig
+            .store
+            .unsettled_txs(&network)
+            .unwrap()
+            .into_iter()
+            .find(|tx| matches!(tx.purpose, reconciler::TxPurpose::Burn { .. }));
+        if burn.is_some() {
+            break;
+        }
+    }
+    let burn = burn.expect("the burn was signed while no block came");
+    let batch = rig
+        .store
+        .unsettled_txs(&network)
+        .unwrap()
+        .into_iter()
+        .find(|tx| matches!(tx.purpose, reconciler::TxPurpose::Mint { .. }))
+        .expect("the mint batch waits at the node");
+    assert!(
+        batch.nonce < burn.nonce,
+        "the batch went out first: {} then {}",
+        batch.nonce,
+        burn.nonce
+    );
+    assert!(
+        burn.gas_limit >= batch.gas_limit,
+        "the burn's limit {} is below the batch's {} queued before it",
+        burn.gas_limit,
+        batch.gas_limit
+    );
+    rig.run(4).await;
+    assert_eq!(rig.withdrawals(), 1, "burned once");
+    assert!(matches!(
+        rig.store.redemption(&id).unwrap().unwrap().state,
+        RedemptionState::Burned { .. }
+    ));
+    assert_eq!(rig.balance(rig.ap_wallet), shares(1 + 10));
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_redemption_is_requested_journaled_and_burned_once() {
     let rig = Rig::new();
