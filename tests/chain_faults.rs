@@ -215,10 +215,15 @@ async fn a_smaller_transaction_behind_one_a_block_had_no_room_for_is_not_lost() 
         },
     )
     .await;
+    // The pass stores its transactions in one commit before it broadcasts any: wait for the
+    // node to hold all three, not for the store, or a block could come before the last arrives.
     eventually(
         Duration::from_secs(20),
-        "the first pass sent every mint",
-        || async { issuer.store.unsettled_txs(&anvil()).unwrap().len() == 3 },
+        "the first pass sent every mint to the node",
+        || async {
+            issuer.store.unsettled_txs(&anvil()).unwrap().len() == 3
+                && anvil_rpc(&world, "txpool_status", json!([])).await["pending"] == "0x3"
+        },
     )
     .await;
     let mut txs = issuer.store.unsettled_txs(&anvil()).unwrap();
